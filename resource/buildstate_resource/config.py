@@ -1,0 +1,222 @@
+"""``source`` and ``params``: what a pipeline may write, checked before any request is sent.
+
+Unknown keys are errors (a typo such as ``plaform`` would otherwise silently widen a filter), and
+the message lists the allowed keys. The ``*_KEYS`` tuples are the single list of what is allowed:
+the pipeline tests import them, so documentation, pipelines and code cannot drift apart.
+``version`` is the exception: it may come from older history, so it is read leniently elsewhere.
+"""
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+SOURCE_KEYS = (
+    "url",
+    "api_key",
+    "platform",
+    "os_version",
+    "image_type",
+    "build_id",
+    "states",
+    "event_types",
+    "ca_certs",
+    "timeout",
+    "debug",
+    "retry_seconds",
+)
+FILTER_KEYS = ("platform", "os_version", "image_type", "build_id")
+GET_PARAMS_KEYS: tuple[str, ...] = ()
+PUT_PARAMS_KEYS = (
+    "create",
+    "build",
+    "build_file",
+    "state",
+    "message",
+    "message_file",
+    "failure",
+    "reset",
+)
+CREATE_KEYS = ("platform", "os_version", "image_type", "build_id", "build_id_file", "labels")
+FAILURE_FIELDS = ("error_message", "error_code", "component", "details")
+FAILURE_KEYS = tuple(key for field in FAILURE_FIELDS for key in (field, f"{field}_file"))
+RESET_KEYS = ("reason", "reason_file")
+
+STATE_NAMES = ("failed", "succeeded", "reset")
+EVENT_TYPES = ("created", "state", "failure", "reset")
+DEFAULT_TIMEOUT_SECONDS = 15.0
+DEFAULT_RETRY_SECONDS = 50.0
+
+
+@dataclass(frozen=True)
+class Source:
+    url: str
+    api_key: str | None = None
+    filters: tuple[tuple[str, str], ...] = ()
+    states: tuple[str, ...] = ()
+    event_types: tuple[str, ...] = ()
+    ca_certs: tuple[str, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    debug: bool = False
+    retry_seconds: float = DEFAULT_RETRY_SECONDS
+
+    def event_filters(self) -> dict[str, str]:
+        """The ``GET /events`` query parameters that make the server do the filtering."""
+        query = dict(self.filters)
+        if self.states:
+            query["states"] = ",".join(self.states)
+        if self.event_types:
+            query["type"] = ",".join(self.event_types)
+        return query
+
+
+def reject_unknown_keys(given: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(str(key) for key in given if key not in allowed)
+    if not unknown:
+        return
+    allowed_text = ", ".join(sorted(allowed)) if allowed else "none"
+    hint = ""
+    if len(unknown) == 1:
+        import difflib  # noqa: PLC0415 - only on the error path
+
+        close = difflib.get_close_matches(unknown[0], allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+    names = ", ".join(repr(key) for key in unknown)
+    plural = "s" if len(unknown) > 1 else ""
+    raise ConfigError(f"unknown key{plural} {names} in {where}{hint}; allowed keys: {allowed_text}")
+
+
+def require_mapping(value: object, where: str, *, allow_missing: bool = False) -> Mapping[str, Any]:
+    if value is None and allow_missing:
+        return {}
+    if not isinstance(value, Mapping):
+        shown = "null" if value is None else type(value).__name__
+        raise ConfigError(f"{where} must be a mapping, got {shown}")
+    return value
+
+
+def string(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            f"{where} must be a non-empty string (quote numbers in YAML), got {value!r}"
+        )
+    return value.strip()
+
+
+def optional_string(mapping: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = mapping.get(key)
+    return None if value is None else string(value, f"{where}.{key}")
+
+
+def state_code(value: object, where: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100 or value % 5:
+        raise ConfigError(f"{where} must be a state code 0..100 in steps of 5, got {value!r}")
+    return value
+
+
+def parse_source(raw: object) -> Source:
+    if raw is None:
+        raise ConfigError(
+            "source is empty: the resource needs at least `url` (e.g. source: {url: https://buildstate.example.com})"
+        )
+    source = require_mapping(raw, "source")
+    reject_unknown_keys(source, SOURCE_KEYS, "source")
+    if "url" not in source:
+        raise ConfigError(
+            "source.url is required (the buildstate service, e.g. https://buildstate.example.com)"
+        )
+    url = string(source["url"], "source.url").rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"source.url must be an http:// or https:// URL, got {url!r}")
+    api_key = optional_string(source, "api_key", "source")
+    filters = tuple(
+        (key, string(source[key], f"source.{key}"))
+        for key in FILTER_KEYS
+        if source.get(key) is not None
+    )
+    return Source(
+        url=url,
+        api_key=api_key,
+        filters=filters,
+        states=_states(source.get("states")),
+        event_types=_event_types(source.get("event_types")),
+        ca_certs=_ca_certs(source.get("ca_certs")),
+        timeout=_seconds(
+            source.get("timeout"), "source.timeout", DEFAULT_TIMEOUT_SECONDS, minimum=0.1
+        ),
+        debug=_flag(source.get("debug"), "source.debug"),
+        retry_seconds=_seconds(
+            source.get("retry_seconds"), "source.retry_seconds", DEFAULT_RETRY_SECONDS, minimum=0.0
+        ),
+    )
+
+
+def _as_list(value: object) -> list[object]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _states(value: object) -> tuple[str, ...]:
+    states: list[str] = []
+    for item in _as_list(value):
+        if isinstance(item, str) and item.strip().lower() in STATE_NAMES:
+            states.append(item.strip().lower())
+        else:
+            try:
+                states.append(str(state_code(item, "source.states")))
+            except ConfigError:
+                raise ConfigError(
+                    f"source.states entries must be state codes 0..100 in steps of 5 or one of "
+                    f"{', '.join(STATE_NAMES)}; got {item!r}"
+                ) from None
+    return tuple(dict.fromkeys(states))
+
+
+def _event_types(value: object) -> tuple[str, ...]:
+    types: list[str] = []
+    for item in _as_list(value):
+        if not isinstance(item, str) or item.strip().lower() not in EVENT_TYPES:
+            raise ConfigError(
+                f"source.event_types entries must be one of {', '.join(EVENT_TYPES)}; got {item!r}"
+            )
+        types.append(item.strip().lower())
+    return tuple(dict.fromkeys(types))
+
+
+def _ca_certs(value: object) -> tuple[str, ...]:
+    certs = []
+    for item in _as_list(value):
+        if not isinstance(item, str) or "-----BEGIN CERTIFICATE-----" not in item:
+            raise ConfigError(
+                "source.ca_certs must be a list of PEM certificates (-----BEGIN CERTIFICATE-----)"
+            )
+        certs.append(item)
+    return tuple(certs)
+
+
+def _seconds(value: object, where: str, default: float, *, minimum: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        raise ConfigError(f"{where} must be a number of seconds >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _flag(value: object, where: str) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ConfigError(f"{where} must be true or false, got {value!r}")

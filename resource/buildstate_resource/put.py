@@ -1,0 +1,236 @@
+"""``out``: record one change (create, state, failure or reset) and print the event's version.
+
+The printed version comes from the event the service returns, formatted by the same function that
+``check`` uses, so the put's version and the checked version are the same Concourse version, and
+the implicit ``get`` after the put fetches exactly that event.
+"""
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import log
+from .client import Client, path_for
+from .config import (
+    CREATE_KEYS,
+    FAILURE_FIELDS,
+    FAILURE_KEYS,
+    PUT_PARAMS_KEYS,
+    RESET_KEYS,
+    optional_string,
+    parse_source,
+    reject_unknown_keys,
+    require_mapping,
+    state_code,
+    string,
+)
+from .errors import ConfigError
+from .events import metadata_of, require_event, version_of
+from .protocol import run
+from .provenance import idempotency_key, provenance_from_env
+
+ACTIONS = ("create", "state", "failure", "reset")
+# The service's limits; text read from files keeps its end, where a log says what went wrong.
+TEXT_LIMITS = {
+    "message": 4000,
+    "error_message": 4000,
+    "reason": 2000,
+    "error_code": 200,
+    "component": 200,
+}
+DETAILS_TEXT_LIMIT = 16000
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str
+    body: dict[str, Any]
+    summary: str
+
+
+def put(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
+    if not args:
+        raise ConfigError("out needs the build's sources directory as its first argument")
+    sources = Path(args[0])
+    source = parse_source(request.get("source"))
+    log.set_debug(source.debug)
+    params = require_mapping(request.get("params"), "params", allow_missing=True)
+    change = plan_change(params, sources)
+    provenance = provenance_from_env(os.environ)
+    body = {**change.body, "provenance": provenance} if provenance else change.body
+    key = idempotency_key(os.environ, "POST", change.path, body)
+    client = Client(source)
+    log.info(f"recording {change.summary}")
+    response = client.post(change.path, body, key)
+    event = _event_of(client, response, change.path)
+    version = version_of(event)
+    log.info(f"recorded event {version['seq']}: build {version['build']} state {version['state']}")
+    return {"version": version, "metadata": metadata_of(source.url, event)}
+
+
+def plan_change(params: Mapping[str, Any], sources: Path) -> Change:
+    """Validate ``params`` into one request, reading any ``*_file`` under ``sources``."""
+    reject_unknown_keys(params, PUT_PARAMS_KEYS, "params")
+    chosen = [action for action in ACTIONS if params.get(action) is not None]
+    if len(chosen) != 1:
+        given = ", ".join(chosen) or "none"
+        raise ConfigError(f"params needs exactly one of {', '.join(ACTIONS)} (given: {given})")
+    action = chosen[0]
+    if action != "state" and ("message" in params or "message_file" in params):
+        raise ConfigError("params.message and params.message_file go with params.state only")
+    if action == "create":
+        if "build" in params or "build_file" in params:
+            raise ConfigError(
+                "params.create names its own build_id; drop params.build / params.build_file"
+            )
+        return _create(require_mapping(params["create"], "params.create"), sources)
+    ref = _build_ref(params, sources)
+    if action == "state":
+        code = state_code(params["state"], "params.state")
+        body: dict[str, Any] = {"state_code": code}
+        message = _text_or_file(params, "message", sources, "params")
+        if message is not None:
+            body["message"] = message
+        return Change(path_for("builds", ref, "state"), body, f"state {code} for build {ref}")
+    if action == "failure":
+        return _failure(require_mapping(params["failure"], "params.failure"), sources, ref)
+    reset = require_mapping(params["reset"], "params.reset")
+    reject_unknown_keys(reset, RESET_KEYS, "params.reset")
+    reason = _text_or_file(reset, "reason", sources, "params.reset")
+    if reason is None:
+        raise ConfigError("params.reset needs reason or reason_file")
+    return Change(path_for("builds", ref, "reset"), {"reason": reason}, f"reset of build {ref}")
+
+
+def _create(create: Mapping[str, Any], sources: Path) -> Change:
+    reject_unknown_keys(create, CREATE_KEYS, "params.create")
+    body: dict[str, Any] = {}
+    for key in ("platform", "os_version", "image_type"):
+        if create.get(key) is None:
+            raise ConfigError(f"params.create.{key} is required")
+        body[key] = string(create[key], f"params.create.{key}")
+    if (create.get("build_id") is None) == (create.get("build_id_file") is None):
+        raise ConfigError("params.create needs exactly one of build_id and build_id_file")
+    if create.get("build_id") is not None:
+        body["build_id"] = string(create["build_id"], "params.create.build_id")
+    else:
+        where = "params.create.build_id_file"
+        body["build_id"] = _read_value(sources, create["build_id_file"], where)
+    labels = require_mapping(create.get("labels"), "params.create.labels", allow_missing=True)
+    if labels:
+        body["labels"] = {
+            str(key): string(value, f"params.create.labels.{key}") for key, value in labels.items()
+        }
+    return Change("/builds", body, f"creation of build {body['build_id']}")
+
+
+def _failure(failure: Mapping[str, Any], sources: Path, ref: str) -> Change:
+    reject_unknown_keys(failure, FAILURE_KEYS, "params.failure")
+    body: dict[str, Any] = {}
+    for field in FAILURE_FIELDS:
+        if field == "details":
+            details = _details(failure, sources)
+            if details is not None:
+                body["details"] = details
+            continue
+        value = _text_or_file(failure, field, sources, "params.failure")
+        if value is not None:
+            body[field] = value
+    if "error_message" not in body:
+        raise ConfigError("params.failure needs error_message or error_message_file")
+    return Change(path_for("builds", ref, "failure"), body, f"failure of build {ref}")
+
+
+def _details(failure: Mapping[str, Any], sources: Path) -> dict[str, Any] | None:
+    """``details`` inline (a mapping), or a file: a JSON object as is, any other text wrapped."""
+    if failure.get("details") is not None and failure.get("details_file") is not None:
+        raise ConfigError("params.failure takes details or details_file, not both")
+    if failure.get("details") is not None:
+        return dict(require_mapping(failure["details"], "params.failure.details"))
+    if failure.get("details_file") is None:
+        return None
+    relative = string(failure["details_file"], "params.failure.details_file")
+    text = _read_file(sources, relative, "params.failure.details_file")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        return parsed
+    return {"file": relative, "text": _tail(text.rstrip(), DETAILS_TEXT_LIMIT)}
+
+
+def _build_ref(params: Mapping[str, Any], sources: Path) -> str:
+    if (params.get("build") is None) == (params.get("build_file") is None):
+        raise ConfigError(
+            "params needs exactly one of build (a build id) and build_file "
+            "(a file under the put's inputs, e.g. state/build_id from an earlier get)"
+        )
+    if params.get("build") is not None:
+        return string(params["build"], "params.build")
+    return _read_value(sources, params["build_file"], "params.build_file")
+
+
+def _text_or_file(mapping: Mapping[str, Any], field: str, sources: Path, where: str) -> str | None:
+    inline, from_file = mapping.get(field), mapping.get(f"{field}_file")
+    if inline is not None and from_file is not None:
+        raise ConfigError(f"{where} takes {field} or {field}_file, not both")
+    if inline is not None:
+        return optional_string(mapping, field, where)
+    if from_file is None:
+        return None
+    text = _read_file(
+        sources, string(from_file, f"{where}.{field}_file"), f"{where}.{field}_file"
+    ).strip()
+    if not text:
+        raise ConfigError(f"{where}.{field}_file {from_file!r} is empty")
+    return _tail(text, TEXT_LIMITS.get(field, 4000))
+
+
+def _read_value(sources: Path, relative: object, where: str) -> str:
+    """A one-line value such as a build id, from a file that an earlier step wrote."""
+    value = _read_file(sources, string(relative, where), where).strip()
+    if not value:
+        raise ConfigError(f"{where} {relative!r} is empty")
+    return value
+
+
+def _read_file(sources: Path, relative: str, where: str) -> str:
+    path = Path(relative)
+    base = sources.resolve()
+    full = (base / path).resolve()
+    if path.is_absolute() or not full.is_relative_to(base):
+        raise ConfigError(
+            f"{where} must be a path under the put's inputs (like input/file), got {relative!r}"
+        )
+    try:
+        return full.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        first = path.parts[0] if path.parts else relative
+        raise ConfigError(
+            f"{where}: no file {relative!r} under the put's inputs; is {first!r} an output of "
+            "an earlier step and listed in the put's inputs?"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot read {relative!r}: {error.strerror}") from None
+
+
+def _tail(text: str, limit: int) -> str:
+    return text if len(text) <= limit else "..." + text[-(limit - 3) :]
+
+
+def _event_of(client: Client, response: object, path: str) -> Mapping[str, Any]:
+    """The event a POST recorded; an answer without one (an older service) is looked up by seq."""
+    if isinstance(response, Mapping) and response.get("event") is not None:
+        return require_event(response["event"], f"POST {path}")
+    seq = response.get("last_event_seq") if isinstance(response, Mapping) else None
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        return require_event(response, f"POST {path}")
+    return require_event(client.get(path_for("events", seq)), f"GET /events/{seq}")
+
+
+def main() -> None:
+    run("out", put)
