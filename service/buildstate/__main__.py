@@ -1,0 +1,3 @@
+from buildstate.cli import main
+
+raise SystemExit(main())

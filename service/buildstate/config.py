@@ -1,0 +1,51 @@
+"""Settings, read once from ``BUILDSTATE_*`` environment variables (and an optional ``.env`` file).
+
+Every variable is documented in ``.env.example`` at the top of the repository; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BUILDSTATE_", env_file=".env", extra="ignore", frozen=True)
+
+    env: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Path("data")
+    # Empty means "sqlite:///<data_dir>/buildstate.db".
+    database_url: str = ""
+    bind: str = "127.0.0.1:8080"
+    workers: int = Field(default=2, ge=1, le=64)
+    pg_pool_min: int = Field(default=1, ge=0, le=100)
+    pg_pool_max: int = Field(default=4, ge=1, le=100)
+    db_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    log_level: str = "INFO"
+    log_format: str = Field(default="auto", pattern="^(auto|json|text)$")
+    public_url: str = ""
+    idempotency_ttl_hours: int = Field(default=24, ge=1)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'buildstate.db').resolve()}"

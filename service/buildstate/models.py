@@ -1,0 +1,247 @@
+"""Pydantic models: they validate every request body and shape every response.
+
+The OpenAPI document is generated from these classes (``web/openapi.py``), so the published contract and the
+code that enforces it cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+
+from buildstate.domain import MAX_STATE, STATE_STEP
+
+Slug = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$"),
+    Field(description="Lower-case letters, digits, '.', '_' and '-'; 1 to 64 characters."),
+]
+BuildName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,199}$"),
+    Field(description="The pipeline's name for the build: letters, digits, '.', '_', '-', ':', '+'."),
+]
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")]
+LabelValue = Annotated[str, StringConstraints(max_length=1024)]
+Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=64)]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+Message = Annotated[str, StringConstraints(max_length=4000)]
+StateCode = Annotated[
+    StrictInt,
+    Field(ge=0, le=MAX_STATE, multiple_of=STATE_STEP, description="0..100 in steps of 5; 100 = done."),
+]
+
+
+class Status(StrEnum):
+    RUNNING = "running"
+    FAILED = "failed"
+    SUCCEEDED = "succeeded"
+
+
+class EventType(StrEnum):
+    CREATED = "created"
+    STATE = "state"
+    FAILURE = "failure"
+    RESET = "reset"
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Provenance(_Request):
+    """Where a change came from; the Concourse resource fills it from the build's environment."""
+
+    team: ShortText | None = None
+    pipeline: ShortText | None = None
+    instance_vars: dict[str, Any] | None = None
+    job: ShortText | None = None
+    build_name: ShortText | None = None
+    build_id: ShortText | None = None
+    build_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    build_status: ShortText | None = None
+    created_by: ShortText | None = None
+
+
+class BuildCreate(_Request):
+    platform: Slug
+    os_version: Slug
+    image_type: Slug
+    build_id: BuildName
+    labels: Labels = Field(default_factory=dict)
+    provenance: Provenance | None = None
+
+
+class StateChange(_Request):
+    state_code: StateCode
+    message: Message | None = None
+    provenance: Provenance | None = None
+
+
+class FailureReport(_Request):
+    error_message: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+    error_code: ShortText | None = None
+    component: ShortText | None = None
+    details: dict[str, Any] | None = None
+    provenance: Provenance | None = None
+
+
+class ResetRequest(_Request):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    provenance: Provenance | None = None
+
+
+# ---------------------------------------------------------------- responses
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Failure(_Response):
+    error_message: str
+    error_code: str | None = None
+    component: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class Build(_Response):
+    id: UUID
+    build_id: str
+    platform: str
+    os_version: str
+    image_type: str
+    state_code: int
+    status: Status
+    attempt: int
+    labels: dict[str, str]
+    message: str | None
+    failure: Failure | None
+    created_at: datetime
+    updated_at: datetime
+    last_event_seq: int
+
+
+class EventBuild(_Response):
+    """The parts of a build that never change after creation."""
+
+    id: UUID
+    build_id: str
+    platform: str
+    os_version: str
+    image_type: str
+    labels: dict[str, str]
+    created_at: datetime
+
+
+class Event(_Response):
+    seq: int
+    type: EventType
+    recorded_at: datetime
+    attempt: int
+    state_code: int = Field(description="The build's state code right after this event.")
+    from_state_code: int | None
+    status: Status = Field(description="The build's status right after this event.")
+    message: str | None
+    failure: Failure | None
+    reason: str | None
+    actor: str
+    provenance: dict[str, Any] | None
+    duration_ms: int | None = Field(description="Time since the build's previous event.")
+    build: EventBuild
+
+
+class BuildWithEvent(Build):
+    event: Event = Field(description="The event this request recorded, or the current one on replay.")
+
+
+class BuildState(_Response):
+    id: UUID
+    build_id: str
+    state_code: int
+    status: Status
+    attempt: int
+    message: str | None
+    failure: Failure | None
+    updated_at: datetime
+
+
+class BuildPage(_Response):
+    builds: list[Build]
+    next_cursor: str | None
+
+
+class EventPage(_Response):
+    events: list[Event]
+    next_after: int = Field(description="Pass as ?after= to continue; the last seq returned.")
+    has_more: bool
+
+
+class History(_Response):
+    build: Build
+    events: list[Event]
+
+
+class MatrixCell(_Response):
+    platform: str
+    os_version: str
+    image_type: str
+    build: Build
+
+
+class FailureGroup(_Response):
+    component: str | None
+    error_code: str | None
+    count: int
+    last_seen: datetime
+    last_seq: int = Field(description="The newest failure event of the group (GET /events/{seq}).")
+
+
+class StepDuration(_Response):
+    state_code: int = Field(description="The state a build spent the time in before moving on.")
+    median_ms: float
+    samples: int
+
+
+class Summary(_Response):
+    counts: dict[Status, int]
+    total: int
+    matrix: list[MatrixCell]
+    failures: list[FailureGroup]
+    step_durations: list[StepDuration]
+    window_hours: int
+    generated_at: datetime
+
+
+class Health(_Response):
+    status: Literal["ok"]
+    version: str
+
+
+class Ready(_Response):
+    status: Literal["ready", "unavailable"]
+    store: str
+    schema_version: int | None
+    expected_schema_version: int
+    detail: str | None = None
+
+
+class Root(_Response):
+    name: str
+    version: str
+    links: dict[str, str]
+
+
+class ProblemDetails(_Response):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,57 @@
+"""Storage: ``Store`` (the interface) and ``create_store``/``migrate`` (pick SQLite or PostgreSQL by URL)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from buildstate.config import Settings
+from buildstate.store.base import Store
+from buildstate.store.migrate import PostgresMigrator, SqliteMigrator
+
+__all__ = ["Store", "create_store", "describe_url", "migrate", "sqlite_path"]
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///relative/path`` or ``sqlite:////absolute/path``, as SQLAlchemy spells them."""
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def _is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def create_store(settings: Settings) -> Store:
+    url = settings.effective_database_url
+    if _is_postgres(url):
+        from buildstate.store.postgres import PostgresStore  # noqa: PLC0415 - optional driver
+
+        return PostgresStore(
+            url,
+            min_size=settings.pg_pool_min,
+            max_size=settings.pg_pool_max,
+            timeout=settings.db_timeout_seconds,
+        )
+    if url.startswith("sqlite:///"):
+        from buildstate.store.sqlite import SQLiteStore  # noqa: PLC0415
+
+        return SQLiteStore(sqlite_path(url), timeout=settings.db_timeout_seconds)
+    raise ValueError(f"BUILDSTATE_DATABASE_URL must start with sqlite:/// or postgresql://, not {url!r}")
+
+
+def migrate(settings: Settings) -> list[str]:
+    """Apply pending migrations; safe to run from several processes at once."""
+    url = settings.effective_database_url
+    if _is_postgres(url):
+        return asyncio.run(PostgresMigrator.migrate(url))
+    return SqliteMigrator.migrate(sqlite_path(url))
+
+
+def describe_url(url: str) -> str:
+    """The database URL without its password, fit for logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url

@@ -1,0 +1,161 @@
+"""The one store interface, and the values that cross it.
+
+Two implementations keep the same behaviour: ``SQLiteStore`` (the zero-configuration default) and
+``PostgresStore`` (production). The tests in ``tests/store`` run every case against both.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+from uuid import UUID
+
+from buildstate.errors import BadRequest, Unprocessable
+from buildstate.models import (
+    Build,
+    BuildCreate,
+    BuildPage,
+    BuildWithEvent,
+    Event,
+    EventPage,
+    FailureReport,
+    History,
+    ResetRequest,
+    StateChange,
+    Summary,
+)
+
+EVENT_TYPES = ("created", "state", "failure", "reset")
+STATUSES = ("running", "failed", "succeeded")
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An ``Idempotency-Key`` with what it must be replayed for: the same actor and the same request."""
+
+    actor: str
+    key: str
+    fingerprint: str
+
+    @classmethod
+    def for_request(cls, actor: str, key: str, method: str, path: str, body: bytes) -> Idempotency:
+        digest = hashlib.sha256()
+        for part in (method.encode(), path.encode(), body):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+        return cls(actor=actor, key=key, fingerprint=digest.hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The response to a write, as the store committed it (or as first committed, on a replay)."""
+
+    status_code: int
+    body: bytes
+    replayed: bool = False
+
+    @classmethod
+    def of(cls, build: BuildWithEvent, *, created: bool = False) -> WriteResult:
+        return cls(201 if created else 200, build.model_dump_json().encode())
+
+
+@dataclass(frozen=True, slots=True)
+class BuildFilter:
+    platform: str | None = None
+    os_version: str | None = None
+    image_type: str | None = None
+    status: str | None = None
+    min_state: int | None = None
+    max_state: int | None = None
+    updated_since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    platform: str | None = None
+    os_version: str | None = None
+    image_type: str | None = None
+    build_id: str | None = None
+    status: str | None = None
+    types: tuple[str, ...] = ()
+    # Codes and/or the words "failed", "succeeded", "reset": an event matches if any of them does.
+    states: tuple[int | str, ...] = ()
+    min_state: int | None = None
+    max_state: int | None = None
+    updated_since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BuildCursor:
+    updated_at: datetime
+    id: UUID
+
+    def encode(self) -> str:
+        raw = json.dumps([self.updated_at.isoformat(), str(self.id)]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> BuildCursor:
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            stamp, ident = json.loads(raw)
+            updated_at = datetime.fromisoformat(stamp)
+            if updated_at.tzinfo is None:
+                updated_at = updated_at.replace(tzinfo=UTC)
+            return cls(updated_at=updated_at, id=UUID(ident))
+        except (ValueError, TypeError) as exc:
+            raise BadRequest("cursor is not one this service issued", slug="bad-cursor") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaStatus:
+    current: int | None
+    expected: int
+    pending: list[str] = field(default_factory=list)
+
+
+class Store(Protocol):
+    """Everything the HTTP layer needs from storage. Writes are atomic and race-free across processes."""
+
+    kind: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def schema_status(self) -> SchemaStatus: ...
+
+    async def create_build(
+        self, request: BuildCreate, actor: str, idem: Idempotency | None = None
+    ) -> WriteResult: ...
+    async def record_state(
+        self, ref: str, request: StateChange, actor: str, idem: Idempotency | None = None
+    ) -> WriteResult: ...
+    async def record_failure(
+        self, ref: str, request: FailureReport, actor: str, idem: Idempotency | None = None
+    ) -> WriteResult: ...
+    async def reset_build(
+        self, ref: str, request: ResetRequest, actor: str, idem: Idempotency | None = None
+    ) -> WriteResult: ...
+
+    async def get_build(self, ref: str) -> Build: ...
+    async def list_builds(self, where: BuildFilter, limit: int, cursor: BuildCursor | None) -> BuildPage: ...
+    async def history(self, ref: str) -> History: ...
+    async def list_events(
+        self, where: EventFilter, *, after: int, before: int | None, limit: int, newest_first: bool
+    ) -> EventPage: ...
+    async def get_event(self, seq: int) -> Event: ...
+    async def summary(self, window_hours: int) -> Summary: ...
+    async def purge_idempotency_keys(self, older_than: datetime) -> int: ...
+
+
+def replay(idem: Idempotency, fingerprint: str, status_code: int, body: str) -> WriteResult:
+    """The response first recorded under an idempotency key, if the request is the same one."""
+    if fingerprint != idem.fingerprint:
+        raise Unprocessable(
+            "this Idempotency-Key was already used with a different request; use a new key",
+            slug="idempotency-key-reused",
+        )
+    return WriteResult(status_code, body.encode(), replayed=True)

@@ -1,0 +1,189 @@
+"""Turns a write request and a locked build into the event to append, the same way for both stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from buildstate import domain
+from buildstate.errors import Conflict
+from buildstate.models import (
+    Build,
+    BuildCreate,
+    BuildWithEvent,
+    Event,
+    EventBuild,
+    Failure,
+    FailureReport,
+    ResetRequest,
+    StateChange,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An event about to be appended, with the build's state right after it."""
+
+    type: str
+    attempt: int
+    state_code: int
+    from_state_code: int | None
+    status: str
+    message: str | None
+    failure: dict[str, Any] | None
+    reason: str | None
+    provenance: dict[str, Any] | None
+    # The failure the build carries after this event (kept while failed, cleared by a reset).
+    build_failure: dict[str, Any] | None
+
+
+def _current(build: Build) -> domain.Current:
+    failure = build.failure.model_dump() if build.failure else None
+    return domain.Current(build.build_id, build.state_code, build.status, build.attempt, failure)
+
+
+def _provenance(request: StateChange | FailureReport | ResetRequest | BuildCreate) -> Any:
+    return request.provenance.model_dump(exclude_none=True) if request.provenance else None
+
+
+def created(request: BuildCreate) -> Draft:
+    return Draft(
+        type="created",
+        attempt=1,
+        state_code=0,
+        from_state_code=None,
+        status=domain.RUNNING,
+        message=None,
+        failure=None,
+        reason=None,
+        provenance=_provenance(request),
+        build_failure=None,
+    )
+
+
+def state(build: Build, request: StateChange) -> Draft | None:
+    change = domain.decide_state(_current(build), request.state_code)
+    if change is None:
+        return None
+    return Draft(
+        type=change.type,
+        attempt=change.attempt,
+        state_code=change.state_code,
+        from_state_code=change.from_state_code,
+        status=change.status,
+        message=request.message,
+        failure=None,
+        reason=None,
+        provenance=_provenance(request),
+        build_failure=None,
+    )
+
+
+def failure(build: Build, request: FailureReport) -> Draft | None:
+    report = Failure(
+        error_message=request.error_message,
+        error_code=request.error_code,
+        component=request.component,
+        details=request.details,
+    ).model_dump()
+    change = domain.decide_failure(_current(build), report)
+    if change is None:
+        return None
+    return Draft(
+        type=change.type,
+        attempt=change.attempt,
+        state_code=change.state_code,
+        from_state_code=change.from_state_code,
+        status=change.status,
+        message=request.error_message,
+        failure=report,
+        reason=None,
+        provenance=_provenance(request),
+        build_failure=report,
+    )
+
+
+def reset(build: Build, request: ResetRequest) -> Draft:
+    change = domain.decide_reset(_current(build))
+    return Draft(
+        type=change.type,
+        attempt=change.attempt,
+        state_code=change.state_code,
+        from_state_code=change.from_state_code,
+        status=change.status,
+        message=request.reason,
+        failure=None,
+        reason=request.reason,
+        provenance=_provenance(request),
+        build_failure=None,
+    )
+
+
+def same_build(existing: Build, request: BuildCreate) -> None:
+    """A repeated create is a replay only if it names the same build; otherwise it is a conflict."""
+    differing = [
+        name
+        for name in ("platform", "os_version", "image_type", "labels")
+        if getattr(existing, name) != getattr(request, name)
+    ]
+    if differing:
+        raise Conflict(
+            f"build_id {request.build_id!r} already exists with different {', '.join(differing)}",
+            slug="build-exists",
+            extra={"id": str(existing.id), "differing_fields": differing},
+        )
+
+
+def result(
+    build: Build,
+    draft: Draft,
+    *,
+    actor: str,
+    seq: int,
+    recorded_at: datetime,
+    duration_ms: int | None,
+) -> BuildWithEvent:
+    """The build and event as committed, built from what the transaction knows (no re-read)."""
+    failure_model = Failure(**draft.failure) if draft.failure else None
+    event = Event(
+        seq=seq,
+        type=draft.type,  # type: ignore[arg-type]
+        recorded_at=recorded_at,
+        attempt=draft.attempt,
+        state_code=draft.state_code,
+        from_state_code=draft.from_state_code,
+        status=draft.status,  # type: ignore[arg-type]
+        message=draft.message,
+        failure=failure_model,
+        reason=draft.reason,
+        actor=actor,
+        provenance=draft.provenance,
+        duration_ms=duration_ms,
+        build=event_build(build),
+    )
+    return BuildWithEvent(
+        **build.model_dump(exclude={"state_code", "status", "attempt", "message", "failure"}),
+        state_code=draft.state_code,
+        status=draft.status,
+        attempt=draft.attempt,
+        message=draft.message,
+        failure=Failure(**draft.build_failure) if draft.build_failure else None,
+        event=event,
+    ).model_copy(update={"updated_at": recorded_at, "last_event_seq": seq})
+
+
+def event_build(build: Build) -> EventBuild:
+    return EventBuild(
+        id=build.id,
+        build_id=build.build_id,
+        platform=build.platform,
+        os_version=build.os_version,
+        image_type=build.image_type,
+        labels=build.labels,
+        created_at=build.created_at,
+    )
+
+
+def with_event(build: Build, event: Event) -> BuildWithEvent:
+    return BuildWithEvent(**build.model_dump(), event=event)

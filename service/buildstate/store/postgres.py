@@ -1,0 +1,455 @@
+"""PostgreSQL store (asyncpg): the production store, shared by every worker of every instance.
+
+Why the event feed never skips an event
+---------------------------------------
+PostgreSQL hands out sequence values at insert time, not at commit time. If writer A takes seq 41 and
+writer B takes seq 42 and commits first, a reader paging with ``seq > 40`` sees 42, moves its cursor past
+41, and never sees 41 once A commits. Every event append therefore takes one transaction-level advisory
+lock (``FEED_LOCK``) *before* drawing its sequence value and keeps it until commit: sequence values are
+drawn in commit order, so whatever a reader can see is a gap-free prefix of the feed. The lock is held
+only for the final statement and the commit of a write (the build row is locked and the rules checked
+before it), which costs far less than hiding rows behind the oldest running transaction's horizon on
+every read. ``tests/store/test_feed_order.py`` holds one writer's transaction open while another commits
+and shows the reader never skips.
+
+Lock order, which keeps writers free of deadlocks: idempotency key row, build row, feed lock, then the
+small summary tables (``status_counts``, ``combos``), which are only ever touched under the feed lock.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from buildstate import __version__
+from buildstate.errors import NotFound, ServiceUnavailable
+from buildstate.models import (
+    Build,
+    BuildCreate,
+    BuildPage,
+    Event,
+    EventPage,
+    FailureReport,
+    History,
+    ResetRequest,
+    StateChange,
+    Summary,
+)
+from buildstate.store import plan, sql
+from buildstate.store.base import (
+    BuildCursor,
+    BuildFilter,
+    EventFilter,
+    Idempotency,
+    SchemaStatus,
+    WriteResult,
+    replay,
+)
+from buildstate.store.migrate import PostgresMigrator
+
+FEED_LOCK = 0x6275696C64  # "build" in ASCII: the one advisory lock that orders event appends
+
+_APPEND_EVENT = """
+WITH feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint)),
+ev AS (
+    INSERT INTO events (seq, build_uuid, type, attempt, state_code, from_state_code, status, message,
+                        failure, reason, actor, provenance, duration_ms,
+                        platform_id, os_version_id, image_type_id, recorded_at)
+    SELECT nextval('events_seq'), $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12::jsonb,
+           (EXTRACT(EPOCH FROM clock_timestamp() - $13::timestamptz) * 1000)::bigint,
+           $14, $15, $16, clock_timestamp()
+    FROM feed_lock
+    RETURNING seq, recorded_at, duration_ms
+),
+build_update AS (
+    UPDATE builds SET state_code = $5, status = $7, attempt = $4, message = $8,
+                      failure = $17::jsonb, updated_at = ev.recorded_at, last_event_seq = ev.seq
+    FROM ev WHERE builds.id = $2
+),
+counts AS (
+    UPDATE status_counts
+    SET n = n + (CASE WHEN status = $7 THEN 1 ELSE 0 END) - (CASE WHEN status = $18 THEN 1 ELSE 0 END)
+    FROM ev WHERE status_counts.status IN ($7, $18) AND $7 IS DISTINCT FROM $18
+),
+failure_row AS (
+    INSERT INTO failures (seq, build_uuid, error_message, error_code, component, details, recorded_at)
+    SELECT ev.seq, $2, $9::jsonb->>'error_message', $9::jsonb->>'error_code',
+           $9::jsonb->>'component', $9::jsonb->'details', ev.recorded_at
+    FROM ev WHERE $3 = 'failure'
+),
+combo AS (
+    INSERT INTO combos (platform_id, os_version_id, image_type_id)
+    SELECT $14, $15, $16 FROM ev WHERE $3 = 'created'
+    ON CONFLICT DO NOTHING
+)
+SELECT seq, recorded_at, duration_ms FROM ev
+"""
+
+_LOCK_BUILD = f"""
+SELECT {sql.BUILD_COLUMNS}, b.platform_id, b.os_version_id, b.image_type_id
+{sql.BUILD_FROM} WHERE {{ref}} FOR UPDATE OF b
+"""
+
+_INSERT_BUILD = """
+INSERT INTO builds (id, build_id, platform_id, os_version_id, image_type_id, state_code, status,
+                    attempt, labels, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, 0, 'running', 1, $6::jsonb, clock_timestamp(), clock_timestamp())
+ON CONFLICT (build_id) DO NOTHING
+RETURNING created_at
+"""
+
+_STEP_SAMPLES = f"""
+SELECT s.code AS state_code, e.duration_ms
+FROM generate_series(0, 95, 5) AS s(code)
+CROSS JOIN LATERAL (
+    SELECT duration_ms FROM events
+    WHERE type = 'state' AND from_state_code = s.code AND duration_ms IS NOT NULL
+    ORDER BY seq DESC LIMIT {sql.STEP_SAMPLES}
+) e
+"""
+
+_DIALECT = sql.PostgresDialect()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Connections hold no session state (advisory locks are transaction-level), so skip the reset."""
+
+
+class PostgresStore:
+    kind = "postgresql"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        timeout: float = 5.0,
+    ) -> None:
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._pool: asyncpg.Pool | None = None
+        self._lookup_ids: dict[tuple[str, str], int] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            init=_init_connection,
+            reset=_keep_session,
+            timeout=self._timeout,
+            command_timeout=self._timeout * 6,
+            server_settings={"application_name": f"buildstate/{__version__}"},
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        return self._pool
+
+    async def _with_conn(self, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+        try:
+            async with self.pool.acquire(timeout=self._timeout) as conn:
+                return await work(conn)
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.InterfaceError,
+        ) as exc:
+            raise ServiceUnavailable(
+                "the database is unreachable; retry shortly", slug="database-unavailable"
+            ) from exc
+
+    async def schema_status(self) -> SchemaStatus:
+        async def work(conn: asyncpg.Connection) -> SchemaStatus:
+            return await PostgresMigrator.status_on(conn)
+
+        result: SchemaStatus = await self._with_conn(work)
+        return result
+
+    # ------------------------------------------------------------------ writes
+
+    async def _write(
+        self,
+        idem: Idempotency | None,
+        action: Callable[[asyncpg.Connection], Awaitable[WriteResult]],
+    ) -> WriteResult:
+        async def work(conn: asyncpg.Connection) -> WriteResult:
+            async with conn.transaction():
+                if idem is not None:
+                    replay = await self._claim(conn, idem)
+                    if replay is not None:
+                        return replay
+                outcome = await action(conn)
+                if idem is not None:
+                    await conn.execute(
+                        "UPDATE idempotency_keys SET status_code = $3, body = $4 "
+                        "WHERE actor = $1 AND key = $2",
+                        idem.actor,
+                        idem.key,
+                        outcome.status_code,
+                        outcome.body.decode(),
+                    )
+                return outcome
+
+        result: WriteResult = await self._with_conn(work)
+        return result
+
+    async def _claim(self, conn: asyncpg.Connection, idem: Idempotency) -> WriteResult | None:
+        """Take the key for this transaction, or return the response first recorded under it.
+
+        A concurrent request with the same key waits on the row until the first one commits (then replays
+        its answer) or rolls back (then proceeds as the first).
+        """
+        claimed = await conn.fetchval(
+            "INSERT INTO idempotency_keys (actor, key, fingerprint) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING RETURNING 1",
+            idem.actor,
+            idem.key,
+            idem.fingerprint,
+        )
+        if claimed:
+            return None
+        row = await conn.fetchrow(
+            "SELECT fingerprint, status_code, body FROM idempotency_keys WHERE actor = $1 AND key = $2",
+            idem.actor,
+            idem.key,
+        )
+        return replay(idem, row["fingerprint"], row["status_code"], row["body"])
+
+    async def _lookup_id(self, conn: asyncpg.Connection, column: str, name: str) -> int:
+        cached = self._lookup_ids.get((column, name))
+        if cached is not None:
+            return cached
+        table = sql.LOOKUP_TABLES[column]
+        ident = await conn.fetchval(
+            f"INSERT INTO {table} (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
+            name,
+        )
+        if ident is None:
+            ident = await conn.fetchval(f"SELECT id FROM {table} WHERE name = $1", name)
+        self._lookup_ids[(column, name)] = ident
+        return int(ident)
+
+    async def _append(
+        self,
+        conn: asyncpg.Connection,
+        row: asyncpg.Record,
+        build: Build,
+        draft: plan.Draft,
+        actor: str,
+        *,
+        old_status: str | None,
+        previous_at: datetime | None,
+    ) -> WriteResult:
+        appended = await conn.fetchrow(
+            _APPEND_EVENT,
+            FEED_LOCK,
+            build.id,
+            draft.type,
+            draft.attempt,
+            draft.state_code,
+            draft.from_state_code,
+            draft.status,
+            draft.message,
+            draft.failure,
+            draft.reason,
+            actor,
+            draft.provenance,
+            previous_at,
+            row["platform_id"],
+            row["os_version_id"],
+            row["image_type_id"],
+            draft.build_failure,
+            old_status,
+        )
+        written = plan.result(
+            build,
+            draft,
+            actor=actor,
+            seq=appended["seq"],
+            recorded_at=appended["recorded_at"],
+            duration_ms=appended["duration_ms"],
+        )
+        return WriteResult.of(written, created=draft.type == "created")
+
+    async def create_build(
+        self, request: BuildCreate, actor: str, idem: Idempotency | None = None
+    ) -> WriteResult:
+        async def action(conn: asyncpg.Connection) -> WriteResult:
+            ids = [await self._lookup_id(conn, col, getattr(request, col)) for col in sql.LOOKUP_TABLES]
+            inserted = await conn.fetchval(
+                _INSERT_BUILD, uuid.uuid4(), request.build_id, *ids, request.labels
+            )
+            row = await self._lock_build(conn, request.build_id)
+            build = sql.decode_build(_DIALECT, row)
+            if inserted is None:
+                plan.same_build(build, request)
+                created_event = await self._first_event(conn, build.id)
+                return WriteResult.of(plan.with_event(build, created_event))
+            return await self._append(
+                conn, row, build, plan.created(request), actor, old_status=None, previous_at=None
+            )
+
+        return await self._write(idem, action)
+
+    async def _transition(
+        self,
+        ref: str,
+        actor: str,
+        idem: Idempotency | None,
+        decide: Callable[[Build], plan.Draft | None],
+    ) -> WriteResult:
+        async def action(conn: asyncpg.Connection) -> WriteResult:
+            row = await self._lock_build(conn, ref)
+            build = sql.decode_build(_DIALECT, row)
+            draft = decide(build)
+            if draft is None:
+                current = await self._event(conn, build.last_event_seq)
+                return WriteResult.of(plan.with_event(build, current))
+            return await self._append(
+                conn,
+                row,
+                build,
+                draft,
+                actor,
+                old_status=build.status,
+                previous_at=build.updated_at,
+            )
+
+        return await self._write(idem, action)
+
+    async def record_state(
+        self, ref: str, request: StateChange, actor: str, idem: Idempotency | None = None
+    ) -> WriteResult:
+        return await self._transition(ref, actor, idem, lambda b: plan.state(b, request))
+
+    async def record_failure(
+        self, ref: str, request: FailureReport, actor: str, idem: Idempotency | None = None
+    ) -> WriteResult:
+        return await self._transition(ref, actor, idem, lambda b: plan.failure(b, request))
+
+    async def reset_build(
+        self, ref: str, request: ResetRequest, actor: str, idem: Idempotency | None = None
+    ) -> WriteResult:
+        return await self._transition(ref, actor, idem, lambda b: plan.reset(b, request))
+
+    async def _lock_build(self, conn: asyncpg.Connection, ref: str) -> asyncpg.Record:
+        p = sql.Params(_DIALECT)
+        row = await conn.fetchrow(_LOCK_BUILD.format(ref=sql.ref_condition(p, ref)), *p.values)
+        if row is None:
+            raise NotFound(f"no build {ref!r}", slug="build-not-found")
+        return row
+
+    async def _event(self, conn: asyncpg.Connection, seq: int) -> Event:
+        p = sql.Params(_DIALECT)
+        row = await conn.fetchrow(sql.event_query(p, seq), *p.values)
+        if row is None:
+            raise NotFound(f"no event {seq}", slug="event-not-found")
+        return sql.decode_event(_DIALECT, row)
+
+    async def _first_event(self, conn: asyncpg.Connection, build_uuid: uuid.UUID) -> Event:
+        seq = await conn.fetchval(
+            "SELECT min(seq) FROM events WHERE build_uuid = $1 AND type = 'created'", build_uuid
+        )
+        return await self._event(conn, seq)
+
+    # ------------------------------------------------------------------ reads
+
+    async def _fetch(self, query: str, values: list[Any]) -> list[asyncpg.Record]:
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            rows: list[asyncpg.Record] = await conn.fetch(query, *values)
+            return rows
+
+        result: list[asyncpg.Record] = await self._with_conn(work)
+        return result
+
+    async def get_build(self, ref: str) -> Build:
+        p = sql.Params(_DIALECT)
+        rows = await self._fetch(sql.build_query(p, ref), p.values)
+        if not rows:
+            raise NotFound(f"no build {ref!r}", slug="build-not-found")
+        return sql.decode_build(_DIALECT, rows[0])
+
+    async def list_builds(self, where: BuildFilter, limit: int, cursor: BuildCursor | None) -> BuildPage:
+        p = sql.Params(_DIALECT)
+        rows = await self._fetch(sql.build_list_query(p, where, limit + 1, cursor), p.values)
+        builds = [sql.decode_build(_DIALECT, row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = builds[-1]
+            next_cursor = BuildCursor(last.updated_at, last.id).encode()
+        return BuildPage(builds=builds, next_cursor=next_cursor)
+
+    async def history(self, ref: str) -> History:
+        build = await self.get_build(ref)
+        p = sql.Params(_DIALECT)
+        rows = await self._fetch(sql.history_query(p, build.id), p.values)
+        return History(build=build, events=[sql.decode_event(_DIALECT, row) for row in rows])
+
+    async def list_events(
+        self, where: EventFilter, *, after: int, before: int | None, limit: int, newest_first: bool
+    ) -> EventPage:
+        p = sql.Params(_DIALECT)
+        query = sql.event_list_query(
+            p, where, after=after, before=before, limit=limit + 1, newest_first=newest_first
+        )
+        rows = await self._fetch(query, p.values)
+        events = [sql.decode_event(_DIALECT, row) for row in rows[:limit]]
+        return EventPage(
+            events=events,
+            next_after=events[-1].seq if events else after,
+            has_more=len(rows) > limit,
+        )
+
+    async def get_event(self, seq: int) -> Event:
+        async def work(conn: asyncpg.Connection) -> Event:
+            return await self._event(conn, seq)
+
+        event: Event = await self._with_conn(work)
+        return event
+
+    async def summary(self, window_hours: int) -> Summary:
+        since = datetime.now(UTC) - timedelta(hours=window_hours)
+
+        async def work(conn: asyncpg.Connection) -> Summary:
+            async with conn.transaction(readonly=True, isolation="repeatable_read"):
+                counts = await conn.fetch("SELECT status, n FROM status_counts")
+                matrix = await conn.fetch(sql.MATRIX_QUERY)
+                p = sql.Params(_DIALECT)
+                groups = await conn.fetch(sql.failure_groups_query(p, since), *p.values)
+                steps = await conn.fetch(_STEP_SAMPLES)
+            return sql.build_summary(_DIALECT, counts, matrix, groups, steps, window_hours)
+
+        result: Summary = await self._with_conn(work)
+        return result
+
+    async def purge_idempotency_keys(self, older_than: datetime) -> int:
+        async def work(conn: asyncpg.Connection) -> int:
+            status: str = await conn.execute("DELETE FROM idempotency_keys WHERE created_at < $1", older_than)
+            return int(status.rsplit(maxsplit=1)[-1])
+
+        deleted: int = await self._with_conn(work)
+        return deleted

@@ -1,0 +1,348 @@
+"""SQL shared by both stores: the read queries, their filters, and row decoding.
+
+Each store supplies a ``Dialect``: how a bound parameter is written (``?`` or ``$n``) and how JSON, times and
+UUIDs come back from its driver. Values are always bound parameters; only fixed fragments are joined.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from buildstate.models import (
+    Build,
+    Event,
+    EventBuild,
+    Failure,
+    FailureGroup,
+    MatrixCell,
+    StepDuration,
+    Summary,
+)
+from buildstate.store.base import BuildCursor, BuildFilter, EventFilter
+
+Row = Mapping[str, Any]
+
+
+class Dialect:
+    """Placeholder style and value conversions of one driver."""
+
+    numbered: bool = False
+
+    def time_param(self, value: datetime) -> Any:
+        return value
+
+    def uuid_param(self, value: UUID) -> Any:
+        return value
+
+    def json_value(self, value: Any) -> Any:
+        return value
+
+    def time_value(self, value: Any) -> datetime:
+        assert isinstance(value, datetime)
+        return value
+
+    def uuid_value(self, value: Any) -> UUID:
+        return value if isinstance(value, UUID) else UUID(str(value))
+
+
+class SqliteDialect(Dialect):
+    numbered = False
+
+    def time_param(self, value: datetime) -> str:
+        return format_time(value)
+
+    def uuid_param(self, value: UUID) -> str:
+        return str(value)
+
+    def json_value(self, value: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+    def time_value(self, value: Any) -> datetime:
+        return datetime.fromisoformat(value)
+
+
+class PostgresDialect(Dialect):
+    numbered = True
+
+
+def format_time(value: datetime) -> str:
+    """Fixed-width ISO-8601 UTC, so that SQLite's text comparison orders times correctly."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Params:
+    """Collects bound values while a query is assembled."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}" if self.dialect.numbered else "?"
+
+    def time(self, value: datetime) -> str:
+        return self(self.dialect.time_param(value))
+
+
+BUILD_COLUMNS = """
+    b.id, b.build_id, p.name AS platform, o.name AS os_version, t.name AS image_type,
+    b.state_code, b.status, b.attempt, b.labels, b.message, b.failure,
+    b.created_at, b.updated_at, b.last_event_seq
+"""
+BUILD_FROM = """
+    FROM builds b
+    JOIN platforms p ON p.id = b.platform_id
+    JOIN os_versions o ON o.id = b.os_version_id
+    JOIN image_types t ON t.id = b.image_type_id
+"""
+EVENT_COLUMNS = """
+    e.seq, e.type, e.recorded_at, e.attempt, e.state_code, e.from_state_code, e.status,
+    e.message, e.failure, e.reason, e.actor, e.provenance, e.duration_ms,
+    b.id AS b_id, b.build_id AS b_build_id, p.name AS b_platform, o.name AS b_os_version,
+    t.name AS b_image_type, b.labels AS b_labels, b.created_at AS b_created_at
+"""
+EVENT_FROM = """
+    FROM events e
+    JOIN builds b ON b.id = e.build_uuid
+    JOIN platforms p ON p.id = e.platform_id
+    JOIN os_versions o ON o.id = e.os_version_id
+    JOIN image_types t ON t.id = e.image_type_id
+"""
+LOOKUP_TABLES = {"platform": "platforms", "os_version": "os_versions", "image_type": "image_types"}
+
+
+def ref_condition(p: Params, ref: str, alias: str = "b") -> str:
+    """A build named by its UUID or its pipeline ``build_id``."""
+    try:
+        as_uuid = UUID(ref)
+    except ValueError:
+        return f"{alias}.build_id = {p(ref)}"
+    return f"({alias}.id = {p(p.dialect.uuid_param(as_uuid))} OR {alias}.build_id = {p(ref)})"
+
+
+def _lookup_conditions(p: Params, alias: str, where: BuildFilter | EventFilter) -> list[str]:
+    conditions = []
+    for attr, table in LOOKUP_TABLES.items():
+        value = getattr(where, attr)
+        if value is not None:
+            conditions.append(f"{alias}.{attr}_id = (SELECT id FROM {table} WHERE name = {p(value)})")
+    return conditions
+
+
+def build_list_query(p: Params, where: BuildFilter, limit: int, cursor: BuildCursor | None) -> str:
+    conditions = _lookup_conditions(p, "b", where)
+    if where.status is not None:
+        conditions.append(f"b.status = {p(where.status)}")
+    if where.min_state is not None:
+        conditions.append(f"b.state_code >= {p(where.min_state)}")
+    if where.max_state is not None:
+        conditions.append(f"b.state_code <= {p(where.max_state)}")
+    if where.updated_since is not None:
+        conditions.append(f"b.updated_at >= {p.time(where.updated_since)}")
+    if cursor is not None:
+        stamp, ident = p.time(cursor.updated_at), p(p.dialect.uuid_param(cursor.id))
+        conditions.append(f"(b.updated_at < {stamp} OR (b.updated_at = {stamp} AND b.id < {ident}))")
+    where_sql = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    return (
+        f"SELECT {BUILD_COLUMNS} {BUILD_FROM} {where_sql} "
+        f"ORDER BY b.updated_at DESC, b.id DESC LIMIT {p(limit)}"
+    )
+
+
+def _state_condition(p: Params, state: int | str) -> str:
+    if state == "failed":
+        return "e.type = 'failure'"
+    if state == "reset":
+        return "e.type = 'reset'"
+    if state == "succeeded":
+        return "(e.type = 'state' AND e.state_code = 100)"
+    return f"(e.type IN ('created', 'state') AND e.state_code = {p(int(state))})"
+
+
+def event_list_query(
+    p: Params,
+    where: EventFilter,
+    *,
+    after: int,
+    before: int | None,
+    limit: int,
+    newest_first: bool,
+) -> str:
+    conditions = _lookup_conditions(p, "e", where)
+    if after:
+        conditions.append(f"e.seq > {p(after)}")
+    if before is not None:
+        conditions.append(f"e.seq < {p(before)}")
+    if where.build_id is not None:
+        conditions.append(
+            f"e.build_uuid = (SELECT b2.id FROM builds b2 WHERE {ref_condition(p, where.build_id, 'b2')})"
+        )
+    if where.status is not None:
+        conditions.append(f"e.status = {p(where.status)}")
+    if where.types:
+        conditions.append(f"e.type IN ({', '.join(p(t) for t in where.types)})")
+    if where.states:
+        conditions.append(f"({' OR '.join(_state_condition(p, s) for s in where.states)})")
+    if where.min_state is not None:
+        conditions.append(f"e.state_code >= {p(where.min_state)}")
+    if where.max_state is not None:
+        conditions.append(f"e.state_code <= {p(where.max_state)}")
+    if where.updated_since is not None:
+        conditions.append(f"e.recorded_at >= {p.time(where.updated_since)}")
+    where_sql = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    order = "DESC" if newest_first else "ASC"
+    return f"SELECT {EVENT_COLUMNS} {EVENT_FROM} {where_sql} ORDER BY e.seq {order} LIMIT {p(limit)}"
+
+
+def history_query(p: Params, build_uuid: Any) -> str:
+    return f"SELECT {EVENT_COLUMNS} {EVENT_FROM} WHERE e.build_uuid = {p(build_uuid)} ORDER BY e.seq"
+
+
+def event_query(p: Params, seq: int) -> str:
+    return f"SELECT {EVENT_COLUMNS} {EVENT_FROM} WHERE e.seq = {p(seq)}"
+
+
+def build_query(p: Params, ref: str) -> str:
+    return f"SELECT {BUILD_COLUMNS} {BUILD_FROM} WHERE {ref_condition(p, ref)}"
+
+
+MATRIX_QUERY = f"""
+    SELECT {BUILD_COLUMNS} {BUILD_FROM}
+    JOIN combos c ON b.id = (
+        SELECT b2.id FROM builds b2
+        WHERE b2.platform_id = c.platform_id AND b2.os_version_id = c.os_version_id
+          AND b2.image_type_id = c.image_type_id
+        ORDER BY b2.created_at DESC, b2.id DESC LIMIT 1
+    )
+    ORDER BY p.name, o.name, t.name
+"""
+RECENT_FAILURES_LIMIT = 1000
+STEP_SAMPLES = 500
+
+
+def failure_groups_query(p: Params, since: datetime) -> str:
+    """Failures of the window grouped by component and code, over at most the newest 1000."""
+    return f"""
+        SELECT component, error_code, COUNT(*) AS n, MAX(recorded_at) AS last_seen,
+               MAX(seq) AS last_seq
+        FROM (SELECT * FROM failures WHERE recorded_at >= {p.time(since)}
+              ORDER BY seq DESC LIMIT {p(RECENT_FAILURES_LIMIT)}) recent
+        GROUP BY component, error_code
+        ORDER BY n DESC, last_seq DESC
+        LIMIT 50
+    """
+
+
+def decode_failure(dialect: Dialect, value: Any) -> Failure | None:
+    data = dialect.json_value(value)
+    return None if data is None else Failure(**data)
+
+
+def decode_build(dialect: Dialect, row: Row) -> Build:
+    return Build(
+        id=dialect.uuid_value(row["id"]),
+        build_id=row["build_id"],
+        platform=row["platform"],
+        os_version=row["os_version"],
+        image_type=row["image_type"],
+        state_code=row["state_code"],
+        status=row["status"],
+        attempt=row["attempt"],
+        labels=dialect.json_value(row["labels"]),
+        message=row["message"],
+        failure=decode_failure(dialect, row["failure"]),
+        created_at=dialect.time_value(row["created_at"]),
+        updated_at=dialect.time_value(row["updated_at"]),
+        last_event_seq=row["last_event_seq"],
+    )
+
+
+def decode_event(dialect: Dialect, row: Row) -> Event:
+    return Event(
+        seq=row["seq"],
+        type=row["type"],
+        recorded_at=dialect.time_value(row["recorded_at"]),
+        attempt=row["attempt"],
+        state_code=row["state_code"],
+        from_state_code=row["from_state_code"],
+        status=row["status"],
+        message=row["message"],
+        failure=decode_failure(dialect, row["failure"]),
+        reason=row["reason"],
+        actor=row["actor"],
+        provenance=dialect.json_value(row["provenance"]),
+        duration_ms=row["duration_ms"],
+        build=EventBuild(
+            id=dialect.uuid_value(row["b_id"]),
+            build_id=row["b_build_id"],
+            platform=row["b_platform"],
+            os_version=row["b_os_version"],
+            image_type=row["b_image_type"],
+            labels=dialect.json_value(row["b_labels"]),
+            created_at=dialect.time_value(row["b_created_at"]),
+        ),
+    )
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def decode_all(decode: Callable[[Dialect, Row], Any], dialect: Dialect, rows: Sequence[Row]) -> list[Any]:
+    return [decode(dialect, row) for row in rows]
+
+
+def build_summary(
+    dialect: Dialect,
+    counts: Sequence[Row],
+    matrix: Sequence[Row],
+    groups: Sequence[Row],
+    steps: Sequence[Row],
+    window_hours: int,
+) -> Summary:
+    by_status = dict.fromkeys(("running", "failed", "succeeded"), 0)
+    by_status.update({row["status"]: int(row["n"]) for row in counts})
+    samples: dict[int, list[int]] = {}
+    for row in steps:
+        samples.setdefault(row["state_code"], []).append(row["duration_ms"])
+    cells = []
+    for row in matrix:
+        build = decode_build(dialect, row)
+        cells.append(
+            MatrixCell(
+                platform=build.platform,
+                os_version=build.os_version,
+                image_type=build.image_type,
+                build=build,
+            )
+        )
+    return Summary(
+        counts=by_status,  # type: ignore[arg-type]
+        total=sum(by_status.values()),
+        matrix=cells,
+        failures=[
+            FailureGroup(
+                component=row["component"],
+                error_code=row["error_code"],
+                count=row["n"],
+                last_seen=dialect.time_value(row["last_seen"]),
+                last_seq=row["last_seq"],
+            )
+            for row in groups
+        ],
+        step_durations=[
+            StepDuration(state_code=code, median_ms=median(values), samples=len(values))
+            for code, values in sorted(samples.items())
+        ],
+        window_hours=window_hours,
+        generated_at=datetime.now(UTC),
+    )

@@ -1,0 +1,461 @@
+"""SQLite store: the zero-configuration default, safe with several gunicorn workers on one file.
+
+- WAL journal, so readers never block the writer nor each other.
+- Every write is one ``BEGIN IMMEDIATE`` transaction: it takes the database's write lock up front, so a
+  transaction never fails half-way with "database is locked" when it tries to upgrade from read to write.
+  Other processes wait for the lock up to the busy timeout.
+- With one writer at a time, ``AUTOINCREMENT`` hands out event numbers in commit order: the feed cannot skip.
+- The stdlib driver is synchronous. Each store call runs as *one* function on a thread (writes on a single
+  writer thread per process, reads on a small pool), so a transaction costs one hop off the event loop
+  rather than one per statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from buildstate.errors import NotFound, ServiceUnavailable
+from buildstate.models import (
+    Build,
+    BuildCreate,
+    BuildPage,
+    Event,
+    EventPage,
+    FailureReport,
+    History,
+    ResetRequest,
+    StateChange,
+    Summary,
+)
+from buildstate.store import plan, sql
+from buildstate.store.base import (
+    BuildCursor,
+    BuildFilter,
+    EventFilter,
+    Idempotency,
+    SchemaStatus,
+    WriteResult,
+    replay,
+)
+from buildstate.store.migrate import SqliteMigrator
+
+T = TypeVar("T")
+_DIALECT = sql.SqliteDialect()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+class SQLiteStore:
+    kind = "sqlite"
+
+    def __init__(
+        self, path: Path, *, timeout: float = 5.0, readers: int = 4, synchronous: str = "FULL"
+    ) -> None:
+        self.path = path
+        self._timeout = timeout
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader_count = readers
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        if not self.path.exists():
+            raise ServiceUnavailable(f"SQLite database {self.path} does not exist; run buildstate migrate")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._readers = ThreadPoolExecutor(self._reader_count, thread_name_prefix="sqlite-reader")
+
+    async def close(self) -> None:
+        for pool in (self._writer, self._readers):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._writer = self._readers = None
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    async def _run(self, pool: ThreadPoolExecutor | None, work: Callable[[sqlite3.Connection], T]) -> T:
+        if pool is None:
+            raise RuntimeError("store is not open")
+
+        def call() -> T:
+            try:
+                return work(self._conn())
+            except sqlite3.OperationalError as exc:
+                message = str(exc)
+                if "locked" in message or "busy" in message:
+                    raise ServiceUnavailable(
+                        "the database stayed busy past the timeout; retry shortly",
+                        slug="database-busy",
+                        headers={"Retry-After": "1"},
+                    ) from exc
+                if "readonly" in message or "disk" in message or "unable to open" in message:
+                    raise ServiceUnavailable(
+                        f"the database cannot be written: {message}", slug="database-unavailable"
+                    ) from exc
+                raise
+
+        return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._readers, work)
+
+    async def schema_status(self) -> SchemaStatus:
+        return await self._read(SqliteMigrator.status_on)
+
+    # ------------------------------------------------------------------ writes
+
+    async def _write(
+        self, idem: Idempotency | None, action: Callable[[sqlite3.Connection], WriteResult]
+    ) -> WriteResult:
+        def work(conn: sqlite3.Connection) -> WriteResult:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                outcome = self._claim(conn, idem) if idem is not None else None
+                if outcome is None:
+                    outcome = action(conn)
+                    if idem is not None:
+                        conn.execute(
+                            "UPDATE idempotency_keys SET status_code = ?, body = ? "
+                            "WHERE actor = ? AND key = ?",
+                            (outcome.status_code, outcome.body.decode(), idem.actor, idem.key),
+                        )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return outcome
+
+        return await self._run(self._writer, work)
+
+    @staticmethod
+    def _claim(conn: sqlite3.Connection, idem: Idempotency) -> WriteResult | None:
+        row = conn.execute(
+            "SELECT fingerprint, status_code, body FROM idempotency_keys WHERE actor = ? AND key = ?",
+            (idem.actor, idem.key),
+        ).fetchone()
+        if row is not None:
+            return replay(idem, row["fingerprint"], row["status_code"], row["body"])
+        conn.execute(
+            "INSERT INTO idempotency_keys (actor, key, fingerprint, created_at) VALUES (?, ?, ?, ?)",
+            (idem.actor, idem.key, idem.fingerprint, sql.format_time(_now())),
+        )
+        return None
+
+    @staticmethod
+    def _lookup_id(conn: sqlite3.Connection, column: str, name: str) -> int:
+        table = sql.LOOKUP_TABLES[column]
+        conn.execute(f"INSERT INTO {table} (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,))
+        row = conn.execute(f"SELECT id FROM {table} WHERE name = ?", (name,)).fetchone()
+        return int(row[0])
+
+    @staticmethod
+    def _append(
+        conn: sqlite3.Connection,
+        row: sqlite3.Row,
+        build: Build,
+        draft: plan.Draft,
+        actor: str,
+        *,
+        old_status: str | None,
+        previous_at: datetime | None,
+    ) -> WriteResult:
+        recorded_at = _now()
+        stamp = sql.format_time(recorded_at)
+        duration_ms = None
+        if previous_at is not None:
+            duration_ms = int((recorded_at - previous_at).total_seconds() * 1000)
+        build_uuid = str(build.id)
+        seq = conn.execute(
+            "INSERT INTO events (build_uuid, type, attempt, state_code, from_state_code, status, "
+            "message, failure, reason, actor, provenance, duration_ms, platform_id, os_version_id, "
+            "image_type_id, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                build_uuid,
+                draft.type,
+                draft.attempt,
+                draft.state_code,
+                draft.from_state_code,
+                draft.status,
+                draft.message,
+                _dumps(draft.failure),
+                draft.reason,
+                actor,
+                _dumps(draft.provenance),
+                duration_ms,
+                row["platform_id"],
+                row["os_version_id"],
+                row["image_type_id"],
+                stamp,
+            ),
+        ).lastrowid
+        conn.execute(
+            "UPDATE builds SET state_code = ?, status = ?, attempt = ?, message = ?, failure = ?, "
+            "updated_at = ?, last_event_seq = ? WHERE id = ?",
+            (
+                draft.state_code,
+                draft.status,
+                draft.attempt,
+                draft.message,
+                _dumps(draft.build_failure),
+                stamp,
+                seq,
+                build_uuid,
+            ),
+        )
+        if old_status != draft.status:
+            conn.execute("UPDATE status_counts SET n = n + 1 WHERE status = ?", (draft.status,))
+            if old_status is not None:
+                conn.execute("UPDATE status_counts SET n = n - 1 WHERE status = ?", (old_status,))
+        if draft.type == "failure" and draft.failure is not None:
+            conn.execute(
+                "INSERT INTO failures (seq, build_uuid, error_message, error_code, component, details, "
+                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    seq,
+                    build_uuid,
+                    draft.failure["error_message"],
+                    draft.failure["error_code"],
+                    draft.failure["component"],
+                    _dumps(draft.failure["details"]),
+                    stamp,
+                ),
+            )
+        if draft.type == "created":
+            conn.execute(
+                "INSERT INTO combos (platform_id, os_version_id, image_type_id) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (row["platform_id"], row["os_version_id"], row["image_type_id"]),
+            )
+        assert seq is not None
+        written = plan.result(
+            build, draft, actor=actor, seq=seq, recorded_at=recorded_at, duration_ms=duration_ms
+        )
+        return WriteResult.of(written, created=draft.type == "created")
+
+    @staticmethod
+    def _lock_build(conn: sqlite3.Connection, ref: str) -> tuple[sqlite3.Row, Build]:
+        """Inside BEGIN IMMEDIATE this process already holds the write lock: the row cannot change."""
+        p = sql.Params(_DIALECT)
+        row = conn.execute(
+            f"SELECT {sql.BUILD_COLUMNS}, b.platform_id, b.os_version_id, b.image_type_id "
+            f"{sql.BUILD_FROM} WHERE {sql.ref_condition(p, ref)}",
+            p.values,
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no build {ref!r}", slug="build-not-found")
+        return row, sql.decode_build(_DIALECT, row)
+
+    @staticmethod
+    def _event(conn: sqlite3.Connection, seq: int) -> Event:
+        p = sql.Params(_DIALECT)
+        row = conn.execute(sql.event_query(p, seq), p.values).fetchone()
+        if row is None:
+            raise NotFound(f"no event {seq}", slug="event-not-found")
+        return sql.decode_event(_DIALECT, row)
+
+    async def create_build(
+        self, request: BuildCreate, actor: str, idem: Idempotency | None = None
+    ) -> WriteResult:
+        def action(conn: sqlite3.Connection) -> WriteResult:
+            existing = conn.execute("SELECT 1 FROM builds WHERE build_id = ?", (request.build_id,)).fetchone()
+            if existing is None:
+                ids = [self._lookup_id(conn, col, getattr(request, col)) for col in sql.LOOKUP_TABLES]
+                stamp = sql.format_time(_now())
+                conn.execute(
+                    "INSERT INTO builds (id, build_id, platform_id, os_version_id, image_type_id, "
+                    "state_code, status, attempt, labels, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, 0, 'running', 1, ?, ?, ?)",
+                    (
+                        str(uuid.uuid4()),
+                        request.build_id,
+                        *ids,
+                        _dumps(request.labels),
+                        stamp,
+                        stamp,
+                    ),
+                )
+            row, build = self._lock_build(conn, request.build_id)
+            if existing is not None:
+                plan.same_build(build, request)
+                seq = conn.execute(
+                    "SELECT min(seq) FROM events WHERE build_uuid = ? AND type = 'created'",
+                    (str(build.id),),
+                ).fetchone()[0]
+                return WriteResult.of(plan.with_event(build, self._event(conn, seq)))
+            return self._append(
+                conn, row, build, plan.created(request), actor, old_status=None, previous_at=None
+            )
+
+        return await self._write(idem, action)
+
+    async def _transition(
+        self,
+        ref: str,
+        actor: str,
+        idem: Idempotency | None,
+        decide: Callable[[Build], plan.Draft | None],
+    ) -> WriteResult:
+        def action(conn: sqlite3.Connection) -> WriteResult:
+            row, build = self._lock_build(conn, ref)
+            draft = decide(build)
+            if draft is None:
+                return WriteResult.of(plan.with_event(build, self._event(conn, build.last_event_seq)))
+            return self._append(
+                conn,
+                row,
+                build,
+                draft,
+                actor,
+                old_status=build.status,
+                previous_at=build.updated_at,
+            )
+
+        return await self._write(idem, action)
+
+    async def record_state(
+        self, ref: str, request: StateChange, actor: str, idem: Idempotency | None = None
+    ) -> WriteResult:
+        return await self._transition(ref, actor, idem, lambda b: plan.state(b, request))
+
+    async def record_failure(
+        self, ref: str, request: FailureReport, actor: str, idem: Idempotency | None = None
+    ) -> WriteResult:
+        return await self._transition(ref, actor, idem, lambda b: plan.failure(b, request))
+
+    async def reset_build(
+        self, ref: str, request: ResetRequest, actor: str, idem: Idempotency | None = None
+    ) -> WriteResult:
+        return await self._transition(ref, actor, idem, lambda b: plan.reset(b, request))
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_build(self, ref: str) -> Build:
+        def work(conn: sqlite3.Connection) -> Build:
+            p = sql.Params(_DIALECT)
+            row = conn.execute(sql.build_query(p, ref), p.values).fetchone()
+            if row is None:
+                raise NotFound(f"no build {ref!r}", slug="build-not-found")
+            return sql.decode_build(_DIALECT, row)
+
+        return await self._read(work)
+
+    async def list_builds(self, where: BuildFilter, limit: int, cursor: BuildCursor | None) -> BuildPage:
+        def work(conn: sqlite3.Connection) -> BuildPage:
+            p = sql.Params(_DIALECT)
+            rows = conn.execute(sql.build_list_query(p, where, limit + 1, cursor), p.values).fetchall()
+            builds = [sql.decode_build(_DIALECT, row) for row in rows[:limit]]
+            next_cursor = None
+            if len(rows) > limit:
+                next_cursor = BuildCursor(builds[-1].updated_at, builds[-1].id).encode()
+            return BuildPage(builds=builds, next_cursor=next_cursor)
+
+        return await self._read(work)
+
+    async def history(self, ref: str) -> History:
+        def work(conn: sqlite3.Connection) -> History:
+            conn.execute("BEGIN")  # one snapshot for the build and its events
+            try:
+                p = sql.Params(_DIALECT)
+                row = conn.execute(sql.build_query(p, ref), p.values).fetchone()
+                if row is None:
+                    raise NotFound(f"no build {ref!r}", slug="build-not-found")
+                build = sql.decode_build(_DIALECT, row)
+                p = sql.Params(_DIALECT)
+                rows = conn.execute(sql.history_query(p, str(build.id)), p.values).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return History(build=build, events=[sql.decode_event(_DIALECT, r) for r in rows])
+
+        return await self._read(work)
+
+    async def list_events(
+        self, where: EventFilter, *, after: int, before: int | None, limit: int, newest_first: bool
+    ) -> EventPage:
+        def work(conn: sqlite3.Connection) -> EventPage:
+            p = sql.Params(_DIALECT)
+            query = sql.event_list_query(
+                p, where, after=after, before=before, limit=limit + 1, newest_first=newest_first
+            )
+            rows = conn.execute(query, p.values).fetchall()
+            events = [sql.decode_event(_DIALECT, row) for row in rows[:limit]]
+            return EventPage(
+                events=events,
+                next_after=events[-1].seq if events else after,
+                has_more=len(rows) > limit,
+            )
+
+        return await self._read(work)
+
+    async def get_event(self, seq: int) -> Event:
+        return await self._read(lambda conn: self._event(conn, seq))
+
+    async def summary(self, window_hours: int) -> Summary:
+        since = _now() - timedelta(hours=window_hours)
+
+        def work(conn: sqlite3.Connection) -> Summary:
+            conn.execute("BEGIN")
+            try:
+                counts = conn.execute("SELECT status, n FROM status_counts").fetchall()
+                matrix = conn.execute(sql.MATRIX_QUERY).fetchall()
+                p = sql.Params(_DIALECT)
+                groups = conn.execute(sql.failure_groups_query(p, since), p.values).fetchall()
+                steps = []
+                for code in range(0, 100, 5):
+                    steps.extend(
+                        {"state_code": code, "duration_ms": r[0]}
+                        for r in conn.execute(
+                            "SELECT duration_ms FROM events WHERE type = 'state' "
+                            "AND from_state_code = ? AND duration_ms IS NOT NULL "
+                            "ORDER BY seq DESC LIMIT ?",
+                            (code, sql.STEP_SAMPLES),
+                        )
+                    )
+            finally:
+                conn.execute("COMMIT")
+            return sql.build_summary(_DIALECT, counts, matrix, groups, steps, window_hours)
+
+        return await self._read(work)
+
+    async def purge_idempotency_keys(self, older_than: datetime) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?", (sql.format_time(older_than),)
+            )
+            return cursor.rowcount
+
+        return await self._run(self._writer, work)

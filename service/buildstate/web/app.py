@@ -1,0 +1,91 @@
+"""``create_app``: the aiohttp application, one per gunicorn worker (or per test)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from buildstate.config import Settings
+from buildstate.errors import ServiceUnavailable
+from buildstate.store import Store, create_store
+from buildstate.web import middleware
+from buildstate.web.openapi import build_openapi
+from buildstate.web.routes import ROUTES, Handler
+from buildstate.web.typedefs import ACTOR, SETTINGS, STORE
+
+log = logging.getLogger("buildstate")
+
+
+class SchemaMismatchError(RuntimeError):
+    """The database schema is not the one this code expects: run ``buildstate migrate``."""
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = app[STORE]
+    await store.open()
+    try:
+        status = await store.schema_status()
+    except ServiceUnavailable:
+        # Start anyway: /ready reports the outage and the pool reconnects when the database returns.
+        log.warning("database unreachable at start-up; serving /ready=503 until it returns")
+    else:
+        if status.current != status.expected:
+            await store.close()
+            raise SchemaMismatchError(
+                f"database schema is at version {status.current}, this code needs {status.expected}: "
+                "run `buildstate migrate` (pending: " + ", ".join(status.pending) + ")"
+            )
+    purge = asyncio.create_task(_purge_idempotency_keys(app))
+    yield
+    purge.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await purge
+    await store.close()
+
+
+async def _purge_idempotency_keys(app: web.Application) -> None:
+    ttl = timedelta(hours=app[SETTINGS].idempotency_ttl_hours)
+    while True:
+        try:
+            await app[STORE].purge_idempotency_keys(datetime.now(UTC) - ttl)
+        except ServiceUnavailable:
+            log.info("idempotency key purge skipped: database unavailable")
+        await asyncio.sleep(3600)
+
+
+@web.middleware
+async def anonymous_actor(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[ACTOR] = "anonymous"
+    return await handler(request)
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> web.Application:
+    settings = settings or Settings()
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[middleware.request_id, middleware.problems, anonymous_actor],
+    )
+    app[SETTINGS] = settings
+    app[STORE] = store or create_store(settings)
+    app.cleanup_ctx.append(_store_ctx)
+    for r in ROUTES:
+        app.router.add_route(r.method, r.path, r.handler, name=r.handler.__name__)
+
+    spec = json.dumps(build_openapi(ROUTES)).encode()
+
+    async def openapi(_request: web.Request) -> web.Response:
+        return web.Response(body=spec, content_type="application/json")
+
+    app.router.add_get("/openapi.json", openapi, name="openapi")
+    return app
+
+
+async def gunicorn_app() -> web.Application:
+    """Entry point for gunicorn's aiohttp worker (``buildstate.web.app:gunicorn_app``)."""
+    return create_app()

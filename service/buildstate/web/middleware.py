@@ -1,0 +1,94 @@
+"""Middlewares that wrap every request: request ids and problem+json errors.
+
+Order (outermost first): ``request_id`` -> ``problems`` -> (auth, added by the auth module) -> handler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from buildstate.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Problem,
+    UnsupportedMediaType,
+)
+from buildstate.web.typedefs import REQUEST_ID
+
+log = logging.getLogger("buildstate.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PROBLEM_JSON = "application/problem+json"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+
+
+def problem_response(problem: Problem, request: web.Request | None = None) -> web.Response:
+    body = problem.to_dict(instance=request.path if request is not None else None)
+    response = web.Response(
+        body=json.dumps(body).encode(),
+        status=problem.status,
+        content_type=PROBLEM_JSON,
+        headers=problem.headers,
+    )
+    return response
+
+
+def _from_http_exception(exc: web.HTTPException) -> Problem:
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("no such resource; see GET /openapi.json for the routes", slug="no-route")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return MethodNotAllowed(
+            f"{exc.method} is not allowed here; allowed: {allowed}", headers={"Allow": allowed}
+        )
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge(f"the request body is larger than the limit: {exc.text}")
+    if isinstance(exc, web.HTTPUnsupportedMediaType):
+        return UnsupportedMediaType(exc.text or "unsupported media type")
+    generic = type("HTTPProblem", (Problem,), {"status": exc.status, "title": exc.reason, "slug": "http"})
+    detail: Any = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+    return generic(str(detail))  # type: ignore[no-any-return]
+
+
+@web.middleware
+async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Honour a sane ``X-Request-ID`` (no header injection, bounded), else mint one; echo it back."""
+    given = request.headers.get("X-Request-ID", "")
+    rid = given if _SANE_REQUEST_ID.match(given) else uuid.uuid4().hex
+    request[REQUEST_ID] = rid
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers["X-Request-ID"] = rid
+        raise
+    response.headers["X-Request-ID"] = rid
+    return response
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as RFC 9457 problem+json, router 404/405 and body-size 413 included."""
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem_response(problem, request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(_from_http_exception(exc), request)
+    except UnicodeDecodeError:
+        return problem_response(BadRequest("the request is not valid UTF-8"), request)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problem_response(
+            Problem("an unexpected error occurred; it has been logged with the request id"), request
+        )

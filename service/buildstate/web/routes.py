@@ -1,0 +1,477 @@
+"""Every HTTP endpoint, declared once in ``ROUTES`` with its models and the scope it needs.
+
+The same table registers the aiohttp routes, generates ``/openapi.json`` and tells the auth middleware
+what each route requires, so none of the three can disagree with the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from buildstate import __version__
+from buildstate.errors import BadRequest, Unprocessable, UnsupportedMediaType
+from buildstate.models import (
+    Build,
+    BuildCreate,
+    BuildPage,
+    BuildState,
+    BuildWithEvent,
+    Event,
+    EventPage,
+    EventType,
+    FailureReport,
+    Health,
+    History,
+    Ready,
+    ResetRequest,
+    Root,
+    Slug,
+    StateChange,
+    Status,
+    Summary,
+)
+from buildstate.store.base import BuildCursor, BuildFilter, EventFilter, Idempotency, WriteResult
+from buildstate.web.typedefs import ACTOR, STORE
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=BaseModel)
+
+Scope = Literal["public", "read", "write", "reset", "admin"]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    scope: Scope
+    tag: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
+    errors: tuple[int, ...] = ()
+
+
+ROUTES: list[Route] = []
+
+
+def route(
+    method: str,
+    path: str,
+    *,
+    summary: str,
+    scope: Scope,
+    tag: str,
+    body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    responses: dict[int, type[BaseModel] | None],
+    errors: tuple[int, ...] = (),
+) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        ROUTES.append(Route(method, path, handler, summary, scope, tag, body, query, responses, errors))
+        return handler
+
+    return register
+
+
+# ---------------------------------------------------------------- request helpers
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": ".".join(str(part) for part in error["loc"]), "type": error["type"], "msg": error["msg"]}
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+async def read_body(request: web.Request, model: type[M]) -> tuple[M, bytes]:
+    """Parse a JSON body into ``model``: 415 if not JSON, 400 if not parseable, 422 if invalid."""
+    content_type = request.content_type
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"send the body as application/json (got {content_type or 'no Content-Type'})"
+        )
+    raw = await request.read()
+    try:
+        return model.model_validate_json(raw or b"{}"), raw
+    except ValidationError as exc:
+        errors = _field_errors(exc)
+        if all(error["type"] in {"json_invalid", "json_type"} for error in errors):
+            raise BadRequest(
+                "the body is not valid JSON (or not UTF-8)", slug="invalid-json", extra={"errors": errors}
+            ) from None
+        raise Unprocessable(f"{len(errors)} field(s) failed validation", extra={"errors": errors}) from None
+
+
+def read_query(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        errors = _field_errors(exc)
+        raise Unprocessable(
+            f"{len(errors)} query parameter(s) failed validation", extra={"errors": errors}
+        ) from None
+
+
+def idempotency(request: web.Request, body: bytes) -> Idempotency | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise BadRequest("Idempotency-Key must be 1 to 255 printable characters", slug="bad-idempotency-key")
+    return Idempotency.for_request(request[ACTOR], key, request.method, request.path, body)
+
+
+def json_response(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(body=model.model_dump_json().encode(), status=status, content_type="application/json")
+
+
+def written(result: WriteResult) -> web.Response:
+    response = web.Response(body=result.body, status=result.status_code, content_type="application/json")
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+# ---------------------------------------------------------------- query models
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class BuildQuery(_Query):
+    platform: Slug | None = None
+    os_version: Slug | None = None
+    image_type: Slug | None = None
+    status: Status | None = None
+    min_state: Annotated[int, Field(ge=0, le=100)] | None = None
+    max_state: Annotated[int, Field(ge=0, le=100)] | None = None
+    updated_since: datetime | None = Field(default=None, description="ISO-8601; UTC if no offset.")
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+    cursor: Annotated[str, Field(max_length=512)] | None = Field(
+        default=None, description="next_cursor of the previous page."
+    )
+
+    @field_validator("updated_since")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+StateFilter = Annotated[
+    str,
+    Field(
+        pattern=r"^((100|[1-9]?[05]|failed|succeeded|reset),)*(100|[1-9]?[05]|failed|succeeded|reset)$",
+        description="Comma list of state codes and/or failed, succeeded, reset.",
+    ),
+]
+TypeFilter = Annotated[
+    str,
+    Field(
+        pattern=r"^((created|state|failure|reset),)*(created|state|failure|reset)$",
+        description="Comma list of event types.",
+    ),
+]
+
+
+class EventQuery(BuildQuery):
+    build_id: Annotated[str, Field(max_length=200)] | None = None
+    type: TypeFilter | None = None
+    states: StateFilter | None = None
+    after: Annotated[int, Field(ge=0, le=2**62)] = Field(
+        default=0, description="Only events with seq > after."
+    )
+    before: Annotated[int, Field(ge=1, le=2**62)] | None = Field(
+        default=None, description="Only events with seq < before (paging newest first)."
+    )
+    order: Literal["asc", "desc"] = "asc"
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class SummaryQuery(_Query):
+    window_hours: Annotated[int, Field(ge=1, le=24 * 366)] = 168
+
+
+def _build_filter(query: BuildQuery) -> BuildFilter:
+    return BuildFilter(
+        platform=query.platform,
+        os_version=query.os_version,
+        image_type=query.image_type,
+        status=query.status.value if query.status else None,
+        min_state=query.min_state,
+        max_state=query.max_state,
+        updated_since=query.updated_since,
+    )
+
+
+def _event_filter(query: EventQuery) -> EventFilter:
+    states: tuple[int | str, ...] = ()
+    if query.states:
+        states = tuple(int(s) if s.isdigit() else s for s in query.states.split(","))
+    return EventFilter(
+        platform=query.platform,
+        os_version=query.os_version,
+        image_type=query.image_type,
+        build_id=query.build_id,
+        status=query.status.value if query.status else None,
+        types=tuple(query.type.split(",")) if query.type else (),
+        states=states,
+        min_state=query.min_state,
+        max_state=query.max_state,
+        updated_since=query.updated_since,
+    )
+
+
+# ---------------------------------------------------------------- builds
+
+WRITE_ERRORS = (400, 404, 409, 413, 415, 422)
+
+
+@route(
+    "POST",
+    "/builds",
+    summary="Register a build (replays if the same build_id and fields exist)",
+    scope="write",
+    tag="builds",
+    body=BuildCreate,
+    responses={201: BuildWithEvent, 200: BuildWithEvent},
+    errors=(400, 409, 413, 415, 422),
+)
+async def create_build(request: web.Request) -> web.Response:
+    body, raw = await read_body(request, BuildCreate)
+    store = request.app[STORE]
+    return written(await store.create_build(body, request[ACTOR], idempotency(request, raw)))
+
+
+@route(
+    "GET",
+    "/builds",
+    summary="List builds, most recently updated first, with filters and a cursor",
+    scope="read",
+    tag="builds",
+    query=BuildQuery,
+    responses={200: BuildPage},
+    errors=(400, 422),
+)
+async def list_builds(request: web.Request) -> web.Response:
+    query = read_query(request, BuildQuery)
+    cursor = BuildCursor.decode(query.cursor) if query.cursor else None
+    page = await request.app[STORE].list_builds(_build_filter(query), query.limit, cursor)
+    return json_response(page)
+
+
+@route(
+    "GET",
+    "/builds/{ref}",
+    summary="One build, by UUID or build_id",
+    scope="read",
+    tag="builds",
+    responses={200: Build},
+    errors=(404,),
+)
+async def get_build(request: web.Request) -> web.Response:
+    return json_response(await request.app[STORE].get_build(request.match_info["ref"]))
+
+
+@route(
+    "GET",
+    "/builds/{ref}/state",
+    summary="A build's current state",
+    scope="read",
+    tag="builds",
+    responses={200: BuildState},
+    errors=(404,),
+)
+async def get_state(request: web.Request) -> web.Response:
+    build = await request.app[STORE].get_build(request.match_info["ref"])
+    return json_response(BuildState(**build.model_dump(include=set(BuildState.model_fields))))
+
+
+@route(
+    "POST",
+    "/builds/{ref}/state",
+    summary="Move a build forward to a state code",
+    scope="write",
+    tag="builds",
+    body=StateChange,
+    responses={200: BuildWithEvent},
+    errors=WRITE_ERRORS,
+)
+async def post_state(request: web.Request) -> web.Response:
+    body, raw = await read_body(request, StateChange)
+    result = await request.app[STORE].record_state(
+        request.match_info["ref"], body, request[ACTOR], idempotency(request, raw)
+    )
+    return written(result)
+
+
+@route(
+    "POST",
+    "/builds/{ref}/failure",
+    summary="Mark a build failed at its current state",
+    scope="write",
+    tag="builds",
+    body=FailureReport,
+    responses={200: BuildWithEvent},
+    errors=WRITE_ERRORS,
+)
+async def post_failure(request: web.Request) -> web.Response:
+    body, raw = await read_body(request, FailureReport)
+    result = await request.app[STORE].record_failure(
+        request.match_info["ref"], body, request[ACTOR], idempotency(request, raw)
+    )
+    return written(result)
+
+
+@route(
+    "POST",
+    "/builds/{ref}/reset",
+    summary="Start a new attempt at state 0, recording who and why",
+    scope="reset",
+    tag="builds",
+    body=ResetRequest,
+    responses={200: BuildWithEvent},
+    errors=WRITE_ERRORS,
+)
+async def post_reset(request: web.Request) -> web.Response:
+    body, raw = await read_body(request, ResetRequest)
+    result = await request.app[STORE].reset_build(
+        request.match_info["ref"], body, request[ACTOR], idempotency(request, raw)
+    )
+    return written(result)
+
+
+@route(
+    "GET",
+    "/builds/{ref}/history",
+    summary="A build's events, oldest first",
+    scope="read",
+    tag="builds",
+    responses={200: History},
+    errors=(404,),
+)
+async def get_history(request: web.Request) -> web.Response:
+    return json_response(await request.app[STORE].history(request.match_info["ref"]))
+
+
+# ---------------------------------------------------------------- events and dashboard
+
+
+@route(
+    "GET",
+    "/events",
+    summary="The ordered event feed (never skips; page with ?after=next_after)",
+    scope="read",
+    tag="events",
+    query=EventQuery,
+    responses={200: EventPage},
+    errors=(400, 422),
+)
+async def list_events(request: web.Request) -> web.Response:
+    query = read_query(request, EventQuery)
+    page = await request.app[STORE].list_events(
+        _event_filter(query),
+        after=query.after,
+        before=query.before,
+        limit=query.limit,
+        newest_first=query.order == "desc",
+    )
+    return json_response(page)
+
+
+@route(
+    "GET",
+    "/events/{seq}",
+    summary="One event, with the build it belongs to",
+    scope="read",
+    tag="events",
+    responses={200: Event},
+    errors=(400, 404),
+)
+async def get_event(request: web.Request) -> web.Response:
+    text = request.match_info["seq"]
+    if not text.isdigit() or len(text) > 18:
+        raise BadRequest("an event is named by its seq, a positive integer", slug="bad-seq")
+    return json_response(await request.app[STORE].get_event(int(text)))
+
+
+@route(
+    "GET",
+    "/dashboard/summary",
+    summary="Counts by status, latest build per platform x OS x image type, failures, step durations",
+    scope="read",
+    tag="dashboard",
+    query=SummaryQuery,
+    responses={200: Summary},
+    errors=(422,),
+)
+async def dashboard_summary(request: web.Request) -> web.Response:
+    query = read_query(request, SummaryQuery)
+    return json_response(await request.app[STORE].summary(query.window_hours))
+
+
+# ---------------------------------------------------------------- service
+
+
+@route(
+    "GET", "/health", summary="The process is alive", scope="public", tag="service", responses={200: Health}
+)
+async def health(_request: web.Request) -> web.Response:
+    return json_response(Health(status="ok", version=__version__))
+
+
+@route(
+    "GET",
+    "/ready",
+    summary="The database is reachable and its schema current",
+    scope="public",
+    tag="service",
+    responses={200: Ready, 503: Ready},
+)
+async def ready(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    try:
+        status = await store.schema_status()
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the store means "not ready"
+        return json_response(
+            Ready(
+                status="unavailable",
+                store=store.kind,
+                schema_version=None,
+                expected_schema_version=0,
+                detail=f"database unreachable: {type(exc).__name__}",
+            ),
+            status=503,
+        )
+    ok = status.current == status.expected
+    return json_response(
+        Ready(
+            status="ready" if ok else "unavailable",
+            store=store.kind,
+            schema_version=status.current,
+            expected_schema_version=status.expected,
+            detail=None if ok else f"pending migrations: {', '.join(status.pending)}",
+        ),
+        status=200 if ok else 503,
+    )
+
+
+@route("GET", "/", summary="Name, version and links", scope="public", tag="service", responses={200: Root})
+async def root(_request: web.Request) -> web.Response:
+    links = {
+        "openapi": "/openapi.json",
+        "health": "/health",
+        "ready": "/ready",
+        "builds": "/builds",
+        "events": "/events",
+        "dashboard_summary": "/dashboard/summary",
+    }
+    return json_response(Root(name="buildstate", version=__version__, links=links))

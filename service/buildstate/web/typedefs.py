@@ -1,0 +1,15 @@
+"""Every key stored on the application or on a request, in one place (aiohttp wants typed keys)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from buildstate.config import Settings
+from buildstate.store import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+
+REQUEST_ID = web.RequestKey("request_id", str)
+# Who is making the request, as recorded on events and audit rows ("anonymous" until auth says otherwise).
+ACTOR = web.RequestKey("actor", str)
