@@ -52,9 +52,7 @@ def events_from(client: Client, filters: Mapping[str, str], seq: int) -> list[Ma
             return events
         next_after = page.get("next_after")
         if isinstance(next_after, bool) or not isinstance(next_after, int) or next_after <= after:
-            raise ApiError(
-                f"the event feed did not advance past seq {after} (next_after={next_after!r})"
-            )
+            raise ApiError(f"the event feed did not advance past seq {after} (next_after={next_after!r})")
         after = next_after
 
 

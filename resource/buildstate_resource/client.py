@@ -89,9 +89,7 @@ class Client:
         while True:
             attempt += 1
             timeout = min(self.timeout, max(deadline - time.monotonic(), 1.0))
-            log.debug(
-                f"{method} {url} attempt {attempt}, timeout {timeout:.1f}s, {_shown(headers)}"
-            )
+            log.debug(f"{method} {url} attempt {attempt}, timeout {timeout:.1f}s, {_shown(headers)}")
             if data is not None:
                 log.debug(f"body: {data.decode()}")
             try:
@@ -138,15 +136,11 @@ class Client:
         try:
             return json.loads(raw)
         except ValueError:
-            raise ApiError(
-                f"{method} {url} answered {status} with a body that is not JSON"
-            ) from None
+            raise ApiError(f"{method} {url} answered {status} with a body that is not JSON") from None
 
 
 def _shown(headers: Mapping[str, str]) -> dict[str, str]:
-    return {
-        name: (log.REDACTED if name == "X-API-Key" else value) for name, value in headers.items()
-    }
+    return {name: (log.REDACTED if name == "X-API-Key" else value) for name, value in headers.items()}
 
 
 def _describe(status: int, raw: bytes) -> str:

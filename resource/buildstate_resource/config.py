@@ -100,9 +100,7 @@ def require_mapping(value: object, where: str, *, allow_missing: bool = False) -
 
 def string(value: object, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(
-            f"{where} must be a non-empty string (quote numbers in YAML), got {value!r}"
-        )
+        raise ConfigError(f"{where} must be a non-empty string (quote numbers in YAML), got {value!r}")
     return value.strip()
 
 
@@ -136,9 +134,7 @@ def parse_source(raw: object) -> Source:
         raise ConfigError(f"source.url must be an http:// or https:// URL, got {url!r}")
     api_key = optional_string(source, "api_key", "source")
     filters = tuple(
-        (key, string(source[key], f"source.{key}"))
-        for key in FILTER_KEYS
-        if source.get(key) is not None
+        (key, string(source[key], f"source.{key}")) for key in FILTER_KEYS if source.get(key) is not None
     )
     return Source(
         url=url,
@@ -147,9 +143,7 @@ def parse_source(raw: object) -> Source:
         states=_states(source.get("states")),
         event_types=_event_types(source.get("event_types")),
         ca_certs=_ca_certs(source.get("ca_certs")),
-        timeout=_seconds(
-            source.get("timeout"), "source.timeout", DEFAULT_TIMEOUT_SECONDS, minimum=0.1
-        ),
+        timeout=_seconds(source.get("timeout"), "source.timeout", DEFAULT_TIMEOUT_SECONDS, minimum=0.1),
         debug=_flag(source.get("debug"), "source.debug"),
         retry_seconds=_seconds(
             source.get("retry_seconds"), "source.retry_seconds", DEFAULT_RETRY_SECONDS, minimum=0.0

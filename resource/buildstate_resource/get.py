@@ -28,9 +28,7 @@ def get(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
     version = request.get("version")
     seq = seq_of_version(version)
     if seq is None:
-        raise ConfigError(
-            f"version {version!r} has no usable 'seq': in fetches one event by its seq"
-        )
+        raise ConfigError(f"version {version!r} has no usable 'seq': in fetches one event by its seq")
     client = Client(source)
     try:
         event = require_event(client.get(path_for("events", seq)), f"GET /events/{seq}")

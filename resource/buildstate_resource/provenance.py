@@ -57,14 +57,11 @@ def build_url(env: Mapping[str, str], instance_vars: Mapping[str, Any] | None) -
     if not external:
         return None
     names = [
-        env.get(key)
-        for key in ("BUILD_TEAM_NAME", "BUILD_PIPELINE_NAME", "BUILD_JOB_NAME", "BUILD_NAME")
+        env.get(key) for key in ("BUILD_TEAM_NAME", "BUILD_PIPELINE_NAME", "BUILD_JOB_NAME", "BUILD_NAME")
     ]
     if not all(names):
         return (
-            f"{external}/builds/{quote(env.get('BUILD_ID') or '', safe='')}"
-            if env.get("BUILD_ID")
-            else None
+            f"{external}/builds/{quote(env.get('BUILD_ID') or '', safe='')}" if env.get("BUILD_ID") else None
         )
     team, pipeline, job, name = (quote(str(part), safe="") for part in names)
     url = f"{external}/teams/{team}/pipelines/{pipeline}/jobs/{job}/builds/{name}"
@@ -93,9 +90,7 @@ def _instance_vars(raw: str | None) -> dict[str, Any] | None:
     try:
         value = json.loads(raw)
     except ValueError:
-        log.info(
-            "BUILD_PIPELINE_INSTANCE_VARS is not JSON; leaving instance_vars out of the provenance"
-        )
+        log.info("BUILD_PIPELINE_INSTANCE_VARS is not JSON; leaving instance_vars out of the provenance")
         return None
     return value if isinstance(value, dict) else None
 

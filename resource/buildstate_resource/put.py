@@ -83,9 +83,7 @@ def plan_change(params: Mapping[str, Any], sources: Path) -> Change:
         raise ConfigError("params.message and params.message_file go with params.state only")
     if action == "create":
         if "build" in params or "build_file" in params:
-            raise ConfigError(
-                "params.create names its own build_id; drop params.build / params.build_file"
-            )
+            raise ConfigError("params.create names its own build_id; drop params.build / params.build_file")
         return _create(require_mapping(params["create"], "params.create"), sources)
     ref = _build_ref(params, sources)
     if action == "state":
@@ -182,9 +180,7 @@ def _text_or_file(mapping: Mapping[str, Any], field: str, sources: Path, where: 
         return optional_string(mapping, field, where)
     if from_file is None:
         return None
-    text = _read_file(
-        sources, string(from_file, f"{where}.{field}_file"), f"{where}.{field}_file"
-    ).strip()
+    text = _read_file(sources, string(from_file, f"{where}.{field}_file"), f"{where}.{field}_file").strip()
     if not text:
         raise ConfigError(f"{where}.{field}_file {from_file!r} is empty")
     return _tail(text, TEXT_LIMITS.get(field, 4000))
