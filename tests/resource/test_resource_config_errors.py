@@ -1,0 +1,127 @@
+"""Bad configuration fails in one line that says what to fix, before any request is sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import resource_harness as harness
+from resource_fake_server import FakeServer
+
+from buildstate_resource.config import CREATE_KEYS, PUT_PARAMS_KEYS, SOURCE_KEYS
+
+
+def test_unknown_source_key_is_named_and_allowed_keys_listed(fake_server: FakeServer) -> None:
+    run = harness.check({"url": fake_server.url, "plaform": "aws"})
+
+    error = run.error()
+    assert "'plaform'" in error
+    assert "did you mean 'platform'?" in error
+    assert "allowed keys: " + ", ".join(sorted(SOURCE_KEYS)) in error
+    assert fake_server.requests == []
+
+
+@pytest.mark.parametrize("script", ["check", "in", "out"])
+def test_null_source_is_a_clear_error_for_every_script(script: str, tmp_path: Path) -> None:
+    request = {"source": None, "version": {"seq": "1"}}
+    run = harness.run_script(script, request, [str(tmp_path)], harness.build_env())
+
+    assert "source is empty" in run.error()
+    assert "url" in run.error()
+
+
+def test_missing_url_is_a_clear_error() -> None:
+    assert "source.url is required" in harness.check({"platform": "aws"}).error()
+
+
+@pytest.mark.parametrize(
+    ("source_extra", "expected"),
+    [
+        ({"states": [100, "broken"]}, "source.states entries must be"),
+        ({"states": [42]}, "source.states entries must be"),
+        ({"event_types": ["finished"]}, "source.event_types entries must be one of"),
+        ({"platform": 8}, "source.platform must be a non-empty string"),
+        ({"timeout": "soon"}, "source.timeout must be a number"),
+        ({"debug": "yes"}, "source.debug must be true or false"),
+        ({"ca_certs": ["not a pem"]}, "source.ca_certs must be a list of PEM certificates"),
+    ],
+)
+def test_invalid_source_values_are_rejected(
+    fake_server: FakeServer, source_extra: dict[str, object], expected: str
+) -> None:
+    run = harness.check({"url": fake_server.url, **source_extra})
+
+    assert expected in run.error()
+    assert fake_server.requests == []
+
+
+def test_url_must_be_http_or_https() -> None:
+    assert "must be an http:// or https:// URL" in harness.check({"url": "ftp://x"}).error()
+
+
+def test_unknown_put_param_is_named_with_the_allowed_keys(fake_server: FakeServer, tmp_path: Path) -> None:
+    run = harness.put({"url": fake_server.url}, {"build": "b-1", "stat": 50}, tmp_path)
+
+    error = run.error()
+    assert "'stat'" in error
+    assert "did you mean 'state'?" in error
+    assert ", ".join(sorted(PUT_PARAMS_KEYS)) in error
+    assert fake_server.requests == []
+
+
+def test_unknown_create_key_lists_the_create_keys(fake_server: FakeServer, tmp_path: Path) -> None:
+    params = {"create": {"platform": "aws", "os": "rhel", "image_type": "base", "build_id": "b"}}
+    error = harness.put({"url": fake_server.url}, params, tmp_path).error()
+
+    assert "'os' in params.create" in error
+    assert ", ".join(sorted(CREATE_KEYS)) in error
+
+
+def test_get_takes_no_params(fake_server: FakeServer, tmp_path: Path) -> None:
+    run = harness.get({"url": fake_server.url}, {"seq": "1"}, tmp_path, {"depth": 1})
+
+    assert "unknown key 'depth' in params; allowed keys: none" in run.error()
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (harness.OMIT, "exactly one of create, state, failure, reset (given: none)"),
+        ({"build": "b", "state": 50, "reset": {"reason": "x"}}, "(given: state, reset)"),
+        ({"state": 50}, "exactly one of build (a build id) and build_file"),
+        ({"build": "b", "state": 42}, "params.state must be a state code 0..100 in steps of 5"),
+        ({"build": "b", "state": 50, "message": "m", "message_file": "f"}, "not both"),
+        ({"build": "b", "failure": {"component": "packer"}}, "needs error_message"),
+        ({"build": "b", "reset": {"reason": "x"}, "message": "m"}, "go with params.state only"),
+        ({"build_file": "../etc/passwd", "state": 50}, "must be a path under the put's inputs"),
+        ({"build_file": "state/build_id", "state": 50}, "is 'state' an output of an earlier step"),
+    ],
+)
+def test_put_params_are_validated_before_any_request(
+    fake_server: FakeServer, tmp_path: Path, params: object, expected: str
+) -> None:
+    run = harness.put({"url": fake_server.url}, params, tmp_path)
+
+    assert expected in run.error()
+    assert fake_server.requests == []
+
+
+def test_in_and_out_need_their_directory_argument(fake_server: FakeServer) -> None:
+    request = {"source": {"url": fake_server.url}, "version": {"seq": "1"}}
+    run_in = harness.run_script("in", request, [], harness.build_env())
+    run_out = harness.run_script("out", request, [], harness.build_env())
+
+    assert "destination directory" in run_in.error()
+    assert "sources directory" in run_out.error()
+
+
+def test_stdin_that_is_not_json_fails_in_one_line() -> None:
+    run = harness.run_raw("check", "source: {url: x}", [], {})
+
+    assert "request on stdin is not valid JSON" in run.error()
+
+
+def test_in_rejects_a_version_without_seq(fake_server: FakeServer, tmp_path: Path) -> None:
+    run = harness.get({"url": fake_server.url}, {"build": "b-1"}, tmp_path)
+
+    assert "has no usable 'seq'" in run.error()
