@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from buildstate.errors import BadRequest, Unprocessable
@@ -48,6 +48,34 @@ class Idempotency:
             digest.update(len(part).to_bytes(8, "big"))
             digest.update(part)
         return cls(actor=actor, key=key, fingerprint=digest.hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class WriteContext:
+    """Who asks for a write, and how to recognise a retry of it; recorded in the audit log."""
+
+    actor: str
+    request_id: str | None = None
+    source: str | None = None
+    idem: Idempotency | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    actor: str
+    action: str
+    target: str | None
+    outcome: str  # "allowed", "replayed", "refused" (a rule said no), "denied" (auth said no)
+    status_code: int | None = None
+    request_id: str | None = None
+    source: str | None = None
+    detail: dict[str, Any] | None = None
+
+    @classmethod
+    def of(
+        cls, ctx: WriteContext, action: str, target: str | None, status_code: int, outcome: str
+    ) -> AuditEntry:
+        return cls(ctx.actor, action, target, outcome, status_code, ctx.request_id, ctx.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,18 +155,10 @@ class Store(Protocol):
     async def close(self) -> None: ...
     async def schema_status(self) -> SchemaStatus: ...
 
-    async def create_build(
-        self, request: BuildCreate, actor: str, idem: Idempotency | None = None
-    ) -> WriteResult: ...
-    async def record_state(
-        self, ref: str, request: StateChange, actor: str, idem: Idempotency | None = None
-    ) -> WriteResult: ...
-    async def record_failure(
-        self, ref: str, request: FailureReport, actor: str, idem: Idempotency | None = None
-    ) -> WriteResult: ...
-    async def reset_build(
-        self, ref: str, request: ResetRequest, actor: str, idem: Idempotency | None = None
-    ) -> WriteResult: ...
+    async def create_build(self, request: BuildCreate, ctx: WriteContext) -> WriteResult: ...
+    async def record_state(self, ref: str, request: StateChange, ctx: WriteContext) -> WriteResult: ...
+    async def record_failure(self, ref: str, request: FailureReport, ctx: WriteContext) -> WriteResult: ...
+    async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult: ...
 
     async def get_build(self, ref: str) -> Build: ...
     async def list_builds(self, where: BuildFilter, limit: int, cursor: BuildCursor | None) -> BuildPage: ...
@@ -149,6 +169,7 @@ class Store(Protocol):
     async def get_event(self, seq: int) -> Event: ...
     async def summary(self, window_hours: int) -> Summary: ...
     async def purge_idempotency_keys(self, older_than: datetime) -> int: ...
+    async def record_audit(self, entry: AuditEntry) -> None: ...
 
 
 def replay(idem: Idempotency, fingerprint: str, status_code: int, body: str) -> WriteResult:

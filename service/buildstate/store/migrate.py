@@ -1,6 +1,7 @@
 """Numbered SQL migrations, one folder per store: ``migrations/{sqlite,postgres}/NNNN_name.sql``.
 
-They run once, before gunicorn forks its workers (``buildstate serve``) or explicitly (``buildstate migrate``).
+They run once, before gunicorn forks its workers (``buildstate serve``) or explicitly
+(``buildstate migrate``).
 Concurrent starts are safe: PostgreSQL serialises migrators with a session advisory lock, SQLite with an
 immediate transaction around the whole run. Workers only compare the applied version with the expected one
 and refuse to start on a mismatch.

@@ -148,12 +148,12 @@ def result(
     failure_model = Failure(**draft.failure) if draft.failure else None
     event = Event(
         seq=seq,
-        type=draft.type,  # type: ignore[arg-type]
+        type=draft.type,
         recorded_at=recorded_at,
         attempt=draft.attempt,
         state_code=draft.state_code,
         from_state_code=draft.from_state_code,
-        status=draft.status,  # type: ignore[arg-type]
+        status=draft.status,
         message=draft.message,
         failure=failure_model,
         reason=draft.reason,

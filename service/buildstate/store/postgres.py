@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 
 from buildstate import __version__
-from buildstate.errors import NotFound, ServiceUnavailable
+from buildstate.errors import NotFound, Problem, ServiceUnavailable
 from buildstate.models import (
     Build,
     BuildCreate,
@@ -42,11 +42,13 @@ from buildstate.models import (
 )
 from buildstate.store import plan, sql
 from buildstate.store.base import (
+    AuditEntry,
     BuildCursor,
     BuildFilter,
     EventFilter,
     Idempotency,
     SchemaStatus,
+    WriteContext,
     WriteResult,
     replay,
 )
@@ -193,29 +195,62 @@ class PostgresStore:
 
     async def _write(
         self,
-        idem: Idempotency | None,
+        ctx: WriteContext,
+        action_name: str,
+        target: str,
         action: Callable[[asyncpg.Connection], Awaitable[WriteResult]],
     ) -> WriteResult:
+        """Run one write in one transaction, with its idempotency record and its audit row."""
+        idem = ctx.idem
+
         async def work(conn: asyncpg.Connection) -> WriteResult:
             async with conn.transaction():
-                if idem is not None:
-                    replay = await self._claim(conn, idem)
-                    if replay is not None:
-                        return replay
-                outcome = await action(conn)
-                if idem is not None:
-                    await conn.execute(
-                        "UPDATE idempotency_keys SET status_code = $3, body = $4 "
-                        "WHERE actor = $1 AND key = $2",
-                        idem.actor,
-                        idem.key,
-                        outcome.status_code,
-                        outcome.body.decode(),
-                    )
+                outcome = await self._claim(conn, idem) if idem is not None else None
+                if outcome is None:
+                    outcome = await action(conn)
+                    if idem is not None:
+                        await conn.execute(
+                            "UPDATE idempotency_keys SET status_code = $3, body = $4 "
+                            "WHERE actor = $1 AND key = $2",
+                            idem.actor,
+                            idem.key,
+                            outcome.status_code,
+                            outcome.body.decode(),
+                        )
+                kind = "replayed" if outcome.replayed else "allowed"
+                await self._insert_audit(
+                    conn, AuditEntry.of(ctx, action_name, target, outcome.status_code, kind)
+                )
                 return outcome
 
-        result: WriteResult = await self._with_conn(work)
+        try:
+            result: WriteResult = await self._with_conn(work)
+        except Problem as refused:
+            if refused.status < 500:
+                await self.record_audit(AuditEntry.of(ctx, action_name, target, refused.status, "refused"))
+            raise
         return result
+
+    @staticmethod
+    async def _insert_audit(conn: asyncpg.Connection, entry: AuditEntry) -> None:
+        await conn.execute(
+            "INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source, detail) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
+            entry.actor,
+            entry.action,
+            entry.target,
+            entry.outcome,
+            entry.status_code,
+            entry.request_id,
+            entry.source,
+            entry.detail,
+        )
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        async def work(conn: asyncpg.Connection) -> None:
+            await self._insert_audit(conn, entry)
+
+        await self._with_conn(work)
 
     async def _claim(self, conn: asyncpg.Connection, idem: Idempotency) -> WriteResult | None:
         """Take the key for this transaction, or return the response first recorded under it.
@@ -295,9 +330,7 @@ class PostgresStore:
         )
         return WriteResult.of(written, created=draft.type == "created")
 
-    async def create_build(
-        self, request: BuildCreate, actor: str, idem: Idempotency | None = None
-    ) -> WriteResult:
+    async def create_build(self, request: BuildCreate, ctx: WriteContext) -> WriteResult:
         async def action(conn: asyncpg.Connection) -> WriteResult:
             ids = [await self._lookup_id(conn, col, getattr(request, col)) for col in sql.LOOKUP_TABLES]
             inserted = await conn.fetchval(
@@ -310,16 +343,16 @@ class PostgresStore:
                 created_event = await self._first_event(conn, build.id)
                 return WriteResult.of(plan.with_event(build, created_event))
             return await self._append(
-                conn, row, build, plan.created(request), actor, old_status=None, previous_at=None
+                conn, row, build, plan.created(request), ctx.actor, old_status=None, previous_at=None
             )
 
-        return await self._write(idem, action)
+        return await self._write(ctx, "build.create", request.build_id, action)
 
     async def _transition(
         self,
         ref: str,
-        actor: str,
-        idem: Idempotency | None,
+        ctx: WriteContext,
+        action_name: str,
         decide: Callable[[Build], plan.Draft | None],
     ) -> WriteResult:
         async def action(conn: asyncpg.Connection) -> WriteResult:
@@ -334,27 +367,21 @@ class PostgresStore:
                 row,
                 build,
                 draft,
-                actor,
+                ctx.actor,
                 old_status=build.status,
                 previous_at=build.updated_at,
             )
 
-        return await self._write(idem, action)
+        return await self._write(ctx, action_name, ref, action)
 
-    async def record_state(
-        self, ref: str, request: StateChange, actor: str, idem: Idempotency | None = None
-    ) -> WriteResult:
-        return await self._transition(ref, actor, idem, lambda b: plan.state(b, request))
+    async def record_state(self, ref: str, request: StateChange, ctx: WriteContext) -> WriteResult:
+        return await self._transition(ref, ctx, "build.state", lambda b: plan.state(b, request))
 
-    async def record_failure(
-        self, ref: str, request: FailureReport, actor: str, idem: Idempotency | None = None
-    ) -> WriteResult:
-        return await self._transition(ref, actor, idem, lambda b: plan.failure(b, request))
+    async def record_failure(self, ref: str, request: FailureReport, ctx: WriteContext) -> WriteResult:
+        return await self._transition(ref, ctx, "build.failure", lambda b: plan.failure(b, request))
 
-    async def reset_build(
-        self, ref: str, request: ResetRequest, actor: str, idem: Idempotency | None = None
-    ) -> WriteResult:
-        return await self._transition(ref, actor, idem, lambda b: plan.reset(b, request))
+    async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult:
+        return await self._transition(ref, ctx, "build.reset", lambda b: plan.reset(b, request))
 
     async def _lock_build(self, conn: asyncpg.Connection, ref: str) -> asyncpg.Record:
         p = sql.Params(_DIALECT)

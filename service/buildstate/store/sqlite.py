@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from buildstate.errors import NotFound, ServiceUnavailable
+from buildstate.errors import NotFound, Problem, ServiceUnavailable
 from buildstate.models import (
     Build,
     BuildCreate,
@@ -38,11 +38,13 @@ from buildstate.models import (
 )
 from buildstate.store import plan, sql
 from buildstate.store.base import (
+    AuditEntry,
     BuildCursor,
     BuildFilter,
     EventFilter,
     Idempotency,
     SchemaStatus,
+    WriteContext,
     WriteResult,
     replay,
 )
@@ -140,8 +142,15 @@ class SQLiteStore:
     # ------------------------------------------------------------------ writes
 
     async def _write(
-        self, idem: Idempotency | None, action: Callable[[sqlite3.Connection], WriteResult]
+        self,
+        ctx: WriteContext,
+        action_name: str,
+        target: str,
+        action: Callable[[sqlite3.Connection], WriteResult],
     ) -> WriteResult:
+        """Run one write in one transaction, with its idempotency record and its audit row."""
+        idem = ctx.idem
+
         def work(conn: sqlite3.Connection) -> WriteResult:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -154,13 +163,41 @@ class SQLiteStore:
                             "WHERE actor = ? AND key = ?",
                             (outcome.status_code, outcome.body.decode(), idem.actor, idem.key),
                         )
+                kind = "replayed" if outcome.replayed else "allowed"
+                self._insert_audit(conn, AuditEntry.of(ctx, action_name, target, outcome.status_code, kind))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             return outcome
 
-        return await self._run(self._writer, work)
+        try:
+            return await self._run(self._writer, work)
+        except Problem as refused:
+            if refused.status < 500:
+                await self.record_audit(AuditEntry.of(ctx, action_name, target, refused.status, "refused"))
+            raise
+
+    @staticmethod
+    def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
+        conn.execute(
+            "INSERT INTO audit_log (at, actor, action, target, outcome, status_code, request_id, source, "
+            "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                sql.format_time(_now()),
+                entry.actor,
+                entry.action,
+                entry.target,
+                entry.outcome,
+                entry.status_code,
+                entry.request_id,
+                entry.source,
+                _dumps(entry.detail),
+            ),
+        )
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        await self._run(self._writer, lambda conn: self._insert_audit(conn, entry))
 
     @staticmethod
     def _claim(conn: sqlite3.Connection, idem: Idempotency) -> WriteResult | None:
@@ -223,6 +260,8 @@ class SQLiteStore:
                 stamp,
             ),
         ).lastrowid
+        if seq is None:  # pragma: no cover - an INSERT always sets lastrowid
+            raise RuntimeError("event insert returned no seq")
         conn.execute(
             "UPDATE builds SET state_code = ?, status = ?, attempt = ?, message = ?, failure = ?, "
             "updated_at = ?, last_event_seq = ? WHERE id = ?",
@@ -261,7 +300,6 @@ class SQLiteStore:
                 "ON CONFLICT DO NOTHING",
                 (row["platform_id"], row["os_version_id"], row["image_type_id"]),
             )
-        assert seq is not None
         written = plan.result(
             build, draft, actor=actor, seq=seq, recorded_at=recorded_at, duration_ms=duration_ms
         )
@@ -288,9 +326,7 @@ class SQLiteStore:
             raise NotFound(f"no event {seq}", slug="event-not-found")
         return sql.decode_event(_DIALECT, row)
 
-    async def create_build(
-        self, request: BuildCreate, actor: str, idem: Idempotency | None = None
-    ) -> WriteResult:
+    async def create_build(self, request: BuildCreate, ctx: WriteContext) -> WriteResult:
         def action(conn: sqlite3.Connection) -> WriteResult:
             existing = conn.execute("SELECT 1 FROM builds WHERE build_id = ?", (request.build_id,)).fetchone()
             if existing is None:
@@ -318,16 +354,16 @@ class SQLiteStore:
                 ).fetchone()[0]
                 return WriteResult.of(plan.with_event(build, self._event(conn, seq)))
             return self._append(
-                conn, row, build, plan.created(request), actor, old_status=None, previous_at=None
+                conn, row, build, plan.created(request), ctx.actor, old_status=None, previous_at=None
             )
 
-        return await self._write(idem, action)
+        return await self._write(ctx, "build.create", request.build_id, action)
 
     async def _transition(
         self,
         ref: str,
-        actor: str,
-        idem: Idempotency | None,
+        ctx: WriteContext,
+        action_name: str,
         decide: Callable[[Build], plan.Draft | None],
     ) -> WriteResult:
         def action(conn: sqlite3.Connection) -> WriteResult:
@@ -340,27 +376,21 @@ class SQLiteStore:
                 row,
                 build,
                 draft,
-                actor,
+                ctx.actor,
                 old_status=build.status,
                 previous_at=build.updated_at,
             )
 
-        return await self._write(idem, action)
+        return await self._write(ctx, action_name, ref, action)
 
-    async def record_state(
-        self, ref: str, request: StateChange, actor: str, idem: Idempotency | None = None
-    ) -> WriteResult:
-        return await self._transition(ref, actor, idem, lambda b: plan.state(b, request))
+    async def record_state(self, ref: str, request: StateChange, ctx: WriteContext) -> WriteResult:
+        return await self._transition(ref, ctx, "build.state", lambda b: plan.state(b, request))
 
-    async def record_failure(
-        self, ref: str, request: FailureReport, actor: str, idem: Idempotency | None = None
-    ) -> WriteResult:
-        return await self._transition(ref, actor, idem, lambda b: plan.failure(b, request))
+    async def record_failure(self, ref: str, request: FailureReport, ctx: WriteContext) -> WriteResult:
+        return await self._transition(ref, ctx, "build.failure", lambda b: plan.failure(b, request))
 
-    async def reset_build(
-        self, ref: str, request: ResetRequest, actor: str, idem: Idempotency | None = None
-    ) -> WriteResult:
-        return await self._transition(ref, actor, idem, lambda b: plan.reset(b, request))
+    async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult:
+        return await self._transition(ref, ctx, "build.reset", lambda b: plan.reset(b, request))
 
     # ------------------------------------------------------------------ reads
 
@@ -434,7 +464,7 @@ class SQLiteStore:
                 matrix = conn.execute(sql.MATRIX_QUERY).fetchall()
                 p = sql.Params(_DIALECT)
                 groups = conn.execute(sql.failure_groups_query(p, since), p.values).fetchall()
-                steps = []
+                steps: list[dict[str, int]] = []
                 for code in range(0, 100, 5):
                     steps.extend(
                         {"state_code": code, "duration_ms": r[0]}

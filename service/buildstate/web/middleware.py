@@ -33,13 +33,12 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 def problem_response(problem: Problem, request: web.Request | None = None) -> web.Response:
     body = problem.to_dict(instance=request.path if request is not None else None)
-    response = web.Response(
+    return web.Response(
         body=json.dumps(body).encode(),
         status=problem.status,
         content_type=PROBLEM_JSON,
         headers=problem.headers,
     )
-    return response
 
 
 def _from_http_exception(exc: web.HTTPException) -> Problem:

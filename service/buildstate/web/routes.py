@@ -24,7 +24,6 @@ from buildstate.models import (
     BuildWithEvent,
     Event,
     EventPage,
-    EventType,
     FailureReport,
     Health,
     History,
@@ -36,8 +35,15 @@ from buildstate.models import (
     Status,
     Summary,
 )
-from buildstate.store.base import BuildCursor, BuildFilter, EventFilter, Idempotency, WriteResult
-from buildstate.web.typedefs import ACTOR, STORE
+from buildstate.store.base import (
+    BuildCursor,
+    BuildFilter,
+    EventFilter,
+    Idempotency,
+    WriteContext,
+    WriteResult,
+)
+from buildstate.web.typedefs import ACTOR, REQUEST_ID, STORE
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
@@ -120,13 +126,18 @@ def read_query(request: web.Request, model: type[M]) -> M:
         ) from None
 
 
-def idempotency(request: web.Request, body: bytes) -> Idempotency | None:
+def write_context(request: web.Request, body: bytes) -> WriteContext:
+    """Who is writing (for events and the audit log) and, with ``Idempotency-Key``, how to spot a retry."""
+    actor = request[ACTOR]
     key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise BadRequest("Idempotency-Key must be 1 to 255 printable characters", slug="bad-idempotency-key")
-    return Idempotency.for_request(request[ACTOR], key, request.method, request.path, body)
+    idem = None
+    if key is not None:
+        if not 1 <= len(key) <= 255 or not key.isprintable():
+            raise BadRequest(
+                "Idempotency-Key must be 1 to 255 printable characters", slug="bad-idempotency-key"
+            )
+        idem = Idempotency.for_request(actor, key, request.method, request.path, body)
+    return WriteContext(actor=actor, request_id=request[REQUEST_ID], source=request.remote, idem=idem)
 
 
 def json_response(model: BaseModel, status: int = 200) -> web.Response:
@@ -248,7 +259,7 @@ WRITE_ERRORS = (400, 404, 409, 413, 415, 422)
 async def create_build(request: web.Request) -> web.Response:
     body, raw = await read_body(request, BuildCreate)
     store = request.app[STORE]
-    return written(await store.create_build(body, request[ACTOR], idempotency(request, raw)))
+    return written(await store.create_build(body, write_context(request, raw)))
 
 
 @route(
@@ -308,7 +319,7 @@ async def get_state(request: web.Request) -> web.Response:
 async def post_state(request: web.Request) -> web.Response:
     body, raw = await read_body(request, StateChange)
     result = await request.app[STORE].record_state(
-        request.match_info["ref"], body, request[ACTOR], idempotency(request, raw)
+        request.match_info["ref"], body, write_context(request, raw)
     )
     return written(result)
 
@@ -326,7 +337,7 @@ async def post_state(request: web.Request) -> web.Response:
 async def post_failure(request: web.Request) -> web.Response:
     body, raw = await read_body(request, FailureReport)
     result = await request.app[STORE].record_failure(
-        request.match_info["ref"], body, request[ACTOR], idempotency(request, raw)
+        request.match_info["ref"], body, write_context(request, raw)
     )
     return written(result)
 
@@ -344,7 +355,7 @@ async def post_failure(request: web.Request) -> web.Response:
 async def post_reset(request: web.Request) -> web.Response:
     body, raw = await read_body(request, ResetRequest)
     result = await request.app[STORE].reset_build(
-        request.match_info["ref"], body, request[ACTOR], idempotency(request, raw)
+        request.match_info["ref"], body, write_context(request, raw)
     )
     return written(result)
 
@@ -440,7 +451,7 @@ async def ready(request: web.Request) -> web.Response:
     store = request.app[STORE]
     try:
         status = await store.schema_status()
-    except Exception as exc:  # noqa: BLE001 - any failure to reach the store means "not ready"
+    except Exception as exc:
         return json_response(
             Ready(
                 status="unavailable",

@@ -1,0 +1,112 @@
+"""Fixtures shared by every test: real databases (SQLite and PostgreSQL), a store, an app client.
+
+PostgreSQL: one migrated template database per test session, and a fresh copy of it per test
+(``CREATE DATABASE ... TEMPLATE``, ~50 ms), so no test sees another's rows or an earlier run's.
+Set ``BUILDSTATE_TEST_PG`` to point elsewhere than ``postgresql://postgres@127.0.0.1:5432/postgres``.
+Locally an unreachable server skips the PostgreSQL cases with the reason; under CI (``CI`` set) it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from buildstate.config import Settings
+from buildstate.store import Store, create_store, migrate
+from buildstate.web.app import create_app
+
+PG_ADMIN = os.environ.get("BUILDSTATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+STORES = ["sqlite", "postgresql"]
+
+
+def _pg_url(database: str) -> str:
+    base, _, _ = PG_ADMIN.rpartition("/")
+    return f"{base}/{database}"
+
+
+async def _admin(*statements: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def pg_admin(*statements: str) -> None:
+    asyncio.run(_admin(*statements))
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    try:
+        pg_admin("SELECT 1")
+    except (OSError, asyncpg.PostgresError) as exc:
+        reason = f"PostgreSQL not reachable at {PG_ADMIN}: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    name = f"bs_tpl_{os.getpid()}_{secrets.token_hex(3)}"
+    pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        migrate(Settings(database_url=_pg_url(name)))
+        yield name
+    finally:
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    name = f"bs_t_{os.getpid()}_{secrets.token_hex(4)}"
+    pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    try:
+        yield _pg_url(name)
+    finally:
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'buildstate.db'}"
+    migrate(Settings(database_url=url))
+    return url
+
+
+@pytest.fixture(params=STORES)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Every test that uses this runs once per store."""
+    url: str = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
+    return url
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    return Settings(database_url=database_url, data_dir=data_dir, **overrides)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path)
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    opened = create_store(settings)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> TestClient[Any, Any]:
+    result: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+    return result
