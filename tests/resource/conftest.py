@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from resource_fake_server import FakeServer
+
+# pytest runs with --import-mode=importlib, which puts no test folder on sys.path; the helper
+# modules beside this file (uniquely named, so they shadow nothing) are imported by the tests.
+sys.path.insert(0, str(Path(__file__).parent))
+
+from resource_fake_server import FakeServer  # needs the path above
 
 SERVICE_START_SECONDS = 60
 
