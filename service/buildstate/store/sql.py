@@ -144,8 +144,10 @@ def build_list_query(p: Params, where: BuildFilter, limit: int, cursor: BuildCur
     if where.updated_since is not None:
         conditions.append(f"b.updated_at >= {p.time(where.updated_since)}")
     if cursor is not None:
-        stamp, ident = p.time(cursor.updated_at), p(p.dialect.uuid_param(cursor.id))
-        conditions.append(f"(b.updated_at < {stamp} OR (b.updated_at = {stamp} AND b.id < {ident}))")
+        # Each placeholder binds once: "?" cannot be reused the way "$n" can.
+        before, same = p.time(cursor.updated_at), p.time(cursor.updated_at)
+        ident = p(p.dialect.uuid_param(cursor.id))
+        conditions.append(f"(b.updated_at < {before} OR (b.updated_at = {same} AND b.id < {ident}))")
     where_sql = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     return (
         f"SELECT {BUILD_COLUMNS} {BUILD_FROM} {where_sql} "

@@ -6,6 +6,7 @@ what each route requires, so none of the three can disagree with the others.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,6 +98,9 @@ def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+
+
 async def read_body(request: web.Request, model: type[M]) -> tuple[M, bytes]:
     """Parse a JSON body into ``model``: 415 if not JSON, 400 if not parseable, 422 if invalid."""
     content_type = request.content_type
@@ -105,6 +109,9 @@ async def read_body(request: web.Request, model: type[M]) -> tuple[M, bytes]:
             f"send the body as application/json (got {content_type or 'no Content-Type'})"
         )
     raw = await request.read()
+    if _ESCAPED_NUL.search(raw):
+        # PostgreSQL text and jsonb cannot hold U+0000; refuse it on both stores alike.
+        raise Unprocessable("text may not contain the NUL character (\\u0000)", slug="nul-character")
     try:
         return model.model_validate_json(raw or b"{}"), raw
     except ValidationError as exc:
