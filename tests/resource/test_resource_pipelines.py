@@ -1,0 +1,198 @@
+"""The example pipelines parse, use only what they declare, and give our resource valid config.
+
+``source`` and ``put`` params are checked by the resource's own validation code (``parse_source``
+and ``plan_change``), so an example can never show a key or a shape that the resource rejects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from buildstate_resource.config import GET_PARAMS_KEYS, parse_source, reject_unknown_keys
+from buildstate_resource.put import plan_change
+
+PIPELINES_DIR = Path(__file__).resolve().parents[2] / "pipelines"
+VARS_FILE = PIPELINES_DIR / "vars.yml"
+PIPELINES = sorted(path for path in PIPELINES_DIR.glob("*.yml") if path != VARS_FILE)
+# Secrets come from the credential manager, never from the vars file.
+CREDENTIAL_VARS = {"buildstate_api_key", "notify_webhook_url"}
+# Resource types that ship with Concourse, so pipelines use them without declaring them.
+CORE_TYPES = {"git", "registry-image", "time", "s3", "semver", "docker-image"}
+STEP_HOOKS = ("on_success", "on_failure", "on_abort", "on_error", "ensure")
+VAR = re.compile(r"\(\(([a-zA-Z0-9_.-]+)\)\)")
+
+
+def _vars() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(VARS_FILE.read_text())
+    return loaded
+
+
+def _interpolate(value: Any, used: set[str]) -> Any:
+    """Replace ``((var))`` as ``fly set-pipeline -l vars.yml`` would (secrets get a stand-in)."""
+    if isinstance(value, dict):
+        return {key: _interpolate(item, used) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(item, used) for item in value]
+    if not isinstance(value, str):
+        return value
+    names = VAR.findall(value)
+    used.update(names)
+    known = {**_vars(), **{name: f"stand-in-{name}" for name in CREDENTIAL_VARS}}
+    whole = VAR.fullmatch(value)
+    if whole and whole.group(1) in known:
+        return known[whole.group(1)]
+    return VAR.sub(lambda match: str(known.get(match.group(1), match.group(0))), value)
+
+
+def load_pipeline(path: Path) -> tuple[dict[str, Any], set[str]]:
+    used: set[str] = set()
+    pipeline = _interpolate(yaml.safe_load(path.read_text()), used)
+    assert isinstance(pipeline, dict), f"{path.name} is not a mapping"
+    return pipeline, used
+
+
+def steps(step: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A step and every step nested in it (do, in_parallel, try, hooks)."""
+    yield step
+    nested: list[Any] = []
+    if "do" in step:
+        nested.extend(step["do"])
+    if "in_parallel" in step:
+        parallel = step["in_parallel"]
+        nested.extend(parallel["steps"] if isinstance(parallel, dict) else parallel)
+    if "try" in step:
+        nested.append(step["try"])
+    nested.extend(step[hook] for hook in STEP_HOOKS if hook in step)
+    for child in nested:
+        yield from steps(child)
+
+
+def all_steps(pipeline: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for job in pipeline["jobs"]:
+        for step in job["plan"]:
+            for found in steps(step):
+                yield job["name"], found
+        for hook in STEP_HOOKS:
+            if hook in job:
+                for found in steps(job[hook]):
+                    yield job["name"], found
+
+
+def buildstate_resources(pipeline: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        resource["name"]: resource for resource in pipeline["resources"] if resource["type"] == "buildstate"
+    }
+
+
+def test_there_are_example_pipelines() -> None:
+    assert {path.name for path in PIPELINES} >= {"build-image.yml", "publish.yml", "notify.yml"}
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda path: path.name)
+def test_pipeline_declares_the_buildstate_resource_type(path: Path) -> None:
+    pipeline, _used = load_pipeline(path)
+
+    declared = {resource_type["name"]: resource_type for resource_type in pipeline["resource_types"]}
+    assert declared["buildstate"]["type"] == "registry-image"
+    assert declared["buildstate"]["source"]["repository"] == _vars()["buildstate_resource_image"]
+    assert buildstate_resources(pipeline), "each example uses the resource"
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda path: path.name)
+def test_every_var_comes_from_the_vars_file_or_the_credential_manager(path: Path) -> None:
+    _pipeline, used = load_pipeline(path)
+
+    assert used - set(_vars()) - CREDENTIAL_VARS == set()
+    assert not set(_vars()) & CREDENTIAL_VARS, "secrets never go in the vars file"
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda path: path.name)
+def test_steps_use_only_declared_resources_and_types(path: Path) -> None:
+    pipeline, _used = load_pipeline(path)
+    declared_types = {resource_type["name"] for resource_type in pipeline.get("resource_types", [])}
+    resources = {resource["name"] for resource in pipeline["resources"]}
+
+    for resource in pipeline["resources"]:
+        assert resource["type"] in declared_types | CORE_TYPES, resource["name"]
+    for job, step in all_steps(pipeline):
+        for kind in ("get", "put"):
+            if kind in step:
+                assert step.get("resource", step[kind]) in resources, f"{job}: {kind} {step[kind]}"
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda path: path.name)
+def test_buildstate_sources_are_accepted_by_the_resource(path: Path) -> None:
+    pipeline, _used = load_pipeline(path)
+
+    for resource in buildstate_resources(pipeline).values():
+        parse_source(resource["source"])
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda path: path.name)
+def test_buildstate_steps_have_valid_params(path: Path, tmp_path: Path) -> None:
+    pipeline, _used = load_pipeline(path)
+    ours = buildstate_resources(pipeline)
+
+    for job, step in all_steps(pipeline):
+        if "get" in step and step.get("resource", step["get"]) in ours:
+            reject_unknown_keys(step.get("params") or {}, GET_PARAMS_KEYS, f"{job}: get params")
+        if "put" not in step or step.get("resource", step["put"]) not in ours:
+            continue
+        reject_unknown_keys(step.get("get_params") or {}, GET_PARAMS_KEYS, f"{job}: get_params")
+        sources = tmp_path / f"put-{id(step)}"
+        for relative in _files_named_in(step["params"]):
+            artifact = Path(relative).parts[0]
+            if isinstance(step.get("inputs"), list):
+                assert artifact in step["inputs"], f"{job}: {relative} is not among the put's inputs"
+            (sources / relative).parent.mkdir(parents=True, exist_ok=True)
+            (sources / relative).write_text("{}" if relative.endswith(".json") else "stand-in")
+        plan_change(step["params"], sources)
+
+
+def _files_named_in(params: Any) -> Iterator[str]:
+    if isinstance(params, dict):
+        for key, value in params.items():
+            if key.endswith("_file") and isinstance(value, str):
+                yield value
+            else:
+                yield from _files_named_in(value)
+
+
+def _puts(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
+    ours = buildstate_resources(pipeline)
+    return [step for _job, step in all_steps(pipeline) if step.get("put") in ours]
+
+
+def test_image_pipeline_records_every_stage_and_each_failing_step() -> None:
+    pipeline, _used = load_pipeline(PIPELINES_DIR / "build-image.yml")
+    puts = _puts(pipeline)
+
+    assert sum("create" in put["params"] for put in puts) == 1
+    assert [put["params"]["state"] for put in puts if "state" in put["params"]] == [10, 25, 50, 75, 100]
+    failing_tasks = {
+        step["task"]: step["on_failure"]["params"]["failure"]["component"]
+        for _job, step in all_steps(pipeline)
+        if "task" in step and "on_failure" in step
+    }
+    assert failing_tasks == {"packer-build": "packer", "ansible-configure": "ansible"}
+
+
+@pytest.mark.parametrize(("name", "states"), [("publish.yml", [100]), ("notify.yml", ["failed"])])
+def test_downstream_pipelines_trigger_on_every_matching_event(name: str, states: list[Any]) -> None:
+    pipeline, _used = load_pipeline(PIPELINES_DIR / name)
+    (resource,) = buildstate_resources(pipeline).values()
+
+    assert resource["source"]["states"] == states
+    triggers = [
+        step
+        for _job, step in all_steps(pipeline)
+        if step.get("get") == resource["name"] and step.get("trigger") is True
+    ]
+    assert triggers
+    assert all(step.get("version") == "every" for step in triggers)
