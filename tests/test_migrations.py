@@ -76,6 +76,6 @@ def test_cli_help_explains_each_command() -> None:
         out = subprocess.run([CLI, *args, "--help"], capture_output=True, text=True, check=True).stdout
         assert words in out
     version = subprocess.run(
-        [sys.executable, "-m", "buildstate", "--version"], capture_output=True, text=True
+        [sys.executable, "-m", "buildstate", "--version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.startswith("buildstate ")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tests.store.test_rules import CTX, create, state
 
 from buildstate.errors import BadRequest
 from buildstate.models import FailureReport
 from buildstate.store import Store
 from buildstate.store.base import BuildCursor, BuildFilter
-from tests.store.test_rules import CTX, create, state
 
 
 async def test_list_builds_filters_and_pages_with_a_cursor(store: Store) -> None:
