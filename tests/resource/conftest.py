@@ -54,7 +54,7 @@ def _wait_until_ready(url: str, process: subprocess.Popen[bytes], log_path: Path
         if process.poll() is not None:
             pytest.fail(f"buildstate serve exited with {process.returncode}:\n{log_path.read_text()}")
         try:
-            with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:  # noqa: S310
+            with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
@@ -116,13 +116,13 @@ def api(service_url: str, api_key: str) -> Api:
     """Call the service directly (to set up data faster than through the scripts)."""
 
     def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        request = urllib.request.Request(  # noqa: S310 - the test service, http only
+        request = urllib.request.Request(
             service_url + path,
             data=None if body is None else json.dumps(body).encode(),
             headers={"Content-Type": "application/json", "X-API-Key": api_key},
             method=method,
         )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
     return call

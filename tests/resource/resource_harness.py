@@ -8,12 +8,14 @@
   anything before it breaks the step); on failure stdout must be empty.
 
 The scripts are the console commands installed in the venv, called by absolute path, exactly as
-``/opt/resource/{check,in,out}`` are in the image.
+``/opt/resource/{check,in,out}`` are in the image (or those, when BUILDSTATE_RESOURCE_SCRIPTS_DIR
+names them).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 VENV_BIN = Path(sys.executable).parent
-SCRIPTS = {
-    "check": VENV_BIN / "buildstate-resource-check",
-    "in": VENV_BIN / "buildstate-resource-in",
-    "out": VENV_BIN / "buildstate-resource-out",
-}
+# In the image's test stage this is /opt/resource: the suite then runs the image's own scripts.
+SCRIPTS_DIR = os.environ.get("BUILDSTATE_RESOURCE_SCRIPTS_DIR")
+SCRIPTS = (
+    {name: Path(SCRIPTS_DIR) / name for name in ("check", "in", "out")}
+    if SCRIPTS_DIR
+    else {name: VENV_BIN / f"buildstate-resource-{name}" for name in ("check", "in", "out")}
+)
 OMIT: Any = object()
 # The test-only switch that shrinks exponential backoff (Retry-After is still honoured).
 FAST_BACKOFF = {"BUILDSTATE_RESOURCE_BACKOFF_SCALE": "0.01"}
