@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from buildstate.errors import BadRequest, Unprocessable
@@ -28,6 +28,9 @@ from buildstate.models import (
     StateChange,
     Summary,
 )
+
+if TYPE_CHECKING:
+    from buildstate.store.access import AccessStore
 
 EVENT_TYPES = ("created", "state", "failure", "reset")
 STATUSES = ("running", "failed", "succeeded")
@@ -150,6 +153,8 @@ class Store(Protocol):
     """Everything the HTTP layer needs from storage. Writes are atomic and race-free across processes."""
 
     kind: str
+    # API keys, users and audit queries, on the same connections (``store/access.py``).
+    access: AccessStore
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -41,6 +41,7 @@ from buildstate.models import (
     Summary,
 )
 from buildstate.store import plan, sql
+from buildstate.store.access import AccessStore
 from buildstate.store.base import (
     AuditEntry,
     BuildCursor,
@@ -53,6 +54,7 @@ from buildstate.store.base import (
     replay,
 )
 from buildstate.store.migrate import PostgresMigrator
+from buildstate.store.postgres_access import PostgresAccess
 
 FEED_LOCK = 0x6275696C64  # "build" in ASCII: the one advisory lock that orders event appends
 
@@ -143,6 +145,7 @@ class PostgresStore:
         self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._lookup_ids: dict[tuple[str, str], int] = {}
+        self.access: AccessStore = PostgresAccess(self)
 
     # ------------------------------------------------------------------ lifecycle
 

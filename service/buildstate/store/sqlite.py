@@ -37,6 +37,7 @@ from buildstate.models import (
     Summary,
 )
 from buildstate.store import plan, sql
+from buildstate.store.access import AccessStore
 from buildstate.store.base import (
     AuditEntry,
     BuildCursor,
@@ -49,6 +50,7 @@ from buildstate.store.base import (
     replay,
 )
 from buildstate.store.migrate import SqliteMigrator
+from buildstate.store.sqlite_access import SqliteAccess
 
 T = TypeVar("T")
 _DIALECT = sql.SqliteDialect()
@@ -77,6 +79,7 @@ class SQLiteStore:
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._reader_count = readers
+        self.access: AccessStore = SqliteAccess(self)
 
     # ------------------------------------------------------------------ lifecycle
 
