@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode
-from urllib.request import HTTPSHandler, OpenerDirector, Request, build_opener
+from urllib.request import HTTPRedirectHandler, HTTPSHandler, OpenerDirector, Request, build_opener
 
 from . import log
 from .config import Source
@@ -41,6 +41,18 @@ class _TransientError(Exception):
         self.retry_after = retry_after
 
 
+class _RefuseRedirects(HTTPRedirectHandler):
+    """Redirects end in an error that names the target instead of being followed.
+
+    urllib would resend ``X-API-Key`` to whatever host a redirect names, and turn a redirected
+    POST into a GET without its body. A redirect here means ``source.url`` is not the service's
+    address, which the pipeline author should fix.
+    """
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
 def path_for(*segments: str | int) -> str:
     """``/builds/<ref>/state`` with each segment quoted (build ids may hold ``:`` and ``+``)."""
     return "".join("/" + quote(str(segment), safe="") for segment in segments)
@@ -52,13 +64,12 @@ class Client:
         self.api_key = source.api_key
         self.timeout = source.timeout
         self.retry_seconds = source.retry_seconds
-        log.add_secret(source.api_key)
         self._opener = self._build_opener(source)
 
     @staticmethod
     def _build_opener(source: Source) -> OpenerDirector:
         if not source.url.startswith("https://"):
-            return build_opener()
+            return build_opener(_RefuseRedirects())
         context = ssl.create_default_context()
         for pem in source.ca_certs:
             try:
@@ -68,7 +79,7 @@ class Client:
                     f"source.ca_certs holds a certificate that cannot be loaded: {error}"
                 ) from None
         # build_opener keeps its default ProxyHandler, which reads the proxy variables.
-        return build_opener(HTTPSHandler(context=context))
+        return build_opener(HTTPSHandler(context=context), _RefuseRedirects())
 
     def get(self, path: str, query: Mapping[str, str | int] | None = None) -> Any:
         url = self.base_url + path + (f"?{urlencode(query)}" if query else "")
@@ -120,6 +131,9 @@ class Client:
             error.close()
             log.debug(f"-> {error.code} in {time.monotonic() - started:.3f}s: {raw[:2000]!r}")
             problem = f"{method} {url} failed: {_describe(error.code, raw)}"
+            if 300 <= error.code < 400:
+                target = error.headers.get("Location")
+                problem += f" (redirected to {target}: set source.url to the service's own address)"
             if error.code not in RETRY_STATUSES:
                 raise ApiError(problem, error.code) from None
             raise _TransientError(problem, _retry_after(error.headers.get("Retry-After"))) from None

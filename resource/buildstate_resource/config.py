@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import log
 from .errors import ConfigError
 
 SOURCE_KEYS = (
@@ -123,6 +124,7 @@ def parse_source(raw: object) -> Source:
             "source is empty: the resource needs at least `url` (e.g. source: {url: https://buildstate.example.com})"
         )
     source = require_mapping(raw, "source")
+    api_key = _api_key(source.get("api_key"))
     reject_unknown_keys(source, SOURCE_KEYS, "source")
     if "url" not in source:
         raise ConfigError(
@@ -132,7 +134,6 @@ def parse_source(raw: object) -> Source:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"source.url must be an http:// or https:// URL, got {url!r}")
-    api_key = optional_string(source, "api_key", "source")
     filters = tuple(
         (key, string(source[key], f"source.{key}")) for key in FILTER_KEYS if source.get(key) is not None
     )
@@ -149,6 +150,17 @@ def parse_source(raw: object) -> Source:
             source.get("retry_seconds"), "source.retry_seconds", DEFAULT_RETRY_SECONDS, minimum=0.0
         ),
     )
+
+
+def _api_key(value: object) -> str | None:
+    """The key, registered for redaction before anything can echo it (never shown in errors)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("source.api_key must be a non-empty string (quote it in YAML)")
+    log.add_secret(value)
+    log.add_secret(value.strip())
+    return value.strip()
 
 
 def _as_list(value: object) -> list[object]:

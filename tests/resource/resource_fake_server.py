@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +36,7 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
+    delay: float = 0.0  # seconds to wait before answering (a hung service)
 
     def encoded(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -108,6 +110,8 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 body,
             )
             reply = server.answer(recorded)
+            if reply.delay:
+                time.sleep(reply.delay)
             payload = reply.encoded()
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)

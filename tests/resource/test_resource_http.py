@@ -123,6 +123,28 @@ def test_connection_refused_is_retried_then_reported(tmp_path: Path) -> None:
     assert "retrying" in run.stderr
 
 
+def test_a_hung_service_times_out_and_is_retried(fake_server: FakeServer) -> None:
+    fake_server.queue(Reply(200, {"events": []}, delay=3), feed(event(4)))
+
+    started = time.monotonic()
+    run = harness.check({"url": fake_server.url, "timeout": 0.5}, env=harness.FAST_BACKOFF)
+
+    assert run.result() == [{"seq": "4", "build": "rhel-8.8-base-1", "state": "50"}]
+    assert "timed out" in run.stderr
+    assert time.monotonic() - started < 3
+
+
+def test_redirects_are_not_followed(fake_server: FakeServer, tmp_path: Path, api_key: str) -> None:
+    fake_server.queue(Reply(308, b"", headers={"Location": "https://elsewhere.invalid/builds/b/state"}))
+
+    run = harness.put({"url": fake_server.url, "api_key": api_key}, {"build": "b", "state": 5}, tmp_path)
+
+    error = run.error()
+    assert "308" in error
+    assert "redirected to https://elsewhere.invalid/builds/b/state" in error
+    assert len(fake_server.requests) == 1
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
 def test_other_client_errors_are_final_and_show_the_problem_detail(
     fake_server: FakeServer, tmp_path: Path, status: int
@@ -253,6 +275,13 @@ def test_the_api_key_is_sent_as_a_header_and_never_logged(fake_server: FakeServe
     assert api_key not in run.stderr
     assert "debug: GET" in run.stderr
     assert "<redacted>" in run.stderr
+
+
+def test_an_api_key_of_the_wrong_type_is_not_echoed(fake_server: FakeServer) -> None:
+    run = harness.check({"url": fake_server.url, "api_key": 8675309})
+
+    assert run.error() == "buildstate check: source.api_key must be a non-empty string (quote it in YAML)"
+    assert "8675309" not in run.stderr
 
 
 def test_no_api_key_header_without_a_key(fake_server: FakeServer) -> None:
