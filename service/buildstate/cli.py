@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from buildstate import __version__
 from buildstate.config import Settings
+from buildstate.observability.logging import configure as configure_logging
 from buildstate.store import describe_url, migrate
 
 log = logging.getLogger("buildstate")
@@ -28,34 +27,29 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    # The master imports neither the app nor prometheus_client: gunicorn_conf.on_starting migrates and sets
+    # up the metrics directory first, and each worker builds the app after the fork.
     from gunicorn.app.base import BaseApplication  # noqa: PLC0415 - only `serve` needs gunicorn
 
-    from buildstate.web.app import create_app  # noqa: PLC0415
+    from buildstate import gunicorn_conf  # noqa: PLC0415
 
     bind = args.bind or settings.bind
     workers = args.workers or settings.workers
-    applied = migrate(settings)
-    if applied:
-        print(f"migrated {describe_url(settings.effective_database_url)}: {', '.join(applied)}", flush=True)
 
     class Service(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            options: dict[str, Any] = {
-                "bind": bind,
-                "workers": workers,
-                "worker_class": "aiohttp.GunicornUVLoopWebWorker",
-                "graceful_timeout": 30,
-                "timeout": 60,
-                "keepalive": 75,
-                "accesslog": "-" if args.access_log else None,
-                "errorlog": "-",
-                "proc_name": "buildstate",
-            }
-            for key, value in options.items():
-                self.cfg.set(key, value)
+            for key, value in vars(gunicorn_conf).items():
+                if key in self.cfg.settings:
+                    self.cfg.set(key, value)
+            self.cfg.set("bind", bind)
+            self.cfg.set("workers", workers)
+            if args.access_log:
+                self.cfg.set("accesslog", "-")
 
         def load(self) -> Any:
             async def factory() -> Any:
+                from buildstate.web.app import create_app  # noqa: PLC0415 - in the worker, after fork
+
                 return create_app(settings)
 
             return factory
@@ -85,11 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the HTTP service",
         description="Apply pending migrations once, then run the service under gunicorn with the aiohttp "
-        "worker. Defaults come from BUILDSTATE_BIND and BUILDSTATE_WORKERS.",
+        "worker (settings in buildstate/gunicorn_conf.py). Defaults come from BUILDSTATE_BIND and "
+        "BUILDSTATE_WORKERS. SIGTERM drains in-flight requests; SIGHUP replaces the workers without "
+        "refusing any request.",
     )
     serve.add_argument("--bind", help="host:port to listen on (default: BUILDSTATE_BIND or 127.0.0.1:8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default: BUILDSTATE_WORKERS or 2)")
-    serve.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="also write gunicorn's classic access log (the app already logs every request as structured "
+        "records unless BUILDSTATE_ACCESS_LOG=false)",
+    )
     serve.set_defaults(run=_cmd_serve)
 
     mig = commands.add_parser(
@@ -104,11 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("BUILDSTATE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
     settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
     result: int = args.run(settings, args)
     return result

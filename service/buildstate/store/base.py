@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +32,7 @@ from buildstate.models import (
 
 if TYPE_CHECKING:
     from buildstate.store.access import AccessStore
+    from buildstate.store.sql import Dialect
 
 EVENT_TYPES = ("created", "state", "failure", "reset")
 STATUSES = ("running", "failed", "succeeded")
@@ -153,6 +155,7 @@ class Store(Protocol):
     """Everything the HTTP layer needs from storage. Writes are atomic and race-free across processes."""
 
     kind: str
+    dialect: Dialect
     # API keys, users and audit queries, on the same connections (``store/access.py``).
     access: AccessStore
 
@@ -175,6 +178,10 @@ class Store(Protocol):
     async def summary(self, window_hours: int) -> Summary: ...
     async def purge_idempotency_keys(self, older_than: datetime) -> int: ...
     async def record_audit(self, entry: AuditEntry) -> None: ...
+    async def max_seq(self) -> int: ...
+    async def run_batch(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], *, write: bool = True
+    ) -> list[list[Any]]: ...
 
 
 def replay(idem: Idempotency, fingerprint: str, status_code: int, body: str) -> WriteResult:

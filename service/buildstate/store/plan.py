@@ -120,6 +120,15 @@ def reset(build: Build, request: ResetRequest) -> Draft:
     )
 
 
+def state_tokens(draft: Draft) -> tuple[str, str | None]:
+    """What a ``states`` filter matches an event by: its code, or failed/reset; and succeeded at 100."""
+    if draft.type == "failure":
+        return "failed", None
+    if draft.type == "reset":
+        return "reset", None
+    return str(draft.state_code), "succeeded" if draft.state_code == domain.MAX_STATE else None
+
+
 def same_build(existing: Build, request: BuildCreate) -> None:
     """A repeated create is a replay only if it names the same build; otherwise it is a conflict."""
     differing = [

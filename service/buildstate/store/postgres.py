@@ -18,9 +18,11 @@ small summary tables (``status_counts``, ``combos``), which are only ever touche
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,8 +92,19 @@ combo AS (
     INSERT INTO combos (platform_id, os_version_id, image_type_id)
     SELECT $14, $15, $16 FROM ev WHERE $3 = 'created'
     ON CONFLICT DO NOTHING
-)
-SELECT seq, recorded_at, duration_ms FROM ev
+),
+outbox AS (
+    INSERT INTO webhook_deliveries (webhook_id, event_seq, message_id, status, next_attempt_at, created_at)
+    SELECT w.id, ev.seq, 'msg_' || ev.seq || '_' || w.id, 'pending', ev.recorded_at, ev.recorded_at
+    FROM ev JOIN webhooks w ON w.enabled
+        AND (w.platform IS NULL OR w.platform = $19)
+        AND (w.os_version IS NULL OR w.os_version = $20)
+        AND (w.image_type IS NULL OR w.image_type = $21)
+        AND (w.event_types IS NULL OR w.event_types LIKE '%,' || $3 || ',%')
+        AND (w.states IS NULL OR w.states LIKE '%,' || $22 || ',%' OR w.states LIKE '%,' || $23 || ',%')
+),
+wake AS (SELECT pg_notify('buildstate_events', seq::text) FROM ev)
+SELECT ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake
 """
 
 _LOCK_BUILD = f"""
@@ -130,6 +143,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 class PostgresStore:
     kind = "postgresql"
+    dialect: sql.Dialect = _DIALECT
 
     def __init__(
         self,
@@ -322,6 +336,10 @@ class PostgresStore:
             row["image_type_id"],
             draft.build_failure,
             old_status,
+            build.platform,
+            build.os_version,
+            build.image_type,
+            *plan.state_tokens(draft),
         )
         written = plan.result(
             build,
@@ -475,6 +493,47 @@ class PostgresStore:
 
         result: Summary = await self._with_conn(work)
         return result
+
+    async def run_batch(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], *, write: bool = True
+    ) -> list[list[Any]]:
+        """Statements built with ``sql.Params(store.dialect)``, run in one transaction; rows of each."""
+
+        async def work(conn: asyncpg.Connection) -> list[list[Any]]:
+            async with conn.transaction(readonly=not write):
+                return [list(await conn.fetch(query, *values)) for query, values in statements]
+
+        result: list[list[Any]] = await self._with_conn(work)
+        return result
+
+    async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
+        """Call ``heard(payload)`` for each NOTIFY on ``channel`` until the connection is lost.
+
+        Runs on its own connection, outside the pool (a LISTEN ties up its connection).
+        """
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ServiceUnavailable("cannot listen for events: database unreachable") from exc
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: heard(payload))
+        try:
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), 10)
+                if not lost.is_set():
+                    # A dead server goes unnoticed on an idle connection: ask it something now and then.
+                    await conn.execute("SELECT 1", timeout=self._timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ServiceUnavailable("event notifications lost: database unreachable") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), self._timeout)
+
+    async def max_seq(self) -> int:
+        rows = await self._fetch("SELECT COALESCE(max(seq), 0) AS seq FROM events", [])
+        return int(rows[0]["seq"])
 
     async def purge_idempotency_keys(self, older_than: datetime) -> int:
         async def work(conn: asyncpg.Connection) -> int:

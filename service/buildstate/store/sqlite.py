@@ -17,7 +17,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +66,7 @@ def _dumps(value: Any) -> str | None:
 
 class SQLiteStore:
     kind = "sqlite"
+    dialect: sql.Dialect = _DIALECT
 
     def __init__(
         self, path: Path, *, timeout: float = 5.0, readers: int = 4, synchronous: str = "FULL"
@@ -297,6 +298,19 @@ class SQLiteStore:
                     stamp,
                 ),
             )
+        token, extra_token = plan.state_tokens(draft)
+        conn.execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_seq, message_id, status, next_attempt_at, "
+            "created_at) SELECT w.id, ?, 'msg_' || ? || '_' || w.id, 'pending', ?, ? FROM webhooks w "
+            "WHERE w.enabled AND (w.platform IS NULL OR w.platform = ?) "
+            "AND (w.os_version IS NULL OR w.os_version = ?) AND (w.image_type IS NULL OR w.image_type = ?) "
+            "AND (w.event_types IS NULL OR w.event_types LIKE '%,' || ? || ',%') "
+            "AND (w.states IS NULL OR w.states LIKE '%,' || ? || ',%' OR w.states LIKE '%,' || ? || ',%')",
+            (
+                seq, seq, stamp, stamp, build.platform, build.os_version, build.image_type,
+                draft.type, token, extra_token,
+            ),
+        )  # fmt: skip
         if draft.type == "created":
             conn.execute(
                 "INSERT INTO combos (platform_id, os_version_id, image_type_id) VALUES (?, ?, ?) "
@@ -483,6 +497,29 @@ class SQLiteStore:
             return sql.build_summary(_DIALECT, counts, matrix, groups, steps, window_hours)
 
         return await self._read(work)
+
+    async def run_batch(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], *, write: bool = True
+    ) -> list[list[Any]]:
+        """Statements built with ``sql.Params(store.dialect)``, run in one transaction; rows of each."""
+
+        def work(conn: sqlite3.Connection) -> list[list[Any]]:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                results = [conn.execute(query, values).fetchall() for query, values in statements]
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return results
+
+        return await self._run(self._writer if write else self._readers, work)
+
+    async def max_seq(self) -> int:
+        row = await self._read(
+            lambda conn: conn.execute("SELECT COALESCE(max(seq), 0) FROM events").fetchone()
+        )
+        return int(row[0])
 
     async def purge_idempotency_keys(self, older_than: datetime) -> int:
         def work(conn: sqlite3.Connection) -> int:

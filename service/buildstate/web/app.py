@@ -13,11 +13,13 @@ from aiohttp import web
 
 from buildstate.config import Settings
 from buildstate.errors import ServiceUnavailable
+from buildstate.observability.metrics import Metrics
+from buildstate.observability.web import observe, pool_sampler
 from buildstate.store import Store, create_store
 from buildstate.web import middleware
 from buildstate.web.openapi import build_openapi
 from buildstate.web.routes import ROUTES, Handler
-from buildstate.web.typedefs import ACTOR, SETTINGS, STORE
+from buildstate.web.typedefs import ACTOR, METRICS, SETTINGS, STORE
 
 log = logging.getLogger("buildstate")
 
@@ -69,11 +71,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     settings = settings or Settings()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[middleware.request_id, middleware.problems, anonymous_actor],
+        middlewares=[middleware.request_id, observe, middleware.problems, anonymous_actor],
     )
     app[SETTINGS] = settings
     app[STORE] = store or create_store(settings)
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(pool_sampler)
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler, name=r.handler.__name__)
 

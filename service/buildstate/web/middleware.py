@@ -1,6 +1,7 @@
 """Middlewares that wrap every request: request ids and problem+json errors.
 
-Order (outermost first): ``request_id`` -> ``problems`` -> (auth, added by the auth module) -> handler.
+Order (outermost first): ``request_id`` -> ``observe`` (metrics and the access log, in
+``observability.web``) -> ``problems`` -> (auth, added by the auth module) -> handler.
 """
 
 from __future__ import annotations

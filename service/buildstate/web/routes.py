@@ -36,6 +36,7 @@ from buildstate.models import (
     Status,
     Summary,
 )
+from buildstate.observability.web import scrape
 from buildstate.store.base import (
     BuildCursor,
     BuildFilter,
@@ -489,6 +490,18 @@ async def root(_request: web.Request) -> web.Response:
         "health": "/health",
         "ready": "/ready",
         "builds": "/builds",
+@route(
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics, summed over every worker (keep it off the public side of the proxy)",
+    scope="public",
+    tag="service",
+    responses={200: None},
+)
+async def metrics(request: web.Request) -> web.Response:
+    return await scrape(request)
+
+
         "events": "/events",
         "dashboard_summary": "/dashboard/summary",
     }

@@ -5,10 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from buildstate.config import Settings
+from buildstate.observability.metrics import Metrics
 from buildstate.store import Store
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
+METRICS = web.AppKey("metrics", Metrics)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # Who is making the request, as recorded on events and audit rows ("anonymous" until auth says otherwise).

@@ -1,0 +1,177 @@
+"""The Prometheus metrics of one service process, and their exposition.
+
+Several processes, one answer
+-----------------------------
+Under gunicorn every worker is a process with its own counters. ``gunicorn_conf.on_starting`` points
+``PROMETHEUS_MULTIPROC_DIR`` at an empty directory in the master before any worker forks; prometheus_client
+then keeps every value in a memory-mapped file per worker there, and a scrape (answered by whichever worker
+nginx picks) merges all the files: counters and histograms are summed over workers, live and dead (a dead
+worker's file stays, so totals never go backwards), and the gauges declare how to merge (``livesum``: the sum
+over live workers; ``child_exit`` drops a dead worker's live gauges). Without that variable (tests, a plain
+``create_app``) each ``Metrics`` keeps its values in memory in its own registry.
+
+Bounded labels
+--------------
+Label values are route templates (``/builds/{ref}``, never the raw path), fixed sets (method, status, event
+type, state code) or client-supplied names cut down by ``BoundedLabel``: at most ``limit`` distinct values
+per process, slug-shaped, the rest reported as ``other``. A pipeline that invents a new component name per
+build cannot blow up the time-series count.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "BoundedLabel", "Metrics", "multiprocess_dir"]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Seconds between an event being recorded and a reader of the feed receiving it: from a sub-second
+# follower to a Concourse check that polls every minute, to a consumer that fell hours behind.
+FEED_LAG_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 21600.0)
+COUNTED_SEQS_KEPT = 4096
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_LABEL_SHAPE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def multiprocess_dir() -> str | None:
+    """The directory shared by this service's processes, if it runs under gunicorn's master."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return path if path and Path(path).is_dir() else None
+
+
+class BoundedLabel:
+    """Client-supplied label values, capped at ``limit`` distinct slug-shaped values per process."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: object) -> str:
+        if value is None or value == "":
+            return "none"
+        text = str(value).lower()
+        if text in self._seen:
+            return text
+        if len(self._seen) >= self._limit or not _LABEL_SHAPE.match(text):
+            return "other"
+        self._seen.add(text)
+        return text
+
+
+class Metrics:
+    """Every collector the service updates. One instance per application (per process in production)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "buildstate_http_requests",
+            "HTTP requests answered, by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "buildstate_http_request_duration_seconds",
+            "Time from the request reaching the application to the response being ready.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_progress = Gauge(
+            "buildstate_http_requests_in_progress",
+            "Requests being handled right now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.transitions = Counter(
+            "buildstate_build_transitions",
+            "Build events recorded (created, state, failure, reset), by platform and the state code after.",
+            ["platform", "type", "state"],
+            registry=r,
+        )
+        self.failures = Counter(
+            "buildstate_build_failures",
+            "Build failures reported, by platform and by the component the pipeline named.",
+            ["platform", "component"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "buildstate_auth_failures",
+            "Requests refused by authentication or authorisation, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.db_pool = Gauge(
+            "buildstate_db_pool_connections",
+            "PostgreSQL pool connections over all live workers: in_use, idle and max (the configured cap).",
+            ["state"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.feed_lag = Histogram(
+            "buildstate_event_feed_lag_seconds",
+            "For each page of GET /events?after=N that returns events: how long ago its oldest event was "
+            "recorded, i.e. how far behind the feed's readers are.",
+            buckets=FEED_LAG_BUCKETS,
+            registry=r,
+        )
+        self.platform_label = BoundedLabel(limit=64)
+        self.component_label = BoundedLabel(limit=64)
+        self.reason_label = BoundedLabel(limit=32)
+        # Recently counted event seqs, oldest first: a replay answered with an event counted before.
+        self._counted_seqs: dict[int, None] = {}
+
+    # ------------------------------------------------------------------ recording
+
+    def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in HTTP_METHODS else "OTHER"
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def record_event(self, build: dict[str, Any]) -> None:
+        """Count the event in a write's response body (a ``BuildWithEvent``), once per ``seq``."""
+        event = build["event"]
+        if event["seq"] in self._counted_seqs:
+            return
+        self._counted_seqs[event["seq"]] = None
+        if len(self._counted_seqs) > COUNTED_SEQS_KEPT:
+            self._counted_seqs.pop(next(iter(self._counted_seqs)))
+        platform = self.platform_label(build.get("platform"))
+        self.transitions.labels(platform, event["type"], str(event["state_code"])).inc()
+        if event["type"] == "failure":
+            component = (event.get("failure") or {}).get("component")
+            self.failures.labels(platform, self.component_label(component)).inc()
+
+    def record_auth_failure(self, reason: str) -> None:
+        self.auth_failures.labels(self.reason_label(reason)).inc()
+
+    def record_feed_lag(self, recorded_at: datetime, now: datetime) -> None:
+        self.feed_lag.observe(max(0.0, (now - recorded_at).total_seconds()))
+
+    def record_pool(self, in_use: int, idle: int, maximum: int) -> None:
+        for state, value in (("in_use", in_use), ("idle", idle), ("max", maximum)):
+            self.db_pool.labels(state).set(value)
+
+    # ------------------------------------------------------------------ exposition
+
+    def exposition(self) -> bytes:
+        """The text format for a scrape: every worker's values merged when running under gunicorn."""
+        path = multiprocess_dir()
+        if path is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
+
+
+def mark_dead(pid: int) -> None:
+    """Called by the gunicorn master when a worker exits: drop that worker's ``live*`` gauge files."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

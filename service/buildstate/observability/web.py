@@ -1,0 +1,182 @@
+"""The aiohttp side of observability: the ``observe`` middleware, the pool sampler and ``/metrics``.
+
+``observe`` sits just inside ``request_id`` and outside ``problems``, so it sees every request with its id
+and the final status of every answer, problem responses included. Per request it updates the request
+counter and latency histogram, counts the build event a successful write recorded, measures how far
+behind a reader of the event feed is, and writes one access-log record.
+
+Which writes recorded an event: a write that changes nothing (the current state again, the same failure
+again) answers 200 with the build's existing event, and the store does not say which it was. So an event
+counts when the answer is not ``Idempotent-Replayed``, the event was recorded after this request arrived
+(``CLOCK_SKEW_ALLOWANCE`` covers a database clock slightly behind the service's), and this process has not
+counted its ``seq`` already (``Metrics.record_event``). What can still count twice: two identical writes in
+flight at once on different workers; the second is answered with the first's event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from buildstate.observability.metrics import CONTENT_TYPE_LATEST, Metrics
+from buildstate.web.middleware import Handler
+from buildstate.web.typedefs import ACTOR, METRICS, REQUEST_ID, SETTINGS, STORE
+
+log = logging.getLogger("buildstate.access")
+
+WRITE_HANDLERS = frozenset({"create_build", "post_state", "post_failure", "post_reset"})
+FEED_HANDLER = "list_events"
+# Probes and scrapes arrive every few seconds: their successes are logged at DEBUG, not INFO.
+QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})
+CLOCK_SKEW_ALLOWANCE = timedelta(seconds=0.1)
+POOL_SAMPLE_SECONDS = 5.0
+# The first event of an EventPage body: {"events":[{"seq":1,"type":"created","recorded_at":"..."
+_FIRST_RECORDED_AT = re.compile(rb'"recorded_at":"([^"]+)"')
+
+
+def route_template(request: web.Request) -> str:
+    """The route as declared (``/builds/{ref}``): a bounded label, unlike the path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    arrived = datetime.now(UTC)
+    status = 500
+    response: web.StreamResponse | None = None
+    metrics.in_progress.inc()
+    try:
+        response = await handler(request)
+        status = response.status
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away first (nginx's code for it)
+        raise
+    finally:
+        metrics.in_progress.dec()
+        seconds = time.perf_counter() - started
+        route = route_template(request)
+        metrics.record_request(request.method, route, status, seconds)
+        if isinstance(response, web.Response) and 200 <= status < 300:
+            _record_outcome(request, response, metrics, arrived)
+        if request.app[SETTINGS].access_log:
+            _log_request(request, route, status, seconds)
+    return response
+
+
+def _record_outcome(
+    request: web.Request, response: web.Response, metrics: Metrics, arrived: datetime
+) -> None:
+    body = response.body
+    if not isinstance(body, bytes):
+        return
+    name = request.match_info.route.name
+    try:
+        if name in WRITE_HANDLERS and "Idempotent-Replayed" not in response.headers:
+            build: dict[str, Any] = json.loads(body)
+            recorded_at = datetime.fromisoformat(build["event"]["recorded_at"])
+            if recorded_at >= arrived - CLOCK_SKEW_ALLOWANCE:
+                metrics.record_event(build)
+        elif name == FEED_HANDLER and _follows_feed(request):
+            match = _FIRST_RECORDED_AT.search(body)
+            if match is not None:
+                metrics.record_feed_lag(datetime.fromisoformat(match[1].decode()), datetime.now(UTC))
+    except (ValueError, KeyError, TypeError):
+        log.debug("could not read the %s response for metrics", name, exc_info=True)
+
+
+def _follows_feed(request: web.Request) -> bool:
+    """A reader paging forward from where it stopped (not a first read from the start, not newest-first)."""
+    return request.query.get("after", "0") != "0" and request.query.get("order", "asc") == "asc"
+
+
+def _log_request(request: web.Request, route: str, status: int, seconds: float) -> None:
+    if status >= 500:
+        level = logging.WARNING
+    elif route in QUIET_ROUTES and status < 400:
+        level = logging.DEBUG
+    else:
+        level = logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    duration_ms = round(seconds * 1000, 2)
+    log.log(
+        level,
+        "%s %s %d %.1fms",
+        request.method,
+        request.path,
+        status,
+        duration_ms,
+        extra={
+            "request_id": request.get(REQUEST_ID),
+            "method": request.method,
+            "route": route,
+            "path": request.path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "actor": request.get(ACTOR),
+            "remote": request.remote,
+        },
+    )
+
+
+def record_auth_failure(request: web.Request, reason: str) -> None:
+    """For the auth middleware: count a refused request (``reason`` like ``missing``, ``invalid-key``,
+    ``expired-token``, ``insufficient-scope``; free text is cut down to a bounded label set)."""
+    request.app[METRICS].record_auth_failure(reason)
+
+
+# ---------------------------------------------------------------------- database pool
+
+
+def sample_pool(app: web.Application) -> None:
+    """Copy the PostgreSQL pool's sizes into the gauges (SQLite has no pool: nothing to report)."""
+    store = app[STORE]
+    if store.kind != "postgresql":
+        return
+    try:
+        pool: Any = getattr(store, "pool", None)
+    except RuntimeError:  # not open (yet, or any more)
+        return
+    if pool is None:
+        return
+    size, idle = pool.get_size(), pool.get_idle_size()
+    app[METRICS].record_pool(in_use=size - idle, idle=idle, maximum=pool.get_max_size())
+
+
+async def pool_sampler(app: web.Application) -> AsyncIterator[None]:
+    """``cleanup_ctx`` (after the store's): sample the pool every few seconds in each worker, so the summed
+    gauge stays current even in workers that do not answer the scrape."""
+
+    async def sample_forever() -> None:
+        while True:
+            sample_pool(app)
+            await asyncio.sleep(POOL_SAMPLE_SECONDS)
+
+    task = asyncio.create_task(sample_forever()) if app[STORE].kind == "postgresql" else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def scrape(request: web.Request) -> web.Response:
+    """``GET /metrics``: merging the workers' files is blocking file I/O, so it runs off the event loop."""
+    sample_pool(request.app)
+    body = await asyncio.get_running_loop().run_in_executor(None, request.app[METRICS].exposition)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
