@@ -99,7 +99,10 @@ class Client:
         attempt = 0
         while True:
             attempt += 1
-            timeout = min(self.timeout, max(deadline - time.monotonic(), 1.0))
+            # Retries may not run far past the budget; the first attempt always gets the full timeout.
+            timeout = (
+                self.timeout if attempt == 1 else min(self.timeout, max(deadline - time.monotonic(), 1.0))
+            )
             log.debug(f"{method} {url} attempt {attempt}, timeout {timeout:.1f}s, {_shown(headers)}")
             if data is not None:
                 log.debug(f"body: {data.decode()}")

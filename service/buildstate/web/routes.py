@@ -37,6 +37,7 @@ from buildstate.models import (
     Summary,
 )
 from buildstate.observability.web import scrape
+from buildstate.observability.web import scrape
 from buildstate.store.base import (
     BuildCursor,
     BuildFilter,
@@ -481,6 +482,18 @@ async def ready(request: web.Request) -> web.Response:
         ),
         status=200 if ok else 503,
     )
+
+
+@route(
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics, summed over every worker (keep it off the public side of the proxy)",
+    scope="public",
+    tag="service",
+    responses={200: None},
+)
+async def metrics(request: web.Request) -> web.Response:
+    return await scrape(request)
 
 
 @route("GET", "/", summary="Name, version and links", scope="public", tag="service", responses={200: Root})
