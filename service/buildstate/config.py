@@ -32,19 +32,12 @@ class Settings(BaseSettings):
     graceful_timeout_seconds: int = Field(default=30, ge=1, le=600)
     # Prometheus multiprocess files; empty means a fresh temporary directory per `buildstate serve`.
     metrics_dir: str = ""
-    # How long SIGTERM waits for in-flight requests before workers are killed (Kubernetes'
-    # terminationGracePeriodSeconds and compose's stop_grace_period must be longer).
-    graceful_timeout_seconds: int = Field(default=30, ge=1, le=600)
-    # Prometheus multiprocess files; empty means a fresh temporary directory per `buildstate serve`.
-    metrics_dir: str = ""
     pg_pool_min: int = Field(default=1, ge=0, le=100)
     pg_pool_max: int = Field(default=4, ge=1, le=100)
     db_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     log_level: str = "INFO"
     log_format: str = Field(default="auto", pattern="^(auto|json|text)$")
-    # One structured line per request (observability/web.py); probes and scrapes only at DEBUG.
-    access_log: bool = True
     # One structured line per request (observability/web.py); probes and scrapes only at DEBUG.
     access_log: bool = True
     public_url: str = ""

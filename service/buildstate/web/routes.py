@@ -503,18 +503,6 @@ async def root(_request: web.Request) -> web.Response:
         "health": "/health",
         "ready": "/ready",
         "builds": "/builds",
-@route(
-    "GET",
-    "/metrics",
-    summary="Prometheus metrics, summed over every worker (keep it off the public side of the proxy)",
-    scope="public",
-    tag="service",
-    responses={200: None},
-)
-async def metrics(request: web.Request) -> web.Response:
-    return await scrape(request)
-
-
         "events": "/events",
         "dashboard_summary": "/dashboard/summary",
     }
