@@ -1,0 +1,98 @@
+"""Logs: one JSON object a line with the request's fields, text on a terminal, no secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from buildstate.observability.logging import JsonFormatter, TextFormatter, choose_format, scrub
+
+Client = TestClient[Any, Any]
+SECRET_KEY = "bs_live_" + "s3cr3t" * 6
+
+
+def record(message: str = "hello %s", *args: Any, **extra: Any) -> logging.LogRecord:
+    made = logging.LogRecord("buildstate.test", logging.INFO, __file__, 1, message, args or None, None)
+    made.__dict__.update(extra)
+    return made
+
+
+def test_json_lines_carry_the_request_fields_and_nothing_else() -> None:
+    line = JsonFormatter().format(
+        record("GET %s", "/builds", request_id="r-1", route="/builds", status=200, duration_ms=1.5,
+               actor="key:bs_ab12cd", headers={"X-API-Key": SECRET_KEY})
+    )  # fmt: skip
+    entry = json.loads(line)
+    assert "\n" not in line
+    assert entry["message"] == "GET /builds"
+    assert entry["level"] == "info"
+    assert entry["timestamp"].endswith("+00:00")
+    assert (entry["request_id"], entry["route"], entry["status"], entry["actor"]) == (
+        "r-1", "/builds", 200, "key:bs_ab12cd",
+    )  # fmt: skip
+    assert "headers" not in entry
+    assert SECRET_KEY not in line
+
+
+def test_text_lines_are_for_people() -> None:
+    line = TextFormatter().format(record("started", request_id="r-2", status=201))
+    assert "INFO" in line
+    assert line.endswith("started request_id=r-2 status=201")
+
+
+@pytest.mark.parametrize(
+    ("text", "hidden"),
+    [
+        ("connect postgresql://bs:hunter2@db:5432/bs failed", "hunter2"),
+        ("Authorization: Bearer eyJhbGciOi.payload.sig", "eyJhbGciOi.payload.sig"),
+        (f"X-API-Key: {SECRET_KEY}", SECRET_KEY),
+        (f"headers={{'X-API-Key': '{SECRET_KEY}'}}", SECRET_KEY),
+    ],
+)
+def test_credentials_are_scrubbed_from_messages(text: str, hidden: str) -> None:
+    assert hidden not in scrub(text)
+    assert "***" in scrub(text)
+    assert hidden not in JsonFormatter().format(record(text.replace("%", "%%")))
+
+
+def test_auto_format_is_text_on_a_terminal_and_json_elsewhere() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert choose_format("auto", Terminal()) == "text"
+    assert choose_format("auto", io.StringIO()) == "json"
+    assert choose_format("json", Terminal()) == "json"
+    assert choose_format("text", io.StringIO()) == "text"
+
+
+async def test_each_request_is_logged_once_with_id_route_status_and_actor(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="buildstate.access")
+    body = {"platform": "aws", "os_version": "rhel-9", "image_type": "base", "build_id": "log-1"}
+    headers = {"X-Request-ID": "pipeline-run-42", "Authorization": f"Bearer {SECRET_KEY}"}
+    response = await client.post("/builds", json=body, headers=headers)
+    assert response.headers["X-Request-ID"] == "pipeline-run-42"
+    await client.get("/builds/log-1/state", headers={"X-Request-ID": "bad id <script>"})
+    await client.get("/health")
+
+    access = [r for r in caplog.records if r.name == "buildstate.access"]
+    lines = [json.loads(JsonFormatter().format(r)) for r in access]
+    by_route = {line["route"]: line for line in lines}
+    created = by_route["/builds"]
+    assert created["request_id"] == "pipeline-run-42"
+    assert created["status"] == response.status
+    assert created["method"] == "POST"
+    assert created["duration_ms"] >= 0
+    assert isinstance(created["actor"], str)
+    state = by_route["/builds/{ref}/state"]
+    assert len(state["request_id"]) == 32  # the unsafe id was replaced by a fresh one
+    assert by_route["/health"]["level"] == "debug"  # probes stay out of INFO
+    assert [line["route"] for line in lines].count("/builds") == 1
+    assert not any(SECRET_KEY in JsonFormatter().format(r) for r in caplog.records)
