@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from buildstate.auth import accounts
 from buildstate.config import Settings
 from buildstate.store import Store, create_store, migrate
+from buildstate.store.base import WriteContext
 from buildstate.web.app import create_app
 
 PG_ADMIN = os.environ.get("BUILDSTATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -87,8 +89,20 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+# Tests sign tokens with a fixed secret and never share rate limits through Redis unless they ask to; the
+# request bucket is large so that tests making many calls never meet a 429 they did not set up.
+TEST_JWT_SECRET = "test-only-secret-0123456789abcdef0123456789abcdef"
+
+
 def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
-    return Settings(database_url=database_url, data_dir=data_dir, **overrides)
+    values: dict[str, Any] = {
+        "jwt_secret": TEST_JWT_SECRET,
+        "redis_url": None,
+        "rate_limit_burst": 1_000_000,
+        "rate_limit_per_second": 1_000_000.0,
+    }
+    values.update(overrides)
+    return Settings(database_url=database_url, data_dir=data_dir, **values)
 
 
 @pytest.fixture
@@ -106,7 +120,56 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
         await opened.close()
 
 
+KeyMaker = Callable[..., Awaitable[str]]
+ClientMaker = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
 @pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings) -> TestClient[Any, Any]:
-    result: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
-    return result
+def make_key(store: Store) -> KeyMaker:
+    """``await make_key("read", "write", platforms=["aws"], expires_in_days=None)``: a new API key."""
+
+    async def make(
+        *scopes: str,
+        platforms: list[str] | None = None,
+        expires_in_days: int | None = None,
+        name: str = "test",
+    ) -> str:
+        key, _ = await accounts.create_api_key(
+            store,
+            name=name,
+            scopes=scopes or ("admin",),
+            platforms=platforms,
+            expires_in_days=expires_in_days,
+            ctx=WriteContext(actor="test:conftest"),
+        )
+        return key
+
+    return make
+
+
+@pytest.fixture
+async def admin_key(make_key: KeyMaker) -> str:
+    return await make_key("admin", name="conftest admin")
+
+
+@pytest.fixture
+async def make_client(aiohttp_client: Any, settings: Settings) -> ClientMaker:
+    """``await make_client(headers={...})``: a client of a fresh app on this test's database."""
+
+    async def make(settings_: Settings | None = None, **kwargs: Any) -> TestClient[Any, Any]:
+        made: TestClient[Any, Any] = await aiohttp_client(create_app(settings_ or settings), **kwargs)
+        return made
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: ClientMaker, admin_key: str) -> TestClient[Any, Any]:
+    """A client that sends an admin API key (``X-API-Key``) with every request."""
+    return await make_client(headers={"X-API-Key": admin_key})
+
+
+@pytest.fixture
+async def anon_client(make_client: ClientMaker) -> TestClient[Any, Any]:
+    """A client that sends no credential."""
+    return await make_client()

@@ -9,7 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -43,6 +43,24 @@ class Settings(BaseSettings):
     public_url: str = ""
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Auth (buildstate/auth). The JWT secret signs sign-in tokens: required in production; in development
+    # one is generated once and kept in <data_dir>/jwt-secret (mode 0600). At least 32 characters.
+    jwt_secret: SecretStr | None = Field(default=None, min_length=32)
+    jwt_issuer: str = "buildstate"
+    jwt_audience: str = "buildstate"
+    token_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # Shared rate limits and sign-in throttling for every worker and instance; empty: per process.
+    redis_url: SecretStr | None = None
+    redis_prefix: str = "buildstate:"
+    # A token bucket per API key and per user: `burst` requests at once, refilled at `per_second`.
+    rate_limit_per_second: float = Field(default=20.0, gt=0)
+    rate_limit_burst: int = Field(default=400, ge=1)
+    # Failed sign-ins: after this many for one username (or from one client address) within the
+    # window, /token answers 429 until the window has refilled.
+    signin_failures_per_user: int = Field(default=5, ge=1)
+    signin_failures_per_client: int = Field(default=20, ge=1)
+    signin_window_seconds: int = Field(default=300, ge=1)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -11,15 +11,18 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from buildstate.auth.middleware import RouteTable, auth_middleware
+from buildstate.auth.service import build_authenticator
 from buildstate.config import Settings
 from buildstate.errors import ServiceUnavailable
 from buildstate.observability.metrics import Metrics
 from buildstate.observability.web import observe, pool_sampler
 from buildstate.store import Store, create_store
-from buildstate.web import middleware
+from buildstate.web import access_routes, middleware
+from buildstate.web.cors import cors_middleware
 from buildstate.web.openapi import build_openapi
-from buildstate.web.routes import ROUTES, Handler
-from buildstate.web.typedefs import ACTOR, METRICS, SETTINGS, STORE
+from buildstate.web.routes import ROUTES
+from buildstate.web.typedefs import AUTHENTICATOR, METRICS, SETTINGS, STORE
 
 log = logging.getLogger("buildstate")
 
@@ -61,27 +64,37 @@ async def _purge_idempotency_keys(app: web.Application) -> None:
         await asyncio.sleep(3600)
 
 
-@web.middleware
-async def anonymous_actor(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request[ACTOR] = "anonymous"
-    return await handler(request)
+async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[AUTHENTICATOR].limiter.close()
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> web.Application:
     settings = settings or Settings()
+    # access_routes has added /token, /admin/* and /audit to ROUTES by now (imported above).
+    routes = RouteTable.of(ROUTES, public=[("GET", "/openapi.json")])
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[middleware.request_id, observe, middleware.problems, anonymous_actor],
+        middlewares=[
+            middleware.request_id,
+            observe,
+            cors_middleware(settings.cors_origins),
+            middleware.problems,
+            auth_middleware(routes),
+        ],
     )
     app[SETTINGS] = settings
     app[STORE] = store or create_store(settings)
+    app[AUTHENTICATOR] = build_authenticator(settings, app[STORE])
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(pool_sampler)
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler, name=r.handler.__name__)
 
-    spec = json.dumps(build_openapi(ROUTES)).encode()
+    document = build_openapi(ROUTES, security=access_routes.SECURITY_SCHEMES)
+    spec = json.dumps(access_routes.document(document)).encode()
 
     async def openapi(_request: web.Request) -> web.Response:
         return web.Response(body=spec, content_type="application/json")

@@ -66,6 +66,8 @@ class Route:
     query: type[BaseModel] | None = None
     responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
+    # The audit log's name for what a mutating route does ("build.state"), also for denied attempts.
+    action: str | None = None
 
 
 ROUTES: list[Route] = []
@@ -82,9 +84,12 @@ def route(
     query: type[BaseModel] | None = None,
     responses: dict[int, type[BaseModel] | None],
     errors: tuple[int, ...] = (),
+    action: str | None = None,
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        ROUTES.append(Route(method, path, handler, summary, scope, tag, body, query, responses, errors))
+        ROUTES.append(
+            Route(method, path, handler, summary, scope, tag, body, query, responses, errors, action)
+        )
         return handler
 
     return register
@@ -264,6 +269,7 @@ WRITE_ERRORS = (400, 404, 409, 413, 415, 422)
     body=BuildCreate,
     responses={201: BuildWithEvent, 200: BuildWithEvent},
     errors=(400, 409, 413, 415, 422),
+    action="build.create",
 )
 async def create_build(request: web.Request) -> web.Response:
     body, raw = await read_body(request, BuildCreate)
@@ -324,6 +330,7 @@ async def get_state(request: web.Request) -> web.Response:
     body=StateChange,
     responses={200: BuildWithEvent},
     errors=WRITE_ERRORS,
+    action="build.state",
 )
 async def post_state(request: web.Request) -> web.Response:
     body, raw = await read_body(request, StateChange)
@@ -342,6 +349,7 @@ async def post_state(request: web.Request) -> web.Response:
     body=FailureReport,
     responses={200: BuildWithEvent},
     errors=WRITE_ERRORS,
+    action="build.failure",
 )
 async def post_failure(request: web.Request) -> web.Response:
     body, raw = await read_body(request, FailureReport)
@@ -360,6 +368,7 @@ async def post_failure(request: web.Request) -> web.Response:
     body=ResetRequest,
     responses={200: BuildWithEvent},
     errors=WRITE_ERRORS,
+    action="build.reset",
 )
 async def post_reset(request: web.Request) -> web.Response:
     body, raw = await read_body(request, ResetRequest)

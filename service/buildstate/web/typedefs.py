@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from buildstate.auth.principal import Principal
+from buildstate.auth.service import Authenticator
 from buildstate.config import Settings
 from buildstate.observability.metrics import Metrics
 from buildstate.store import Store
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
+# Checks credentials and rate limits; built in create_app from the settings and the store.
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # Who is making the request, as recorded on events and audit rows ("anonymous" until auth says otherwise).
 ACTOR = web.RequestKey("actor", str)
+# The checked caller (absent on public routes): scopes and platform restriction.
+PRINCIPAL = web.RequestKey("principal", Principal)

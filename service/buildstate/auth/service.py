@@ -1,0 +1,222 @@
+"""``Authenticator``: turns a request's credential into a ``Principal``, and a password into a token.
+
+Nothing here is cached: every request reads its key or user row, so a revoked key, an expired key or a
+disabled user is refused at once by every worker of every instance. The reads are by unique index and
+cost less than the request itself. ``last_used_at`` is written at most once a minute per key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from buildstate.auth import keys, passwords
+from buildstate.auth.principal import Principal
+from buildstate.auth.ratelimit import Bucket, Decision, Limiter, create_limiter
+from buildstate.auth.scopes import ROLE_SCOPES, expand, spell
+from buildstate.auth.secret import jwt_secret
+from buildstate.auth.tokens import InvalidToken, TokenIssuer
+from buildstate.config import Settings
+from buildstate.errors import BadRequest, ServiceUnavailable, TooManyRequests, Unauthorized
+from buildstate.store import Store
+from buildstate.store.access import key_target, user_target
+from buildstate.store.base import AuditEntry, WriteContext
+
+log = logging.getLogger("buildstate.auth")
+
+REALM = "buildstate"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+ANONYMOUS = "anonymous"
+
+
+def challenge(error: str | None = None) -> dict[str, str]:
+    """``WWW-Authenticate`` naming both ways in (RFC 6750 for Bearer; ApiKey is this service's own)."""
+    bearer = f'Bearer realm="{REALM}"'
+    if error:
+        bearer += f', error="{error}"'
+    return {"WWW-Authenticate": f'{bearer}, ApiKey realm="{REALM}", header="X-API-Key"'}
+
+
+def unauthorized(detail: str, *, slug: str = "unauthorized", error: str | None = None) -> Unauthorized:
+    return Unauthorized(detail, slug=slug, headers=challenge(error))
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    token: str
+    expires_in: int
+    scope: str
+    actor: str
+
+    def __repr__(self) -> str:
+        return f"SignedIn(actor={self.actor!r}, scope={self.scope!r})"
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, store: Store, limiter: Limiter, tokens: TokenIssuer) -> None:
+        self.store = store
+        self.limiter = limiter
+        self.tokens = tokens
+        self.requests = Bucket("default", settings.rate_limit_per_second, settings.rate_limit_burst)
+        window = settings.signin_window_seconds
+        self.signin_user = Bucket(
+            "signin-user", settings.signin_failures_per_user / window, settings.signin_failures_per_user
+        )
+        self.signin_client = Bucket(
+            "signin-client", settings.signin_failures_per_client / window, settings.signin_failures_per_client
+        )
+
+    # ------------------------------------------------------------------ request credentials
+
+    async def identify(self, headers: Mapping[str, str]) -> Principal:
+        api_key, authorization = headers.get("X-API-Key"), headers.get("Authorization")
+        if api_key is not None and authorization is not None:
+            raise unauthorized(
+                "send one credential, X-API-Key or Authorization, not both", error="invalid_request"
+            )
+        if api_key is not None:
+            return await self.from_api_key(api_key.strip())
+        if authorization is not None:
+            scheme, _, token = authorization.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise unauthorized(
+                    "the Authorization header must be 'Bearer <token>' (get one from POST /token)",
+                    error="invalid_request",
+                )
+            return await self.from_bearer(token.strip())
+        raise unauthorized(
+            "this route needs a credential: 'X-API-Key: <key>', or 'Authorization: Bearer <token>' "
+            "from POST /token",
+            slug="no-credentials",
+        )
+
+    async def from_api_key(self, presented: str) -> Principal:
+        public_id = keys.public_id(presented)
+        if public_id is None:
+            raise unauthorized("the X-API-Key value is not a buildstate key (bs_...)", slug="invalid-key")
+        record = await self.store.access.key_by_prefix(public_id)
+        if record is None or not keys.matches(presented, record.key_hash):
+            raise unauthorized("the API key is not valid", slug="invalid-key")
+        # Only the holder of the full key gets to learn why it no longer works.
+        now = datetime.now(UTC)
+        if record.revoked_at is not None:
+            raise unauthorized(f"the API key {public_id} has been revoked", slug="key-revoked")
+        if record.expires_at is not None and record.expires_at <= now:
+            raise unauthorized(
+                f"the API key {public_id} expired at {record.expires_at.isoformat()}", slug="key-expired"
+            )
+        if record.last_used_at is None or record.last_used_at < now - LAST_USED_RESOLUTION:
+            with contextlib.suppress(ServiceUnavailable):  # bookkeeping must not fail the request
+                await self.store.access.touch_key(record.id, now, now - LAST_USED_RESOLUTION)
+        platforms = frozenset(record.platforms) if record.platforms is not None else None
+        return Principal(actor=key_target(public_id), scopes=expand(record.scopes), platforms=platforms)
+
+    async def from_bearer(self, token: str) -> Principal:
+        try:
+            claims = self.tokens.decode(token)
+        except InvalidToken as exc:
+            raise unauthorized(str(exc), slug="invalid-token", error="invalid_token") from None
+        user = await self.store.access.user_by_name(claims.username)
+        if user is None or user.disabled_at is not None:
+            raise unauthorized(
+                "the token's user is disabled or gone", slug="user-disabled", error="invalid_token"
+            )
+        if claims.version != user.token_version:
+            raise unauthorized(
+                "the token was withdrawn by a password change; sign in again",
+                slug="token-withdrawn",
+                error="invalid_token",
+            )
+        # A role lowered since sign-in lowers the token's scopes too.
+        scopes = expand(claims.scopes) & ROLE_SCOPES[user.role]
+        return Principal(actor=user_target(user.username), scopes=scopes)
+
+    async def limit(self, principal: Principal) -> Decision:
+        return await self.limiter.take(principal.actor, self.requests)
+
+    # ------------------------------------------------------------------ sign-in
+
+    async def sign_in(
+        self, username: str, password: str, requested_scope: str | None, ctx: WriteContext
+    ) -> SignedIn:
+        """A token for a correct username and password; 401 otherwise, 429 after repeated failures.
+
+        Each attempt takes a token from the username's and the client address's bucket *before* the
+        password is checked (so parallel guesses cannot slip past a check), and a success gives it back:
+        only failures drain the buckets.
+        """
+        name = username.strip().lower()
+        buckets = (
+            (f"signin:user:{name}", self.signin_user),
+            (f"signin:client:{ctx.source or 'unknown'}", self.signin_client),
+        )
+        taken = [(key, bucket, await self.limiter.take(key, bucket)) for key, bucket in buckets]
+        refused = [decision for _, _, decision in taken if not decision.allowed]
+        if refused:
+            for key, bucket, decision in taken:
+                if decision.allowed:
+                    await self.limiter.take(key, bucket, cost=-1)
+            wait = max(decision.retry_after for decision in refused)
+            await self._audit_sign_in(
+                ctx, ANONYMOUS, name, outcome="denied", status=429, reason="too many failed sign-ins"
+            )
+            raise TooManyRequests(
+                f"too many failed sign-ins for this user or from this address; retry in {wait} s",
+                slug="sign-in-throttled",
+                headers={"Retry-After": str(wait)},
+            )
+        user = await self.store.access.user_by_name(name)
+        correct = await passwords.verify_password(user.password_hash if user else None, password)
+        if user is None or not correct or user.disabled_at is not None:
+            reason = "disabled user" if correct else "wrong username or password"
+            await self._audit_sign_in(ctx, ANONYMOUS, name, outcome="denied", status=401, reason=reason)
+            detail = "this account is disabled" if correct else "wrong username or password"
+            raise unauthorized(detail, slug="sign-in-failed")
+        for key, bucket, _ in taken:
+            await self.limiter.take(key, bucket, cost=-1)
+        scopes = ROLE_SCOPES[user.role]
+        if requested_scope:
+            asked = frozenset(requested_scope.split())
+            if not asked <= scopes:
+                raise BadRequest(
+                    f"scope {spell(asked - scopes) or requested_scope!r} is beyond role {user.role!r}",
+                    slug="invalid-scope",
+                )
+            scopes = asked
+        actor = user_target(user.username)
+        token = self.tokens.issue(user.username, spell(scopes), user.token_version)
+        await self._audit_sign_in(ctx, actor, name, outcome="allowed", status=200, reason=None)
+        return SignedIn(token=token, expires_in=self.tokens.ttl_seconds, scope=spell(scopes), actor=actor)
+
+    async def _audit_sign_in(
+        self, ctx: WriteContext, actor: str, username: str, *, outcome: str, status: int, reason: str | None
+    ) -> None:
+        entry = AuditEntry(
+            actor=actor,
+            action="auth.token",
+            target=user_target(username[:64]),
+            outcome=outcome,
+            status_code=status,
+            request_id=ctx.request_id,
+            source=ctx.source,
+            detail={"reason": reason} if reason else None,
+        )
+        try:
+            await self.store.record_audit(entry)
+        except ServiceUnavailable:
+            log.warning("audit row for sign-in of %s not written: database unavailable", entry.target)
+
+
+def build_authenticator(settings: Settings, store: Store) -> Authenticator:
+    """Everything the middleware and /token need, from the settings (refuses production without a secret)."""
+    tokens = TokenIssuer(
+        jwt_secret(settings),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl_seconds=settings.token_ttl_seconds,
+    )
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+    return Authenticator(settings, store, create_limiter(redis_url, settings.redis_prefix), tokens)
