@@ -2,16 +2,21 @@
 
 buildstate serve     run the HTTP service under gunicorn (migrates first, once, before forking)
 buildstate migrate   apply pending database migrations and exit
+buildstate keys      create, list and revoke API keys (auth/cli.py)
+buildstate users     create, list, disable and re-password users (auth/cli.py)
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from buildstate import __version__
+from buildstate.auth.cli import add_commands as add_access_commands
+from buildstate.auth.secret import MissingSecretError, jwt_secret
 from buildstate.config import Settings
 from buildstate.observability.logging import configure as configure_logging
 from buildstate.store import describe_url, migrate
@@ -35,6 +40,11 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     bind = args.bind or settings.bind
     workers = args.workers or settings.workers
+    try:  # before forking: production without a JWT secret stops here, with the reason
+        jwt_secret(settings)
+    except MissingSecretError as exc:
+        print(f"buildstate: {exc}", file=sys.stderr)
+        return 2
 
     class Service(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -100,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "several processes at once; `serve` runs it too.",
     )
     mig.set_defaults(run=_cmd_migrate)
+    add_access_commands(commands)
     return parser
 
 

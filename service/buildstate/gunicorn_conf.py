@@ -97,6 +97,10 @@ def on_starting(_server: Any) -> None:
         log.info("migrated %s: %s", target, ", ".join(applied))
     else:
         log.info("schema of %s is current", target)
+    from buildstate.auth.startup import prepare  # noqa: PLC0415 - after migrate: it reads the schema
+
+    for hint in prepare(settings):  # the JWT secret (required in production), first-admin hint
+        log.warning(hint)
     path = prepare_metrics_dir(settings)
     log.info("prometheus multiprocess directory: %s", path)
 
