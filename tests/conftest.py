@@ -153,8 +153,12 @@ async def admin_key(make_key: KeyMaker) -> str:
 
 
 @pytest.fixture
-async def make_client(aiohttp_client: Any, settings: Settings) -> ClientMaker:
-    """``await make_client(headers={...})``: a client of a fresh app on this test's database."""
+async def make_client(settings: Settings, aiohttp_client: Any) -> ClientMaker:
+    """``await make_client(headers={...})``: a client of a fresh app on this test's database.
+
+    ``settings`` comes first on purpose: fixtures are torn down in reverse order, so the apps (closed by
+    ``aiohttp_client``) shut their connection pools before the test database is dropped.
+    """
 
     async def make(settings_: Settings | None = None, **kwargs: Any) -> TestClient[Any, Any]:
         made: TestClient[Any, Any] = await aiohttp_client(create_app(settings_ or settings), **kwargs)

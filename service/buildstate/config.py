@@ -62,7 +62,26 @@ class Settings(BaseSettings):
     signin_failures_per_client: int = Field(default=20, ge=1)
     signin_window_seconds: int = Field(default=300, ge=1)
 
-    @field_validator("cors_origins", mode="before")
+    # Live updates (buildstate/webhooks). Webhook signing secrets are encrypted at rest with this Fernet key
+    # (`python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`):
+    # required in production; in development one is generated once into <data_dir>/webhook.key.
+    webhook_key: SecretStr | None = None
+    # Hosts webhooks may target ("ci.example.com", "*.example.com"); empty: any host.
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # First retry after about this long, doubling (with jitter) up to an hour, until webhook_max_age_hours.
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    webhook_max_age_hours: float = Field(default=24.0, gt=0)
+    webhook_disable_after_failures: int = Field(default=50, ge=1)
+    # How often an idle dispatcher looks for due retries (new events wake it at once).
+    webhook_poll_seconds: float = Field(default=2.0, gt=0)
+    # Run the webhook dispatcher in this process (every worker does by default; it is safe to run many).
+    webhook_dispatcher: bool = True
+    # Event stream: SSE comment heartbeat, and the SQLite poll for new events.
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    stream_poll_seconds: float = Field(default=0.25, gt=0)
+
+    @field_validator("cors_origins", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

@@ -18,11 +18,12 @@ from buildstate.errors import ServiceUnavailable
 from buildstate.observability.metrics import Metrics
 from buildstate.observability.web import observe, pool_sampler
 from buildstate.store import Store, create_store
-from buildstate.web import access_routes, middleware
+from buildstate.web import access_routes, middleware, ui
 from buildstate.web.cors import cors_middleware
 from buildstate.web.openapi import build_openapi
 from buildstate.web.routes import ROUTES
-from buildstate.web.typedefs import AUTHENTICATOR, METRICS, SETTINGS, STORE
+from buildstate.web.typedefs import AUTHENTICATOR, METRICS, SETTINGS, STORE, STREAMS_CLOSING
+from buildstate.webhooks.routes import close_streams, live_updates_ctx
 
 log = logging.getLogger("buildstate")
 
@@ -72,7 +73,7 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None, store: Store | None = None) -> web.Application:
     settings = settings or Settings()
     # access_routes has added /token, /admin/* and /audit to ROUTES by now (imported above).
-    routes = RouteTable.of(ROUTES, public=[("GET", "/openapi.json")])
+    routes = RouteTable.of(ROUTES, public=[("GET", "/openapi.json"), *ui.PUBLIC])
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
@@ -90,7 +91,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(pool_sampler)
-    for r in ROUTES:
+    app[STREAMS_CLOSING] = asyncio.Event()
+    app.cleanup_ctx.append(live_updates_ctx)
+    app.on_shutdown.append(close_streams)
+    # Fixed paths before templated ones, so that /events/stream is not taken for /events/{seq}.
+    for r in sorted(ROUTES, key=lambda r: "{" in r.path):
         app.router.add_route(r.method, r.path, r.handler, name=r.handler.__name__)
 
     document = build_openapi(ROUTES, security=access_routes.SECURITY_SCHEMES)
@@ -100,6 +105,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         return web.Response(body=spec, content_type="application/json")
 
     app.router.add_get("/openapi.json", openapi, name="openapi")
+    ui.add_ui_routes(app)
     return app
 
 

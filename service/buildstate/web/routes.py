@@ -37,7 +37,6 @@ from buildstate.models import (
     Summary,
 )
 from buildstate.observability.web import scrape
-from buildstate.observability.web import scrape
 from buildstate.store.base import (
     BuildCursor,
     BuildFilter,
@@ -172,7 +171,7 @@ class _Query(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class BuildQuery(_Query):
+class BuildFilters(_Query):
     platform: Slug | None = None
     os_version: Slug | None = None
     image_type: Slug | None = None
@@ -180,15 +179,18 @@ class BuildQuery(_Query):
     min_state: Annotated[int, Field(ge=0, le=100)] | None = None
     max_state: Annotated[int, Field(ge=0, le=100)] | None = None
     updated_since: datetime | None = Field(default=None, description="ISO-8601; UTC if no offset.")
-    limit: Annotated[int, Field(ge=1, le=500)] = 50
-    cursor: Annotated[str, Field(max_length=512)] | None = Field(
-        default=None, description="next_cursor of the previous page."
-    )
 
     @field_validator("updated_since")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+class BuildQuery(BuildFilters):
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+    cursor: Annotated[str, Field(max_length=512)] | None = Field(
+        default=None, description="next_cursor of the previous page."
+    )
 
 
 StateFilter = Annotated[
@@ -205,15 +207,17 @@ TypeFilter = Annotated[
         description="Comma list of event types.",
     ),
 ]
+Seq = Annotated[int, Field(ge=0, le=2**62)]
 
 
-class EventQuery(BuildQuery):
+class EventFilters(BuildFilters):
     build_id: Annotated[str, Field(max_length=200)] | None = None
     type: TypeFilter | None = None
     states: StateFilter | None = None
-    after: Annotated[int, Field(ge=0, le=2**62)] = Field(
-        default=0, description="Only events with seq > after."
-    )
+
+
+class EventQuery(EventFilters):
+    after: Seq = Field(default=0, description="Only events with seq > after.")
     before: Annotated[int, Field(ge=1, le=2**62)] | None = Field(
         default=None, description="Only events with seq < before (paging newest first)."
     )
@@ -225,7 +229,7 @@ class SummaryQuery(_Query):
     window_hours: Annotated[int, Field(ge=1, le=24 * 366)] = 168
 
 
-def _build_filter(query: BuildQuery) -> BuildFilter:
+def _build_filter(query: BuildFilters) -> BuildFilter:
     return BuildFilter(
         platform=query.platform,
         os_version=query.os_version,
@@ -237,7 +241,7 @@ def _build_filter(query: BuildQuery) -> BuildFilter:
     )
 
 
-def _event_filter(query: EventQuery) -> EventFilter:
+def event_filter(query: EventFilters) -> EventFilter:
     states: tuple[int | str, ...] = ()
     if query.states:
         states = tuple(int(s) if s.isdigit() else s for s in query.states.split(","))
@@ -407,7 +411,7 @@ async def get_history(request: web.Request) -> web.Response:
 async def list_events(request: web.Request) -> web.Response:
     query = read_query(request, EventQuery)
     page = await request.app[STORE].list_events(
-        _event_filter(query),
+        event_filter(query),
         after=query.after,
         before=query.before,
         limit=query.limit,

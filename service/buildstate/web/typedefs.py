@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from buildstate.auth.principal import Principal
@@ -9,12 +11,16 @@ from buildstate.auth.service import Authenticator
 from buildstate.config import Settings
 from buildstate.observability.metrics import Metrics
 from buildstate.store import Store
+from buildstate.webhooks.watch import FeedWatcher
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 # Checks credentials and rate limits; built in create_app from the settings and the store.
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
+# Live updates: what wakes event streams and the webhook dispatcher, and the flag that ends streams.
+WATCHER = web.AppKey("watcher", FeedWatcher)
+STREAMS_CLOSING = web.AppKey("streams_closing", asyncio.Event)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # Who is making the request, as recorded on events and audit rows ("anonymous" until auth says otherwise).

@@ -1,0 +1,266 @@
+"""``/events/stream`` (Server-Sent Events) and ``/admin/webhooks`` (subscriptions and their deliveries)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from aiohttp import web
+from aiohttp_sse import sse_response
+from pydantic import BaseModel, ConfigDict, Field
+
+from buildstate.errors import BadRequest
+from buildstate.web.routes import (
+    EventFilters,
+    Seq,
+    event_filter,
+    json_response,
+    read_body,
+    read_query,
+    route,
+    write_context,
+)
+from buildstate.web.typedefs import SETTINGS, STORE, STREAMS_CLOSING, WATCHER
+from buildstate.webhooks import payloads
+from buildstate.webhooks.dispatcher import Dispatcher, validate_target
+from buildstate.webhooks.models import (
+    Delivery,
+    DeliveryPage,
+    Webhook,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookKind,
+    WebhookList,
+    WebhookTestResult,
+)
+from buildstate.webhooks.secrets import SecretBox, new_signing_secret
+from buildstate.webhooks.store import WebhookStore
+from buildstate.webhooks.watch import FeedWatcher
+
+# ---------------------------------------------------------------- event stream
+
+
+class StreamQuery(EventFilters):
+    after: Seq | None = Field(
+        default=None,
+        description="Start after this seq (Last-Event-ID takes precedence); absent: only new events.",
+    )
+
+
+STREAM_PAGE = 200
+
+
+async def _resume_point(request: web.Request, query: StreamQuery) -> int:
+    last_id = request.headers.get("Last-Event-ID", "").strip()
+    if last_id:
+        if not last_id.isdigit() or len(last_id) > 18:
+            raise BadRequest("Last-Event-ID must be an event seq", slug="bad-last-event-id")
+        return int(last_id)
+    if query.after is not None:
+        return query.after
+    return await request.app[STORE].max_seq()
+
+
+@route(
+    "GET",
+    "/events/stream",
+    summary="The event feed as Server-Sent Events: id = seq, event = type, data = the event; resumable",
+    scope="read",
+    tag="events",
+    query=StreamQuery,
+    responses={200: None},
+    errors=(400, 422),
+)
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    query = read_query(request, StreamQuery)
+    cursor = await _resume_point(request, query)
+    where = event_filter(query)
+    store, watcher = request.app[STORE], request.app[WATCHER]
+    settings, closing = request.app[SETTINGS], request.app[STREAMS_CLOSING]
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    async with sse_response(
+        request, headers=headers, ping_interval=settings.stream_heartbeat_seconds
+    ) as stream:
+        with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
+            while stream.is_connected() and not closing.is_set():
+                horizon = watcher.latest
+                page = await store.list_events(
+                    where, after=cursor, before=None, limit=STREAM_PAGE, newest_first=False
+                )
+                for event in page.events:
+                    await stream.send(event.model_dump_json(), id=str(event.seq), event=event.type.value)
+                    cursor = event.seq
+                if not page.has_more:
+                    await watcher.wait(horizon, max(settings.stream_heartbeat_seconds, 1.0))
+    return stream
+
+
+async def live_updates_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Per worker: the feed watcher (LISTEN or poll) and the webhook dispatcher."""
+    settings = app[SETTINGS]
+    watcher = FeedWatcher(app[STORE], poll_seconds=settings.stream_poll_seconds)
+    app[WATCHER] = watcher
+    await watcher.start()
+    dispatching = None
+    if settings.webhook_dispatcher:
+        dispatcher = Dispatcher(app[STORE], settings, watcher)
+        dispatching = asyncio.create_task(dispatcher.run(), name="webhook-dispatcher")
+    yield
+    if dispatching is not None:
+        dispatching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dispatching
+    await watcher.stop()
+
+
+async def close_streams(app: web.Application) -> None:
+    """On shutdown, let open streams end so that gunicorn's graceful stop does not wait on them."""
+    app[STREAMS_CLOSING].set()
+    if WATCHER in app:
+        app[WATCHER].bump(app[WATCHER].latest + 1)
+
+
+# ---------------------------------------------------------------- webhooks admin
+
+
+def _hooks(request: web.Request) -> WebhookStore:
+    return WebhookStore(request.app[STORE])
+
+
+def _webhook_id(request: web.Request, name: str = "id") -> int:
+    text = request.match_info[name]
+    if not text.isdigit() or len(text) > 18:
+        raise BadRequest(f"{name} must be a positive integer", slug="bad-id")
+    return int(text)
+
+
+@route(
+    "POST",
+    "/admin/webhooks",
+    summary="Subscribe a URL to events (the signing secret is shown once)",
+    scope="admin",
+    tag="webhooks",
+    body=WebhookCreate,
+    responses={201: WebhookCreated},
+    errors=(400, 413, 415, 422, 503),
+    action="webhook.create",
+)
+async def create_webhook(request: web.Request) -> web.Response:
+    body, raw = await read_body(request, WebhookCreate)
+    settings = request.app[SETTINGS]
+    validate_target(body.url, settings.webhook_allowed_hosts)
+    url, secret = body.url, body.secret or new_signing_secret()
+    if body.kind == WebhookKind.CONCOURSE:
+        url, secret = payloads.split_concourse_url(body.url, body.secret)
+    sealed = SecretBox.from_settings(settings).seal(secret)
+    filters = body.model_dump(include={"platform", "os_version", "image_type", "states", "event_types"})
+    stored = await _hooks(request).create(
+        name=body.name,
+        url=url,
+        kind=body.kind,
+        filters=filters,
+        secret_encrypted=sealed,
+        ctx=write_context(request, raw),
+        now=datetime.now(UTC),
+    )
+    created = WebhookCreated(**stored.public.model_dump(), secret=secret)
+    return json_response(created, status=201)
+
+
+@route(
+    "GET", "/admin/webhooks", summary="Every webhook subscription", scope="admin", tag="webhooks",
+    responses={200: WebhookList},
+)  # fmt: skip
+async def list_webhooks(request: web.Request) -> web.Response:
+    return json_response(WebhookList(webhooks=[h.public for h in await _hooks(request).all()]))
+
+
+@route(
+    "GET", "/admin/webhooks/{id}", summary="One webhook subscription", scope="admin", tag="webhooks",
+    responses={200: Webhook}, errors=(400, 404),
+)  # fmt: skip
+async def get_webhook(request: web.Request) -> web.Response:
+    return json_response((await _hooks(request).get(_webhook_id(request))).public)
+
+
+async def _set_enabled(request: web.Request, *, enabled: bool) -> web.Response:
+    stored = await _hooks(request).set_enabled(
+        _webhook_id(request),
+        enabled=enabled,
+        reason=None if enabled else "disabled by an admin",
+        ctx=write_context(request, b""),
+        now=datetime.now(UTC),
+    )
+    return json_response(stored.public)
+
+
+@route(
+    "POST", "/admin/webhooks/{id}/disable", summary="Stop delivering (queued deliveries wait)",
+    scope="admin", tag="webhooks", responses={200: Webhook}, errors=(400, 404), action="webhook.disable",
+)  # fmt: skip
+async def disable_webhook(request: web.Request) -> web.Response:
+    return await _set_enabled(request, enabled=False)
+
+
+@route(
+    "POST", "/admin/webhooks/{id}/enable", summary="Resume delivering, with a fresh failure count",
+    scope="admin", tag="webhooks", responses={200: Webhook}, errors=(400, 404), action="webhook.enable",
+)  # fmt: skip
+async def enable_webhook(request: web.Request) -> web.Response:
+    return await _set_enabled(request, enabled=True)
+
+
+@route(
+    "POST", "/admin/webhooks/{id}/test", summary="Send a signed test message now and report the answer",
+    scope="admin", tag="webhooks", responses={200: WebhookTestResult}, errors=(400, 404, 503),
+    action="webhook.test",
+)  # fmt: skip
+async def test_webhook(request: web.Request) -> web.Response:
+    hook = await _hooks(request).get(_webhook_id(request))
+    status, duration_ms, error = await Dispatcher(request.app[STORE], request.app[SETTINGS]).send_test(hook)
+    ok = status is not None and 200 <= status < 300
+    return json_response(WebhookTestResult(ok=ok, status_code=status, duration_ms=duration_ms, error=error))
+
+
+class DeliveryQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    status: Literal["pending", "delivering", "delivered", "dead"] | None = None
+    before: Annotated[int, Field(ge=1)] | None = None
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+
+
+@route(
+    "GET", "/admin/webhooks/{id}/deliveries", summary="The delivery log, newest first",
+    scope="admin", tag="webhooks", query=DeliveryQuery, responses={200: DeliveryPage}, errors=(400, 422),
+)  # fmt: skip
+async def list_deliveries(request: web.Request) -> web.Response:
+    query = read_query(request, DeliveryQuery)
+    page = await _hooks(request).deliveries(
+        _webhook_id(request), status=query.status, before=query.before, limit=query.limit
+    )
+    return json_response(page)
+
+
+@route(
+    "GET", "/admin/webhooks/{id}/deliveries/{delivery_id}", summary="One delivery with every attempt",
+    scope="admin", tag="webhooks", responses={200: Delivery}, errors=(400, 404),
+)  # fmt: skip
+async def get_delivery(request: web.Request) -> web.Response:
+    hooks = _hooks(request)
+    return json_response(await hooks.delivery(_webhook_id(request), _webhook_id(request, "delivery_id")))
+
+
+@route(
+    "POST", "/admin/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+    summary="Queue a delivery again (same webhook-id)", scope="admin", tag="webhooks",
+    responses={200: Delivery}, errors=(400, 404), action="webhook.redeliver",
+)  # fmt: skip
+async def redeliver(request: web.Request) -> web.Response:
+    hooks = _hooks(request)
+    webhook_id, delivery_id = _webhook_id(request), _webhook_id(request, "delivery_id")
+    await hooks.redeliver(webhook_id, delivery_id, ctx=write_context(request, b""), now=datetime.now(UTC))
+    return json_response(await hooks.delivery(webhook_id, delivery_id))

@@ -1,0 +1,65 @@
+"""Webhook secrets, encrypted at rest with a key from the environment.
+
+Unlike API keys and passwords, a signing secret must be read back to sign each delivery, so it cannot be
+hashed. It is encrypted with Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``) under
+``BUILDSTATE_WEBHOOK_KEY``. In development a key is generated once and kept in the data directory
+(mode 0600); production refuses to store or use webhook secrets without the environment key.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets as random_secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from buildstate.config import Environment, Settings
+from buildstate.errors import ServiceUnavailable
+
+KEY_FILE = "webhook.key"
+
+
+class SecretBox:
+    def __init__(self, key: bytes) -> None:
+        self._fernet = Fernet(key)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SecretBox:
+        if settings.webhook_key is not None:
+            return cls(settings.webhook_key.get_secret_value().encode())
+        if settings.env == Environment.PRODUCTION:
+            raise ServiceUnavailable(
+                "BUILDSTATE_WEBHOOK_KEY is not set: webhooks are unavailable in production without it",
+                slug="webhook-key-missing",
+            )
+        return cls(_development_key(settings.data_dir))
+
+    def seal(self, secret: str) -> str:
+        return self._fernet.encrypt(secret.encode()).decode()
+
+    def open(self, sealed: str) -> str:
+        try:
+            return self._fernet.decrypt(sealed.encode()).decode()
+        except InvalidToken as exc:
+            raise ServiceUnavailable(
+                "a webhook secret cannot be decrypted: BUILDSTATE_WEBHOOK_KEY changed?",
+                slug="webhook-key-mismatch",
+            ) from exc
+
+
+def _development_key(data_dir: Path) -> bytes:
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key = Fernet.generate_key()
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(key)
+    return path.read_bytes().strip()
+
+
+def new_signing_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode()

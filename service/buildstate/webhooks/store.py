@@ -1,0 +1,313 @@
+"""Subscriptions, the delivery outbox and its attempt log, on either database.
+
+Everything here is plain SQL over ``Store.run_batch``: each call is one transaction, and the statements are
+written once with ``sql.Params`` so that SQLite and PostgreSQL run the same text (PostgreSQL adds
+``FOR UPDATE SKIP LOCKED`` to the claim so that dispatchers in many processes never take the same row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from buildstate.errors import NotFound
+from buildstate.store import Store
+from buildstate.store.base import WriteContext
+from buildstate.store.sql import Params
+from buildstate.webhooks.models import Delivery, DeliveryAttempt, DeliveryPage, Webhook, WebhookKind
+
+WEBHOOK_COLUMNS = (
+    "id, name, url, kind, platform, os_version, image_type, states, event_types, secret_encrypted, "
+    "enabled, disabled_reason, consecutive_failures, created_at, created_by"
+)
+DELIVERY_COLUMNS = (
+    "id, webhook_id, event_seq, message_id, status, attempts, next_attempt_at, last_status_code, "
+    "last_error, last_duration_ms, created_at, delivered_at"
+)
+
+
+def _as_list(value: str | None) -> list[str] | None:
+    return None if value is None else [item for item in value.split(",") if item]
+
+
+def _as_text(values: list[str] | None) -> str | None:
+    return None if values is None else "," + ",".join(values) + ","
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWebhook:
+    public: Webhook
+    secret_encrypted: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery this dispatcher now holds, until ``lease_until``."""
+
+    id: int
+    webhook_id: int
+    event_seq: int
+    message_id: str
+    attempt: int
+    created_at: datetime
+
+
+class WebhookStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.dialect = store.dialect
+
+    def _params(self) -> Params:
+        return Params(self.dialect)
+
+    def _webhook(self, row: Any) -> StoredWebhook:
+        public = Webhook(
+            id=row["id"],
+            name=row["name"],
+            url=row["url"],
+            kind=WebhookKind(row["kind"]),
+            platform=row["platform"],
+            os_version=row["os_version"],
+            image_type=row["image_type"],
+            states=_as_list(row["states"]),
+            event_types=_as_list(row["event_types"]),
+            enabled=bool(row["enabled"]),
+            disabled_reason=row["disabled_reason"],
+            consecutive_failures=row["consecutive_failures"],
+            created_at=self.dialect.time_value(row["created_at"]),
+            created_by=row["created_by"],
+        )
+        return StoredWebhook(public, row["secret_encrypted"])
+
+    def _delivery(self, row: Any) -> Delivery:
+        time = self.dialect.time_value
+        return Delivery(
+            id=row["id"],
+            webhook_id=row["webhook_id"],
+            event_seq=row["event_seq"],
+            message_id=row["message_id"],
+            status=row["status"],
+            attempts=row["attempts"],
+            next_attempt_at=time(row["next_attempt_at"]),
+            last_status_code=row["last_status_code"],
+            last_error=row["last_error"],
+            last_duration_ms=row["last_duration_ms"],
+            created_at=time(row["created_at"]),
+            delivered_at=None if row["delivered_at"] is None else time(row["delivered_at"]),
+        )
+
+    def _audit(self, ctx: WriteContext, action: str, target: str, now: datetime) -> tuple[str, list[Any]]:
+        p = self._params()
+        query = (
+            "INSERT INTO audit_log (at, actor, action, target, outcome, status_code, request_id, source) "
+            f"VALUES ({p.time(now)}, {p(ctx.actor)}, {p(action)}, {p(target)}, 'allowed', {p(200)}, "
+            f"{p(ctx.request_id)}, {p(ctx.source)})"
+        )
+        return query, p.values
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def create(
+        self,
+        *,
+        name: str,
+        url: str,
+        kind: WebhookKind,
+        filters: dict[str, Any],
+        secret_encrypted: str,
+        ctx: WriteContext,
+        now: datetime,
+    ) -> StoredWebhook:
+        p = self._params()
+        query = (
+            "INSERT INTO webhooks (name, url, kind, platform, os_version, image_type, states, event_types, "
+            "secret_encrypted, enabled, consecutive_failures, created_at, created_by) VALUES ("
+            f"{p(name)}, {p(url)}, {p(kind.value)}, {p(filters.get('platform'))}, "
+            f"{p(filters.get('os_version'))}, {p(filters.get('image_type'))}, "
+            f"{p(_as_text(filters.get('states')))}, {p(_as_text(filters.get('event_types')))}, "
+            f"{p(secret_encrypted)}, true, 0, {p.time(now)}, {p(ctx.actor)}) RETURNING {WEBHOOK_COLUMNS}"
+        )
+        [rows, _] = await self.store.run_batch(
+            [(query, p.values), self._audit(ctx, "webhook.create", f"webhook:{name}", now)]
+        )
+        return self._webhook(rows[0])
+
+    async def all(self) -> list[StoredWebhook]:
+        [rows] = await self.store.run_batch(
+            [(f"SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY id", [])], write=False
+        )
+        return [self._webhook(row) for row in rows]
+
+    async def get(self, webhook_id: int) -> StoredWebhook:
+        p = self._params()
+        [rows] = await self.store.run_batch(
+            [(f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = {p(webhook_id)}", p.values)], write=False
+        )
+        if not rows:
+            raise NotFound(f"no webhook {webhook_id}", slug="webhook-not-found")
+        return self._webhook(rows[0])
+
+    async def set_enabled(
+        self, webhook_id: int, *, enabled: bool, reason: str | None, ctx: WriteContext, now: datetime
+    ) -> StoredWebhook:
+        p = self._params()
+        query = (
+            f"UPDATE webhooks SET enabled = {p(enabled)}, disabled_reason = {p(reason)}, "
+            f"consecutive_failures = 0 WHERE id = {p(webhook_id)} RETURNING {WEBHOOK_COLUMNS}"
+        )
+        action = "webhook.enable" if enabled else "webhook.disable"
+        [rows, _] = await self.store.run_batch(
+            [(query, p.values), self._audit(ctx, action, f"webhook:{webhook_id}", now)]
+        )
+        if not rows:
+            raise NotFound(f"no webhook {webhook_id}", slug="webhook-not-found")
+        return self._webhook(rows[0])
+
+    # ------------------------------------------------------------------ deliveries
+
+    async def claim(self, *, now: datetime, lease: timedelta, limit: int) -> list[Claimed]:
+        """Take up to ``limit`` due deliveries (or ones whose holder's lease ran out) for this process."""
+        p = self._params()
+        lock = " FOR UPDATE OF d SKIP LOCKED" if self.store.kind == "postgresql" else ""
+        query = (
+            f"UPDATE webhook_deliveries SET status = 'delivering', attempts = attempts + 1, "
+            f"lease_until = {p.time(now + lease)} WHERE id IN ("
+            "SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
+            f"WHERE w.enabled AND ((d.status = 'pending' AND d.next_attempt_at <= {p.time(now)}) "
+            f"OR (d.status = 'delivering' AND d.lease_until < {p.time(now)})) "
+            f"ORDER BY d.next_attempt_at LIMIT {p(limit)}{lock}"
+            ") RETURNING id, webhook_id, event_seq, message_id, attempts, created_at"
+        )
+        [rows] = await self.store.run_batch([(query, p.values)])
+        return [
+            Claimed(
+                id=row["id"],
+                webhook_id=row["webhook_id"],
+                event_seq=row["event_seq"],
+                message_id=row["message_id"],
+                attempt=row["attempts"],
+                created_at=self.dialect.time_value(row["created_at"]),
+            )
+            for row in rows
+        ]
+
+    async def finish(
+        self,
+        claimed: Claimed,
+        *,
+        now: datetime,
+        delivered: bool,
+        next_attempt_at: datetime | None,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: int,
+        disable_reason: str | None,
+        disable_after_failures: int,
+    ) -> None:
+        """Record one attempt's outcome; only the holder of this attempt can record it."""
+        status = "delivered" if delivered else ("pending" if next_attempt_at is not None else "dead")
+        p = self._params()
+        update = (
+            f"UPDATE webhook_deliveries SET status = {p(status)}, "
+            f"next_attempt_at = {p.time(next_attempt_at or now)}, lease_until = NULL, "
+            f"last_status_code = {p(status_code)}, last_error = {p(error)}, "
+            f"last_duration_ms = {p(duration_ms)}, "
+            f"delivered_at = {p.time(now) if delivered else 'NULL'} "
+            f"WHERE id = {p(claimed.id)} AND attempts = {p(claimed.attempt)} AND status = 'delivering'"
+        )
+        statements = [(update, p.values)]
+        p = self._params()
+        statements.append(
+            (
+                "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, duration_ms, error) "
+                f"VALUES ({p(claimed.id)}, {p(claimed.attempt)}, {p.time(now)}, {p(status_code)}, "
+                f"{p(duration_ms)}, {p(error)})",
+                p.values,
+            )
+        )
+        p = self._params()
+        if delivered:
+            counter = f"UPDATE webhooks SET consecutive_failures = 0 WHERE id = {p(claimed.webhook_id)}"
+        else:
+            counter = (
+                "UPDATE webhooks SET consecutive_failures = consecutive_failures + 1 "
+                f"WHERE id = {p(claimed.webhook_id)}"
+            )
+        statements.append((counter, p.values))
+        if not delivered:
+            p = self._params()
+            reason = disable_reason or f"{disable_after_failures} deliveries failed in a row"
+            statements.append(
+                (
+                    f"UPDATE webhooks SET enabled = false, disabled_reason = {p(reason)} "
+                    f"WHERE id = {p(claimed.webhook_id)} AND enabled AND "
+                    f"(consecutive_failures >= {p(disable_after_failures)} "
+                    f"OR {p(disable_reason is not None)})",
+                    p.values,
+                )
+            )
+        await self.store.run_batch(statements)
+
+    async def deliveries(
+        self, webhook_id: int, *, status: str | None, before: int | None, limit: int
+    ) -> DeliveryPage:
+        p = self._params()
+        conditions = [f"webhook_id = {p(webhook_id)}"]
+        if status is not None:
+            conditions.append(f"status = {p(status)}")
+        if before is not None:
+            conditions.append(f"id < {p(before)}")
+        query = (
+            f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE {' AND '.join(conditions)} "
+            f"ORDER BY id DESC LIMIT {p(limit + 1)}"
+        )
+        [rows] = await self.store.run_batch([(query, p.values)], write=False)
+        page = [self._delivery(row) for row in rows[:limit]]
+        return DeliveryPage(deliveries=page, next_before=page[-1].id if len(rows) > limit else None)
+
+    async def delivery(self, webhook_id: int, delivery_id: int) -> Delivery:
+        p = self._params()
+        found = (
+            f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries "
+            f"WHERE id = {p(delivery_id)} AND webhook_id = {p(webhook_id)}"
+        )
+        q = self._params()
+        attempts = (
+            "SELECT attempt, at, status_code, duration_ms, error FROM webhook_attempts "
+            f"WHERE delivery_id = {q(delivery_id)} ORDER BY attempt, id"
+        )
+        [rows, attempt_rows] = await self.store.run_batch(
+            [(found, p.values), (attempts, q.values)], write=False
+        )
+        if not rows:
+            raise NotFound(f"no delivery {delivery_id} for webhook {webhook_id}", slug="delivery-not-found")
+        log = [
+            DeliveryAttempt(
+                attempt=row["attempt"],
+                at=self.dialect.time_value(row["at"]),
+                status_code=row["status_code"],
+                duration_ms=row["duration_ms"],
+                error=row["error"],
+            )
+            for row in attempt_rows
+        ]
+        return self._delivery(rows[0]).model_copy(update={"attempt_log": log})
+
+    async def redeliver(self, webhook_id: int, delivery_id: int, *, ctx: WriteContext, now: datetime) -> None:
+        """Queue a delivery again now, keeping its webhook-id so receivers can still de-duplicate."""
+        p = self._params()
+        query = (
+            f"UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = {p.time(now)}, "
+            f"lease_until = NULL WHERE id = {p(delivery_id)} AND webhook_id = {p(webhook_id)} "
+            "AND status <> 'delivering' RETURNING id"
+        )
+        [rows, _] = await self.store.run_batch(
+            [(query, p.values), self._audit(ctx, "webhook.redeliver", f"delivery:{delivery_id}", now)]
+        )
+        if not rows:
+            raise NotFound(
+                f"no finished delivery {delivery_id} for webhook {webhook_id} (in flight ones cannot be "
+                "redelivered)",
+                slug="delivery-not-found",
+            )

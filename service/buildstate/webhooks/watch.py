@@ -1,0 +1,84 @@
+"""Wake event streams and the webhook dispatcher when new events commit, in any process.
+
+PostgreSQL: the event append sends ``NOTIFY buildstate_events, '<seq>'`` at commit; one LISTEN connection
+per worker hears every instance's writes. SQLite: one cheap ``max(seq)`` poll per worker. Either way a
+wake-up is only a hint to look again: readers always re-query the feed, and also look on a timer, so a
+lost notification delays an update by at most one poll interval and never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from buildstate.errors import ServiceUnavailable
+from buildstate.store import Store
+
+log = logging.getLogger("buildstate.watch")
+CHANNEL = "buildstate_events"
+
+
+class FeedWatcher:
+    def __init__(self, store: Store, *, poll_seconds: float = 0.25) -> None:
+        self._store = store
+        self._poll_seconds = poll_seconds
+        self._latest = 0
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def latest(self) -> int:
+        return self._latest
+
+    def bump(self, seq: int) -> None:
+        """Record that events up to ``seq`` exist and wake every waiter."""
+        if seq > self._latest:
+            self._latest = seq
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    async def wait(self, after: int, seconds: float) -> None:
+        """Return once an event newer than ``after`` is known, or after ``seconds``."""
+        if self._latest > after:
+            return
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), seconds)
+
+    async def start(self) -> None:
+        with contextlib.suppress(ServiceUnavailable):
+            self.bump(await self._store.max_seq())
+        listen = getattr(self._store, "listen", None)
+        runner = self._listen(listen) if listen is not None else self._poll()
+        self._task = asyncio.create_task(runner, name="feed-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.bump(self._latest + 1)  # release waiters so streams can end
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                self.bump(await self._store.max_seq())
+            except ServiceUnavailable:
+                log.debug("feed poll skipped: database unavailable")
+            await asyncio.sleep(self._poll_seconds)
+
+    async def _listen(self, listen: Any) -> None:
+        def heard(payload: str) -> None:
+            with contextlib.suppress(ValueError):
+                self.bump(int(payload))
+
+        while True:
+            try:
+                await listen(CHANNEL, heard)  # returns when the connection is lost
+            except (OSError, ServiceUnavailable) as exc:
+                log.info("event notifications interrupted (%s); reconnecting", type(exc).__name__)
+            with contextlib.suppress(ServiceUnavailable):
+                self.bump(await self._store.max_seq())  # catch up on what was missed meanwhile
+            await asyncio.sleep(1)

@@ -1,0 +1,349 @@
+"""Webhook deliveries against a real local HTTP receiver, on both stores."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook as ReferenceVerifier
+from tests.conftest import make_settings
+from tests.store.test_rules import CTX, create
+
+from buildstate.config import Settings
+from buildstate.errors import Unprocessable
+from buildstate.models import FailureReport, StateChange
+from buildstate.store import Store, create_store
+from buildstate.store.base import WriteContext
+from buildstate.webhooks import payloads
+from buildstate.webhooks.dispatcher import Dispatcher, next_attempt, retry_after_seconds, validate_target
+from buildstate.webhooks.models import WebhookKind
+from buildstate.webhooks.secrets import SecretBox, new_signing_secret
+from buildstate.webhooks.store import StoredWebhook, WebhookStore
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # a Standard Webhooks test vector's shape
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that answers from a script and records what it got."""
+
+    url: str = ""
+    received: list[tuple[dict[str, str], bytes, str]] = field(default_factory=list)
+    answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    delay: float = 0.0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.received.append((dict(request.headers), body, str(request.rel_url)))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        status, headers = self.answers.pop(0) if self.answers else (200, {})
+        return web.Response(status=status, headers=headers, text="ok")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    recv = Receiver()
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", recv.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    recv.url = f"http://127.0.0.1:{port}/hooks"
+    yield recv
+    await runner.cleanup()
+
+
+@pytest.fixture
+def fast_settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path, webhook_retry_base_seconds=0.01, webhook_timeout_seconds=3)
+
+
+@pytest.fixture
+async def wstore(fast_settings: Settings) -> AsyncIterator[Store]:
+    opened = create_store(fast_settings)
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def subscribe(
+    store: Store, settings: Settings, url: str, *, kind: WebhookKind = WebhookKind.JSON,
+    secret: str = SECRET, **filters: Any,
+) -> StoredWebhook:  # fmt: skip
+    sealed = SecretBox.from_settings(settings).seal(secret)
+    return await WebhookStore(store).create(
+        name="test", url=url, kind=kind, filters=filters, secret_encrypted=sealed,
+        ctx=WriteContext(actor="admin"), now=datetime.now(UTC),
+    )  # fmt: skip
+
+
+async def drain(dispatcher: Dispatcher, until: Callable[[], bool], rounds: int = 200) -> None:
+    async with dispatcher.session() as session:
+        for _ in range(rounds):
+            await dispatcher.run_once(session)
+            if until():
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("deliveries did not settle")
+
+
+async def test_delivery_is_signed_and_verifies_with_the_reference_library(
+    wstore: Store, fast_settings: Settings, receiver: Receiver
+) -> None:
+    await subscribe(wstore, fast_settings, receiver.url)
+    build = await create(wstore, "signed")
+    await wstore.record_state("signed", StateChange(state_code=10, message="packer"), CTX)
+    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 2)
+    # Deliveries run concurrently: no order is promised (receivers sort by data.seq if they care).
+    [(headers, body, _)] = [r for r in receiver.received if b'"buildstate.state"' in r[1]]
+    payload = ReferenceVerifier(SECRET).verify(body, headers)  # raises unless the signature is valid
+    assert payload["type"] == "buildstate.state"
+    assert payload["data"]["build"]["id"] == build["id"]
+    assert payload["data"]["state_code"] == 10
+    assert headers["webhook-id"] == f"msg_{payload['data']['seq']}_1"
+    with pytest.raises(Exception, match=r"[Ss]ignature"):
+        ReferenceVerifier(new_signing_secret()).verify(body, headers)
+
+
+async def test_failed_deliveries_are_retried_with_the_same_id_until_they_succeed(
+    wstore: Store, fast_settings: Settings, receiver: Receiver
+) -> None:
+    hook = await subscribe(wstore, fast_settings, receiver.url)
+    receiver.answers = [(500, {}), (503, {}), (200, {})]
+    await create(wstore, "retry")
+    hooks = WebhookStore(wstore)
+
+    def delivered() -> bool:
+        return len(receiver.received) == 3
+
+    await drain(Dispatcher(wstore, fast_settings), delivered)
+    assert len({h["webhook-id"] for h, _, _ in receiver.received}) == 1
+    page = await hooks.deliveries(hook.public.id, status=None, before=None, limit=10)
+    [delivery] = page.deliveries
+    detail = await hooks.delivery(hook.public.id, delivery.id)
+    assert detail.status == "delivered"
+    assert [(a.attempt, a.status_code) for a in detail.attempt_log or []] == [(1, 500), (2, 503), (3, 200)]
+    assert (await hooks.get(hook.public.id)).public.consecutive_failures == 0
+
+
+async def test_410_disables_the_subscription(
+    wstore: Store, fast_settings: Settings, receiver: Receiver
+) -> None:
+    hook = await subscribe(wstore, fast_settings, receiver.url)
+    receiver.answers = [(410, {})]
+    await create(wstore, "gone")
+    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 1)
+    stored = await WebhookStore(wstore).get(hook.public.id)
+    assert not stored.public.enabled
+    assert "410" in (stored.public.disabled_reason or "")
+    await create(wstore, "after-gone")  # nothing is queued for a disabled subscription
+    page = await WebhookStore(wstore).deliveries(hook.public.id, status=None, before=None, limit=10)
+    assert [d.status for d in page.deliveries] == ["dead"]
+
+
+async def test_a_run_of_failures_disables_the_subscription(
+    database_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    settings = make_settings(
+        database_url, tmp_path, webhook_retry_base_seconds=0.001, webhook_disable_after_failures=3
+    )
+    store = create_store(settings)
+    await store.open()
+    try:
+        hook = await subscribe(store, settings, receiver.url)
+        receiver.answers = [(500, {})] * 10
+        await create(store, "flaky")
+        hooks = WebhookStore(store)
+
+        async def disabled() -> bool:
+            return not (await hooks.get(hook.public.id)).public.enabled
+
+        dispatcher = Dispatcher(store, settings)
+        async with dispatcher.session() as session:
+            for _ in range(100):
+                await dispatcher.run_once(session)
+                if await disabled():
+                    break
+                await asyncio.sleep(0.01)
+        assert await disabled()
+        assert len(receiver.received) == 3
+    finally:
+        await store.close()
+
+
+async def test_two_dispatchers_never_deliver_the_same_attempt(
+    fast_settings: Settings, receiver: Receiver
+) -> None:
+    stores = [create_store(fast_settings), create_store(fast_settings)]
+    for store in stores:
+        await store.open()
+    try:
+        await subscribe(stores[0], fast_settings, receiver.url)
+        for i in range(30):
+            await create(stores[0], f"b{i}")
+        receiver.delay = 0.005
+        dispatchers = [Dispatcher(store, fast_settings) for store in stores]
+        await asyncio.gather(*(drain(d, lambda: len(receiver.received) >= 30) for d in dispatchers))
+        ids = [h["webhook-id"] for h, _, _ in receiver.received]
+        assert len(ids) == 30
+        assert len(set(ids)) == 30
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_delivery_whose_dispatcher_died_is_taken_over_after_its_lease(
+    wstore: Store, fast_settings: Settings, receiver: Receiver
+) -> None:
+    hook = await subscribe(wstore, fast_settings, receiver.url)
+    await create(wstore, "orphan")
+    hooks = WebhookStore(wstore)
+    now = datetime.now(UTC)
+    [claimed] = await hooks.claim(now=now, lease=timedelta(seconds=1), limit=10)  # ...and then "dies"
+    assert await hooks.claim(now=now, lease=timedelta(seconds=1), limit=10) == []
+    [again] = await hooks.claim(now=now + timedelta(seconds=2), lease=timedelta(seconds=30), limit=10)
+    assert (again.id, again.attempt) == (claimed.id, 2)
+    # The dead holder's late report of attempt 1 cannot overwrite the new holder's attempt.
+    await hooks.finish(
+        claimed, now=now, delivered=True, next_attempt_at=None, status_code=200, error=None,
+        duration_ms=1, disable_reason=None, disable_after_failures=50,
+    )  # fmt: skip
+    detail = await hooks.delivery(hook.public.id, claimed.id)
+    assert detail.status == "delivering"
+
+
+def test_backoff_grows_honours_retry_after_and_gives_up_after_a_day() -> None:
+    import random
+
+    rng = random.Random(1)
+    now = datetime.now(UTC)
+    delays = [
+        (next_attempt(attempt=n, now=now, created_at=now, base_seconds=5, max_age=timedelta(hours=24),
+                      retry_after=None, rng=rng) - now).total_seconds()  # type: ignore[operator]
+        for n in (1, 2, 3, 4, 10, 20)
+    ]  # fmt: skip
+    assert 2.5 <= delays[0] <= 5
+    assert 20 <= delays[3] <= 40
+    assert delays[-1] <= 3600
+    later = next_attempt(
+        attempt=1, now=now, created_at=now, base_seconds=5, max_age=timedelta(hours=24), retry_after=120,
+        rng=rng,
+    )  # fmt: skip
+    assert later is not None
+    assert later - now >= timedelta(seconds=120)
+    expired = next_attempt(
+        attempt=30, now=now, created_at=now - timedelta(hours=24), base_seconds=5,
+        max_age=timedelta(hours=24), retry_after=None, rng=rng,
+    )  # fmt: skip
+    assert expired is None
+    assert retry_after_seconds("7", now) == 7
+    assert retry_after_seconds("garbage", now) is None
+
+
+async def test_429_retry_after_is_honoured(
+    wstore: Store, fast_settings: Settings, receiver: Receiver
+) -> None:
+    hook = await subscribe(wstore, fast_settings, receiver.url)
+    receiver.answers = [(429, {"Retry-After": "600"})]
+    await create(wstore, "busy")
+    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 1)
+    page = await WebhookStore(wstore).deliveries(hook.public.id, status=None, before=None, limit=10)
+    [delivery] = page.deliveries
+    assert delivery.status == "pending"
+    assert delivery.next_attempt_at - datetime.now(UTC) > timedelta(seconds=590)
+
+
+async def test_filters_pick_which_events_queue_deliveries(
+    wstore: Store, fast_settings: Settings, receiver: Receiver
+) -> None:
+    await subscribe(wstore, fast_settings, receiver.url, platform="aws", states=["100", "failed"])
+    await create(wstore, "aws-a", platform="aws")
+    await create(wstore, "gcp-a", platform="gcp")
+    for ref in ("aws-a", "gcp-a"):
+        await wstore.record_state(ref, StateChange(state_code=50), CTX)
+        await wstore.record_state(ref, StateChange(state_code=100), CTX)
+    await create(wstore, "aws-b", platform="aws")
+    await wstore.record_failure("aws-b", FailureReport(error_message="x"), CTX)
+    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 2)
+    await asyncio.sleep(0.05)
+    got = sorted((json.loads(body)["data"] for _, body, _ in receiver.received), key=lambda d: d["seq"])
+    assert [(d["build"]["build_id"], d["type"], d["state_code"]) for d in got] == [
+        ("aws-a", "state", 100),
+        ("aws-b", "failure", 0),
+    ]
+
+
+async def test_cdevents_payload_is_a_cloudevent(
+    wstore: Store, fast_settings: Settings, receiver: Receiver
+) -> None:
+    await subscribe(wstore, fast_settings, receiver.url, kind=WebhookKind.CDEVENTS)
+    await create(wstore, "cde")
+    await wstore.record_state("cde", StateChange(state_code=100), CTX)
+    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 2)
+    types = []
+    for headers, body, _ in sorted(receiver.received, key=lambda r: r[0]["webhook-id"]):
+        assert headers["Content-Type"] == "application/cloudevents+json"
+        envelope = ReferenceVerifier(SECRET).verify(body, headers)
+        assert envelope["specversion"] == "1.0"
+        assert envelope["data"]["subject"]["id"] == "cde"
+        assert envelope["data"]["customData"]["build"]["build_id"] == "cde"
+        types.append(envelope["type"])
+    assert types == ["dev.cdevents.build.queued.0.2.0", "dev.cdevents.build.finished.0.2.0"]
+
+
+async def test_concourse_check_webhook_carries_the_token_only_on_the_wire(
+    wstore: Store, fast_settings: Settings, receiver: Receiver
+) -> None:
+    target = receiver.url.replace("/hooks", "/api/v1/teams/main/pipelines/p/resources/r/check/webhook")
+    url, token = payloads.split_concourse_url(target + "?webhook_token=s3cr3t-token-value", None)
+    hook = await subscribe(wstore, fast_settings, url, kind=WebhookKind.CONCOURSE, secret=token)
+    assert "s3cr3t" not in hook.public.model_dump_json()
+    await create(wstore, "trigger")
+    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 1)
+    _, body, path = receiver.received[0]
+    assert path.endswith("/check/webhook?webhook_token=s3cr3t-token-value")
+    assert body == b""
+    with pytest.raises(Unprocessable):
+        payloads.split_concourse_url(receiver.url, "t")
+
+
+def test_targets_are_validated() -> None:
+    validate_target("https://hooks.example.com/x", [])
+    validate_target("https://a.example.com/x", ["*.example.com"])
+    for bad in ("ftp://example.com/x", "file:///etc/passwd", "https://user:pw@example.com/", "http:///x"):
+        with pytest.raises(Unprocessable):
+            validate_target(bad, [])
+    with pytest.raises(Unprocessable):
+        validate_target("https://evil.test/x", ["*.example.com", "ci.example.com"])
+
+
+async def test_redirects_are_not_followed(wstore: Store, fast_settings: Settings, receiver: Receiver) -> None:
+    hook = await subscribe(wstore, fast_settings, receiver.url)
+    receiver.answers = [(307, {"Location": "http://127.0.0.1:1/elsewhere"})]
+    await create(wstore, "moved")
+    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 1)
+    page = await WebhookStore(wstore).deliveries(hook.public.id, status=None, before=None, limit=10)
+    assert page.deliveries[0].last_error == "redirect not followed"
+    assert page.deliveries[0].status == "pending"
+
+
+async def test_unreachable_receiver_is_a_retry_not_a_crash(wstore: Store, fast_settings: Settings) -> None:
+    hook = await subscribe(wstore, fast_settings, "http://127.0.0.1:9/nothing-listens-here")
+    await create(wstore, "nowhere")
+    dispatcher = Dispatcher(wstore, fast_settings)
+    async with aiohttp.ClientSession() as session:
+        assert await dispatcher.run_once(session) == 1
+    page = await WebhookStore(wstore).deliveries(hook.public.id, status=None, before=None, limit=10)
+    assert page.deliveries[0].status == "pending"
+    assert page.deliveries[0].last_error
