@@ -1,0 +1,217 @@
+// One build: where it stands, its steps and how long each took, and every event of every attempt.
+
+import { ApiError, api } from "../api.js";
+import {
+  errorNotice, exactTime, failureBadge, labelChips, loading, progressBar, statusPill, timeAgo,
+} from "../components.js";
+import { fill, h, safeHref } from "../dom.js";
+import { buildAfter, comboLabel, duration, plural } from "../format.js";
+import { describeEvent } from "./matrix.js";
+
+const TITLES = {
+  created: () => "Registered",
+  state: (e) => (e.state_code === 100 ? `${e.from_state_code ?? "?"} → 100, succeeded` : `${e.from_state_code ?? "?"} → ${e.state_code}`),
+  failure: (e) => `Failed at ${e.state_code}`,
+  reset: (e) => `Reset: attempt ${e.attempt} starts at 0`,
+};
+
+function provenanceOf(events) {
+  for (let i = events.length - 1; i >= 0; i -= 1) {
+    const provenance = events[i].provenance;
+    if (provenance && safeHref(provenance.build_url)) return provenance;
+  }
+  return null;
+}
+
+function concourseText(provenance) {
+  const path = [provenance.team, provenance.pipeline, provenance.job].filter(Boolean).join(" / ");
+  const number = provenance.build_name ? ` #${provenance.build_name}` : "";
+  return `${path || "Concourse build"}${number}`;
+}
+
+function concourseLink(provenance, text) {
+  const url = safeHref(provenance?.build_url);
+  if (!url) return null;
+  return h("a", { class: "external", href: url, target: "_blank", rel: "noopener noreferrer" }, text ?? concourseText(provenance), h("span", { "aria-hidden": "true" }, " ↗"), h("span", { class: "visually-hidden" }, " (opens in a new tab)"));
+}
+
+function failureDetails(failure) {
+  if (!failure) return null;
+  return h(
+    "div",
+    { class: "failure-box" },
+    h(
+      "dl",
+      { class: "facts" },
+      h("div", {}, h("dt", {}, "Error code"), h("dd", {}, h("code", {}, failure.error_code ?? "—"))),
+      h("div", {}, h("dt", {}, "Component"), h("dd", {}, failure.component ?? "—")),
+      h("div", { class: "wide" }, h("dt", {}, "Message"), h("dd", {}, failure.error_message)),
+    ),
+    failure.details && Object.keys(failure.details).length > 0
+      ? h("details", {}, h("summary", {}, "Details"), h("pre", { class: "json" }, JSON.stringify(failure.details, null, 2)))
+      : null,
+  );
+}
+
+function timelineItem(event) {
+  const title = (TITLES[event.type] ?? (() => event.type))(event);
+  const showMessage = event.message && event.type !== "failure" && event.type !== "reset";
+  return h(
+    "li",
+    { class: ["tl-item", `tl-${event.type}`], dataset: { seq: event.seq } },
+    h(
+      "div",
+      { class: "tl-head" },
+      h("span", { class: "tl-title" }, title),
+      exactTime(event.recorded_at),
+      event.duration_ms !== null && event.type !== "created" && event.type !== "reset"
+        ? h("span", { class: "tl-duration" }, `after ${duration(event.duration_ms)}`)
+        : null,
+    ),
+    showMessage ? h("p", { class: "tl-message" }, event.message) : null,
+    event.type === "failure" ? failureDetails(event.failure) : null,
+    event.type === "reset" ? h("p", { class: "tl-reason" }, h("strong", {}, "Why: "), event.reason ?? "") : null,
+    h(
+      "p",
+      { class: "tl-meta" },
+      event.type === "reset" ? h("strong", {}, "Who: ") : "by ",
+      h("span", { class: "actor" }, event.actor),
+      event.provenance?.build_url ? [" · ", concourseLink(event.provenance)] : null,
+    ),
+  );
+}
+
+function stepsTable(events, build, medians) {
+  const attemptEvents = events.filter((e) => e.attempt === build.attempt);
+  const steps = attemptEvents.filter((e) => (e.type === "state" || e.type === "failure") && e.duration_ms !== null && e.from_state_code !== null);
+  if (steps.length === 0 && build.status !== "running") return h("p", { class: "muted" }, "No steps recorded in this attempt.");
+  const longest = Math.max(1, ...steps.map((e) => e.duration_ms));
+  const rows = steps.map((e) =>
+    h(
+      "tr",
+      {},
+      h("th", { scope: "row" }, e.type === "failure" ? `${e.from_state_code} (failed)` : `${e.from_state_code} → ${e.state_code}`),
+      h("td", { class: "num" }, duration(e.duration_ms)),
+      h("td", { class: "bar-cell", "aria-hidden": "true" }, h("span", { class: ["bar", e.type === "failure" ? "bar-failed" : ""], style: { "--share": (e.duration_ms / longest).toFixed(3) } })),
+      h("td", { class: "num muted" }, medians.has(e.from_state_code) ? duration(medians.get(e.from_state_code)) : "—"),
+    ),
+  );
+  if (build.status === "running") {
+    rows.push(
+      h(
+        "tr",
+        { class: "step-current" },
+        h("th", { scope: "row" }, `${build.state_code} → …`),
+        h("td", { class: "num" }, timeAgo(build.updated_at, "since ")),
+        h("td", { class: "bar-cell", "aria-hidden": "true" }),
+        h("td", { class: "num muted" }, medians.has(build.state_code) ? duration(medians.get(build.state_code)) : "—"),
+      ),
+    );
+  }
+  return h(
+    "div",
+    { class: "table-scroll" },
+    h(
+      "table",
+      { class: "steps" },
+      h("caption", {}, `Attempt ${build.attempt}: time spent in each state before moving on`),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Step"), h("th", { scope: "col" }, "Took"), h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Share")), h("th", { scope: "col" }, "Median, all builds"))),
+      h("tbody", {}, rows),
+    ),
+  );
+}
+
+function timeline(events) {
+  const attempts = new Map();
+  for (const event of events) {
+    if (!attempts.has(event.attempt)) attempts.set(event.attempt, []);
+    attempts.get(event.attempt).push(event);
+  }
+  const ordered = [...attempts.entries()].sort((a, b) => a[0] - b[0]);
+  const current = ordered.at(-1)?.[0];
+  return ordered.map(([attempt, list]) =>
+    h(
+      "section",
+      { class: "attempt", "aria-labelledby": `attempt-${attempt}` },
+      h("h3", { id: `attempt-${attempt}` }, `Attempt ${attempt}`, attempt === current && ordered.length > 1 ? h("span", { class: "muted" }, " (current)") : null, h("span", { class: "count" }, plural(list.length, "event"))),
+      h("ol", { class: "timeline" }, list.map(timelineItem)),
+    ),
+  );
+}
+
+export function buildView({ main, route, announce, setTitle, followLive, isCurrent }) {
+  setTitle("Build");
+  let build = null;
+  let events = [];
+  let medians = new Map();
+  const heading = h("h1", { tabindex: "-1" }, route.ref);
+  const body = h("div", { class: "build-body" }, loading());
+  main.replaceChildren(h("p", { class: "crumbs" }, h("a", { href: "#/" }, "← Build matrix")), heading, body);
+
+  function draw() {
+    setTitle(build.build_id);
+    heading.textContent = build.build_id;
+    const provenance = provenanceOf(events);
+    fill(
+      body,
+      h(
+        "section",
+        { class: ["build-status", "card", `card-${build.status}`], "aria-label": "Current state" },
+        h("p", { class: "combo" }, comboLabel(build)),
+        h("div", { class: "status-line" }, statusPill(build.status), h("span", { class: "big-code" }, `${build.state_code}`, h("span", { class: "muted" }, " / 100")), failureBadge(build.failure)),
+        progressBar(build),
+        build.message ? h("p", { class: "build-message" }, build.message) : null,
+        h(
+          "dl",
+          { class: "facts" },
+          h("div", {}, h("dt", {}, "Attempt"), h("dd", {}, String(build.attempt))),
+          h("div", {}, h("dt", {}, "Last change"), h("dd", {}, timeAgo(build.updated_at))),
+          h("div", {}, h("dt", {}, "Registered"), h("dd", {}, exactTime(build.created_at))),
+          h("div", {}, h("dt", {}, "Concourse"), h("dd", {}, provenance ? concourseLink(provenance) : h("span", { class: "muted" }, "no link recorded"))),
+          h("div", { class: "wide" }, h("dt", {}, "Id"), h("dd", {}, h("code", {}, build.id))),
+        ),
+      ),
+      build.failure ? h("section", { class: "card card-failed", "aria-labelledby": "failure-title" }, h("h2", { id: "failure-title" }, "Failure"), failureDetails(build.failure)) : null,
+      h("section", { class: "card", "aria-labelledby": "labels-title" }, h("h2", { id: "labels-title" }, "Labels"), labelChips(build.labels)),
+      h("section", { class: "card", "aria-labelledby": "steps-title" }, h("h2", { id: "steps-title" }, "Steps"), stepsTable(events, build, medians)),
+      h("section", { class: "card", "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title" }, "Timeline"), timeline(events)),
+    );
+  }
+
+  async function load() {
+    fill(body, loading());
+    try {
+      await followLive();
+      const [history, summary] = await Promise.all([
+        api(`/builds/${encodeURIComponent(route.ref)}/history`),
+        api("/dashboard/summary").catch(() => null),
+      ]);
+      if (!isCurrent()) return;
+      build = history.build;
+      events = history.events;
+      medians = new Map((summary?.step_durations ?? []).map((s) => [s.state_code, s.median_ms]));
+      draw();
+    } catch (error) {
+      if (!isCurrent() || error.name === "Unauthorized") return;
+      if (error instanceof ApiError && error.status === 404) {
+        setTitle("Build not found");
+        heading.textContent = "Build not found";
+        fill(body, h("p", {}, `There is no build "${route.ref}". `, h("a", { href: "#/" }, "Back to the matrix"), "."));
+        return;
+      }
+      fill(body, errorNotice(error, load));
+    }
+  }
+
+  function onEvent(event) {
+    if (!build || event.build.id !== build.id || event.seq <= build.last_event_seq) return;
+    events = [...events, event];
+    build = buildAfter(event, build);
+    draw();
+    body.querySelector(`[data-seq="${event.seq}"]`)?.classList.add("changed");
+    announce(`This build ${describeEvent(event)}`);
+  }
+
+  load();
+  return { onEvent };
+}
