@@ -26,7 +26,8 @@ export class SseParser {
 
   push(chunk) {
     let text = chunk;
-    if (!this.started && text.length > 0) {
+    if (text.length === 0) return; // an empty chunk must not forget a CR that ended the previous one
+    if (!this.started) {
       this.started = true;
       if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
     }

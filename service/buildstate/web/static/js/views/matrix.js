@@ -17,7 +17,7 @@ export const WINDOWS = [
 ];
 const FILTERS = ["platform", "os_version", "image_type", "status", "window"];
 const ACTIVITY_SIZE = 12;
-const RECONCILE_MS = 4000;
+const RECONCILE_MS = 2500;
 
 // Slugs never hold "/", so it separates them unambiguously (and is safe in attributes and selectors).
 const comboKey = (build) => `${build.platform}/${build.os_version}/${build.image_type}`;
