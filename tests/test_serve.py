@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,16 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support import ServiceProcess, admin_key, clean_env
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -38,53 +27,15 @@ class Served:
     output: Path
 
 
-def write_headers(env: dict[str, str]) -> dict[str, str]:
-    """Credentials for a pipeline writer, made with the CLI when the service requires them."""
-    cli = ROOT / ".venv/bin/buildstate"
-    probe = subprocess.run([cli, "keys", "--help"], env=env, capture_output=True, check=False)
-    if probe.returncode != 0:
-        return {}
-    created = subprocess.run(
-        [cli, "keys", "create", "--name", "serve-test", "--scope", "read", "--scope", "write",
-         "--scope", "admin"],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return {"X-API-Key": created.stdout.strip().splitlines()[-1]}
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDSTATE_")}
-    env["BUILDSTATE_DATA_DIR"] = str(tmp_path / "data")
-    if request.param == "postgresql":
-        env["BUILDSTATE_DATABASE_URL"] = request.getfixturevalue("pg_url")
-    port = free_port()
-    output = tmp_path / "serve.log"
-    with output.open("wb") as log:
-        process = subprocess.Popen(
-            ["bash", str(ROOT / "scripts/serve"), "--bind", f"127.0.0.1:{port}", "--workers", "3"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    database_url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    env = clean_env(tmp_path / "data", database_url)
+    service = ServiceProcess(env, tmp_path / "serve.log", workers=3).start()
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail(f"service did not become ready:\n{output.read_text()}")
-        yield Served(url, write_headers(env), output)
+        yield Served(service.url, {"X-API-Key": admin_key(env)}, service.log)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        service.stop()
 
 
 def curl(served: Served, method: str, path: str, body: Any = None) -> tuple[int, Any]:

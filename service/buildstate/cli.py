@@ -20,6 +20,7 @@ from buildstate.auth.secret import MissingSecretError, jwt_secret
 from buildstate.config import Settings
 from buildstate.observability.logging import configure as configure_logging
 from buildstate.store import describe_url, migrate
+from buildstate.webhooks.cli import add_commands as add_live_commands
 
 log = logging.getLogger("buildstate")
 
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mig.set_defaults(run=_cmd_migrate)
     add_access_commands(commands)
+    add_live_commands(commands)
     return parser
 
 

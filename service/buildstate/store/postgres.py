@@ -521,7 +521,8 @@ class PostgresStore:
         try:
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), 10)
+                    async with asyncio.timeout(10):
+                        await lost.wait()
                 if not lost.is_set():
                     # A dead server goes unnoticed on an idle connection: ask it something now and then.
                     await conn.execute("SELECT 1", timeout=self._timeout)

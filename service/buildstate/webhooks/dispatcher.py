@@ -112,7 +112,8 @@ class Dispatcher:
                         await asyncio.sleep(poll)
 
     async def run_once(self, session: aiohttp.ClientSession) -> int:
-        lease = timedelta(seconds=self.settings.webhook_timeout_seconds * 2 + 30)
+        # Long enough for one delivery and its bookkeeping; a dead holder delays a retry by this much.
+        lease = timedelta(seconds=self.settings.webhook_timeout_seconds * 2 + 5)
         claimed = await self.hooks.claim(now=datetime.now(UTC), lease=lease, limit=16)
         hooks: dict[int, StoredWebhook] = {}
         for webhook_id in {c.webhook_id for c in claimed}:

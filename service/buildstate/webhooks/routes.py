@@ -24,19 +24,17 @@ from buildstate.web.routes import (
     write_context,
 )
 from buildstate.web.typedefs import SETTINGS, STORE, STREAMS_CLOSING, WATCHER
-from buildstate.webhooks import payloads
-from buildstate.webhooks.dispatcher import Dispatcher, validate_target
+from buildstate.webhooks import service
+from buildstate.webhooks.dispatcher import Dispatcher
 from buildstate.webhooks.models import (
     Delivery,
     DeliveryPage,
     Webhook,
     WebhookCreate,
     WebhookCreated,
-    WebhookKind,
     WebhookList,
     WebhookTestResult,
 )
-from buildstate.webhooks.secrets import SecretBox, new_signing_secret
 from buildstate.webhooks.store import WebhookStore
 from buildstate.webhooks.watch import FeedWatcher
 
@@ -150,23 +148,9 @@ def _webhook_id(request: web.Request, name: str = "id") -> int:
 )
 async def create_webhook(request: web.Request) -> web.Response:
     body, raw = await read_body(request, WebhookCreate)
-    settings = request.app[SETTINGS]
-    validate_target(body.url, settings.webhook_allowed_hosts)
-    url, secret = body.url, body.secret or new_signing_secret()
-    if body.kind == WebhookKind.CONCOURSE:
-        url, secret = payloads.split_concourse_url(body.url, body.secret)
-    sealed = SecretBox.from_settings(settings).seal(secret)
-    filters = body.model_dump(include={"platform", "os_version", "image_type", "states", "event_types"})
-    stored = await _hooks(request).create(
-        name=body.name,
-        url=url,
-        kind=body.kind,
-        filters=filters,
-        secret_encrypted=sealed,
-        ctx=write_context(request, raw),
-        now=datetime.now(UTC),
+    created = await service.subscribe(
+        request.app[STORE], request.app[SETTINGS], body, write_context(request, raw)
     )
-    created = WebhookCreated(**stored.public.model_dump(), secret=secret)
     return json_response(created, status=201)
 
 
@@ -219,10 +203,8 @@ async def enable_webhook(request: web.Request) -> web.Response:
     action="webhook.test",
 )  # fmt: skip
 async def test_webhook(request: web.Request) -> web.Response:
-    hook = await _hooks(request).get(_webhook_id(request))
-    status, duration_ms, error = await Dispatcher(request.app[STORE], request.app[SETTINGS]).send_test(hook)
-    ok = status is not None and 200 <= status < 300
-    return json_response(WebhookTestResult(ok=ok, status_code=status, duration_ms=duration_ms, error=error))
+    result = await service.send_test(request.app[STORE], request.app[SETTINGS], _webhook_id(request))
+    return json_response(result)
 
 
 class DeliveryQuery(BaseModel):

@@ -44,8 +44,12 @@ class FeedWatcher:
         if self._latest > after:
             return
         changed = self._changed
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives
+        # as the event is set (at shutdown, exactly when close_streams wakes everyone), leaving the
+        # dispatcher running forever and gunicorn waiting out its graceful timeout.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await changed.wait()
 
     async def start(self) -> None:
         with contextlib.suppress(ServiceUnavailable):

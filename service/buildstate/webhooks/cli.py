@@ -1,0 +1,246 @@
+"""``buildstate webhooks create|list|test|disable|enable`` and ``buildstate events tail``.
+
+``webhooks`` works on ``BUILDSTATE_DATABASE_URL`` directly, like ``keys`` and ``users``: the server need not
+run. ``events tail`` follows a running service's ``/events/stream`` over HTTP, reconnecting with
+``Last-Event-ID`` so that nothing is missed or repeated; it reads the service URL from ``--url`` or
+``BUILDSTATE_URL`` and credentials from ``BUILDSTATE_API_KEY`` or ``BUILDSTATE_TOKEN`` (never from the
+command line, where other local users could read them).
+"""
+
+# ruff: noqa: T201 - a console command talks on stdout
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+import aiohttp
+from pydantic import ValidationError
+
+from buildstate.auth.cli import _fail, _operator, _print_json, _run, _when
+from buildstate.config import Settings
+from buildstate.errors import Problem
+from buildstate.webhooks import service
+from buildstate.webhooks.models import WebhookCreate, WebhookKind
+from buildstate.webhooks.store import WebhookStore
+
+
+def _create(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        body = WebhookCreate(
+            name=args.name,
+            url=args.url,
+            kind=args.kind,
+            platform=args.platform,
+            os_version=args.os_version,
+            image_type=args.image_type,
+            states=args.states,
+            event_types=args.event_types,
+            secret=os.environ.get("BUILDSTATE_WEBHOOK_SECRET") or None,
+        )
+    except ValidationError as exc:
+        print(f"buildstate: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    try:
+        created = _run(settings, lambda store: service.subscribe(store, settings, body, _operator()))
+    except Problem as problem:
+        return _fail(problem)
+    if args.json:
+        _print_json(created.model_dump(mode="json"))
+        return 0
+    print(f"created webhook {created.id} ({created.kind}) -> {created.url}")
+    if created.kind != WebhookKind.CONCOURSE:
+        print("signing secret (shown once; verify deliveries with it):")
+        print(created.secret)
+    return 0
+
+
+def _list(settings: Settings, args: argparse.Namespace) -> int:
+    hooks = _run(settings, lambda store: WebhookStore(store).all())
+    if args.json:
+        _print_json([h.public.model_dump(mode="json") for h in hooks])
+        return 0
+    print(f"{'ID':>4}  {'KIND':9} {'ENABLED':7} {'FAILS':>5}  {'CREATED':16}  NAME -> URL")
+    for hook in hooks:
+        h = hook.public
+        print(
+            f"{h.id:>4}  {h.kind.value:9} {'yes' if h.enabled else 'no':7} {h.consecutive_failures:>5}  "
+            f"{_when(h.created_at):16}  {h.name} -> {h.url}"
+            + (f"  ({h.disabled_reason})" if h.disabled_reason else "")
+        )
+    return 0
+
+
+def _test(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        result = _run(settings, lambda store: service.send_test(store, settings, args.webhook_id))
+    except Problem as problem:
+        return _fail(problem)
+    outcome = f"HTTP {result.status_code}" if result.status_code is not None else result.error
+    print(f"{'ok' if result.ok else 'failed'}: {outcome} in {result.duration_ms} ms")
+    return 0 if result.ok else 1
+
+
+def _set_enabled(enabled: bool) -> Any:
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        from datetime import UTC, datetime  # noqa: PLC0415
+
+        try:
+            stored = _run(
+                settings,
+                lambda store: WebhookStore(store).set_enabled(
+                    args.webhook_id,
+                    enabled=enabled,
+                    reason=None if enabled else "disabled from the command line",
+                    ctx=_operator(),
+                    now=datetime.now(UTC),
+                ),
+            )
+        except Problem as problem:
+            return _fail(problem)
+        print(f"webhook {stored.public.id} {'enabled' if enabled else 'disabled'}")
+        return 0
+
+    return run
+
+
+# ---------------------------------------------------------------- events tail
+
+
+def _line(event: dict[str, Any]) -> str:
+    build = event["build"]
+    what = {"failure": "FAILED", "reset": "RESET", "created": "created"}.get(event["type"], "")
+    detail = event.get("message") or ""
+    if event["type"] == "failure" and event.get("failure"):
+        failure = event["failure"]
+        detail = f"[{failure.get('component') or '-'}/{failure.get('error_code') or '-'}] {detail}"
+    return (
+        f"{event['seq']:>8}  {event['recorded_at'][:19].replace('T', ' ')}  {build['build_id']}  "
+        f"{build['platform']}/{build['os_version']}/{build['image_type']}  "
+        f"{event['state_code']:>3} {what or event['status']}  {detail}".rstrip()
+    )
+
+
+async def _tail(
+    url: str, headers: dict[str, str], params: dict[str, str], count: int | None, as_json: bool
+) -> int:
+    shown, last_id = 0, params.pop("after", None)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=60)) as session:
+        while count is None or shown < count:
+            request_headers = dict(headers)
+            query = dict(params)
+            if last_id is not None:
+                request_headers["Last-Event-ID"] = last_id
+            try:
+                async with session.get(f"{url}/events/stream", params=query, headers=request_headers) as resp:
+                    if resp.status != 200:
+                        detail = (await resp.json(content_type=None)).get("detail", resp.reason)
+                        print(f"buildstate: {resp.status}: {detail}", file=sys.stderr)
+                        return 1
+                    data: list[str] = []
+                    async for raw in resp.content:
+                        line = raw.decode().rstrip("\r\n")
+                        if line.startswith("id:"):
+                            last_id = line[3:].strip()
+                        elif line.startswith("data:"):
+                            data.append(line[5:].strip())
+                        elif line == "" and data:
+                            event = json.loads("\n".join(data))
+                            data = []
+                            print(json.dumps(event) if as_json else _line(event), flush=True)
+                            shown += 1
+                            if count is not None and shown >= count:
+                                return 0
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                print(f"buildstate: stream interrupted ({type(exc).__name__}); reconnecting", file=sys.stderr)
+                await asyncio.sleep(1)
+    return 0
+
+
+def _events_tail(_settings: Settings, args: argparse.Namespace) -> int:
+    url = (args.url or os.environ.get("BUILDSTATE_URL") or "http://127.0.0.1:8080").rstrip("/")
+    headers = {"Accept": "text/event-stream"}
+    if key := os.environ.get("BUILDSTATE_API_KEY"):
+        headers["X-API-Key"] = key
+    elif token := os.environ.get("BUILDSTATE_TOKEN"):
+        headers["Authorization"] = f"Bearer {token}"
+    params = {
+        name: str(value)
+        for name in ("platform", "os_version", "image_type", "build_id", "states", "type", "after")
+        if (value := getattr(args, name)) is not None
+    }
+    try:
+        return asyncio.run(_tail(url, headers, params, args.count, args.json))
+    except KeyboardInterrupt:
+        return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``webhooks`` and ``events`` to the ``buildstate`` command's subparsers."""
+    hooks = commands.add_parser(
+        "webhooks",
+        help="manage webhook subscriptions",
+        description="Subscribe URLs to build events, in BUILDSTATE_DATABASE_URL; the server need not run. "
+        "Deliveries are signed per Standard Webhooks and retried for up to a day.",
+    )
+    actions = hooks.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create",
+        help="subscribe a URL",
+        description="The signing secret is generated and printed once, or taken from "
+        "BUILDSTATE_WEBHOOK_SECRET. For --kind concourse, pass the resource's check webhook URL with its "
+        "?webhook_token=.",
+    )
+    create.add_argument("--name", required=True)
+    create.add_argument("--url", required=True)
+    create.add_argument("--kind", choices=[k.value for k in WebhookKind], default="json")
+    create.add_argument("--platform")
+    create.add_argument("--os-version", dest="os_version")
+    create.add_argument("--image-type", dest="image_type")
+    create.add_argument(
+        "--state", dest="states", action="append", help="a code, failed, succeeded or reset (repeatable)"
+    )
+    create.add_argument(
+        "--event-type", dest="event_types", action="append", choices=["created", "state", "failure", "reset"]
+    )
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(run=_create)
+
+    listing = actions.add_parser("list", help="list subscriptions (never their secrets)")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_list)
+
+    for name, helptext, runner in (
+        ("test", "send a signed test message now and show the answer", _test),
+        ("disable", "stop delivering (queued deliveries wait)", _set_enabled(False)),
+        ("enable", "resume delivering", _set_enabled(True)),
+    ):
+        action = actions.add_parser(name, help=helptext)
+        action.add_argument("webhook_id", type=int)
+        action.set_defaults(run=runner)
+
+    events = commands.add_parser("events", help="follow the event feed")
+    event_actions = events.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tail = event_actions.add_parser(
+        "tail",
+        help="print events as they happen",
+        description="Follow GET /events/stream of a running service (--url or BUILDSTATE_URL), with "
+        "BUILDSTATE_API_KEY or BUILDSTATE_TOKEN. Reconnects without missing an event.",
+    )
+    tail.add_argument("--url")
+    tail.add_argument("--platform")
+    tail.add_argument("--os-version", dest="os_version")
+    tail.add_argument("--image-type", dest="image_type")
+    tail.add_argument("--build", dest="build_id")
+    tail.add_argument("--states", help="comma list of codes and failed, succeeded, reset")
+    tail.add_argument("--type", help="comma list of created, state, failure, reset")
+    tail.add_argument("--after", type=int, help="start after this seq (default: only new events)")
+    tail.add_argument("--count", type=int, help="stop after this many events")
+    tail.add_argument("--json", action="store_true", help="one JSON event per line")
+    tail.set_defaults(run=_events_tail)

@@ -1,0 +1,111 @@
+"""Live updates through a real ``buildstate serve``: a crash loses no delivery; ``events tail`` follows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from standardwebhooks import Webhook as ReferenceVerifier
+from tests.support import CLI, ServiceProcess, admin_key, clean_env
+from tests.webhooks.conftest import SECRET, Receiver
+
+pytestmark = pytest.mark.slow
+BUILD = {"platform": "vsphere", "os_version": "win-2022", "image_type": "base"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    database_url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    return clean_env(
+        tmp_path / "data",
+        database_url,
+        BUILDSTATE_WEBHOOK_RETRY_BASE_SECONDS="0.2",
+        BUILDSTATE_WEBHOOK_POLL_SECONDS="0.2",
+        BUILDSTATE_WEBHOOK_TIMEOUT_SECONDS="2",
+    )
+
+
+async def call(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> Any:
+    async with session.request(method, url, **kwargs) as response:
+        assert response.status < 300, await response.text()
+        return await response.json()
+
+
+async def test_a_crash_in_the_middle_of_deliveries_loses_none(
+    env: dict[str, str], tmp_path: Path, receiver: Receiver
+) -> None:
+    key = admin_key(env)
+    receiver.answers = [(503, {})] * 1000  # the receiver is down at first: everything stays queued
+    first = ServiceProcess(env, tmp_path / "first.log").start()
+    headers = {"X-API-Key": key}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        hook = await call(
+            session, "POST", f"{first.url}/admin/webhooks",
+            json={"name": "crash-test", "url": receiver.url, "secret": SECRET},
+        )  # fmt: skip
+        assert "secret" in hook
+        for i in range(5):
+            await call(session, "POST", f"{first.url}/builds", json={**BUILD, "build_id": f"w-{i}"})
+            await call(session, "POST", f"{first.url}/builds/w-{i}/state", json={"state_code": 10})
+        for _ in range(200):  # bounded: wait until deliveries are being attempted
+            if len(receiver.received) >= 5:
+                break
+            await asyncio.sleep(0.05)
+        first.kill()  # SIGKILL: leases held by the dead workers must expire and be taken over
+        receiver.answers = []  # the receiver is back
+
+        second = ServiceProcess(env, tmp_path / "second.log").start()
+        try:
+            feed = await call(session, "GET", f"{second.url}/events?limit=100")
+            expected = {f"msg_{e['seq']}_{hook['id']}" for e in feed["events"]}
+            assert len(expected) == 10
+            delivered: set[str] = set()
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and delivered != expected:
+                await asyncio.sleep(0.2)
+                deliveries = await call(
+                    session, "GET", f"{second.url}/admin/webhooks/{hook['id']}/deliveries?status=delivered"
+                )
+                delivered = {d["message_id"] for d in deliveries["deliveries"]}
+            assert delivered == expected
+            for headers_, body, _ in receiver.received:  # every request, before and after, is signed
+                ReferenceVerifier(SECRET).verify(body, headers_)
+            # The delivery log shows the failed attempts before the crash and the success after it.
+            one = deliveries["deliveries"][0]
+            one_url = f"{second.url}/admin/webhooks/{hook['id']}/deliveries/{one['id']}"
+            detail = await call(session, "GET", one_url)
+            assert detail["attempt_log"][-1]["status_code"] == 200
+            # Redelivery keeps the webhook-id so receivers can de-duplicate.
+            again = await call(session, "POST", f"{one_url}/redeliver")
+            assert again["status"] in {"pending", "delivering", "delivered"}
+            assert again["message_id"] == one["message_id"]
+        finally:
+            second.stop()
+
+
+async def test_events_tail_follows_the_stream(env: dict[str, str], tmp_path: Path) -> None:
+    service = ServiceProcess(env, tmp_path / "serve.log", workers=1).start()
+    try:
+        key = admin_key(env)
+        tail = subprocess.Popen(
+            [CLI, "events", "tail", "--url", service.url, "--after", "0", "--count", "3", "--json"],
+            env={**env, "BUILDSTATE_API_KEY": key}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        async with aiohttp.ClientSession(headers={"X-API-Key": key}) as session:
+            await call(session, "POST", f"{service.url}/builds", json={**BUILD, "build_id": "tail-1"})
+            await asyncio.sleep(0.3)
+            for code in (5, 10):
+                await call(session, "POST", f"{service.url}/builds/tail-1/state", json={"state_code": code})
+        out, err = await asyncio.to_thread(tail.communicate, timeout=30)
+        assert tail.returncode == 0, err
+        events = [json.loads(line) for line in out.splitlines()]
+        assert [(e["type"], e["state_code"]) for e in events] == [("created", 0), ("state", 5), ("state", 10)]
+        assert key not in out + err
+    finally:
+        service.stop()
