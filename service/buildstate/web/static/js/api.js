@@ -30,10 +30,8 @@ export function token() {
     saved = null;
   }
   if (!saved || typeof saved.token !== "string") return null;
-  if (typeof saved.expiresAt === "number" && Date.now() >= saved.expiresAt) {
-    sessionStorage.removeItem(TOKEN_KEY);
-    return null;
-  }
+  // An expired token is not sent, but stays until a 401 so that sign-in can say the session ended.
+  if (typeof saved.expiresAt === "number" && Date.now() >= saved.expiresAt) return null;
   return saved.token;
 }
 
@@ -54,7 +52,7 @@ export function authHeaders() {
 
 /** Tell the app the session is over (a 401 anywhere): it forgets the token and shows sign-in. */
 export function unauthorized() {
-  const hadToken = token() !== null;
+  const hadToken = sessionStorage.getItem(TOKEN_KEY) !== null;
   forgetToken();
   window.dispatchEvent(new CustomEvent("buildstate:unauthorized", { detail: { expired: hadToken } }));
 }
