@@ -8,12 +8,8 @@ using its own platform slug and build ids, so tests never see each other's event
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,74 +23,44 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from resource_fake_server import FakeServer  # needs the path above
+from tests.support import CLI, ServiceProcess, clean_env
 
 SERVICE_START_SECONDS = 60
 
 
 @pytest.fixture(scope="session")
-def api_key() -> str:
-    """The key every test passes in ``source.api_key`` and expects never to see in a log.
-
-    The service does not enforce keys yet; when auth lands, mint a real key here (or supply one
-    in BUILDSTATE_TEST_API_KEY) and every test keeps working unchanged.
-    """
-    return os.environ.get("BUILDSTATE_TEST_API_KEY") or "bs_test_resource_key_0123456789abcdef"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_until_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + SERVICE_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"buildstate serve exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"buildstate serve was not ready in {SERVICE_START_SECONDS}s:\n{log_path.read_text()}")
+def service_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of the session's service: a fresh SQLite database in its own directory."""
+    workdir = tmp_path_factory.mktemp("service")
+    # The tests seed thousands of events through one key: lift the per-key rate limit out of the way.
+    return clean_env(
+        workdir,
+        f"sqlite:///{workdir / 'db.sqlite'}",
+        BUILDSTATE_RATE_LIMIT_PER_SECOND="100000",
+        BUILDSTATE_RATE_LIMIT_BURST="100000",
+    )
 
 
 @pytest.fixture(scope="session")
-def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``buildstate serve`` with one worker on a fresh SQLite database."""
-    workdir = tmp_path_factory.mktemp("service")
-    port = _free_port()
-    env = {
-        **{key: value for key, value in os.environ.items() if not key.startswith("BUILDSTATE_")},
-        "BUILDSTATE_DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite'}",
-        "BUILDSTATE_DATA_DIR": str(workdir),
-    }
-    log_path = workdir / "serve.log"
-    command = [
-        str(Path(sys.executable).parent / "buildstate"),
-        "serve",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "1",
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+def api_key(service_env: dict[str, str]) -> str:
+    """A real pipeline key (read, write), minted with the CLI as an operator would; every test passes it
+    in ``source.api_key`` and expects never to see it in a log."""
+    created = subprocess.run(
+        [CLI, "keys", "create", "--name", "resource-tests", "--scope", "read", "--scope", "write"],
+        env=service_env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return created.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def service_url(service_env: dict[str, str], api_key: str) -> Iterator[str]:
+    """A real ``buildstate serve`` with one worker on the session's database."""
+    log = Path(service_env["BUILDSTATE_DATA_DIR"]) / "serve.log"
+    service = ServiceProcess(service_env, log, workers=1).start(timeout=SERVICE_START_SECONDS)
     try:
-        _wait_until_ready(url, process, log_path)
-        yield url
+        yield service.url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        service.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import resource_harness as harness
@@ -66,23 +65,6 @@ def test_scripts_do_not_import_the_service_dependencies() -> None:
     )
 
     assert completed.stdout.strip() == "[]"
-
-
-def _fastest(command: list[str], stdin: str, runs: int = 5) -> float:
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(command, input=stdin, capture_output=True, text=True, env={}, check=True)
-        timings.append(time.perf_counter() - started)
-    return min(timings)
-
-
-def test_check_costs_little_more_than_python_start_up(fake_server: FakeServer) -> None:
-    bare = _fastest([sys.executable, "-c", "pass"], "")
-    request = f'{{"source": {{"url": "{fake_server.url}"}}}}'
-    check = _fastest([str(harness.SCRIPTS["check"])], request)
-
-    assert check - bare < 0.15, f"check took {check:.3f}s against {bare:.3f}s for bare python"
 
 
 def test_check_runs_with_an_empty_environment(fake_server: FakeServer, tmp_path: Path) -> None:
