@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -45,6 +44,8 @@ NGINX_CONF = ROOT / "deploy/nginx/nginx.conf"
 DEFAULT_DIR = ROOT / "artifacts/cluster"
 PG_ADMIN = os.environ.get("BUILDSTATE_CLUSTER_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 STATE_FILE = "cluster.json"
+# Processes this Python process started, by pid: kept so they are waited for (no zombies, no warnings).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 # ---------------------------------------------------------------------- small helpers
@@ -110,8 +111,9 @@ def stop_process_group(pid: int, sig: signal.Signals = signal.SIGTERM, wait: flo
 
 
 def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):  # not our child (an earlier `up` started it): init reaps it
-        os.waitpid(pid, os.WNOHANG)
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        del _CHILDREN[pid]
 
 
 def _pg(statement: str, admin_url: str) -> None:
@@ -253,6 +255,7 @@ class Cluster:
                 start_new_session=True,  # its own process group: stop it (master and workers) as one
             )
         instance.pid = process.pid
+        _CHILDREN[process.pid] = process
         self.save()
         return instance
 
@@ -289,14 +292,16 @@ class Cluster:
             str(self.nginx_dir / "error.log"),
         ]
         subprocess.run([*command, "-t", "-q"], check=True, capture_output=True)
-        process = subprocess.Popen(
-            [*command, "-g", "daemon off;"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(self.nginx_dir / "stderr.log").open("ab"),
-            start_new_session=True,
-        )
+        with (self.nginx_dir / "stderr.log").open("ab") as stderr:
+            process = subprocess.Popen(
+                [*command, "-g", "daemon off;"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
         self.nginx_pid = process.pid
+        _CHILDREN[process.pid] = process
         self.save()
         wait_for(lambda: http_status(f"{self.url}/nginx-health") == 200, 20, f"nginx on {self.url}")
 
