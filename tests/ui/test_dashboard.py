@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
 from playwright.sync_api import Locator, Page, expect
 from ui_harness import ADMIN, README_SCREENSHOT, VIEWER, PageMaker, Seeded, concourse, screenshot, sign_in
+
+pytestmark = pytest.mark.slow  # a real server and a real browser
 
 
 def cell(page: Page, combo: str) -> Locator:

@@ -8,8 +8,11 @@ from __future__ import annotations
 import itertools
 import re
 
+import pytest
 from playwright.sync_api import Page, Route, expect
 from ui_harness import VIEWER, Api, PageMaker, Seeded, screenshot, sign_in
+
+pytestmark = pytest.mark.slow  # a real server and a real browser
 
 _numbers = itertools.count(1)
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import Page, expect
 from ui_harness import VIEWER, Api, Seeded, sign_in
+
+pytestmark = pytest.mark.slow  # a real server and a real browser
 
 MARKUP = '<img src=x onerror="window.__ran = 1">'
 SCRIPT = "<script>window.__ran = 2</script>"

@@ -15,6 +15,8 @@ import pytest
 from playwright.sync_api import Page
 from ui_harness import Service
 
+pytestmark = pytest.mark.slow  # a real server and a real browser
+
 PARSE = """async ({chunks, end}) => {
   const { SseParser } = await import("/ui/static/js/sse.js");
   const out = [];

@@ -39,9 +39,10 @@ const live = new LiveFeed({
 /** Say something to screen readers (aria-live), without moving focus. */
 function announce(text) {
   announcer.textContent = "";
-  window.requestAnimationFrame(() => {
+  // Set it a moment later, so that the same words twice in a row are announced twice.
+  window.setTimeout(() => {
     announcer.textContent = text;
-  });
+  }, 50);
 }
 
 /** Follow the feed from the newest event; called by a page before it loads its data. */
