@@ -135,9 +135,6 @@ def start_service(workdir: Path, **extra_env: str) -> Service:
         BUILDSTATE_RATE_LIMIT_BURST="100000",
         BUILDSTATE_RATE_LIMIT_PER_SECOND="100000",
         BUILDSTATE_STREAM_HEARTBEAT_SECONDS="2",
-        # The dashboard sends no webhooks; with the dispatcher running, a SIGTERM currently waits out the
-        # whole graceful timeout before the worker exits.
-        BUILDSTATE_WEBHOOK_DISPATCHER="false",
     )
     env.update(extra_env)
     subprocess.run([CLI, "migrate"], env=env, check=True, capture_output=True, timeout=60)
