@@ -300,8 +300,11 @@ class PostgresStore:
             f"INSERT INTO {table} (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
             name,
         )
-        if ident is None:
-            ident = await conn.fetchval(f"SELECT id FROM {table} WHERE name = $1", name)
+        if ident is not None:
+            # Our own insert: it may still roll back (a 409, a lost connection), so it is not cached;
+            # the next lookup finds the committed row below.
+            return int(ident)
+        ident = await conn.fetchval(f"SELECT id FROM {table} WHERE name = $1", name)
         self._lookup_ids[(column, name)] = ident
         return int(ident)
 
