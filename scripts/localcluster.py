@@ -9,7 +9,7 @@ What ``up`` starts, as docker-compose.yml does:
 - a database of its own (``bs_cluster_<random>``) on the PostgreSQL server at ``BUILDSTATE_CLUSTER_PG``
   (default ``postgresql://postgres@127.0.0.1:5432/postgres``), migrated once;
 - ``--instances`` ``buildstate serve`` processes with ``--workers`` workers each, on free loopback ports,
-  sharing one JWT secret (tokens signed by one instance are accepted by all);
+  in production mode, sharing one JWT secret and one webhook key as a real deployment's instances do;
 - nginx, from ``deploy/nginx/nginx.conf`` itself with only the upstream servers, the listen address and
   the file paths rewritten (so the proxy rules tested here are the ones shipped), as a foreground
   (``daemon off``) process. nginx is installed with apt-get if it is missing and this runs as root.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import secrets
@@ -205,6 +206,7 @@ class Cluster:
     database_url: str
     admin_url: str
     jwt_secret: str
+    webhook_key: str
     nginx_pid: int | None = None
     instances: list[Instance] = field(default_factory=list)
 
@@ -223,6 +225,7 @@ class Cluster:
             BUILDSTATE_ENV="production",
             BUILDSTATE_DATABASE_URL=self.database_url,
             BUILDSTATE_JWT_SECRET=self.jwt_secret,
+            BUILDSTATE_WEBHOOK_KEY=self.webhook_key,
             BUILDSTATE_WORKERS=str(self.workers),
             BUILDSTATE_LOG_FORMAT="json",
             BUILDSTATE_DATA_DIR=instance.data_dir if instance else str(Path(self.state_dir) / "cli"),
@@ -354,6 +357,7 @@ def up(
         database_url=f"{base}/{database}",
         admin_url=admin_url,
         jwt_secret=secrets.token_urlsafe(48),
+        webhook_key=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),  # a Fernet key
     )
     for index in range(instances):
         cluster.instances.append(
