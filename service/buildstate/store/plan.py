@@ -34,8 +34,6 @@ class Draft:
     failure: dict[str, Any] | None
     reason: str | None
     provenance: dict[str, Any] | None
-    # The failure the build carries after this event (kept while failed, cleared by a reset).
-    build_failure: dict[str, Any] | None
 
 
 def _current(build: Build) -> domain.Current:
@@ -47,37 +45,34 @@ def _provenance(request: StateChange | FailureReport | ResetRequest | BuildCreat
     return request.provenance.model_dump(exclude_none=True) if request.provenance else None
 
 
-def created(request: BuildCreate) -> Draft:
-    return Draft(
-        type="created",
-        attempt=1,
-        state_code=0,
-        from_state_code=None,
-        status=domain.RUNNING,
-        message=None,
-        failure=None,
-        reason=None,
-        provenance=_provenance(request),
-        build_failure=None,
-    )
-
-
-def state(build: Build, request: StateChange) -> Draft | None:
-    change = domain.decide_state(_current(build), request.state_code)
-    if change is None:
-        return None
+def _draft(
+    change: domain.Change,
+    request: BuildCreate | StateChange | FailureReport | ResetRequest,
+    *,
+    message: str | None = None,
+    failure: dict[str, Any] | None = None,
+    reason: str | None = None,
+) -> Draft:
     return Draft(
         type=change.type,
         attempt=change.attempt,
         state_code=change.state_code,
         from_state_code=change.from_state_code,
         status=change.status,
-        message=request.message,
-        failure=None,
-        reason=None,
+        message=message,
+        failure=failure,
+        reason=reason,
         provenance=_provenance(request),
-        build_failure=None,
     )
+
+
+def created(request: BuildCreate) -> Draft:
+    return _draft(domain.Change("created", 0, domain.RUNNING, 1, None), request)
+
+
+def state(build: Build, request: StateChange) -> Draft | None:
+    change = domain.decide_state(_current(build), request.state_code)
+    return None if change is None else _draft(change, request, message=request.message)
 
 
 def failure(build: Build, request: FailureReport) -> Draft | None:
@@ -90,34 +85,12 @@ def failure(build: Build, request: FailureReport) -> Draft | None:
     change = domain.decide_failure(_current(build), report)
     if change is None:
         return None
-    return Draft(
-        type=change.type,
-        attempt=change.attempt,
-        state_code=change.state_code,
-        from_state_code=change.from_state_code,
-        status=change.status,
-        message=request.error_message,
-        failure=report,
-        reason=None,
-        provenance=_provenance(request),
-        build_failure=report,
-    )
+    return _draft(change, request, message=request.error_message, failure=report)
 
 
 def reset(build: Build, request: ResetRequest) -> Draft:
     change = domain.decide_reset(_current(build))
-    return Draft(
-        type=change.type,
-        attempt=change.attempt,
-        state_code=change.state_code,
-        from_state_code=change.from_state_code,
-        status=change.status,
-        message=request.reason,
-        failure=None,
-        reason=request.reason,
-        provenance=_provenance(request),
-        build_failure=None,
-    )
+    return _draft(change, request, message=request.reason, reason=request.reason)
 
 
 def state_tokens(draft: Draft) -> tuple[str, str | None]:
@@ -177,7 +150,7 @@ def result(
         status=draft.status,
         attempt=draft.attempt,
         message=draft.message,
-        failure=Failure(**draft.build_failure) if draft.build_failure else None,
+        failure=Failure(**draft.failure) if draft.failure else None,
         event=event,
     ).model_copy(update={"updated_at": recorded_at, "last_event_seq": seq})
 

@@ -74,13 +74,13 @@ ev AS (
 ),
 build_update AS (
     UPDATE builds SET state_code = $5, status = $7, attempt = $4, message = $8,
-                      failure = $17::jsonb, updated_at = ev.recorded_at, last_event_seq = ev.seq
+                      failure = $9::jsonb, updated_at = ev.recorded_at, last_event_seq = ev.seq
     FROM ev WHERE builds.id = $2
 ),
 counts AS (
     UPDATE status_counts
-    SET n = n + (CASE WHEN status = $7 THEN 1 ELSE 0 END) - (CASE WHEN status = $18 THEN 1 ELSE 0 END)
-    FROM ev WHERE status_counts.status IN ($7, $18) AND $7 IS DISTINCT FROM $18
+    SET n = n + (CASE WHEN status = $7 THEN 1 ELSE 0 END) - (CASE WHEN status = $17 THEN 1 ELSE 0 END)
+    FROM ev WHERE status_counts.status IN ($7, $17) AND $7 IS DISTINCT FROM $17
 ),
 failure_row AS (
     INSERT INTO failures (seq, build_uuid, error_message, error_code, component, details, recorded_at)
@@ -97,11 +97,11 @@ outbox AS (
     INSERT INTO webhook_deliveries (webhook_id, event_seq, message_id, status, next_attempt_at, created_at)
     SELECT w.id, ev.seq, 'msg_' || ev.seq || '_' || w.id, 'pending', ev.recorded_at, ev.recorded_at
     FROM ev JOIN webhooks w ON w.enabled
-        AND (w.platform IS NULL OR w.platform = $19)
-        AND (w.os_version IS NULL OR w.os_version = $20)
-        AND (w.image_type IS NULL OR w.image_type = $21)
+        AND (w.platform IS NULL OR w.platform = $18)
+        AND (w.os_version IS NULL OR w.os_version = $19)
+        AND (w.image_type IS NULL OR w.image_type = $20)
         AND (w.event_types IS NULL OR w.event_types LIKE '%,' || $3 || ',%')
-        AND (w.states IS NULL OR w.states LIKE '%,' || $22 || ',%' OR w.states LIKE '%,' || $23 || ',%')
+        AND (w.states IS NULL OR w.states LIKE '%,' || $21 || ',%' OR w.states LIKE '%,' || $22 || ',%')
 ),
 wake AS (SELECT pg_notify('buildstate_events', seq::text) FROM ev)
 SELECT ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake
@@ -131,6 +131,19 @@ CROSS JOIN LATERAL (
 """
 
 _DIALECT = sql.PostgresDialect()
+
+
+# What a database that is down, restarting or shutting down looks like to asyncpg: 503, never 500.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, and a connection closed under us
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin or crash shutdown, starting up
+    asyncpg.InterfaceError,
+    # A query on a connection the server dropped while it was idle in the pool ("cannot switch to
+    # state ...; another operation is in progress"), seen when PostgreSQL restarts under load.
+    asyncpg.exceptions.InternalClientError,
+)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -189,14 +202,14 @@ class PostgresStore:
     async def _with_conn(self, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
         try:
             async with self.pool.acquire(timeout=self._timeout) as conn:
-                return await work(conn)
-        except (
-            OSError,
-            TimeoutError,
-            asyncpg.PostgresConnectionError,
-            asyncpg.CannotConnectNowError,
-            asyncpg.InterfaceError,
-        ) as exc:
+                try:
+                    return await work(conn)
+                except _UNAVAILABLE:
+                    # The pool skips its reset query on release (``_keep_session``), so it would not
+                    # notice a connection left mid-exchange: never hand one on to the next request.
+                    conn.terminate()
+                    raise
+        except _UNAVAILABLE as exc:
             raise ServiceUnavailable(
                 "the database is unreachable; retry shortly", slug="database-unavailable"
             ) from exc
@@ -337,7 +350,6 @@ class PostgresStore:
             row["platform_id"],
             row["os_version_id"],
             row["image_type_id"],
-            draft.build_failure,
             old_status,
             build.platform,
             build.os_version,

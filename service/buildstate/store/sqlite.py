@@ -274,7 +274,7 @@ class SQLiteStore:
                 draft.status,
                 draft.attempt,
                 draft.message,
-                _dumps(draft.build_failure),
+                _dumps(draft.failure),
                 stamp,
                 seq,
                 build_uuid,
