@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -47,6 +49,16 @@ PG_ADMIN = os.environ.get("BUILDSTATE_CLUSTER_PG", "postgresql://postgres@127.0.
 STATE_FILE = "cluster.json"
 # Processes this Python process started, by pid: kept so they are waited for (no zombies, no warnings).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """If a test run is cut short before ``down``, take its instances and nginx with it. (The `up`
+    command leaves them running on purpose: it exits before this with nothing registered.)"""
+    for pid, child in list(_CHILDREN.items()):
+        if child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------- small helpers
@@ -424,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "up":
         cluster = up(args.dir, instances=args.instances, workers=args.workers, port=args.port)
+        _CHILDREN.clear()  # they outlive this command: `down` stops them
         print(f"buildstate cluster on {cluster.url} (nginx, least_conn) over:")
         for instance in cluster.instances:
             print(f"  instance {instance.index}: {instance.url}  pid {instance.pid}  log {instance.log}")
