@@ -171,7 +171,8 @@ class SQLiteStore:
                 self._insert_audit(conn, AuditEntry.of(ctx, action_name, target, outcome.status_code, kind))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite has already rolled back after a full disk or an I/O error
+                    conn.execute("ROLLBACK")
                 raise
             return outcome
 
@@ -509,7 +510,8 @@ class SQLiteStore:
                 results = [conn.execute(query, values).fetchall() for query, values in statements]
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite has already rolled back after a full disk or an I/O error
+                    conn.execute("ROLLBACK")
                 raise
             return results
 

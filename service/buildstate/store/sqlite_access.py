@@ -119,7 +119,8 @@ class SqliteAccess:
                 self._store._insert_audit(conn, entry)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite has already rolled back after a full disk or an I/O error
+                    conn.execute("ROLLBACK")
                 raise
             return result
 
