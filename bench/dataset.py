@@ -1,0 +1,279 @@
+"""Realistic build history, loaded fast: COPY on PostgreSQL, executemany in one transaction on SQLite.
+
+Build ``i`` of a load of ``n`` was created ``(n - i) * SPACING`` ago and has about eight events (created,
+state codes, sometimes a failure and a reset), so 1M builds span 30 days and 10k the last seven hours. The
+maintained summaries (``status_counts``, ``combos``, ``failures``) are written with the rows, exactly as the
+write path keeps them, so the dashboard sees a store the service could have produced.
+
+Patterns by ``i % 20``: 14 succeeded (8 events), 3 failed at 95 (8 events), 2 failed, reset and running
+again (8 events), 1 still running (7 events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from bench.db import Database
+from buildstate.store.sql import format_time
+
+PLATFORMS = ("aws", "azure", "gcp", "vsphere", "openstack")
+OS_VERSIONS = ("rhel-8.10", "rhel-9.4", "ubuntu-22.04", "ubuntu-24.04", "windows-2022", "sles-15.6")
+IMAGE_TYPES = ("base", "cis", "hardened", "gpu")
+COMBOS = len(PLATFORMS) * len(OS_VERSIONS) * len(IMAGE_TYPES)
+SPACING = timedelta(days=30) / 1_000_000
+ACTOR = "key:bs_loader0"
+COMPONENTS = ("ansible", "packer", "qemu", "network", "tests")
+CHUNK = 20_000
+
+BUILD_COLUMNS = (
+    "id", "build_id", "platform_id", "os_version_id", "image_type_id", "state_code", "status", "attempt",
+    "labels", "message", "failure", "created_at", "updated_at", "last_event_seq",
+)  # fmt: skip
+EVENT_COLUMNS = (
+    "seq", "build_uuid", "type", "attempt", "state_code", "from_state_code", "status", "message", "failure",
+    "reason", "actor", "provenance", "duration_ms", "platform_id", "os_version_id", "image_type_id",
+    "recorded_at",
+)  # fmt: skip
+FAILURE_COLUMNS = ("seq", "build_uuid", "error_message", "error_code", "component", "details", "recorded_at")
+
+# (type, state_code, status, attempt) after each event
+_SUCCEEDED = [("created", 0, "running", 1)] + [
+    ("state", c, "succeeded" if c == 100 else "running", 1) for c in (10, 25, 50, 75, 90, 95, 100)
+]
+_FAILED = [("created", 0, "running", 1)] + [("state", c, "running", 1) for c in (10, 25, 50, 75, 90, 95)]
+_FAILED.append(("failure", 95, "failed", 1))
+_RESET = [
+    ("created", 0, "running", 1), ("state", 10, "running", 1), ("state", 25, "running", 1),
+    ("failure", 25, "failed", 1), ("reset", 0, "running", 2), ("state", 10, "running", 2),
+    ("state", 25, "running", 2), ("state", 50, "running", 2),
+]  # fmt: skip
+_RUNNING = _FAILED[:-1]
+_FRESH = [("created", 0, "running", 1)]
+
+
+def pattern(i: int) -> list[tuple[str, int, str, int]]:
+    slot = i % 20
+    if slot < 14:
+        return _SUCCEEDED
+    if slot < 17:
+        return _FAILED
+    if slot < 19:
+        return _RESET
+    return _RUNNING
+
+
+@dataclass
+class Loaded:
+    builds: int = 0
+    events: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    combos: set[tuple[int, int, int]] = field(default_factory=set)
+    build_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Lookups:
+    platform: dict[str, int]
+    os_version: dict[str, int]
+    image_type: dict[str, int]
+
+    def combo(self, i: int) -> tuple[str, str, str, int, int, int]:
+        p = PLATFORMS[i % len(PLATFORMS)]
+        o = OS_VERSIONS[(i // len(PLATFORMS)) % len(OS_VERSIONS)]
+        t = IMAGE_TYPES[(i // (len(PLATFORMS) * len(OS_VERSIONS))) % len(IMAGE_TYPES)]
+        return p, o, t, self.platform[p], self.os_version[o], self.image_type[t]
+
+
+def _failure(i: int) -> dict[str, Any]:
+    return {
+        "error_message": f"step failed on build {i}",
+        "error_code": ("E_TIMEOUT", "E_EXIT_1", "E_QUOTA")[i % 3],
+        "component": COMPONENTS[i % len(COMPONENTS)],
+        "details": None,
+    }
+
+
+def rows(
+    lookups: Lookups,
+    prefix: str,
+    start: int,
+    count: int,
+    first_seq: int,
+    now: datetime,
+    *,
+    fresh: bool = False,
+) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]], Loaded]]:
+    """Chunks of (build rows, event rows, failure rows, tally); times as datetimes, JSON as text."""
+    seq = first_seq
+    for chunk_start in range(start, start + count, CHUNK):
+        builds, events, failures = [], [], []
+        tally = Loaded()
+        for i in range(chunk_start, min(start + count, chunk_start + CHUNK)):
+            p, o, t, pid, oid, tid = lookups.combo(i)
+            build_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"{prefix}/{i}")
+            build_id = f"{prefix}-{p}-{o}-{t}-{i:07d}"
+            steps = _FRESH if fresh else pattern(i)
+            created = now if fresh else now - (start + count - i) * SPACING
+            gap = SPACING / 8
+            previous_code: int | None = None
+            failure = None
+            for j, (kind, code, status, attempt) in enumerate(steps):
+                at = created + j * gap
+                failure = _failure(i) if kind == "failure" else None
+                failure_text = json.dumps(failure) if failure else None
+                message = failure["error_message"] if failure else (f"retry {i}" if kind == "reset" else None)
+                events.append((
+                    seq, build_uuid, kind, attempt, code, previous_code, status, message, failure_text,
+                    f"retry {i}" if kind == "reset" else None, ACTOR, None,
+                    None if j == 0 else int(gap.total_seconds() * 1000), pid, oid, tid, at,
+                ))  # fmt: skip
+                if failure:
+                    failures.append((
+                        seq, build_uuid, failure["error_message"], failure["error_code"],
+                        failure["component"], None, at,
+                    ))  # fmt: skip
+                previous_code = code
+                seq += 1
+            kind, code, status, attempt = steps[-1]
+            last_at = created + (len(steps) - 1) * gap
+            build_failure = json.dumps(_failure(i)) if status == "failed" else None
+            builds.append((
+                build_uuid, build_id, pid, oid, tid, code, status, attempt, "{}", None, build_failure,
+                created, last_at, seq - 1,
+            ))  # fmt: skip
+            tally.builds += 1
+            tally.events += len(steps)
+            tally.statuses[status] += 1
+            tally.combos.add((pid, oid, tid))
+            tally.build_ids.append(build_id)
+        yield builds, events, failures, tally
+
+
+# ---------------------------------------------------------------------- PostgreSQL
+
+
+async def _pg_lookups(conn: asyncpg.Connection) -> Lookups:
+    found = {}
+    for column, table, names in (
+        ("platform", "platforms", PLATFORMS),
+        ("os_version", "os_versions", OS_VERSIONS),
+        ("image_type", "image_types", IMAGE_TYPES),
+    ):
+        await conn.executemany(
+            f"INSERT INTO {table} (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", [(n,) for n in names]
+        )
+        found[column] = {r["name"]: r["id"] for r in await conn.fetch(f"SELECT id, name FROM {table}")}
+    return Lookups(**found)
+
+
+async def _load_pg(db: Database, prefix: str, count: int, fresh: bool, keep_ids: bool) -> Loaded:
+    conn = await asyncpg.connect(db.url, timeout=10)
+    total = Loaded()
+    try:
+        lookups = await _pg_lookups(conn)
+        # Take the sequence values up front, as the feed lock would: nobody else writes meanwhile.
+        first = await conn.fetchval("SELECT nextval('events_seq')")
+        now = datetime.now(UTC)
+        for builds, events, failures, tally in rows(lookups, prefix, 0, count, first, now, fresh=fresh):
+            async with conn.transaction():
+                await conn.copy_records_to_table("builds", records=builds, columns=BUILD_COLUMNS)
+                await conn.copy_records_to_table("events", records=events, columns=EVENT_COLUMNS)
+                if failures:
+                    await conn.copy_records_to_table("failures", records=failures, columns=FAILURE_COLUMNS)
+            _add(total, tally, keep_ids)
+        async with conn.transaction():
+            await conn.execute("SELECT setval('events_seq', $1)", first + total.events - 1)
+            await conn.executemany(
+                "UPDATE status_counts SET n = n + $2 WHERE status = $1", list(total.statuses.items())
+            )
+            await conn.executemany(
+                "INSERT INTO combos (platform_id, os_version_id, image_type_id) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING",
+                sorted(total.combos),
+            )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+    return total
+
+
+# ---------------------------------------------------------------------- SQLite
+
+
+def _load_sqlite(db: Database, prefix: str, count: int, fresh: bool, keep_ids: bool) -> Loaded:
+    conn = sqlite3.connect(db.sqlite_path, timeout=30, isolation_level=None)
+    total = Loaded()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        found = {}
+        for column, table, names in (
+            ("platform", "platforms", PLATFORMS),
+            ("os_version", "os_versions", OS_VERSIONS),
+            ("image_type", "image_types", IMAGE_TYPES),
+        ):
+            conn.executemany(
+                f"INSERT INTO {table} (name) VALUES (?) ON CONFLICT (name) DO NOTHING", [(n,) for n in names]
+            )
+            found[column] = dict(conn.execute(f"SELECT name, id FROM {table}").fetchall())
+        first = conn.execute("SELECT COALESCE(max(seq), 0) + 1 FROM events").fetchone()[0]
+        now = datetime.now(UTC)
+        marks = ", ".join("?" * len(BUILD_COLUMNS))
+        for builds, events, failures, tally in rows(
+            Lookups(**found), prefix, 0, count, first, now, fresh=fresh
+        ):
+            conn.executemany(
+                f"INSERT INTO builds ({', '.join(BUILD_COLUMNS)}) VALUES ({marks})",
+                [(str(b[0]), *b[1:11], format_time(b[11]), format_time(b[12]), b[13]) for b in builds],
+            )
+            event_marks = ", ".join("?" * len(EVENT_COLUMNS))
+            conn.executemany(
+                f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({event_marks})",
+                [(e[0], str(e[1]), *e[2:16], format_time(e[16])) for e in events],
+            )
+            conn.executemany(
+                f"INSERT INTO failures ({', '.join(FAILURE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(f[0], str(f[1]), *f[2:6], format_time(f[6])) for f in failures],
+            )
+            _add(total, tally, keep_ids)
+        conn.executemany(
+            "UPDATE status_counts SET n = n + ? WHERE status = ?",
+            [(n, s) for s, n in total.statuses.items()],
+        )
+        conn.executemany(
+            "INSERT INTO combos (platform_id, os_version_id, image_type_id) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            sorted(total.combos),
+        )
+        conn.execute("COMMIT")
+        conn.execute("ANALYZE")
+    finally:
+        conn.close()
+    return total
+
+
+def _add(total: Loaded, tally: Loaded, keep_ids: bool) -> None:
+    total.builds += tally.builds
+    total.events += tally.events
+    total.statuses.update(tally.statuses)
+    total.combos |= tally.combos
+    if keep_ids:
+        total.build_ids.extend(tally.build_ids)
+
+
+def load(
+    db: Database, count: int, *, prefix: str = "hist", fresh: bool = False, keep_ids: bool = False
+) -> Loaded:
+    """Add ``count`` builds named ``prefix-...`` (history, or with ``fresh`` just created, at state 0)."""
+    if db.is_pg:
+        return asyncio.run(_load_pg(db, prefix, count, fresh, keep_ids))
+    return _load_sqlite(db, prefix, count, fresh, keep_ids)

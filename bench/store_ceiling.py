@@ -1,0 +1,475 @@
+"""The store ceilings: a state change's transaction run straight from Python, without HTTP.
+
+Same driver and the same concurrency as the service with two workers: two processes, each with an asyncpg
+pool of ``pg_pool_max`` (4) connections kept busy by 16 tasks (PostgreSQL), or each with one writer
+(SQLite). Every transaction moves a build of its own forward by 5 (after 100, a reset), like the state
+scenario, so rows never collide.
+
+Variants
+--------
+``pg-transaction``   BEGIN; SELECT ... FOR UPDATE of the build; the event-append CTE (feed lock, event,
+                     build, counters, failures, combos, webhook outbox, NOTIFY); the audit INSERT; COMMIT:
+                     the write path as first built, five round trips (a frozen copy: it stays the same yard
+                     stick while the service changes).
+``pg-one-statement`` the same writes, audit row included, as one statement in autocommit: the best any
+                     design doing these writes can do with this driver. The target is 50% of this.
+``pg-store``         ``PostgresStore.record_state``/``reset_build`` called directly: the service's store code
+                     (pydantic, rules, response body) without HTTP, auth or middleware.
+``sqlite-transaction`` plain sqlite3 in WAL, ``synchronous=FULL`` as the service: BEGIN IMMEDIATE, the same
+                     statements as ``SQLiteStore``, COMMIT.
+``sqlite-store``     ``SQLiteStore`` called directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvloop
+
+from bench import dataset
+from bench.db import Database
+
+PROCESSES = 2
+TASKS_PER_PROCESS = 16
+POOL_MAX = 4
+BUILDS_PER_TASK = 4
+
+_FEED_LOCK = 0x6275696C64
+
+_LOCK = """
+SELECT b.id, b.build_id, b.state_code, b.status, b.attempt, b.updated_at, b.platform_id, b.os_version_id,
+       b.image_type_id, p.name AS platform, o.name AS os_version, t.name AS image_type
+FROM builds b JOIN platforms p ON p.id = b.platform_id JOIN os_versions o ON o.id = b.os_version_id
+JOIN image_types t ON t.id = b.image_type_id
+WHERE b.build_id = $1 FOR UPDATE OF b
+"""
+
+_APPEND = """
+WITH feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint)),
+ev AS (
+    INSERT INTO events (seq, build_uuid, type, attempt, state_code, from_state_code, status, message,
+                        failure, reason, actor, provenance, duration_ms,
+                        platform_id, os_version_id, image_type_id, recorded_at)
+    SELECT nextval('events_seq'), $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12::jsonb,
+           (EXTRACT(EPOCH FROM clock_timestamp() - $13::timestamptz) * 1000)::bigint,
+           $14, $15, $16, clock_timestamp()
+    FROM feed_lock
+    RETURNING seq, recorded_at, duration_ms
+),
+build_update AS (
+    UPDATE builds SET state_code = $5, status = $7, attempt = $4, message = $8,
+                      failure = $17::jsonb, updated_at = ev.recorded_at, last_event_seq = ev.seq
+    FROM ev WHERE builds.id = $2
+),
+counts AS (
+    UPDATE status_counts
+    SET n = n + (CASE WHEN status = $7 THEN 1 ELSE 0 END) - (CASE WHEN status = $18 THEN 1 ELSE 0 END)
+    FROM ev WHERE status_counts.status IN ($7, $18) AND $7 IS DISTINCT FROM $18
+),
+failure_row AS (
+    INSERT INTO failures (seq, build_uuid, error_message, error_code, component, details, recorded_at)
+    SELECT ev.seq, $2, $9::jsonb->>'error_message', $9::jsonb->>'error_code',
+           $9::jsonb->>'component', $9::jsonb->'details', ev.recorded_at
+    FROM ev WHERE $3 = 'failure'
+),
+combo AS (
+    INSERT INTO combos (platform_id, os_version_id, image_type_id)
+    SELECT $14, $15, $16 FROM ev WHERE $3 = 'created'
+    ON CONFLICT DO NOTHING
+),
+outbox AS (
+    INSERT INTO webhook_deliveries (webhook_id, event_seq, message_id, status, next_attempt_at, created_at)
+    SELECT w.id, ev.seq, 'msg_' || ev.seq || '_' || w.id, 'pending', ev.recorded_at, ev.recorded_at
+    FROM ev JOIN webhooks w ON w.enabled
+        AND (w.platform IS NULL OR w.platform = $19)
+        AND (w.os_version IS NULL OR w.os_version = $20)
+        AND (w.image_type IS NULL OR w.image_type = $21)
+        AND (w.event_types IS NULL OR w.event_types LIKE '%,' || $3 || ',%')
+        AND (w.states IS NULL OR w.states LIKE '%,' || $22 || ',%' OR w.states LIKE '%,' || $23 || ',%')
+),
+wake AS (SELECT pg_notify('buildstate_events', seq::text) FROM ev)
+SELECT ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake
+"""
+
+_AUDIT = (
+    "INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source, detail) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"
+)
+
+# The one-statement variant: the append with the audit row folded in, no BEGIN/SELECT/COMMIT.
+_ONE_STATEMENT = _APPEND.replace(
+    "wake AS (",
+    "audit AS (INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source) "
+    "SELECT $11, 'build.state', $24, 'allowed', 200, $25, '127.0.0.1' FROM ev),\nwake AS (",
+)
+
+
+@dataclass
+class Build:
+    id: Any
+    build_id: str
+    platform: str
+    os_version: str
+    image_type: str
+    ids: tuple[int, int, int]
+    code: int = 0
+    status: str = "running"
+    attempt: int = 1
+    updated_at: datetime | None = None
+
+
+def _next(build: Build) -> tuple[str, int, int, str]:
+    """The next change of a bench build: +5 up to 100, then a reset. (type, code, attempt, status)"""
+    if build.code >= 100:
+        return "reset", 0, build.attempt + 1, "running"
+    code = build.code + 5
+    return "state", code, build.attempt, "succeeded" if code == 100 else "running"
+
+
+def _append_args(build: Build, kind: str, code: int, attempt: int, status: str) -> list[Any]:
+    token, extra = ("reset", None) if kind == "reset" else (str(code), "succeeded" if code == 100 else None)
+    return [
+        _FEED_LOCK,
+        build.id,
+        kind,
+        attempt,
+        code,
+        build.code,
+        status,
+        f"bench {code}",
+        None,
+        "cycle" if kind == "reset" else None,
+        "key:bs_bench000",
+        None,
+        build.updated_at,
+        *build.ids,
+        None,
+        build.status,
+        build.platform,
+        build.os_version,
+        build.image_type,
+        token,
+        extra,
+    ]
+
+
+def _apply(build: Build, kind: str, code: int, attempt: int, status: str, at: datetime) -> None:
+    build.code, build.attempt, build.status, build.updated_at = code, attempt, status, at
+
+
+# ---------------------------------------------------------------------- one process
+
+
+async def _pg_worker(
+    variant: str, url: str, builds: list[Build], start_at: float, seconds: float
+) -> list[float]:
+    latencies: list[float] = []
+    stop_at = start_at + seconds
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+    async def keep(_conn: asyncpg.Connection) -> None:
+        return None
+
+    pool = await asyncpg.create_pool(url, min_size=POOL_MAX, max_size=POOL_MAX, init=init, reset=keep)
+    store = None
+    if variant == "pg-store":
+        from buildstate.store.postgres import PostgresStore  # noqa: PLC0415
+
+        store = PostgresStore(url, min_size=POOL_MAX, max_size=POOL_MAX)
+        await store.open()
+
+    async def transaction(build: Build) -> None:
+        kind, code, attempt, status = _next(build)
+        async with pool.acquire() as conn:
+            if variant == "pg-transaction":
+                async with conn.transaction():
+                    await conn.fetchrow(_LOCK, build.build_id)
+                    row = await conn.fetchrow(_APPEND, *_append_args(build, kind, code, attempt, status))
+                    await conn.execute(
+                        _AUDIT,
+                        "key:bs_bench000",
+                        "build.state",
+                        build.build_id,
+                        "allowed",
+                        200,
+                        "rid",
+                        "127.0.0.1",
+                        None,
+                    )
+            else:
+                args = [*_append_args(build, kind, code, attempt, status), build.build_id, "rid"]
+                row = await conn.fetchrow(_ONE_STATEMENT, *args)
+        _apply(build, kind, code, attempt, status, row["recorded_at"])
+
+    async def through_store(build: Build) -> None:
+        from buildstate.models import ResetRequest, StateChange  # noqa: PLC0415
+        from buildstate.store.base import WriteContext  # noqa: PLC0415
+
+        assert store is not None
+        kind, code, attempt, status = _next(build)
+        ctx = WriteContext(actor="key:bs_bench000", request_id="rid", source="127.0.0.1")
+        if kind == "reset":
+            await store.reset_build(build.build_id, ResetRequest(reason="cycle"), ctx)
+        else:
+            await store.record_state(
+                build.build_id, StateChange(state_code=code, message=f"bench {code}"), ctx
+            )
+        _apply(build, kind, code, attempt, status, datetime.now(UTC))
+
+    step: Callable[[Build], Awaitable[None]] = through_store if store is not None else transaction
+
+    async def task(mine: list[Build]) -> None:
+        i = 0
+        while time.time() < stop_at:
+            began = time.perf_counter()
+            await step(mine[i % len(mine)])
+            if time.time() >= start_at:
+                latencies.append(time.perf_counter() - began)
+            i += 1
+
+    per_task = len(builds) // TASKS_PER_PROCESS
+    await asyncio.sleep(max(0.0, start_at - 0.5 - time.time()))  # warm up for the last half second
+    await asyncio.gather(*(task(builds[k * per_task : (k + 1) * per_task]) for k in range(TASKS_PER_PROCESS)))
+    if store is not None:
+        await store.close()
+    await pool.close()
+    return latencies
+
+
+def _sqlite_worker(
+    variant: str, path: str, builds: list[Build], start_at: float, seconds: float
+) -> list[float]:
+    if variant == "sqlite-store":
+        return uvloop.run(_sqlite_store_worker(path, builds, start_at, seconds))
+    conn = sqlite3.connect(path, timeout=5, isolation_level=None)
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    latencies: list[float] = []
+    stop_at = start_at + seconds
+    i = 0
+    while time.time() < stop_at:
+        build = builds[i % len(builds)]
+        i += 1
+        began = time.perf_counter()
+        kind, code, attempt, status = _next(build)
+        now = datetime.now(UTC)
+        stamp = dataset.format_time(now)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "SELECT b.id, b.state_code, b.status, b.attempt, b.updated_at, b.platform_id, b.os_version_id, "
+            "b.image_type_id, p.name, o.name, t.name FROM builds b JOIN platforms p ON p.id = b.platform_id "
+            "JOIN os_versions o ON o.id = b.os_version_id JOIN image_types t ON t.id = b.image_type_id "
+            "WHERE b.build_id = ?",
+            (build.build_id,),
+        ).fetchone()
+        seq = conn.execute(
+            "INSERT INTO events (build_uuid, type, attempt, state_code, from_state_code, status, message, "
+            "failure, reason, actor, provenance, duration_ms, platform_id, os_version_id, image_type_id, "
+            "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                str(build.id),
+                kind,
+                attempt,
+                code,
+                build.code,
+                status,
+                f"bench {code}",
+                None,
+                "cycle" if kind == "reset" else None,
+                "key:bs_bench000",
+                None,
+                1,
+                *build.ids,
+                stamp,
+            ),
+        ).lastrowid
+        conn.execute(
+            "UPDATE builds SET state_code = ?, status = ?, attempt = ?, message = ?, failure = ?, "
+            "updated_at = ?, last_event_seq = ? WHERE id = ?",
+            (code, status, attempt, f"bench {code}", None, stamp, seq, str(build.id)),
+        )
+        if status != build.status:
+            conn.execute("UPDATE status_counts SET n = n + 1 WHERE status = ?", (status,))
+            conn.execute("UPDATE status_counts SET n = n - 1 WHERE status = ?", (build.status,))
+        token = "reset" if kind == "reset" else str(code)
+        conn.execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_seq, message_id, status, next_attempt_at, "
+            "created_at) SELECT w.id, ?, 'msg_' || ? || '_' || w.id, 'pending', ?, ? FROM webhooks w "
+            "WHERE w.enabled AND (w.platform IS NULL OR w.platform = ?) "
+            "AND (w.os_version IS NULL OR w.os_version = ?) AND (w.image_type IS NULL OR w.image_type = ?) "
+            "AND (w.event_types IS NULL OR w.event_types LIKE '%,' || ? || ',%') "
+            "AND (w.states IS NULL OR w.states LIKE '%,' || ? || ',%' OR w.states LIKE '%,' || ? || ',%')",
+            (seq, seq, stamp, stamp, build.platform, build.os_version, build.image_type, kind, token, None),
+        )
+        conn.execute(
+            "INSERT INTO audit_log (at, actor, action, target, outcome, status_code, request_id, source, "
+            "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                stamp,
+                "key:bs_bench000",
+                "build.state",
+                build.build_id,
+                "allowed",
+                200,
+                "rid",
+                "127.0.0.1",
+                None,
+            ),
+        )
+        conn.execute("COMMIT")
+        _apply(build, kind, code, attempt, status, now)
+        if time.time() >= start_at:
+            latencies.append(time.perf_counter() - began)
+    conn.close()
+    return latencies
+
+
+async def _sqlite_store_worker(
+    path: str, builds: list[Build], start_at: float, seconds: float
+) -> list[float]:
+    from buildstate.models import ResetRequest, StateChange  # noqa: PLC0415
+    from buildstate.store.base import WriteContext  # noqa: PLC0415
+    from buildstate.store.sqlite import SQLiteStore  # noqa: PLC0415
+
+    store = SQLiteStore(Path(path))
+    await store.open()
+    ctx = WriteContext(actor="key:bs_bench000", request_id="rid", source="127.0.0.1")
+    latencies: list[float] = []
+    stop_at = start_at + seconds
+
+    async def task(mine: list[Build]) -> None:
+        i = 0
+        while time.time() < stop_at:
+            build = mine[i % len(mine)]
+            i += 1
+            began = time.perf_counter()
+            kind, code, attempt, status = _next(build)
+            if kind == "reset":
+                await store.reset_build(build.build_id, ResetRequest(reason="cycle"), ctx)
+            else:
+                await store.record_state(build.build_id, StateChange(state_code=code), ctx)
+            _apply(build, kind, code, attempt, status, datetime.now(UTC))
+            if time.time() >= start_at:
+                latencies.append(time.perf_counter() - began)
+
+    per_task = len(builds) // TASKS_PER_PROCESS
+    await asyncio.gather(*(task(builds[k * per_task : (k + 1) * per_task]) for k in range(TASKS_PER_PROCESS)))
+    await store.close()
+    return latencies
+
+
+def _process(args: tuple[str, str, list[Build], float, float]) -> list[float]:
+    variant, url, builds, start_at, seconds = args
+    if variant.startswith("pg-"):
+        return uvloop.run(_pg_worker(variant, url, builds, start_at, seconds))
+    return _sqlite_worker(variant, url, builds, start_at, seconds)
+
+
+# ---------------------------------------------------------------------- the parent
+
+
+def _fresh_builds(db: Database, count: int, prefix: str) -> list[Build]:
+    loaded = dataset.load(db, count, prefix=prefix, fresh=True, keep_ids=True)
+    if db.is_pg:
+
+        async def fetch() -> list[Any]:
+            conn = await asyncpg.connect(db.url)
+            try:
+                return list(
+                    await conn.fetch(
+                        _LOCK.replace("FOR UPDATE OF b", "").replace(
+                            "b.build_id = $1", "b.build_id = ANY($1::text[])"
+                        ),
+                        loaded.build_ids,
+                    )
+                )
+            finally:
+                await conn.close()
+
+        rows = asyncio.run(fetch())
+    else:
+        conn = sqlite3.connect(db.sqlite_path)
+        conn.row_factory = sqlite3.Row
+        marks = ", ".join("?" * len(loaded.build_ids))
+        rows = conn.execute(
+            _LOCK.replace("FOR UPDATE OF b", "").replace("b.build_id = $1", f"b.build_id IN ({marks})"),
+            loaded.build_ids,
+        ).fetchall()
+        conn.close()
+    return [
+        Build(
+            r["id"],
+            r["build_id"],
+            r["platform"],
+            r["os_version"],
+            r["image_type"],
+            (r["platform_id"], r["os_version_id"], r["image_type_id"]),
+            updated_at=r["updated_at"] if db.is_pg else datetime.fromisoformat(r["updated_at"]),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    variant: str
+    tps: float
+    transactions: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tps": round(self.tps, 1),
+            "transactions": self.transactions,
+            "seconds": self.seconds,
+            "p50_ms": round(self.p50_ms, 2),
+            "p99_ms": round(self.p99_ms, 2),
+        }
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def measure(db: Database, variant: str, seconds: float) -> Ceiling:
+    """Run ``variant`` for ``seconds`` in PROCESSES processes started together."""
+    builds = _fresh_builds(db, PROCESSES * TASKS_PER_PROCESS * BUILDS_PER_TASK, f"ceiling-{variant}")
+    per_process = len(builds) // PROCESSES
+    start_at = time.time() + 3.0  # every process has connected by then
+    url = db.url if db.is_pg else str(db.sqlite_path)
+    jobs = [
+        (variant, url, builds[k * per_process : (k + 1) * per_process], start_at, seconds)
+        for k in range(PROCESSES)
+    ]
+    with multiprocessing.get_context("spawn").Pool(PROCESSES) as pool:
+        results = pool.map(_process, jobs)
+    latencies = [x for r in results for x in r]
+    return Ceiling(
+        variant,
+        len(latencies) / seconds,
+        len(latencies),
+        seconds,
+        percentile(latencies, 50) * 1000,
+        percentile(latencies, 99) * 1000,
+    )
+
+
+PG_VARIANTS = ("pg-transaction", "pg-one-statement", "pg-store")
+SQLITE_VARIANTS = ("sqlite-transaction", "sqlite-store")
