@@ -1,0 +1,63 @@
+"""Real services for the fault tests: ``scripts/serve`` on a store of the test's choice, stopped at the end.
+
+Each test gets fresh data (a new SQLite file, or a new PostgreSQL database from the session's template)
+and an admin key made with the CLI, as an operator would. The services log JSON, so tests can read which
+process answered what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tests.support import ServiceProcess, admin_key, clean_env
+
+
+@dataclass
+class Running:
+    service: ServiceProcess
+    headers: dict[str, str]
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.service.url
+
+    @property
+    def master(self) -> int:
+        assert self.service.process is not None
+        return self.service.process.pid
+
+
+Starter = Callable[..., Running]
+
+
+@pytest.fixture
+def start_service(request: pytest.FixtureRequest, tmp_path: Path) -> Starter:
+    """``start_service("postgresql", workers=2, BUILDSTATE_DB_TIMEOUT_SECONDS="2")``; for SQLite the database
+    is ``<data dir>/buildstate.db`` unless ``database_url`` names another file."""
+    started: list[ServiceProcess] = []
+
+    def start(store: str, workers: int = 2, database_url: str | None = None, **settings: str) -> Running:
+        data = tmp_path / f"data-{len(started)}"
+        if store == "postgresql":
+            database_url = database_url or request.getfixturevalue("pg_url")
+        env = clean_env(
+            data,
+            database_url,
+            BUILDSTATE_LOG_FORMAT="json",
+            BUILDSTATE_RATE_LIMIT_BURST="1000000",
+            BUILDSTATE_RATE_LIMIT_PER_SECOND="1000000",
+            BUILDSTATE_WEBHOOK_DISPATCHER="false",
+            **settings,
+        )
+        service = ServiceProcess(env, data / "serve.log", workers=workers)
+        data.mkdir(parents=True, exist_ok=True)
+        started.append(service.start())
+        # Stopped before the database fixture taken above is dropped (finalizers run last-in, first-out).
+        request.addfinalizer(service.stop)
+        return Running(service, {"X-API-Key": admin_key(env)}, env)
+
+    return start
