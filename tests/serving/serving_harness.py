@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -42,32 +41,11 @@ def api_headers(env: dict[str, str]) -> dict[str, str]:
     """Credentials for a pipeline that reads, writes and resets: an API key made as an operator makes one,
     with ``buildstate keys create`` (the key is the last line it prints)."""
     subprocess.run([CLI, "migrate"], env=env, capture_output=True, check=True, timeout=60)
-    probe = subprocess.run([CLI, "keys", "--help"], env=env, capture_output=True, check=False)
-    if probe.returncode != 0:  # until the CLI has `keys`: the same call it will make
-        return {"X-API-Key": asyncio.run(_create_key(env))}
     created = subprocess.run(
         [CLI, "keys", "create", "--name", "t", "--scope", "read", "--scope", "write", "--scope", "admin"],
         env=env, capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     return {"X-API-Key": created.stdout.strip().splitlines()[-1]}
-
-
-async def _create_key(env: dict[str, str]) -> str:
-    from buildstate.auth import accounts
-    from buildstate.config import Settings
-    from buildstate.store import create_store
-    from buildstate.store.base import WriteContext
-
-    store = create_store(Settings(database_url=env["BUILDSTATE_DATABASE_URL"]))
-    await store.open()
-    try:
-        key, _ = await accounts.create_api_key(
-            store, name="t", scopes=("read", "write", "admin"), platforms=None, expires_in_days=None,
-            ctx=WriteContext(actor="test:harness"),
-        )  # fmt: skip
-        return key
-    finally:
-        await store.close()
 
 
 @dataclass
