@@ -54,14 +54,13 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                     self.cfg.set(key, value)
             self.cfg.set("bind", bind)
             self.cfg.set("workers", workers)
-            if args.access_log:
-                self.cfg.set("accesslog", "-")
 
         def load(self) -> Any:
             async def factory() -> Any:
                 from buildstate.web.app import create_app  # noqa: PLC0415 - in the worker, after fork
+                from buildstate.web.runner import graceful_runner  # noqa: PLC0415
 
-                return create_app(settings)
+                return graceful_runner(create_app(settings), settings)
 
             return factory
 
@@ -96,12 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--bind", help="host:port to listen on (default: BUILDSTATE_BIND or 127.0.0.1:8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default: BUILDSTATE_WORKERS or 2)")
-    serve.add_argument(
-        "--access-log",
-        action="store_true",
-        help="also write gunicorn's classic access log (the app already logs every request as structured "
-        "records unless BUILDSTATE_ACCESS_LOG=false)",
-    )
     serve.set_defaults(run=_cmd_serve)
 
     mig = commands.add_parser(

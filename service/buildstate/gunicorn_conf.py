@@ -2,7 +2,7 @@
 
 ``buildstate serve`` loads this module; plain gunicorn can too::
 
-    gunicorn -c python:buildstate.gunicorn_conf 'buildstate.web.app:gunicorn_app'
+    gunicorn -c python:buildstate.gunicorn_conf 'buildstate.web.runner:gunicorn_app'
 
 What happens where
 ------------------
@@ -36,6 +36,7 @@ from typing import Any
 from buildstate.config import Settings
 from buildstate.observability.logging import logging_config
 from buildstate.store import describe_url, migrate
+from buildstate.web.runner import KEEPALIVE_SECONDS
 
 _settings = Settings()
 
@@ -47,14 +48,12 @@ worker_class = "aiohttp.GunicornUVLoopWebWorker"
 graceful_timeout = _settings.graceful_timeout_seconds
 # A worker whose event loop stops for this long is killed and replaced.
 timeout = 60
-# Longer than nginx's upstream keepalive_timeout (60 s): the proxy, not the app, closes idle
-# connections, so it never sends a request down a connection the app is closing.
-keepalive = 75
-# The app writes one structured line per request (observability/web.py) with the route, actor and request
-# id; gunicorn's own access log would repeat it. If enabled anyway (--access-logfile -), the aiohttp worker
-# uses this (aiohttp's syntax, not gunicorn's).
+# The aiohttp worker runs web/runner.py's GracefulRunner, which sets keep-alive (75 s, longer than nginx's
+# 60 s) and the shutdown timeout itself; this value is for anything that reads gunicorn's config.
+keepalive = KEEPALIVE_SECONDS
+# The app writes one structured record per request (observability/web.py) with the route, actor and
+# request id: that is the access log (BUILDSTATE_ACCESS_LOG).
 accesslog = None
-access_log_format = '%a "%r" %s %b %Tf "%{X-Request-ID}o"'
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 logconfig_dict = logging_config(_settings.log_level, _settings.log_format)
