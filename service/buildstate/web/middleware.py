@@ -21,6 +21,7 @@ from buildstate.errors import (
     NotFound,
     PayloadTooLarge,
     Problem,
+    Unprocessable,
     UnsupportedMediaType,
 )
 from buildstate.web.typedefs import REQUEST_ID
@@ -59,6 +60,15 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
     return generic(str(detail))  # type: ignore[no-any-return]
 
 
+def _refuse_nul(request: web.Request) -> None:
+    """U+0000 in the path or the query names nothing and PostgreSQL text cannot hold it: refuse it here,
+    before any route hands it to a store (bodies are checked in ``routes.read_body``)."""
+    if "\x00" in request.path:
+        raise NotFound("no such resource: the path holds a NUL character", slug="nul-character")
+    if any("\x00" in name or "\x00" in value for name, value in request.query.items()):
+        raise Unprocessable("query parameters may not contain the NUL character", slug="nul-character")
+
+
 @web.middleware
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Honour a sane ``X-Request-ID`` (no header injection, bounded), else mint one; echo it back."""
@@ -78,6 +88,7 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as RFC 9457 problem+json, router 404/405 and body-size 413 included."""
     try:
+        _refuse_nul(request)
         return await handler(request)
     except Problem as problem:
         return problem_response(problem, request)
