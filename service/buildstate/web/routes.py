@@ -6,6 +6,7 @@ what each route requires, so none of the three can disagree with the others.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -119,7 +120,7 @@ async def read_body(request: web.Request, model: type[M]) -> tuple[M, bytes]:
         # PostgreSQL text and jsonb cannot hold U+0000; refuse it on both stores alike.
         raise Unprocessable("text may not contain the NUL character (\\u0000)", slug="nul-character")
     try:
-        return model.model_validate_json(raw or b"{}"), raw
+        parsed = model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
         errors = _field_errors(exc)
         if all(error["type"] in {"json_invalid", "json_type"} for error in errors):
@@ -127,6 +128,24 @@ async def read_body(request: web.Request, model: type[M]) -> tuple[M, bytes]:
                 "the body is not valid JSON (or not UTF-8)", slug="invalid-json", extra={"errors": errors}
             ) from None
         raise Unprocessable(f"{len(errors)} field(s) failed validation", extra={"errors": errors}) from None
+    if not _finite(parsed.model_dump()):
+        # The parser reads 1e999 as infinity and accepts NaN in free-form fields (details, instance_vars):
+        # PostgreSQL's jsonb refuses them, SQLite would store text no JSON reader accepts.
+        raise Unprocessable(
+            "numbers must be finite: JSON has no Infinity or NaN (and 1e999 overflows)",
+            slug="non-finite-number",
+        )
+    return parsed, raw
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    return True
 
 
 def read_query(request: web.Request, model: type[M]) -> M:
