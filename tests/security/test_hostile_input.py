@@ -179,3 +179,9 @@ async def test_deep_and_wide_json_is_refused_or_stored_never_500(client: Client)
     response = await client.post("/builds/b-1/failure", json=wide)
     assert response.status == 200, await response.text()
     assert (await (await client.get("/builds/b-1")).json())["failure"]["details"] == wide["details"]
+
+
+async def test_a_form_sign_in_with_a_nul_in_the_username_is_422_never_500(anon_client: Client) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = b"grant_type=password&username=a%00b&password=whatever-it-is"
+    assert (await anon_client.post("/token", data=body, headers=form)).status == 422

@@ -10,7 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints,
 from buildstate.auth.scopes import KeyScope, Role
 from buildstate.models import Slug
 
-Username = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+# No NUL: PostgreSQL text cannot hold it, and a form sign-in is not checked for it by read_body.
+Username = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True, pattern=r"^[^\x00]+$")
+]
 Password = Annotated[
     SecretStr, Field(min_length=1, max_length=1024, description="Never logged, never stored in clear.")
 ]
