@@ -90,7 +90,8 @@ def build_openapi(routes: list[Route], security: dict[str, Any] | None = None) -
             operation["responses"][str(status)] = answer
         errors = list(r.errors)
         if r.scope != "public":
-            errors.extend(code for code in (401, 403, 429) if code not in errors)
+            # Checking the credential reads the database, so any of these routes can meet it down.
+            errors.extend(code for code in (401, 403, 429, 503) if code not in errors)
         for status in sorted(set(errors)):
             operation["responses"][str(status)] = {
                 "description": _ERROR_TEXT.get(status, "Error"),
