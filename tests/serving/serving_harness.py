@@ -120,6 +120,7 @@ def serve(env: dict[str, str], log_path: Path, workers: int = 2, port: int | Non
         wait_until(lambda: is_ready(served.url) or process.poll() is not None, 60, "the service")
         if process.poll() is not None:
             raise AssertionError(f"serve exited with {process.returncode}:\n{log_path.read_text()}")
+        wait_until(lambda: len(served.worker_pids()) >= workers, 30, f"{workers} workers to boot")
         yield served
     finally:
         if process.poll() is None:
