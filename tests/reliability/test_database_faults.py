@@ -68,6 +68,10 @@ def test_postgres_outage_fails_fast_with_503_and_recovers_without_a_restart(star
     cluster = _pg_cluster()
     if cluster is None:
         pytest.skip("needs root and pg_ctlcluster to stop and start the local PostgreSQL")
+    if not (os.environ.get("CI") or os.environ.get("BUILDSTATE_TEST_RESTART_PG")):
+        # The server is the machine's: stopping it fails whatever else is using it at that moment
+        # (another developer's test run). CI runs alone, so it always runs there; locally, opt in.
+        pytest.skip("stops the shared PostgreSQL server: runs under CI, or with BUILDSTATE_TEST_RESTART_PG=1")
     running = start_service("postgresql", workers=2, BUILDSTATE_DB_TIMEOUT_SECONDS=str(DB_TIMEOUT_SECONDS))
     workers = children(running.master)
 
