@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -284,3 +285,62 @@ def assert_every_ack_is_stored(load: WriteLoad, url: str, headers: dict[str, str
     unacknowledged = len(stored) - len(load.acks)
     assert 0 <= unacknowledged <= len(load.failures), (unacknowledged, load.failures)
     return list(stored.values())
+
+
+# ---------------------------------------------------------------- racing client processes
+
+
+def hammer(url: str, headers: dict[str, str], build: str, seed: int, count: int) -> list[int]:
+    """One client process: a random mix of transitions, failures and resets on the same build; the
+    statuses it got (for a ``ProcessPoolExecutor``, so it must live in an importable module)."""
+    rng = random.Random(seed)
+    statuses = []
+    for _ in range(count):
+        roll = rng.random()
+        if roll < 0.75:
+            path, body = "state", {"state_code": rng.randrange(5, 101, 5)}
+        elif roll < 0.9:
+            path, body = "failure", {"error_message": f"boom {rng.randrange(3)}", "component": "packer"}
+        else:
+            path, body = "reset", {"reason": "retry"}
+        statuses.append(call(f"{url}/builds/{build}/{path}", "POST", body, headers).status)
+    return statuses
+
+
+def post_at(
+    start_at: float, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[int, dict[str, Any], bool]:
+    """Sleep until the wall-clock ``start_at`` (so that processes fire together), then POST: the status,
+    the body and whether the answer was an idempotent replay."""
+    time.sleep(max(0.0, start_at - time.time()))
+    answer = call(url, "POST", body, headers)
+    return answer.status, answer.body, answer.headers.get("Idempotent-Replayed") == "true"
+
+
+def assert_valid_history(history: dict[str, Any]) -> None:
+    """The rules, replayed over a build's events: monotonic within an attempt, failure sticky until a
+    reset, nothing after success, strictly increasing seqs, and the build row equal to its last event."""
+    events = history["events"]
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(set(seqs)), "seqs not strictly increasing"
+    assert events[0]["type"] == "created"
+    attempt, code, failed = 1, 0, False
+    for event in events[1:]:
+        if event["type"] == "reset":
+            assert event["attempt"] == attempt + 1
+            attempt, code, failed = event["attempt"], 0, False
+        elif event["type"] == "failure":
+            assert not failed, "a second failure without a reset"
+            assert (event["attempt"], event["state_code"]) == (attempt, code)
+            failed = True
+        else:
+            assert not failed, "a transition was recorded on a failed build"
+            assert event["attempt"] == attempt
+            assert event["state_code"] > code, "state moved backwards within an attempt"
+            assert code != 100, "a transition was recorded after success"
+            code = event["state_code"]
+        assert event["status"] == ("failed" if failed else "succeeded" if code == 100 else "running")
+    last, row = events[-1], history["build"]
+    assert (row["state_code"], row["status"], row["attempt"], row["last_event_seq"]) == (
+        last["state_code"], last["status"], last["attempt"], last["seq"],
+    )  # fmt: skip
