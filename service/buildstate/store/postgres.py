@@ -120,15 +120,16 @@ ON CONFLICT (build_id) DO NOTHING
 RETURNING created_at
 """
 
-_STEP_SAMPLES = f"""
-SELECT s.code AS state_code, e.duration_ms
-FROM generate_series(0, 95, 5) AS s(code)
-CROSS JOIN LATERAL (
-    SELECT duration_ms FROM events
-    WHERE type = 'state' AND from_state_code = s.code AND duration_ms IS NOT NULL
-    ORDER BY seq DESC LIMIT {sql.STEP_SAMPLES}
-) e
-"""
+# One branch per state code, each with the code as a literal: the planner then sees from the column's
+# statistics which codes are common (read backwards along the primary key, the newest rows are the ones
+# wanted) and which are rare or unused (events_steps finds them, or finds none, at once). A single lateral
+# join with a parameter gets one generic plan, and for an unused code that plan walks the whole table.
+_STEP_SAMPLES = " UNION ALL ".join(
+    f"(SELECT {code} AS state_code, duration_ms FROM events "
+    f"WHERE type = 'state' AND from_state_code = {code} AND duration_ms IS NOT NULL "
+    f"ORDER BY seq DESC LIMIT {sql.STEP_SAMPLES})"
+    for code in range(0, 100, 5)
+)
 
 _DIALECT = sql.PostgresDialect()
 
