@@ -128,9 +128,11 @@ class Writer(threading.Thread):
             except OSError as error:
                 self.retries[type(error).__name__] += 1
             else:
-                if answer.status < 500:
+                if answer.status < 500 and answer.status != 429:
                     return answer
                 self.retries[str(answer.status)] += 1
+                if answer.status == 429:  # rate limited: wait as told, like the resource does
+                    time.sleep(min(float(answer.headers.get("Retry-After", "1")), 2.0))
             time.sleep(0.1)
         return None
 
@@ -152,7 +154,11 @@ class Writer(threading.Thread):
 
 
 def test_stopping_instances_mid_run_loses_no_acknowledged_write(cluster: Cluster, api_key: Headers) -> None:
-    writers = [Writer(cluster, api_key, f"w{n}", builds=200, seconds=6) for n in range(4)]
+    # Each pipeline has a key of its own, as in production (rate limits are per key).
+    writers = [
+        Writer(cluster, {"X-API-Key": cluster.create_key("read", "write", name=f"w{n}")}, f"w{n}", 200, 6)
+        for n in range(4)
+    ]
     for writer in writers:
         writer.start()
     time.sleep(1.0)
