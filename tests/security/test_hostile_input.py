@@ -185,3 +185,10 @@ async def test_a_form_sign_in_with_a_nul_in_the_username_is_422_never_500(anon_c
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     body = b"grant_type=password&username=a%00b&password=whatever-it-is"
     assert (await anon_client.post("/token", data=body, headers=form)).status == 422
+
+
+@pytest.mark.parametrize("path", ["/audit", "/admin/webhooks/1/deliveries"])
+async def test_cursors_past_64_bits_are_422_never_500(client: Client, path: str) -> None:
+    # A database id is a 64-bit integer: PostgreSQL answered a larger "before" with a 500.
+    await problem(await client.get(f"{path}?before=" + "9" * 25), 422)
+    assert (await client.get(f"{path}?before={2**62}")).status in {200, 404}

@@ -152,7 +152,7 @@ class AuditQuery(BaseModel):
     )
     outcome: Outcome | None = None
     since: datetime | None = Field(default=None, description="ISO-8601; UTC if no offset.")
-    before: Annotated[int, Field(ge=1)] | None = Field(
+    before: Annotated[int, Field(ge=1, le=2**62)] | None = Field(
         default=None, description="next_before of the previous page."
     )
     limit: Annotated[int, Field(ge=1, le=500)] = 100

@@ -211,7 +211,7 @@ class DeliveryQuery(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     status: Literal["pending", "delivering", "delivered", "dead"] | None = None
-    before: Annotated[int, Field(ge=1)] | None = None
+    before: Annotated[int, Field(ge=1, le=2**62)] | None = None  # ids are 64-bit in the database
     limit: Annotated[int, Field(ge=1, le=500)] = 50
 
 
