@@ -81,7 +81,7 @@ class FeedWatcher:
         while True:
             try:
                 await listen(CHANNEL, heard)  # returns when the connection is lost
-            except (OSError, ServiceUnavailable) as exc:
+            except Exception as exc:  # notifications are only a hint: never let them kill the worker
                 log.info("event notifications interrupted (%s); reconnecting", type(exc).__name__)
             with contextlib.suppress(ServiceUnavailable):
                 self.bump(await self._store.max_seq())  # catch up on what was missed meanwhile
