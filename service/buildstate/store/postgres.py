@@ -9,8 +9,11 @@ lock (``FEED_LOCK``) *before* drawing its sequence value and keeps it until comm
 drawn in commit order, so whatever a reader can see is a gap-free prefix of the feed. The lock is held
 only for the final statement and the commit of a write (the build row is locked and the rules checked
 before it), which costs far less than hiding rows behind the oldest running transaction's horizon on
-every read. ``tests/store/test_feed_order.py`` holds one writer's transaction open while another commits
-and shows the reader never skips.
+every read. Since every append waits for that lock, its hold time bounds the write rate: the append
+statement therefore writes the audit row too, and the response body is built after COMMIT, so nothing
+but the statement and the commit happens while it is held (an ``Idempotency-Key`` adds the one UPDATE
+that records the answer). ``tests/store/test_feed_order.py`` holds one writer's transaction open while
+another commits and shows the reader never skips.
 
 Lock order, which keeps writers free of deadlocks: idempotency key row, build row, feed lock, then the
 small summary tables (``status_counts``, ``combos``), which are only ever touched under the feed lock.
@@ -23,6 +26,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -103,6 +107,10 @@ outbox AS (
         AND (w.event_types IS NULL OR w.event_types LIKE '%,' || $3 || ',%')
         AND (w.states IS NULL OR w.states LIKE '%,' || $21 || ',%' OR w.states LIKE '%,' || $22 || ',%')
 ),
+audit AS (
+    INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source)
+    SELECT $11, $23, $24, 'allowed', $25, $26, $27 FROM ev WHERE $23::text IS NOT NULL
+),
 wake AS (SELECT pg_notify('buildstate_events', seq::text) FROM ev)
 SELECT ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake
 """
@@ -132,6 +140,29 @@ _STEP_SAMPLES = " UNION ALL ".join(
 )
 
 _DIALECT = sql.PostgresDialect()
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """An event appended in the open transaction; its response is built once the transaction is done."""
+
+    build: Build
+    draft: plan.Draft
+    actor: str
+    seq: int
+    recorded_at: datetime
+    duration_ms: int | None
+
+    def result(self) -> WriteResult:
+        written = plan.result(
+            self.build,
+            self.draft,
+            actor=self.actor,
+            seq=self.seq,
+            recorded_at=self.recorded_at,
+            duration_ms=self.duration_ms,
+        )
+        return WriteResult.of(written, created=self.draft.type == "created")
 
 
 # What a database that is down, restarting or shutting down looks like to asyncpg: 503, never 500.
@@ -229,38 +260,47 @@ class PostgresStore:
         ctx: WriteContext,
         action_name: str,
         target: str,
-        action: Callable[[asyncpg.Connection], Awaitable[WriteResult]],
+        action: Callable[[asyncpg.Connection, AuditEntry], Awaitable[WriteResult | Appended]],
     ) -> WriteResult:
-        """Run one write in one transaction, with its idempotency record and its audit row."""
+        """Run one write in one transaction, with its idempotency record and its audit row.
+
+        ``action`` gets the audit entry of a successful write; an append writes it in its own statement.
+        """
         idem = ctx.idem
 
-        async def work(conn: asyncpg.Connection) -> WriteResult:
+        async def work(conn: asyncpg.Connection) -> WriteResult | Appended:
             async with conn.transaction():
-                outcome = await self._claim(conn, idem) if idem is not None else None
-                if outcome is None:
-                    outcome = await action(conn)
-                    if idem is not None:
-                        await conn.execute(
-                            "UPDATE idempotency_keys SET status_code = $3, body = $4 "
-                            "WHERE actor = $1 AND key = $2",
-                            idem.actor,
-                            idem.key,
-                            outcome.status_code,
-                            outcome.body.decode(),
-                        )
-                kind = "replayed" if outcome.replayed else "allowed"
-                await self._insert_audit(
-                    conn, AuditEntry.of(ctx, action_name, target, outcome.status_code, kind)
-                )
+                replayed = await self._claim(conn, idem) if idem is not None else None
+                if replayed is not None:
+                    entry = AuditEntry.of(ctx, action_name, target, replayed.status_code, "replayed")
+                    await self._insert_audit(conn, entry)
+                    return replayed
+                outcome = await action(conn, AuditEntry.of(ctx, action_name, target, 200, "allowed"))
+                if isinstance(outcome, Appended):
+                    if idem is None:
+                        return outcome  # the body is built after COMMIT, with the feed lock released
+                    outcome = outcome.result()
+                else:  # nothing appended (the current state again): the audit row is still to write
+                    entry = AuditEntry.of(ctx, action_name, target, outcome.status_code, "allowed")
+                    await self._insert_audit(conn, entry)
+                if idem is not None:
+                    await conn.execute(
+                        "UPDATE idempotency_keys SET status_code = $3, body = $4 "
+                        "WHERE actor = $1 AND key = $2",
+                        idem.actor,
+                        idem.key,
+                        outcome.status_code,
+                        outcome.body.decode(),
+                    )
                 return outcome
 
         try:
-            result: WriteResult = await self._with_conn(work)
+            done: WriteResult | Appended = await self._with_conn(work)
         except Problem as refused:
             if refused.status < 500:
                 await self.record_audit(AuditEntry.of(ctx, action_name, target, refused.status, "refused"))
             raise
-        return result
+        return done.result() if isinstance(done, Appended) else done
 
     @staticmethod
     async def _insert_audit(conn: asyncpg.Connection, entry: AuditEntry) -> None:
@@ -332,7 +372,10 @@ class PostgresStore:
         *,
         old_status: str | None,
         previous_at: datetime | None,
-    ) -> WriteResult:
+        audit: AuditEntry | None = None,
+    ) -> Appended:
+        """Append ``draft``'s event (and ``audit``'s row, with the status a new event answers with)."""
+        created = draft.type == "created"
         appended = await conn.fetchrow(
             _APPEND_EVENT,
             FEED_LOCK,
@@ -356,19 +399,18 @@ class PostgresStore:
             build.os_version,
             build.image_type,
             *plan.state_tokens(draft),
+            audit.action if audit else None,
+            audit.target if audit else None,
+            201 if created else 200,
+            audit.request_id if audit else None,
+            audit.source if audit else None,
         )
-        written = plan.result(
-            build,
-            draft,
-            actor=actor,
-            seq=appended["seq"],
-            recorded_at=appended["recorded_at"],
-            duration_ms=appended["duration_ms"],
+        return Appended(
+            build, draft, actor, appended["seq"], appended["recorded_at"], appended["duration_ms"]
         )
-        return WriteResult.of(written, created=draft.type == "created")
 
     async def create_build(self, request: BuildCreate, ctx: WriteContext) -> WriteResult:
-        async def action(conn: asyncpg.Connection) -> WriteResult:
+        async def action(conn: asyncpg.Connection, audit: AuditEntry) -> WriteResult | Appended:
             ids = [await self._lookup_id(conn, col, getattr(request, col)) for col in sql.LOOKUP_TABLES]
             inserted = await conn.fetchval(
                 _INSERT_BUILD, uuid.uuid4(), request.build_id, *ids, request.labels
@@ -380,7 +422,14 @@ class PostgresStore:
                 created_event = await self._first_event(conn, build.id)
                 return WriteResult.of(plan.with_event(build, created_event))
             return await self._append(
-                conn, row, build, plan.created(request), ctx.actor, old_status=None, previous_at=None
+                conn,
+                row,
+                build,
+                plan.created(request),
+                ctx.actor,
+                old_status=None,
+                previous_at=None,
+                audit=audit,
             )
 
         return await self._write(ctx, "build.create", request.build_id, action)
@@ -392,7 +441,7 @@ class PostgresStore:
         action_name: str,
         decide: Callable[[Build], plan.Draft | None],
     ) -> WriteResult:
-        async def action(conn: asyncpg.Connection) -> WriteResult:
+        async def action(conn: asyncpg.Connection, audit: AuditEntry) -> WriteResult | Appended:
             row = await self._lock_build(conn, ref)
             build = sql.decode_build(_DIALECT, row)
             draft = decide(build)
@@ -407,6 +456,7 @@ class PostgresStore:
                 ctx.actor,
                 old_status=build.status,
                 previous_at=build.updated_at,
+                audit=audit,
             )
 
         return await self._write(ctx, action_name, ref, action)
