@@ -450,7 +450,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def measure(db: Database, variant: str, seconds: float) -> Ceiling:
     """Run ``variant`` for ``seconds`` in PROCESSES processes started together."""
-    builds = _fresh_builds(db, PROCESSES * TASKS_PER_PROCESS * BUILDS_PER_TASK, f"ceiling-{variant}")
+    builds = _fresh_builds(db, PROCESSES * TASKS_PER_PROCESS * BUILDS_PER_TASK, f"ceiling-{variant}-{time.time_ns()}")
     per_process = len(builds) // PROCESSES
     start_at = time.time() + 3.0  # every process has connected by then
     url = db.url if db.is_pg else str(db.sqlite_path)
