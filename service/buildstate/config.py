@@ -6,6 +6,7 @@ Every variable is documented in ``.env.example`` at the top of the repository; a
 from __future__ import annotations
 
 from enum import StrEnum
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated
 
@@ -61,6 +62,9 @@ class Settings(BaseSettings):
     signin_failures_per_user: int = Field(default=5, ge=1)
     signin_failures_per_client: int = Field(default=20, ge=1)
     signin_window_seconds: int = Field(default=300, ge=1)
+    # Addresses or networks of reverse proxies whose X-Forwarded-For is believed (comma-separated, e.g.
+    # 10.0.0.0/8); empty: the header is ignored and the peer address is the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Live updates (buildstate/webhooks). Webhook signing secrets are encrypted at rest with this Fernet key
     # (`python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`):
@@ -86,6 +90,16 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for network in value:
+                ip_network(str(network), strict=False)  # a ValueError names the bad entry
         return value
 
     @property

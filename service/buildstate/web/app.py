@@ -20,6 +20,7 @@ from buildstate.observability.web import observe, pool_sampler
 from buildstate.store import Store, create_store
 from buildstate.web import access_routes, middleware, ui
 from buildstate.web.cors import cors_middleware
+from buildstate.web.forwarded import forwarded_client
 from buildstate.web.openapi import build_openapi
 from buildstate.web.routes import ROUTES
 from buildstate.web.typedefs import AUTHENTICATOR, METRICS, SETTINGS, STORE, STREAMS_CLOSING
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
+            forwarded_client(settings.trusted_proxies),
             middleware.request_id,
             observe,
             cors_middleware(settings.cors_origins),

@@ -1,0 +1,51 @@
+"""The client's own address behind a reverse proxy (``BUILDSTATE_TRUSTED_PROXIES``).
+
+Behind nginx every request comes from nginx's address, so per-client sign-in throttling would lump all
+clients together (20 failures from anyone would lock everyone out) and the audit log would record the
+proxy. When the direct peer is a trusted proxy, the client is the right-most ``X-Forwarded-For`` hop that
+is not itself a trusted proxy: hops further left were written by the client and prove nothing. With no
+trusted proxies (the default) the header is ignored, so nobody can choose their own address.
+
+The middleware goes first, outside ``request_id``, so every later middleware and handler (audit rows,
+throttling, the access log) sees the same address as ``request.remote``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from buildstate.web.routes import Handler
+
+
+def _address(text: str) -> str | None:
+    try:
+        return str(ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
+def forwarded_client(trusted: Iterable[str]) -> Middleware:
+    networks: list[IPv4Network | IPv6Network] = [ip_network(n.strip(), strict=False) for n in trusted]
+
+    def is_trusted(address: str) -> bool:
+        parsed = ip_address(address)
+        return any(parsed in network for network in networks)
+
+    @web.middleware
+    async def real_client(request: web.Request, handler: Handler) -> web.StreamResponse:
+        peer = _address(request.remote or "")
+        if networks and peer is not None and is_trusted(peer):
+            hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+            for hop in reversed([h for h in hops if h.strip()]):
+                address = _address(hop)
+                if address is None:  # a garbled hop: trust nothing further left
+                    break
+                if not is_trusted(address):
+                    return await handler(request.clone(remote=address))
+        return await handler(request)
+
+    return real_client
