@@ -582,9 +582,9 @@ class PostgresStore:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise ServiceUnavailable("cannot listen for events: database unreachable") from exc
         lost = asyncio.Event()
-        conn.add_termination_listener(lambda _conn: lost.set())
-        await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: heard(payload))
         try:
+            conn.add_termination_listener(lambda _conn: lost.set())
+            await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: heard(payload))
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(10):
@@ -595,8 +595,9 @@ class PostgresStore:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise ServiceUnavailable("event notifications lost: database unreachable") from exc
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), self._timeout)
+            # terminate(), not close(): it never waits. A close() awaited while the worker shuts down can be
+            # cancelled itself (or stall behind a cancelled query) and leave the socket open.
+            conn.terminate()
 
     async def max_seq(self) -> int:
         rows = await self._fetch("SELECT COALESCE(max(seq), 0) AS seq FROM events", [])
