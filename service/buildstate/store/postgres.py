@@ -577,8 +577,16 @@ class PostgresStore:
 
         Runs on its own connection, outside the pool (a LISTEN ties up its connection).
         """
+        connecting = asyncio.ensure_future(asyncpg.connect(self._dsn, timeout=self._timeout))
         try:
-            conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
+            conn = await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            # Cancelled mid-connect (a worker stopping right after it started): asyncpg would leave the
+            # half-made connection open. Let it finish, then drop it.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._timeout):
+                    (await connecting).terminate()
+            raise
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise ServiceUnavailable("cannot listen for events: database unreachable") from exc
         lost = asyncio.Event()
