@@ -128,3 +128,11 @@ def test_unknown_methods_share_one_label(method: str) -> None:
     metrics = Metrics()
     metrics.record_request(method, "unmatched", 405, 0.001)
     assert b'method="OTHER"' in metrics.exposition()
+
+
+async def test_refused_requests_reach_the_auth_failure_counter(anon_client: Client) -> None:
+    assert (await anon_client.get("/builds")).status == 401
+    assert (await anon_client.get("/builds", headers={"X-API-Key": "bs_00000000_nope"})).status == 401
+    samples = await scrape(anon_client)  # /metrics is public, and each app has its own registry
+    refused = sum(v for (name, _), v in samples.items() if name == "buildstate_auth_failures_total")
+    assert refused == 2

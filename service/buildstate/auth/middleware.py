@@ -26,6 +26,7 @@ from buildstate.auth.principal import Principal
 from buildstate.auth.scopes import spell
 from buildstate.auth.service import ANONYMOUS
 from buildstate.errors import Forbidden, NotFound, Problem, ServiceUnavailable, TooManyRequests, Unauthorized
+from buildstate.observability.web import record_auth_failure
 from buildstate.store.base import AuditEntry
 from buildstate.web.routes import Handler, Route
 from buildstate.web.typedefs import ACTOR, AUTHENTICATOR, PRINCIPAL, REQUEST_ID, STORE
@@ -175,6 +176,7 @@ def auth_middleware(table: RouteTable) -> Middleware:
         try:
             limit_headers = await _admit(request, route)
         except (Unauthorized, Forbidden, TooManyRequests) as denied:
+            record_auth_failure(request, denied.type_slug)
             if request.method not in SAFE_METHODS and route is not None:  # attempts at changes, not scans
                 hint = _credential_hint(request) if isinstance(denied, Unauthorized) else None
                 await _audit_denied(request, route, denied, hint)
