@@ -79,7 +79,7 @@ def test_image_settings_are_settings_the_service_reads() -> None:
 
 def test_compose_has_the_seed_topology() -> None:
     services = compose()["services"]
-    assert set(services) == {"postgres", "migrate", "api", "nginx", "resource"}
+    assert set(services) == {"postgres", "redis", "migrate", "api", "nginx", "resource"}
     assert services["api"]["deploy"]["replicas"] == 3
     assert services["resource"]["deploy"]["replicas"] == 0  # built, never run
     assert services["resource"]["build"]["dockerfile"] == "resource.Dockerfile"
@@ -105,10 +105,20 @@ def test_start_order_waits_for_health_and_for_the_migration() -> None:
     assert services["migrate"]["restart"] == "no"
     assert services["api"]["depends_on"] == {
         "postgres": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
         "migrate": {"condition": "service_completed_successfully"},
     }
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert services["nginx"]["depends_on"] == {"api": {"condition": "service_healthy"}}
     assert "/nginx-health" in " ".join(services["nginx"]["healthcheck"]["test"])
+
+
+def test_replicas_share_rate_limits_and_trust_only_the_project_network() -> None:
+    compose_file = compose()
+    env = compose_file["services"]["api"]["environment"]
+    assert env["BUILDSTATE_REDIS_URL"] == "redis://redis:6379/0"
+    subnet = compose_file["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert env["BUILDSTATE_TRUSTED_PROXIES"] == subnet
 
 
 def test_compose_environment_names_only_settings_and_points_at_the_postgres_service() -> None:
