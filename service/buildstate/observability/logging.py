@@ -29,8 +29,16 @@ _SECRETS = (
 )
 
 
+# Every pattern above needs one of these (case-insensitively): text without them is returned as it is,
+# which spares the three regular expressions on nearly every line (an access log line per request).
+_SECRET_MARKERS = ("://", "bearer", "api-key")
+
+
 def scrub(text: str) -> str:
     """``text`` with credentials blanked (URL passwords, bearer tokens, API-key header values)."""
+    lowered = text.lower()
+    if not any(marker in lowered for marker in _SECRET_MARKERS):
+        return text
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text

@@ -127,13 +127,21 @@ class Metrics:
         self.reason_label = BoundedLabel(limit=32)
         # Recently counted event seqs, oldest first: a replay answered with an event counted before.
         self._counted_seqs: dict[int, None] = {}
+        # labels() validates and hashes its values on every call: keep the children it returns. Bounded:
+        # methods, route templates and status codes are all fixed sets.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     # ------------------------------------------------------------------ recording
 
     def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        method = method if method in HTTP_METHODS else "OTHER"
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        children = self._request_children.get((method, route, status))
+        if children is None:
+            label = method if method in HTTP_METHODS else "OTHER"
+            children = (self.requests.labels(label, route, str(status)), self.latency.labels(label, route))
+            if len(self._request_children) < 4096:
+                self._request_children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def record_event(self, build: dict[str, Any]) -> None:
         """Count the event in a write's response body (a ``BuildWithEvent``), once per ``seq``."""

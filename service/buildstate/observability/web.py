@@ -114,13 +114,16 @@ def _log_request(request: web.Request, route: str, status: int, seconds: float) 
     if not log.isEnabledFor(level):
         return
     duration_ms = round(seconds * 1000, 2)
-    log.log(
+    # makeRecord + handle is what log.log does, minus the stack walk that finds the caller's file and line
+    # (a fixed place, and no formatter prints it): a measurable share of a small request's time.
+    record = log.makeRecord(
+        log.name,
         level,
+        __file__,
+        0,
         "%s %s %d %.1fms",
-        request.method,
-        request.path,
-        status,
-        duration_ms,
+        (request.method, request.path, status, duration_ms),
+        None,
         extra={
             "request_id": request.get(REQUEST_ID),
             "method": request.method,
@@ -132,6 +135,7 @@ def _log_request(request: web.Request, route: str, status: int, seconds: float) 
             "remote": request.remote,
         },
     )
+    log.handle(record)
 
 
 def record_auth_failure(request: web.Request, reason: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -73,7 +73,7 @@ def _refuse_nul(request: web.Request) -> None:
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Honour a sane ``X-Request-ID`` (no header injection, bounded), else mint one; echo it back."""
     given = request.headers.get("X-Request-ID", "")
-    rid = given if _SANE_REQUEST_ID.match(given) else uuid.uuid4().hex
+    rid = given if given and _SANE_REQUEST_ID.match(given) else secrets.token_hex(16)
     request[REQUEST_ID] = rid
     try:
         response = await handler(request)
