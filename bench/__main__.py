@@ -47,10 +47,11 @@ CURVE_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
 class Run:
-    """One bench run: its settings, its results, and the one server it has running at a time."""
+    """One bench run: its settings, its results, and the servers it keeps (idle ones cost no CPU)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.seconds: float = args.seconds
+        self.rounds: int = args.rounds
         self.stores: list[str] = args.store
         self.sizes: list[int] = args.sizes
         self.out: Path = args.out
@@ -61,16 +62,18 @@ class Run:
             "machine": machine(),
             "settings": {
                 "seconds": self.seconds,
+                "rounds": self.rounds,
                 "connections": CONNECTIONS,
                 "ceiling_connections": CEILING_CONNECTIONS,
                 "workers": 2,
+                "key_cache_seconds": os.environ.get("BUILDSTATE_KEY_CACHE_SECONDS", "default"),
             },
             "ceilings": {},
             "scenarios": {},
         }
         self._services: dict[str, tuple[databases.Database, str, list[str]]] = {}
-        self._running: servers.Server | None = None
-        self._running_kind: str | None = None
+        self._servers: dict[str, servers.Server] = {}
+        self._ceiling_dbs: dict[str, databases.Database] = {}
 
     # ------------------------------------------------------------------ processes
 
@@ -83,24 +86,37 @@ class Run:
             self._services[kind] = (db, key, loaded.build_ids)
         return self._services[kind]
 
+    def server(self, name: str, make: Callable[[], servers.Server]) -> servers.Server:
+        if name not in self._servers:
+            self._servers[name] = make().start()
+        return self._servers[name]
+
     def service(self, kind: str) -> tuple[servers.Server, str, databases.Database, list[str]]:
         db, key, ids = self.database(kind)
-        if self._running_kind != f"service-{kind}":
-            self.stop()
-            self._running = servers.service(db, self.work / f"data-{kind}", self.work / f"service-{kind}.log")
-            self._running.start()
-            self._running_kind = f"service-{kind}"
-        assert self._running is not None
-        return self._running, key, db, ids
+        data, log = self.work / f"data-{kind}", self.work / f"service-{kind}.log"
+        return self.server(f"service-{kind}", lambda: servers.service(db, data, log)), key, db, ids
 
-    def stop(self) -> None:
-        if self._running is not None:
-            self._running.stop()
-        self._running = self._running_kind = None
+    def trivial(self) -> servers.Server:
+        return self.server("trivial", lambda: servers.trivial(self.work / "trivial.log"))
+
+    def ceiling_db(self, kind: str) -> databases.Database:
+        """A database of its own for the store ceilings (10k builds of history, like the service's)."""
+        if kind not in self._ceiling_dbs:
+            db = databases.create(kind, self.work)
+            dataset.load(db, HISTORY_BUILDS)
+            self._ceiling_dbs[kind] = db
+        return self._ceiling_dbs[kind]
+
+    def stop_servers(self) -> None:
+        for server in self._servers.values():
+            server.stop()
+        self._servers.clear()
 
     def close(self) -> None:
-        self.stop()
+        self.stop_servers()
         for db, _, _ in self._services.values():
+            databases.drop(db)
+        for db in self._ceiling_dbs.values():
             databases.drop(db)
 
     # ------------------------------------------------------------------ measuring
@@ -123,33 +139,68 @@ class Run:
         path.write_text("\n".join(paths) + "\n")
         return str(path)
 
-    def scenario(
-        self, name: str, kind: str, load: wrk.Load, ceiling: str, extra: dict[str, Any] | None = None
-    ) -> None:
-        entry = {**load.as_dict(), "store": kind, "ceiling": ceiling, **(extra or {})}
-        bound = self.ceiling_value(ceiling)
-        entry["ratio"] = round(load.rps / bound, 3) if bound else None
+    def framework_ceiling(self) -> float:
+        """One measurement of the bare route (kept, the median of all of them is the reported ceiling)."""
+        paths = self.paths_file("ping", ["/ping"])
+        load = self.load(
+            self.trivial().url, "get", env={"BENCH_PATHS": paths}, connections=CEILING_CONNECTIONS
+        )
+        self._record_ceiling(
+            "framework", load.as_dict(), load.rps, "gunicorn -w 2, uvloop worker, bare route"
+        )
+        return load.rps
+
+    def store_ceiling(self, variant: str) -> float:
+        kind = "postgresql" if variant.startswith("pg-") else "sqlite"
+        result = store_ceiling.measure(self.ceiling_db(kind), variant, self.seconds)
+        self._record_ceiling(variant, result.as_dict(), result.tps, store_ceiling.DESCRIPTIONS[variant])
+        print(f"  ceiling {variant}: {result.tps:.0f} tx/s p99 {result.p99_ms:.1f} ms", flush=True)
+        return result.tps
+
+    def _record_ceiling(self, name: str, entry: dict[str, Any], value: float, what: str) -> None:
+        samples = self.results.setdefault("ceiling_samples", {}).setdefault(name, [])
+        samples.append((value, entry))
+        middle = sorted(samples, key=lambda s: s[0])[len(samples) // 2][1]
+        self.results["ceilings"][name] = {
+            **middle,
+            "what": what,
+            "samples": [round(v, 1) for v, _ in samples],
+        }
+
+    def paired(
+        self,
+        name: str,
+        kind: str,
+        ceiling_name: str,
+        ceiling: Callable[[], float],
+        scenario: Callable[[], wrk.Load],
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``rounds`` times: the ceiling, then the scenario right after it. The ratio is the median of the
+        rounds' ratios, so a machine that slows down or speeds up between rounds moves both alike."""
+        rounds = []
+        for _ in range(self.rounds):
+            bound = ceiling()
+            load = scenario()
+            rounds.append((load.rps / bound if bound else 0.0, load, bound))
+        rounds.sort(key=lambda r: r[0])
+        ratio, load, bound = rounds[len(rounds) // 2]
+        entry = {
+            **load.as_dict(),
+            "store": kind,
+            "ceiling": ceiling_name,
+            "ceiling_value": round(bound, 1),
+            "ratio": round(ratio, 3),
+            "round_ratios": [round(r[0], 3) for r in rounds],
+            **(extra or {}),
+        }
         self.results["scenarios"][f"{name}/{kind}"] = entry
         print(
             f"  {name}/{kind}: {load.rps:.0f} req/s p50 {load.p50_ms:.1f} ms p99 {load.p99_ms:.1f} ms "
-            f"errors {load.errors}; {entry['ratio']} of {ceiling}",
+            f"errors {load.errors}; {ratio:.3f} of {ceiling_name} (rounds {entry['round_ratios']})",
             flush=True,
         )
-
-    def ceiling_value(self, name: str) -> float | None:
-        found = self.results["ceilings"].get(name)
-        if found is None:
-            return None
-        return float(found.get("rps") or found.get("tps") or 0)
-
-    def need_framework_ceiling(self) -> None:
-        if "framework" not in self.results["ceilings"]:
-            framework(self)
-
-    def need_store_ceiling(self, kind: str) -> None:
-        wanted = "pg-one-statement" if kind == "postgresql" else "sqlite-transaction"
-        if wanted not in self.results["ceilings"]:
-            store(self, only=kind)
+        return entry
 
 
 def machine() -> dict[str, Any]:
@@ -182,68 +233,59 @@ def machine() -> dict[str, Any]:
 
 
 def framework(run: Run) -> None:
-    """The framework ceiling, and the same route behind the whole middleware stack with a real key."""
-    run.stop()
-    ping = run.paths_file("ping", ["/ping"])
-    with servers.trivial(run.work / "trivial.log") as bare:
-        load = run.load(bare.url, "get", env={"BENCH_PATHS": ping}, connections=CEILING_CONNECTIONS)
-    run.results["ceilings"]["framework"] = {
-        **load.as_dict(),
-        "what": "gunicorn -w 2, uvloop worker, bare route",
-    }
-    print(f"  framework ceiling: {load.rps:.0f} req/s", flush=True)
+    """The bare route against the same route behind the whole middleware stack with a real key."""
     for kind in run.stores:
         db, key, _ = run.database(kind)
-        server = servers.service_with_ping(db, run.work / f"data-{kind}", run.work / f"ping-{kind}.log")
-        with server:
-            authed = run.load(
-                server.url,
-                "get",
-                env={"BENCH_PATHS": run.paths_file("bping", ["/bench/ping"]), "BENCH_API_KEY": key},
-                connections=CEILING_CONNECTIONS,
+        data = run.work / f"data-{kind}"
+        ping = run.server(
+            f"ping-{kind}", lambda db=db, data=data, kind=kind: servers.service_with_ping(
+                db, data, run.work / f"ping-{kind}.log"
             )
-            public = run.load(
-                server.url,
-                "get",
-                env={"BENCH_PATHS": run.paths_file("health", ["/health"])},
-                connections=CEILING_CONNECTIONS,
-            )
-        run.scenario(
-            "auth-ping",
-            kind,
-            authed,
-            "framework",
-            {"middleware_cost": round(1 - authed.rps / run.ceiling_value("framework"), 3)},
-        )  # type: ignore[operator]
-        run.scenario("health", kind, public, "framework")
+        )  # fmt: skip
+
+        def hit(path: str, key: str | None, url: str = ping.url) -> wrk.Load:
+            env = {"BENCH_PATHS": run.paths_file(path.strip("/").replace("/", "-"), [path])}
+            if key:
+                env["BENCH_API_KEY"] = key
+            return run.load(url, "get", env=env, connections=CEILING_CONNECTIONS)
+
+        entry = run.paired(
+            "auth-ping", kind, "framework", run.framework_ceiling, lambda key=key: hit("/bench/ping", key)
+        )
+        entry["middleware_cost"] = round(1 - entry["ratio"], 3)
+        run.paired("health", kind, "framework", run.framework_ceiling, lambda: hit("/health", None))
+        run._servers.pop(f"ping-{kind}").stop()
 
 
-def store(run: Run, only: str | None = None) -> None:
-    """The store ceilings: a state change's transaction straight from Python, two processes."""
-    run.stop()
-    for kind in [only] if only else run.stores:
-        variants = store_ceiling.PG_VARIANTS if kind == "postgresql" else store_ceiling.SQLITE_VARIANTS
-        with databases.temporary(kind, run.work) as db:
-            dataset.load(db, HISTORY_BUILDS)
-            for variant in variants:
-                result = store_ceiling.measure(db, variant, run.seconds)
-                run.results["ceilings"][variant] = result.as_dict()
-                print(
-                    f"  store ceiling {variant}: {result.tps:.0f} tx/s p99 {result.p99_ms:.1f} ms", flush=True
-                )
+def store(run: Run) -> None:
+    """Every store ceiling once (the scenarios measure the ones they are compared with again, paired)."""
+    for kind in run.stores:
+        for variant in store_ceiling.PG_VARIANTS if kind == "postgresql" else store_ceiling.SQLITE_VARIANTS:
+            run.store_ceiling(variant)
+
+
+def _framework_bound(run: Run, name: str, path_list: Callable[[str, str], list[str]]) -> None:
+    for kind in run.stores:
+        server, key, _, _ = run.service(kind)
+        env = {
+            "BENCH_PATHS": run.paths_file(f"{name}-{kind}", path_list(server.url, key)),
+            "BENCH_API_KEY": key,
+        }
+        run.paired(
+            name, kind, "framework", run.framework_ceiling,
+            lambda server=server, env=env: run.load(server.url, "get", env=env),
+        )  # fmt: skip
 
 
 def get(run: Run) -> None:
-    run.need_framework_ceiling()
-    for kind in run.stores:
-        server, key, _, ids = run.service(kind)
-        paths = run.paths_file(f"builds-{kind}", [f"/builds/{i}" for i in ids[::7]])
-        run.scenario(
-            "get-build",
-            kind,
-            run.load(server.url, "get", env={"BENCH_PATHS": paths, "BENCH_API_KEY": key}),
-            "framework",
-        )
+    ids = {kind: run.database(kind)[2] for kind in run.stores}
+    _framework_bound(
+        run, "get-build", lambda url, key: [f"/builds/{i}" for i in ids[_kind_of(run, key)][::7]]
+    )
+
+
+def _kind_of(run: Run, key: str) -> str:
+    return next(kind for kind, (_, k, _) in run._services.items() if k == key)
 
 
 def _check_paths(url: str, key: str) -> list[str]:
@@ -264,64 +306,51 @@ def _check_paths(url: str, key: str) -> list[str]:
 
 
 def check(run: Run) -> None:
-    run.need_framework_ceiling()
-    for kind in run.stores:
-        server, key, _, _ = run.service(kind)
-        paths = run.paths_file(f"check-{kind}", _check_paths(server.url, key))
-        run.scenario(
-            "check-poll",
-            kind,
-            run.load(server.url, "get", env={"BENCH_PATHS": paths, "BENCH_API_KEY": key}),
-            "framework",
-        )
+    _framework_bound(run, "check-poll", _check_paths)
 
 
 def summary(run: Run) -> None:
-    run.need_framework_ceiling()
-    for kind in run.stores:
-        server, key, _, _ = run.service(kind)
-        paths = run.paths_file("summary", ["/dashboard/summary"])
-        run.scenario(
-            "summary",
-            kind,
-            run.load(server.url, "get", env={"BENCH_PATHS": paths, "BENCH_API_KEY": key}),
-            "framework",
-        )
+    _framework_bound(run, "summary", lambda _url, _key: ["/dashboard/summary"])
 
 
 def _state_builds(run: Run, kind: str, db: databases.Database, tag: str) -> str:
     fresh = dataset.load(
-        db, 16 * CONNECTIONS, prefix=f"state-{tag}-{time.monotonic_ns()}", fresh=True, keep_ids=True
+        db, 64 * CONNECTIONS, prefix=f"state-{tag}-{time.monotonic_ns()}", fresh=True, keep_ids=True
     )
     return run.paths_file(f"state-{kind}", fresh.build_ids)
 
 
+STORE_BOUND = {"postgresql": "pg-one-statement", "sqlite": "sqlite-transaction"}
+
+
 def state(run: Run) -> None:
     for kind in run.stores:
-        run.need_store_ceiling(kind)
         server, key, db, _ = run.service(kind)
-        builds = _state_builds(run, kind, db, "max")
-        load = run.load(server.url, "state", env={"BENCH_BUILDS": builds, "BENCH_API_KEY": key})
-        ceiling = "pg-one-statement" if kind == "postgresql" else "sqlite-transaction"
-        extra = {}
-        for other in ("pg-transaction", "pg-store", "sqlite-store"):
-            value = run.ceiling_value(other)
-            if value and other.startswith(kind[:2]):
-                extra[f"ratio_to_{other}"] = round(load.rps / value, 3)
-        run.scenario("post-state", kind, load, ceiling, extra)
+        variant = STORE_BOUND[kind]
+
+        def changes(
+            server: servers.Server = server, key: str = key, db: databases.Database = db, kind: str = kind
+        ) -> wrk.Load:
+            env = {"BENCH_BUILDS": _state_builds(run, kind, db, "max"), "BENCH_API_KEY": key}
+            return run.load(server.url, "state", env=env)
+
+        run.paired("post-state", kind, variant, lambda variant=variant: run.store_ceiling(variant), changes)
 
 
 def pipeline(run: Run) -> None:
     for kind in run.stores:
-        run.need_store_ceiling(kind)
         server, key, _, _ = run.service(kind)
-        env = {
-            "BENCH_API_KEY": key,
-            "BENCH_PIPELINES": str(16 * CONNECTIONS),
-            "BENCH_RUN": f"pl{time.time_ns()}",
-        }
-        ceiling = "pg-one-statement" if kind == "postgresql" else "sqlite-transaction"
-        run.scenario("pipeline", kind, run.load(server.url, "pipeline", env=env), ceiling)
+        variant = STORE_BOUND[kind]
+
+        def flow(server: servers.Server = server, key: str = key) -> wrk.Load:
+            env = {
+                "BENCH_API_KEY": key,
+                "BENCH_PIPELINES": str(64 * CONNECTIONS),
+                "BENCH_RUN": f"pl{time.time_ns()}",
+            }
+            return run.load(server.url, "pipeline", env=env)
+
+        run.paired("pipeline", kind, variant, lambda variant=variant: run.store_ceiling(variant), flow)
 
 
 def curve(run: Run) -> None:
@@ -370,7 +399,7 @@ def resource(run: Run) -> None:
 
 
 def scale_(run: Run) -> None:
-    run.stop()
+    run.stop_servers()
     for kind in run.stores:
         result = scale.run(kind, run.sizes, run.work)
         run.results.setdefault("scale", {})[kind] = result
@@ -403,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"one or more of {', '.join(SCENARIOS)}, or all",
     )
     parser.add_argument("--store", action="append", choices=STORES, help="default: both")
-    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement (default 8)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="ceiling/scenario pairs per ratio (default 3)")
     parser.add_argument(
         "--sizes", default="10000,100000", help="scale: builds per size (default 10000,100000)"
     )
@@ -413,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     args.store = args.store or list(STORES)
     args.sizes = [int(s) for s in args.sizes.split(",")]
     if args.smoke:
-        args.seconds, args.sizes = 2.0, [10_000]
+        args.seconds, args.sizes, args.rounds = min(args.seconds, 2.0), [10_000], 1
     with contextlib.ExitStack() as stack:
         if "postgresql" in args.store:
             private = stack.enter_context(pg.private_server())

@@ -1,0 +1,68 @@
+"""The bench entry point end to end, briefly: every scenario it reports, with no errors, on SQLite.
+
+Not a timed test: no number is compared with a target here (the machine is shared and noisy). It proves
+that ``python -m bench`` starts what it needs, drives real traffic with a real key, and writes results that
+hold a ratio for each scenario. The full run is ``python -m bench all`` (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    if shutil.which("wrk") is None and os.geteuid() != 0:
+        pytest.skip("wrk is not installed and cannot be (apt-get install -y wrk)")
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "framework", "state", "check", "summary", "resource", "scale",
+         "--smoke", "--seconds", "1", "--store", "sqlite", "--out", str(out)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((out / "results.json").read_text())
+    data["_markdown"] = (out / "results.md").read_text()
+    return data
+
+
+def test_every_scenario_is_reported_with_its_ratio_to_a_ceiling(results: dict) -> None:
+    scenarios = results["scenarios"]
+    assert set(scenarios) == {
+        "auth-ping/sqlite", "health/sqlite", "post-state/sqlite", "check-poll/sqlite", "summary/sqlite",
+    }  # fmt: skip
+    for name, entry in scenarios.items():
+        assert entry["requests"] > 0, name
+        assert entry["errors"] == 0, (name, entry["error_detail"])
+        assert entry["ratio"] is not None and entry["ratio"] > 0, name
+        assert entry["p50_ms"] <= entry["p99_ms"], name
+    assert scenarios["post-state/sqlite"]["ceiling"] == "sqlite-transaction"
+    assert {"framework", "sqlite-transaction"} <= set(results["ceilings"])
+
+
+def test_scale_and_resource_numbers_are_there(results: dict) -> None:
+    queries = results["scale"]["sqlite"]["10000"]["queries"]
+    assert set(queries) == {"feed", "feed_page", "list", "summary"}
+    assert all(q["median_ms"] > 0 for q in queries.values())
+    assert results["scale"]["sqlite"]["10000"]["events"] > 70_000
+    resource = results["resource"]
+    assert {"bare", "check", "in", "out"} <= set(resource)
+    assert resource["check"]["median_ms"] > resource["bare"]["median_ms"]
+
+
+def test_the_markdown_table_states_where_we_stand_on_each_target(results: dict) -> None:
+    text = results["_markdown"]
+    assert "## Targets" in text
+    assert "middleware cost" in text and "POST state on sqlite" in text and "check within 150 ms" in text
