@@ -1,14 +1,20 @@
 """``Authenticator``: turns a request's credential into a ``Principal``, and a password into a token.
 
-Nothing here is cached: every request reads its key or user row, so a revoked key, an expired key or a
-disabled user is refused at once by every worker of every instance. The reads are by unique index and
-cost less than the request itself. ``last_used_at`` is written at most once a minute per key.
+By default nothing is cached: every request reads its key or user row, so a revoked key, an expired key or
+a disabled user is refused at once by every worker of every instance. ``BUILDSTATE_KEY_CACHE_SECONDS`` > 0
+lets each worker keep an API key's row that long after reading it: reading it on every request is the
+largest part of what the middleware stack costs a small request (docs/performance.md), at the price of a
+revoked or expired key working on for up to that long on other workers. Unknown keys are never cached (a
+key created a moment ago works at once), and users (tokens) are always read. ``last_used_at`` is written at
+most once a minute per key.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +28,7 @@ from buildstate.auth.tokens import InvalidToken, TokenIssuer
 from buildstate.config import Settings
 from buildstate.errors import BadRequest, ServiceUnavailable, TooManyRequests, Unauthorized
 from buildstate.store import Store
-from buildstate.store.access import key_target, user_target
+from buildstate.store.access import ApiKeyRecord, key_target, user_target
 from buildstate.store.base import AuditEntry, WriteContext
 
 log = logging.getLogger("buildstate.auth")
@@ -30,6 +36,7 @@ log = logging.getLogger("buildstate.auth")
 REALM = "buildstate"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 ANONYMOUS = "anonymous"
+_KEY_CACHE_LIMIT = 10_000
 
 
 def challenge(error: str | None = None) -> dict[str, str]:
@@ -60,6 +67,9 @@ class Authenticator:
         self.store = store
         self.limiter = limiter
         self.tokens = tokens
+        self.key_cache_seconds = settings.key_cache_seconds
+        # public id -> (when read, monotonic; the row as read)
+        self._keys: dict[str, tuple[float, ApiKeyRecord]] = {}
         self.requests = Bucket("default", settings.rate_limit_per_second, settings.rate_limit_burst)
         window = settings.signin_window_seconds
         self.signin_user = Bucket(
@@ -97,7 +107,7 @@ class Authenticator:
         public_id = keys.public_id(presented)
         if public_id is None:
             raise unauthorized("the X-API-Key value is not a buildstate key (bs_...)", slug="invalid-key")
-        record = await self.store.access.key_by_prefix(public_id)
+        record = await self._key_record(public_id)
         if record is None or not keys.matches(presented, record.key_hash):
             raise unauthorized("the API key is not valid", slug="invalid-key")
         # Only the holder of the full key gets to learn why it no longer works.
@@ -111,8 +121,28 @@ class Authenticator:
         if record.last_used_at is None or record.last_used_at < now - LAST_USED_RESOLUTION:
             with contextlib.suppress(ServiceUnavailable):  # bookkeeping must not fail the request
                 await self.store.access.touch_key(record.id, now, now - LAST_USED_RESOLUTION)
+            if public_id in self._keys:  # so the cached row does not ask for another touch
+                read_at, _ = self._keys[public_id]
+                self._keys[public_id] = (read_at, dataclasses.replace(record, last_used_at=now))
         platforms = frozenset(record.platforms) if record.platforms is not None else None
         return Principal(actor=key_target(public_id), scopes=expand(record.scopes), platforms=platforms)
+
+    async def _key_record(self, public_id: str) -> ApiKeyRecord | None:
+        if self.key_cache_seconds <= 0:
+            return await self.store.access.key_by_prefix(public_id)
+        now = time.monotonic()
+        cached = self._keys.get(public_id)
+        if cached is not None and now - cached[0] < self.key_cache_seconds:
+            return cached[1]
+        record = await self.store.access.key_by_prefix(public_id)
+        if record is None:
+            self._keys.pop(public_id, None)
+            return None
+        if len(self._keys) >= _KEY_CACHE_LIMIT:
+            self._keys = {k: v for k, v in self._keys.items() if now - v[0] < self.key_cache_seconds}
+        if len(self._keys) < _KEY_CACHE_LIMIT:
+            self._keys[public_id] = (now, record)
+        return record
 
     async def from_bearer(self, token: str) -> Principal:
         try:
