@@ -66,7 +66,7 @@ class Run:
                 "connections": CONNECTIONS,
                 "ceiling_connections": CEILING_CONNECTIONS,
                 "workers": 2,
-                "key_cache_seconds": os.environ.get("BUILDSTATE_KEY_CACHE_SECONDS", "default"),
+                "key_cache_seconds": float(servers.KEY_CACHE_SECONDS["value"]),
             },
             "ceilings": {},
             "scenarios": {},
@@ -439,8 +439,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=servers.ROOT / "artifacts/bench")
     parser.add_argument("--smoke", action="store_true", help="2 s per measurement and 10k builds only")
+    parser.add_argument(
+        "--key-cache-seconds",
+        type=float,
+        default=1.0,
+        help="BUILDSTATE_KEY_CACHE_SECONDS of the services it starts (default 1, a cached key lookup)",
+    )
     args = parser.parse_args(argv)
     args.store = args.store or list(STORES)
+    servers.KEY_CACHE_SECONDS["value"] = str(args.key_cache_seconds)
     args.sizes = [int(s) for s in args.sizes.split(",")]
     if args.smoke:
         args.seconds, args.sizes, args.rounds = min(args.seconds, 2.0), [10_000], 1

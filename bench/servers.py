@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / ".venv/bin/buildstate"
 # Far above any rate the bench reaches: the limiter still runs on every request, it just never refuses.
 BENCH_RATE_LIMIT = "1000000"
+# The key cache of the servers this run starts (``--key-cache-seconds``); the service's own default is 0.
+KEY_CACHE_SECONDS = {"value": "1.0"}
 
 
 def free_port() -> int:
@@ -50,6 +52,7 @@ def service_env(db: Database, data_dir: Path, workers: int) -> dict[str, str]:
         BUILDSTATE_RATE_LIMIT_PER_SECOND=BENCH_RATE_LIMIT,
         BUILDSTATE_RATE_LIMIT_BURST=BENCH_RATE_LIMIT,
         BUILDSTATE_JWT_SECRET=secrets.token_urlsafe(48),
+        BUILDSTATE_KEY_CACHE_SECONDS=KEY_CACHE_SECONDS["value"],
         PYTHONPATH=str(ROOT),
     )
     return env
