@@ -34,9 +34,6 @@ if TYPE_CHECKING:
     from buildstate.store.access import AccessStore
     from buildstate.store.sql import Dialect
 
-EVENT_TYPES = ("created", "state", "failure", "reset")
-STATUSES = ("running", "failed", "succeeded")
-
 
 @dataclass(frozen=True, slots=True)
 class Idempotency:

@@ -7,7 +7,7 @@ UUIDs come back from its driver. Values are always bound parameters; only fixed 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -296,10 +296,6 @@ def median(values: Sequence[float]) -> float:
     if len(ordered) % 2:
         return float(ordered[middle])
     return (ordered[middle - 1] + ordered[middle]) / 2
-
-
-def decode_all(decode: Callable[[Dialect, Row], Any], dialect: Dialect, rows: Sequence[Row]) -> list[Any]:
-    return [decode(dialect, row) for row in rows]
 
 
 def build_summary(  # noqa: PLR0917 - one row set per part of the summary

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from buildstate.models import EventType, ShortText, Slug
+from buildstate.models import EventType, Slug
 
 StateWord = Annotated[str, StringConstraints(pattern=r"^(100|[1-9]?[05]|failed|succeeded|reset)$")]
 
@@ -105,6 +105,3 @@ class WebhookTestResult(BaseModel):
     status_code: int | None
     duration_ms: int
     error: str | None
-
-
-ShortName = ShortText
