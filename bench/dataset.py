@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 
 from bench.db import Database
+from buildstate.store.postgres import FEED_LOCK
 from buildstate.store.sql import format_time
 
 PLATFORMS = ("aws", "azure", "gcp", "vsphere", "openstack")
@@ -181,8 +182,14 @@ async def _load_pg(db: Database, prefix: str, count: int, fresh: bool, keep_ids:
     total = Loaded()
     try:
         lookups = await _pg_lookups(conn)
-        # Take the sequence values up front, as the feed lock would: nobody else writes meanwhile.
-        first = await conn.fetchval("SELECT nextval('events_seq')")
+        # Reserve the whole range of seq values at once, under the feed lock that every append takes
+        # before drawing one, so a write still finishing in the service cannot take a value in the range.
+        # (Readers of the feed should not page through it while a load runs: its rows appear late.)
+        expected = count if fresh else sum(len(pattern(i)) for i in range(count))
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
+            first = await conn.fetchval("SELECT nextval('events_seq')")
+            await conn.execute("SELECT setval('events_seq', $1)", first + expected - 1)
         now = datetime.now(UTC)
         for builds, events, failures, tally in rows(lookups, prefix, 0, count, first, now, fresh=fresh):
             async with conn.transaction():
@@ -192,7 +199,6 @@ async def _load_pg(db: Database, prefix: str, count: int, fresh: bool, keep_ids:
                     await conn.copy_records_to_table("failures", records=failures, columns=FAILURE_COLUMNS)
             _add(total, tally, keep_ids)
         async with conn.transaction():
-            await conn.execute("SELECT setval('events_seq', $1)", first + total.events - 1)
             await conn.executemany(
                 "UPDATE status_counts SET n = n + $2 WHERE status = $1", list(total.statuses.items())
             )
