@@ -25,20 +25,28 @@ INTERPRETER = str(Path(os.path.realpath(ROOT / ".venv/bin/python")))
 SCRIPTS = {"check": "check", "in": "get", "out": "put"}
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 def _run(argv: list[str], stdin: bytes, env: dict[str, str]) -> tuple[float, int, int, bytes]:
-    """(seconds, peak RSS in KiB, exit status, stdout) of one child process."""
-    began = time.perf_counter()
-    process = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
-    )
-    assert process.stdin is not None and process.stdout is not None
-    process.stdin.write(stdin)
-    process.stdin.close()
-    out = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - began
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return seconds, usage.ru_maxrss, process.returncode, out
+    """(seconds, peak RSS in KiB, exit status, stdout) of one child process.
+
+    The peak RSS comes from GNU time (Debian's ``time``), which forks the script from its own small
+    process: a child forked from this one would report this process's size as its peak, since the
+    high-water mark survives exec. Both the scripts and the bare interpreter pay time's fork alike.
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as report:
+        measured = Path(GNU_TIME).exists()
+        command = [GNU_TIME, "-f", "%M", "-o", report.name, *argv] if measured else argv
+        began = time.perf_counter()
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+        )
+        out, _ = process.communicate(stdin, timeout=60)
+        seconds = time.perf_counter() - began
+        text = report.read().strip().splitlines()
+    peak = int(text[-1]) if measured and text and text[-1].isdigit() else 0
+    return seconds, peak, process.returncode, out
 
 
 def measure(url: str, key: str, *, runs: int, build_id: str) -> dict[str, Any]:
