@@ -30,6 +30,8 @@ log = logging.getLogger("buildstate.web")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROBLEM_JSON = "application/problem+json"
+# nginx's "client closed request": what a request is counted and logged as when its client hung up first.
+CLIENT_CLOSED_REQUEST = 499
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 
@@ -69,6 +71,11 @@ def _refuse_nul(request: web.Request) -> None:
         raise Unprocessable("query parameters may not contain the NUL character", slug="nul-character")
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @web.middleware
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Honour a sane ``X-Request-ID`` (no header injection, bounded), else mint one; echo it back."""
@@ -86,7 +93,12 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
 
 @web.middleware
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as RFC 9457 problem+json, router 404/405 and body-size 413 included."""
+    """Every error leaves as RFC 9457 problem+json, router 404/405 and body-size 413 included.
+
+    A client that hangs up before it is answered (mid-body: reading the body raises ``ConnectionResetError``)
+    is not an error of the service: its request ends as a bodiless 499 that no one receives, which
+    ``observe`` counts and logs as one access-log line. A connection error while the client is still
+    connected (the database's, an outbound call's) stays an unhandled 500."""
     try:
         _refuse_nul(request)
         return await handler(request)
@@ -98,7 +110,9 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         return problem_response(_from_http_exception(exc), request)
     except UnicodeDecodeError:
         return problem_response(BadRequest("the request is not valid UTF-8"), request)
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
         log.exception("unhandled error in %s %s", request.method, request.path)
         return problem_response(
             Problem("an unexpected error occurred; it has been logged with the request id"), request
