@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -96,8 +98,10 @@ def main() -> None:
         pids = _workers(server.process.pid)
         args.out.mkdir(parents=True, exist_ok=True)
         outputs = [args.out / f"{args.scenario}-{args.store}-{pid}.txt" for pid in pids]
+        # py-spy comes with the bench extra, next to this interpreter (the venv need not be activated).
+        spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         spies = [
-            subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
+            subprocess.Popen([spy_bin, "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
                               "--rate", "200", "--format", "raw", "--nonblocking", "--output", str(out)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for pid, out in zip(pids, outputs, strict=True)
