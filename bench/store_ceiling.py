@@ -7,11 +7,11 @@ scenario, so rows never collide.
 
 Variants
 --------
-``pg-transaction``   BEGIN; SELECT ... FOR UPDATE of the build; the event-append CTE (feed lock, event,
-                     build, counters, failures, combos, webhook outbox, NOTIFY); the audit INSERT; COMMIT:
-                     the write path as first built, five round trips (a frozen copy: it stays the same yard
-                     stick while the service changes).
-``pg-one-statement`` the same writes, audit row included, as one statement in autocommit: the best any
+``pg-transaction``   BEGIN; SELECT ... FOR UPDATE of the build; the store's append statement (feed lock,
+                     event, build, counters, failures, combos, webhook outbox, NOTIFY) without its audit
+                     row; the audit row in an INSERT of its own; COMMIT: the shape of the write path as
+                     first built, five round trips.
+``pg-one-statement`` the store's append statement with its audit row, alone in autocommit: the best any
                      design doing these writes can do with this driver. The target is 50% of this.
 ``pg-store``         ``PostgresStore.record_state``/``reset_build`` called directly: the service's store code
                      (pydantic, rules, response body) without HTTP, auth or middleware.
@@ -19,6 +19,10 @@ Variants
                      statements as ``SQLiteStore``, COMMIT, from one process: SQLite lets one writer in at
                      a time, so a second process only adds the hand-over of the write lock.
 ``sqlite-store``     ``SQLiteStore`` called directly.
+
+Both PostgreSQL ceilings run the store's own statement (``APPEND_EVENT``) with the parameters
+``PostgresStore._append`` passes for the change ``pg-store`` makes (``_append_args``), so they cannot drift
+from the store: a change to the statement changes the ceilings with it.
 """
 
 from __future__ import annotations
@@ -39,13 +43,17 @@ import uvloop
 
 from bench import dataset
 from bench.db import Database
+from buildstate.store.plan import Draft, state_tokens
+from buildstate.store.postgres import APPEND_EVENT, FEED_LOCK
 
 PROCESSES = 2
 TASKS_PER_PROCESS = 16
 POOL_MAX = 4
 BUILDS_PER_TASK = 4
 
-_FEED_LOCK = 0x6275696C64
+ACTOR = "key:bs_bench000"
+REQUEST_ID = "rid"
+SOURCE = "127.0.0.1"
 
 _LOCK = """
 SELECT b.id, b.build_id, b.state_code, b.status, b.attempt, b.updated_at, b.platform_id, b.os_version_id,
@@ -55,63 +63,9 @@ JOIN image_types t ON t.id = b.image_type_id
 WHERE b.build_id = $1 FOR UPDATE OF b
 """
 
-_APPEND = """
-WITH feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint)),
-ev AS (
-    INSERT INTO events (seq, build_uuid, type, attempt, state_code, from_state_code, status, message,
-                        failure, reason, actor, provenance, duration_ms,
-                        platform_id, os_version_id, image_type_id, recorded_at)
-    SELECT nextval('events_seq'), $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12::jsonb,
-           (EXTRACT(EPOCH FROM clock_timestamp() - $13::timestamptz) * 1000)::bigint,
-           $14, $15, $16, clock_timestamp()
-    FROM feed_lock
-    RETURNING seq, recorded_at, duration_ms
-),
-build_update AS (
-    UPDATE builds SET state_code = $5, status = $7, attempt = $4, message = $8,
-                      failure = $17::jsonb, updated_at = ev.recorded_at, last_event_seq = ev.seq
-    FROM ev WHERE builds.id = $2
-),
-counts AS (
-    UPDATE status_counts
-    SET n = n + (CASE WHEN status = $7 THEN 1 ELSE 0 END) - (CASE WHEN status = $18 THEN 1 ELSE 0 END)
-    FROM ev WHERE status_counts.status IN ($7, $18) AND $7 IS DISTINCT FROM $18
-),
-failure_row AS (
-    INSERT INTO failures (seq, build_uuid, error_message, error_code, component, details, recorded_at)
-    SELECT ev.seq, $2, $9::jsonb->>'error_message', $9::jsonb->>'error_code',
-           $9::jsonb->>'component', $9::jsonb->'details', ev.recorded_at
-    FROM ev WHERE $3 = 'failure'
-),
-combo AS (
-    INSERT INTO combos (platform_id, os_version_id, image_type_id)
-    SELECT $14, $15, $16 FROM ev WHERE $3 = 'created'
-    ON CONFLICT DO NOTHING
-),
-outbox AS (
-    INSERT INTO webhook_deliveries (webhook_id, event_seq, message_id, status, next_attempt_at, created_at)
-    SELECT w.id, ev.seq, 'msg_' || ev.seq || '_' || w.id, 'pending', ev.recorded_at, ev.recorded_at
-    FROM ev JOIN webhooks w ON w.enabled
-        AND (w.platform IS NULL OR w.platform = $19)
-        AND (w.os_version IS NULL OR w.os_version = $20)
-        AND (w.image_type IS NULL OR w.image_type = $21)
-        AND (w.event_types IS NULL OR w.event_types LIKE '%,' || $3 || ',%')
-        AND (w.states IS NULL OR w.states LIKE '%,' || $22 || ',%' OR w.states LIKE '%,' || $23 || ',%')
-),
-wake AS (SELECT pg_notify('buildstate_events', seq::text) FROM ev)
-SELECT ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake
-"""
-
 _AUDIT = (
     "INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source, detail) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"
-)
-
-# The one-statement variant: the append with the audit row folded in, no BEGIN/SELECT/COMMIT.
-_ONE_STATEMENT = _APPEND.replace(
-    "wake AS (",
-    "audit AS (INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source) "
-    "SELECT $11, 'build.state', $24, 'allowed', 200, $25, '127.0.0.1' FROM ev),\nwake AS (",
 )
 
 
@@ -137,30 +91,58 @@ def _next(build: Build) -> tuple[str, int, int, str]:
     return "state", code, build.attempt, "succeeded" if code == 100 else "running"
 
 
-def _append_args(build: Build, kind: str, code: int, attempt: int, status: str) -> list[Any]:
-    token, extra = ("reset", None) if kind == "reset" else (str(code), "succeeded" if code == 100 else None)
+def _draft(build: Build, kind: str, code: int, attempt: int, status: str) -> Draft:
+    """What the store's plan makes of the request ``pg-store`` sends for this change: a ``StateChange``
+    with the message "bench N", or a ``ResetRequest`` with the reason "cycle"."""
+    message, reason = ("cycle", "cycle") if kind == "reset" else (f"bench {code}", None)
+    return Draft(
+        type=kind,
+        attempt=attempt,
+        state_code=code,
+        from_state_code=build.code,
+        status=status,
+        message=message,
+        failure=None,
+        reason=reason,
+        provenance=None,
+    )
+
+
+def _audit_action(draft: Draft) -> str:
+    return "build.reset" if draft.type == "reset" else "build.state"
+
+
+def _append_args(build: Build, draft: Draft, *, audited: bool) -> list[Any]:
+    """``APPEND_EVENT``'s parameters, in the order and with the values ``PostgresStore._append`` passes
+    for ``draft`` (with ``audited``, the audit row the store's write path hands it; else none)."""
+    action, target, request_id, source = (
+        (_audit_action(draft), build.build_id, REQUEST_ID, SOURCE) if audited else (None, None, None, None)
+    )
     return [
-        _FEED_LOCK,
+        FEED_LOCK,
         build.id,
-        kind,
-        attempt,
-        code,
-        build.code,
-        status,
-        f"bench {code}",
-        None,
-        "cycle" if kind == "reset" else None,
-        "key:bs_bench000",
-        None,
-        build.updated_at,
-        *build.ids,
-        None,
-        build.status,
+        draft.type,
+        draft.attempt,
+        draft.state_code,
+        draft.from_state_code,
+        draft.status,
+        draft.message,
+        draft.failure,
+        draft.reason,
+        ACTOR,
+        draft.provenance,
+        build.updated_at,  # previous_at
+        *build.ids,  # the row's platform_id, os_version_id, image_type_id
+        build.status,  # old_status
         build.platform,
         build.os_version,
         build.image_type,
-        token,
-        extra,
+        *state_tokens(draft),
+        action,
+        target,
+        200,  # 201 only for a created event
+        request_id,
+        source,
     ]
 
 
@@ -193,25 +175,25 @@ async def _pg_worker(
 
     async def transaction(build: Build) -> None:
         kind, code, attempt, status = _next(build)
+        draft = _draft(build, kind, code, attempt, status)
         async with pool.acquire() as conn:
             if variant == "pg-transaction":
                 async with conn.transaction():
                     await conn.fetchrow(_LOCK, build.build_id)
-                    row = await conn.fetchrow(_APPEND, *_append_args(build, kind, code, attempt, status))
+                    row = await conn.fetchrow(APPEND_EVENT, *_append_args(build, draft, audited=False))
                     await conn.execute(
                         _AUDIT,
-                        "key:bs_bench000",
-                        "build.state",
+                        ACTOR,
+                        _audit_action(draft),
                         build.build_id,
                         "allowed",
                         200,
-                        "rid",
-                        "127.0.0.1",
+                        REQUEST_ID,
+                        SOURCE,
                         None,
                     )
             else:
-                args = [*_append_args(build, kind, code, attempt, status), build.build_id, "rid"]
-                row = await conn.fetchrow(_ONE_STATEMENT, *args)
+                row = await conn.fetchrow(APPEND_EVENT, *_append_args(build, draft, audited=True))
         _apply(build, kind, code, attempt, status, row["recorded_at"])
 
     async def through_store(build: Build) -> None:
@@ -220,7 +202,7 @@ async def _pg_worker(
 
         assert store is not None
         kind, code, attempt, status = _next(build)
-        ctx = WriteContext(actor="key:bs_bench000", request_id="rid", source="127.0.0.1")
+        ctx = WriteContext(actor=ACTOR, request_id=REQUEST_ID, source=SOURCE)
         if kind == "reset":
             await store.reset_build(build.build_id, ResetRequest(reason="cycle"), ctx)
         else:
@@ -289,7 +271,7 @@ def _sqlite_worker(
                 f"bench {code}",
                 None,
                 "cycle" if kind == "reset" else None,
-                "key:bs_bench000",
+                ACTOR,
                 None,
                 1,
                 *build.ids,
@@ -319,13 +301,13 @@ def _sqlite_worker(
             "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 stamp,
-                "key:bs_bench000",
+                ACTOR,
                 "build.state",
                 build.build_id,
                 "allowed",
                 200,
-                "rid",
-                "127.0.0.1",
+                REQUEST_ID,
+                SOURCE,
                 None,
             ),
         )
@@ -346,7 +328,7 @@ async def _sqlite_store_worker(
 
     store = SQLiteStore(Path(path))
     await store.open()
-    ctx = WriteContext(actor="key:bs_bench000", request_id="rid", source="127.0.0.1")
+    ctx = WriteContext(actor=ACTOR, request_id=REQUEST_ID, source=SOURCE)
     latencies: list[float] = []
     stop_at = start_at + seconds
 

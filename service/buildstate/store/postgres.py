@@ -64,7 +64,7 @@ from buildstate.store.postgres_access import PostgresAccess
 
 FEED_LOCK = 0x6275696C64  # "build" in ASCII: the one advisory lock that orders event appends
 
-_APPEND_EVENT = """
+APPEND_EVENT = """
 WITH feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint)),
 ev AS (
     INSERT INTO events (seq, build_uuid, type, attempt, state_code, from_state_code, status, message,
@@ -377,7 +377,7 @@ class PostgresStore:
         """Append ``draft``'s event (and ``audit``'s row, with the status a new event answers with)."""
         created = draft.type == "created"
         appended = await conn.fetchrow(
-            _APPEND_EVENT,
+            APPEND_EVENT,
             FEED_LOCK,
             build.id,
             draft.type,
