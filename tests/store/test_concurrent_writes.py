@@ -16,9 +16,10 @@ from tests.store.test_rules import CTX, create, state
 
 from buildstate.errors import Conflict, NotFound, Problem
 from buildstate.models import StateChange
-from buildstate.store import Store
+from buildstate.store import Store, plan, sql
 from buildstate.store.access import AuditFilter
 from buildstate.store.base import Idempotency, WriteContext, WriteResult
+from buildstate.store.postgres import _READ_BUILD, PostgresStore
 from buildstate.store.sqlite import SQLiteStore
 
 
@@ -98,3 +99,32 @@ async def test_many_concurrent_transitions_each_get_their_own_event(
     assert len(set(seqs)) == 20
     for build in builds:
         assert [e.state_code for e in (await store.history(build)).events] == [0, 10]
+
+
+async def test_postgresql_compare_and_set_append_refuses_a_build_that_moved_on(store: Store) -> None:
+    """The append of a write without an Idempotency-Key is conditional on the build not having moved
+    since its rules were checked; when it has, nothing at all is written (the write then goes the
+    locking way and is judged again)."""
+    if not isinstance(store, PostgresStore):
+        pytest.skip("PostgreSQL's compare-and-set append; SQLite writes run one group at a time")
+    build_id = (await create(store, "raced"))["id"]
+    await state(store, build_id, 10)
+    async with store.pool.acquire() as conn:
+        row = await conn.fetchrow(_READ_BUILD.format(ref="b.build_id = $1"), "raced")
+    stale = sql.decode_build(store.dialect, row)
+    await state(store, build_id, 25)  # another write gets there first
+    draft = plan.state(stale, StateChange(state_code=50))
+    assert draft is not None
+    before = await store.max_seq()
+    async with store.pool.acquire() as conn:
+        lost = await store._append_event(
+            conn, row, stale, draft, "tester", old_status=stale.status, previous_at=stale.updated_at,
+            if_current=True,
+        )  # fmt: skip
+    assert lost is None
+    assert await store.max_seq() == before  # no event, no seq drawn
+    assert (await store.get_build(build_id)).state_code == 25
+    # Through the store the same change still lands, judged against the build as it is now.
+    done = await store.record_state(build_id, StateChange(state_code=50), CTX)
+    assert json.loads(done.body)["event"]["from_state_code"] == 25
+    assert [e.state_code for e in (await store.history(build_id)).events] == [0, 10, 25, 50]

@@ -12,7 +12,11 @@ before it), which costs far less than hiding rows behind the oldest running tran
 every read. Since every append waits for that lock, its hold time bounds the write rate: the append
 statement therefore writes the audit row too, and the response body is built after COMMIT, so nothing
 but the statement and the commit happens while it is held (an ``Idempotency-Key`` adds the one UPDATE
-that records the answer). ``tests/store/test_feed_order.py`` holds one writer's transaction open while
+that records the answer). A change without an ``Idempotency-Key`` keeps no transaction open at all: it
+reads the build, checks the rules, and appends in one statement that first locks the build row on
+condition that its last event is still the one read (compare-and-set, ``APPEND_EVENT_IF_CURRENT``),
+so the lock is held for that statement and its commit only; if another write won the race, it takes the
+locking transaction instead. ``tests/store/test_feed_order.py`` holds one writer's transaction open while
 another commits and shows the reader never skips.
 
 Lock order, which keeps writers free of deadlocks: idempotency key row, build row, feed lock, then the
@@ -64,8 +68,9 @@ from buildstate.store.postgres_access import PostgresAccess
 
 FEED_LOCK = 0x6275696C64  # "build" in ASCII: the one advisory lock that orders event appends
 
-APPEND_EVENT = """
-WITH feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint)),
+# The event append after the feed lock is taken (the CTE ``feed_lock``): the two statements below differ
+# only in how they get there.
+_APPEND_AFTER_LOCK = """
 ev AS (
     INSERT INTO events (seq, build_uuid, type, attempt, state_code, from_state_code, status, message,
                         failure, reason, actor, provenance, duration_ms,
@@ -115,10 +120,22 @@ wake AS (SELECT pg_notify('buildstate_events', seq::text) FROM ev)
 SELECT ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake
 """
 
-_LOCK_BUILD = f"""
+APPEND_EVENT = "WITH feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint))," + _APPEND_AFTER_LOCK
+# The same append, on one condition: the build's last event is still the one its rules were checked
+# against ($28). The build row is locked first (the lock order above); if another write got there first,
+# the statement does nothing and returns no row.
+APPEND_EVENT_IF_CURRENT = (
+    "WITH guard AS (SELECT 1 FROM builds WHERE id = $2 AND last_event_seq = $28::bigint FOR UPDATE),"
+    " feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint) FROM guard),"
+) + _APPEND_AFTER_LOCK
+
+_READ_BUILD = f"""
 SELECT {sql.BUILD_COLUMNS}, b.platform_id, b.os_version_id, b.image_type_id
-{sql.BUILD_FROM} WHERE {{ref}} FOR UPDATE OF b
+{sql.BUILD_FROM} WHERE {{ref}}
 """
+_LOCK_BUILD = _READ_BUILD + " FOR UPDATE OF b"
+# Compare-and-set attempts of a write without an Idempotency-Key before it takes the locking path.
+UNLOCKED_ATTEMPTS = 2
 
 _INSERT_BUILD = """
 INSERT INTO builds (id, build_id, platform_id, os_version_id, image_type_id, state_code, status,
@@ -374,10 +391,34 @@ class PostgresStore:
         previous_at: datetime | None,
         audit: AuditEntry | None = None,
     ) -> Appended:
-        """Append ``draft``'s event (and ``audit``'s row, with the status a new event answers with)."""
+        """Append ``draft``'s event, the build row being locked by this transaction."""
+        appended = await self._append_event(
+            conn, row, build, draft, actor, old_status=old_status, previous_at=previous_at, audit=audit
+        )
+        if appended is None:  # pragma: no cover - only the if_current statement can return no row
+            raise RuntimeError("event append returned no row")
+        return appended
+
+    async def _append_event(
+        self,
+        conn: asyncpg.Connection,
+        row: asyncpg.Record,
+        build: Build,
+        draft: plan.Draft,
+        actor: str,
+        *,
+        old_status: str | None,
+        previous_at: datetime | None,
+        audit: AuditEntry | None = None,
+        if_current: bool = False,
+    ) -> Appended | None:
+        """Append ``draft``'s event (and ``audit``'s row, with the status a new event answers with).
+
+        ``if_current``: only if the build's last event is still ``build.last_event_seq``; None if not."""
         created = draft.type == "created"
+        extra = (build.last_event_seq,) if if_current else ()
         appended = await conn.fetchrow(
-            APPEND_EVENT,
+            APPEND_EVENT_IF_CURRENT if if_current else APPEND_EVENT,
             FEED_LOCK,
             build.id,
             draft.type,
@@ -404,7 +445,10 @@ class PostgresStore:
             201 if created else 200,
             audit.request_id if audit else None,
             audit.source if audit else None,
+            *extra,
         )
+        if appended is None:
+            return None
         return Appended(
             build, draft, actor, appended["seq"], appended["recorded_at"], appended["duration_ms"]
         )
@@ -441,6 +485,12 @@ class PostgresStore:
         action_name: str,
         decide: Callable[[Build], plan.Draft | None],
     ) -> WriteResult:
+        if ctx.idem is None:
+            for _ in range(UNLOCKED_ATTEMPTS):
+                done = await self._transition_unlocked(ref, ctx, action_name, decide)
+                if done is not None:
+                    return done
+
         async def action(conn: asyncpg.Connection, audit: AuditEntry) -> WriteResult | Appended:
             row = await self._lock_build(conn, ref)
             build = sql.decode_build(_DIALECT, row)
@@ -460,6 +510,50 @@ class PostgresStore:
             )
 
         return await self._write(ctx, action_name, ref, action)
+
+    async def _transition_unlocked(
+        self,
+        ref: str,
+        ctx: WriteContext,
+        action_name: str,
+        decide: Callable[[Build], plan.Draft | None],
+    ) -> WriteResult | None:
+        """A change without an ``Idempotency-Key`` in two round trips instead of four: read the build,
+        check the rules, then append in one statement (its own transaction) on condition that the build's
+        last event is still the one read (compare-and-set). The feed lock is then held for the statement
+        and its commit only, as in the one-statement ceiling, never across a round trip to this process.
+        None when another write got there first, or when the change is no change (the current state
+        again): the caller then takes the locking path, which answers those."""
+        audit = AuditEntry.of(ctx, action_name, ref, 200, "allowed")
+
+        async def work(conn: asyncpg.Connection) -> Appended | None:
+            p = sql.Params(_DIALECT)
+            row = await conn.fetchrow(_READ_BUILD.format(ref=sql.ref_condition(p, ref)), *p.values)
+            if row is None:
+                raise NotFound(f"no build {ref!r}", slug="build-not-found")
+            build = sql.decode_build(_DIALECT, row)
+            draft = decide(build)
+            if draft is None:
+                return None
+            return await self._append_event(
+                conn,
+                row,
+                build,
+                draft,
+                ctx.actor,
+                old_status=build.status,
+                previous_at=build.updated_at,
+                audit=audit,
+                if_current=True,
+            )
+
+        try:
+            done: Appended | None = await self._with_conn(work)
+        except Problem as refused:
+            if refused.status < 500:
+                await self.record_audit(AuditEntry.of(ctx, action_name, ref, refused.status, "refused"))
+            raise
+        return done.result() if done is not None else None
 
     async def record_state(self, ref: str, request: StateChange, ctx: WriteContext) -> WriteResult:
         return await self._transition(ref, ctx, "build.state", lambda b: plan.state(b, request))
