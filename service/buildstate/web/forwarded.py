@@ -37,8 +37,10 @@ def forwarded_client(trusted: Iterable[str]) -> Middleware:
 
     @web.middleware
     async def real_client(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not networks:  # the default: nobody's X-Forwarded-For counts, and nothing to parse
+            return await handler(request)
         peer = _address(request.remote or "")
-        if networks and peer is not None and is_trusted(peer):
+        if peer is not None and is_trusted(peer):
             hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
             for hop in reversed([h for h in hops if h.strip()]):
                 address = _address(hop)
