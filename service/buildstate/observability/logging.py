@@ -37,7 +37,7 @@ _SECRET_MARKERS = ("://", "bearer", "api-key")
 def scrub(text: str) -> str:
     """``text`` with credentials blanked (URL passwords, bearer tokens, API-key header values)."""
     lowered = text.lower()
-    if not any(marker in lowered for marker in _SECRET_MARKERS):
+    if "://" not in lowered and "bearer" not in lowered and "api-key" not in lowered:  # _SECRET_MARKERS
         return text
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
@@ -51,22 +51,68 @@ def _message(record: logging.LogRecord) -> str:
     return scrub(message)
 
 
+# Nothing here prints a record's thread or process name: skip looking them up for every record (the access
+# log writes one record per request). The pid stays (``logProcesses``): JSON lines carry it.
+logging.logThreads = False
+logging.logMultiprocessing = False
+# One encoder for every line: json.dumps with keyword arguments builds a new one per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
+class _Timestamps:
+    """``2026-11-27T09:48:01.123+00:00`` for a record's ``created``, the part up to the second formatted
+    once per second (the same as ``datetime.isoformat(timespec="milliseconds")``, a few times cheaper)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        micros = round((created - second) * 1_000_000)  # rounded to the microsecond, as datetime does
+        if micros >= 1_000_000:
+            second, micros = second + 1, micros - 1_000_000
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{micros // 1000:03d}+00:00"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, keys in a stable order."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timestamp = _Timestamps()
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "timestamp": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": _message(record),
             "pid": record.process,
         }
+        fields = record.__dict__
         for name in REQUEST_FIELDS:
-            value = record.__dict__.get(name)
+            value = fields.get(name)
             if value is not None:
                 entry[name] = value
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return _ENCODE(entry)
+
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """``logging.StreamHandler`` writing each record as one line, flushed at once, without taking its lock a
+    second time to flush (the access log writes one record per request)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + "\n")
+            self.stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 class TextFormatter(logging.Formatter):
@@ -96,7 +142,7 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
     ``logconfig_dict``), so gunicorn's own lines have the same shape as the service's."""
     chosen = choose_format(fmt)
     formatter = f"{__name__}.{'JsonFormatter' if chosen == 'json' else 'TextFormatter'}"
-    handler = {"class": "logging.StreamHandler", "formatter": "buildstate", "stream": "ext://sys.stderr"}
+    handler = {"class": f"{__name__}.LineHandler", "formatter": "buildstate", "stream": "ext://sys.stderr"}
     return {
         "version": 1,
         "disable_existing_loggers": False,
