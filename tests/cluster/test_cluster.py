@@ -21,6 +21,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from serving_harness import Response, request
 
+from buildstate.observability.metrics import FLUSH_SECONDS
+
 pytestmark = pytest.mark.slow
 Cluster = localcluster.Cluster
 Headers = dict[str, str]
@@ -99,8 +101,14 @@ def test_least_conn_spreads_requests_over_all_three_instances(cluster: Cluster, 
     before = [requests_counted(i.url, "GET", "/builds/{ref}") for i in cluster.instances]
     for _ in range(90):
         assert call(cluster, "GET", "/builds/spread", api_key).status == 200
-    after = [requests_counted(i.url, "GET", "/builds/{ref}") for i in cluster.instances]
-    per_instance = [round(a - b) for a, b in zip(after, before, strict=True)]
+    # Each worker adds its request counts to its instance's metrics every FLUSH_SECONDS.
+    deadline = time.monotonic() + FLUSH_SECONDS + 5
+    while True:
+        after = [requests_counted(i.url, "GET", "/builds/{ref}") for i in cluster.instances]
+        per_instance = [round(a - b) for a, b in zip(after, before, strict=True)]
+        if sum(per_instance) >= 90 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     print(f"GET /builds/{{ref}} per instance: {per_instance}")
     assert sum(per_instance) == 90
     assert min(per_instance) >= 15, per_instance  # idle instances take turns

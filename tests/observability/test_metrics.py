@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from buildstate.observability.metrics import BoundedLabel, Metrics
+from buildstate.observability.metrics import LATENCY_BUCKETS, BoundedLabel, Metrics
 from buildstate.observability.web import record_auth_failure
 from buildstate.web.typedefs import SETTINGS
 
@@ -115,9 +116,15 @@ def test_client_supplied_label_values_are_capped_and_slug_shaped() -> None:
     ]  # fmt: skip
 
 
+def answered(metrics: Metrics, method: str, route: str, status: int, seconds: float) -> None:
+    metrics.request_started()
+    metrics.request_finished(method, route, status, seconds)
+
+
 def test_two_apps_in_one_process_keep_separate_registries() -> None:
     first, second = Metrics(), Metrics()
-    first.record_request("GET", "/health", 200, 0.001)
+    answered(first, "GET", "/health", 200, 0.001)
+    first.flush()
     assert b'route="/health"' in first.exposition()
     assert b'route="/health"' not in second.exposition()
     assert b'method="OTHER"' not in first.exposition()
@@ -126,8 +133,48 @@ def test_two_apps_in_one_process_keep_separate_registries() -> None:
 @pytest.mark.parametrize("method", ["BREW", "PROPFIND"])
 def test_unknown_methods_share_one_label(method: str) -> None:
     metrics = Metrics()
-    metrics.record_request(method, "unmatched", 405, 0.001)
+    answered(metrics, method, "unmatched", 405, 0.001)
+    metrics.flush()
     assert b'method="OTHER"' in metrics.exposition()
+
+
+def test_requests_flushed_in_a_batch_read_as_if_observed_one_by_one() -> None:
+    """The batch (count, sum, one bucket per duration) gives the counter and histogram that one
+    ``inc``/``observe`` per request would have given, bucket bounds included."""
+    durations = [0.0001, 0.005, 0.0050001, 0.01, 0.3, 2.5, 31.0, 0.02, 0.02]
+    metrics, reference = Metrics(), CollectorRegistry()
+    expected = Histogram("ref_seconds", "", buckets=LATENCY_BUCKETS, registry=reference)
+    for seconds in durations:
+        answered(metrics, "GET", "/builds", 200, seconds)
+        expected.observe(seconds)
+    assert (
+        metrics.registry.get_sample_value(
+            "buildstate_http_requests_total", {"method": "GET", "route": "/builds", "status": "200"}
+        )
+        is None
+    )
+    metrics.flush()
+    labels = {"method": "GET", "route": "/builds"}
+    get = metrics.registry.get_sample_value
+    assert get("buildstate_http_requests_total", {**labels, "status": "200"}) == len(durations)
+    assert get("buildstate_http_request_duration_seconds_sum", labels) == pytest.approx(sum(durations))
+    for bound in [*LATENCY_BUCKETS, float("inf")]:
+        le = "+Inf" if bound == float("inf") else repr(bound)
+        assert get("buildstate_http_request_duration_seconds_bucket", {**labels, "le": le}) == (
+            reference.get_sample_value("ref_seconds_bucket", {"le": le})
+        ), le
+    metrics.flush()  # nothing new: nothing added twice
+    assert get("buildstate_http_requests_total", {**labels, "status": "200"}) == len(durations)
+
+
+def test_requests_in_progress_is_the_live_count() -> None:
+    metrics = Metrics()
+    metrics.request_started()
+    metrics.request_started()
+    assert metrics.registry.get_sample_value("buildstate_http_requests_in_progress") == 2
+    metrics.request_finished("GET", "/health", 200, 0.001)
+    metrics.request_finished("GET", "/health", 200, 0.001)
+    assert metrics.registry.get_sample_value("buildstate_http_requests_in_progress") == 0
 
 
 async def test_refused_requests_reach_the_auth_failure_counter(anon_client: Client) -> None:

@@ -10,6 +10,17 @@ worker's file stays, so totals never go backwards), and the gauges declare how t
 over live workers; ``child_exit`` drops a dead worker's live gauges). Without that variable (tests, a plain
 ``create_app``) each ``Metrics`` keeps its values in memory in its own registry.
 
+What a request costs
+--------------------
+In that mode every update of a value is a write to a memory-mapped file under a lock, and a request made
+five (in progress up and down, the request counter, the histogram's sum and bucket): a measurable share
+of a small request's time. So the per-request values are kept in this process and reach the files in
+batches: ``flush`` adds up what accumulated, and runs every ``FLUSH_SECONDS`` (``metrics_flusher``),
+before this process answers a scrape, and when it stops. A scrape therefore sees the other workers'
+requests of the last second or less a moment late, never wrongly; a worker killed outright loses at most
+that second of request counts (its build-event counts are written at once). The in-progress gauge is
+written when it is flushed and whenever it drops back to zero, so an idle worker always reports 0.
+
 Bounded labels
 --------------
 Label values are route templates (``/builds/{ref}``, never the raw path), fixed sets (method, status, event
@@ -22,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+from bisect import bisect_left
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +48,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 # follower to a Concourse check that polls every minute, to a consumer that fell hours behind.
 FEED_LAG_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 21600.0)
 COUNTED_SEQS_KEPT = 4096
+FLUSH_SECONDS = 1.0
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LABEL_SHAPE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -130,18 +143,58 @@ class Metrics:
         # labels() validates and hashes its values on every call: keep the children it returns. Bounded:
         # methods, route templates and status codes are all fixed sets.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        # Requests since the last flush: (method, route, status) -> [count, seconds, per-bucket counts].
+        self._pending: dict[tuple[str, str, int], list[Any]] = {}
+        self._in_flight = 0
+        self._published_in_flight = 0
+        if multiprocess_dir() is None:  # one process: the gauge can read the count itself when collected
+            self.in_progress.set_function(lambda: self._in_flight)
 
     # ------------------------------------------------------------------ recording
 
-    def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
+    def request_started(self) -> None:
+        self._in_flight += 1
+
+    def request_finished(self, method: str, route: str, status: int, seconds: float) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0 and self._published_in_flight:
+            self._publish_in_flight()
+        key = (method, route, status)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = [0, 0.0, [0] * (len(LATENCY_BUCKETS) + 1)]
+        pending[0] += 1
+        pending[1] += seconds
+        pending[2][bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket with seconds <= bound
+
+    def flush(self) -> None:
+        """Add the requests recorded since the last flush to the collectors (in the shared files under
+        gunicorn). Call it on the event loop, like ``request_finished``."""
+        pending, self._pending = self._pending, {}
+        for (method, route, status), (count, seconds, buckets) in pending.items():
+            counter, histogram = self._children(method, route, status)
+            counter.inc(count)
+            # Histogram.observe, for many observations at once: its sum, and the one bucket each falls in
+            # (prometheus_client keeps buckets non-cumulative and adds them up when collected).
+            histogram._sum.inc(seconds)
+            for index, n in enumerate(buckets):
+                if n:
+                    histogram._buckets[index].inc(n)
+        self._publish_in_flight()
+
+    def _publish_in_flight(self) -> None:
+        if self._published_in_flight != self._in_flight:
+            self.in_progress.set(self._in_flight)
+            self._published_in_flight = self._in_flight
+
+    def _children(self, method: str, route: str, status: int) -> tuple[Any, Any]:
         children = self._request_children.get((method, route, status))
         if children is None:
             label = method if method in HTTP_METHODS else "OTHER"
             children = (self.requests.labels(label, route, str(status)), self.latency.labels(label, route))
             if len(self._request_children) < 4096:
                 self._request_children[(method, route, status)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        return children
 
     def record_event(self, build: dict[str, Any]) -> None:
         """Count the event in a write's response body (a ``BuildWithEvent``), once per ``seq``."""

@@ -2,8 +2,9 @@
 
 ``observe`` sits just inside ``request_id`` and outside ``problems``, so it sees every request with its id
 and the final status of every answer, problem responses included. Per request it updates the request
-counter and latency histogram, counts the build event a successful write recorded, measures how far
-behind a reader of the event feed is, and writes one access-log record.
+counter and latency histogram (kept in the process and flushed in batches, see ``metrics.py``), counts the
+build event a successful write recorded, measures how far behind a reader of the event feed is, and
+writes one access-log record.
 
 Which writes recorded an event: a write that changes nothing (the current state again, the same failure
 again) answers 200 with the build's existing event, and the store does not say which it was. So an event
@@ -27,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from buildstate.observability.metrics import CONTENT_TYPE_LATEST, Metrics
+from buildstate.observability.metrics import CONTENT_TYPE_LATEST, FLUSH_SECONDS, Metrics
 from buildstate.web.middleware import Handler
 from buildstate.web.typedefs import ACTOR, METRICS, REQUEST_ID, SETTINGS, STORE
 
@@ -56,7 +57,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     arrived = datetime.now(UTC)
     status = 500
     response: web.StreamResponse | None = None
-    metrics.in_progress.inc()
+    metrics.request_started()
     try:
         response = await handler(request)
         status = response.status
@@ -67,10 +68,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = 499  # the client went away first (nginx's code for it)
         raise
     finally:
-        metrics.in_progress.dec()
         seconds = time.perf_counter() - started
         route = route_template(request)
-        metrics.record_request(request.method, route, status, seconds)
+        metrics.request_finished(request.method, route, status, seconds)
         if isinstance(response, web.Response) and 200 <= status < 300:
             _record_outcome(request, response, metrics, arrived)
         if request.app[SETTINGS].access_log:
@@ -114,8 +114,9 @@ def _log_request(request: web.Request, route: str, status: int, seconds: float) 
     if not log.isEnabledFor(level):
         return
     duration_ms = round(seconds * 1000, 2)
-    # makeRecord + handle is what log.log does, minus the stack walk that finds the caller's file and line
-    # (a fixed place, and no formatter prints it): a measurable share of a small request's time.
+    # The record is made as log.log would make it, minus the stack walk that finds the caller's file and
+    # line (a fixed place, and no formatter prints it) and the checks of ``extra`` against the record's own
+    # attributes (these names are not among them): a measurable share of a small request's time.
     record = log.makeRecord(
         log.name,
         level,
@@ -124,16 +125,16 @@ def _log_request(request: web.Request, route: str, status: int, seconds: float) 
         "%s %s %d %.1fms",
         (request.method, request.path, status, duration_ms),
         None,
-        extra={
-            "request_id": request.get(REQUEST_ID),
-            "method": request.method,
-            "route": route,
-            "path": request.path,
-            "status": status,
-            "duration_ms": duration_ms,
-            "actor": request.get(ACTOR),
-            "remote": request.remote,
-        },
+    )
+    record.__dict__.update(
+        request_id=request.get(REQUEST_ID),
+        method=request.method,
+        route=route,
+        path=request.path,
+        status=status,
+        duration_ms=duration_ms,
+        actor=request.get(ACTOR),
+        remote=request.remote,
     )
     log.handle(record)
 
@@ -179,8 +180,28 @@ async def pool_sampler(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def metrics_flusher(app: web.Application) -> AsyncIterator[None]:
+    """``cleanup_ctx``: this process's request metrics reach the shared files every ``FLUSH_SECONDS``, and
+    once more when it stops (``Metrics.flush``)."""
+    metrics = app[METRICS]
+
+    async def flush_forever() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            metrics.flush()
+
+    task = asyncio.create_task(flush_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    metrics.flush()
+
+
 async def scrape(request: web.Request) -> web.Response:
-    """``GET /metrics``: merging the workers' files is blocking file I/O, so it runs off the event loop."""
+    """``GET /metrics``: merging the workers' files is blocking file I/O, so it runs off the event loop
+    (after this process's own pending values are flushed, on the loop where they are recorded)."""
     sample_pool(request.app)
+    request.app[METRICS].flush()
     body = await asyncio.get_running_loop().run_in_executor(None, request.app[METRICS].exposition)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

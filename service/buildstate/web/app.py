@@ -16,7 +16,7 @@ from buildstate.auth.service import build_authenticator
 from buildstate.config import Settings
 from buildstate.errors import ServiceUnavailable
 from buildstate.observability.metrics import Metrics
-from buildstate.observability.web import observe, pool_sampler
+from buildstate.observability.web import metrics_flusher, observe, pool_sampler
 from buildstate.store import Store, create_store
 from buildstate.web import access_routes, middleware, ui
 from buildstate.web.cors import cors_middleware
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(pool_sampler)
+    app.cleanup_ctx.append(metrics_flusher)
     app[STREAMS_CLOSING] = asyncio.Event()
     app.cleanup_ctx.append(live_updates_ctx)
     app.on_shutdown.append(close_streams)
