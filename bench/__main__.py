@@ -255,6 +255,34 @@ def framework(run: Run) -> None:
         entry["middleware_cost"] = round(1 - entry["ratio"], 3)
         run.paired("health", kind, "framework", run.framework_ceiling, lambda: hit("/health", None))
         run._servers.pop(f"ping-{kind}").stop()
+    layers(run)
+
+
+# What the authenticated trivial GET costs with parts of the stack left out (same route, same key).
+LAYER_VARIANTS = {
+    "auth-ping-without-access-log": {"BUILDSTATE_ACCESS_LOG": "false"},
+    "auth-ping-without-observe": {"BENCH_WITHOUT_MIDDLEWARES": "observe"},
+    "auth-ping-auth-only": {
+        "BENCH_WITHOUT_MIDDLEWARES": "real_client,request_id,observe,cors,problems",
+    },
+}
+
+
+def layers(run: Run) -> None:
+    """The middleware cost broken down by layer, on one store (the key is cached: the store barely shows)."""
+    kind = "sqlite" if "sqlite" in run.stores else run.stores[0]
+    db, key, _ = run.database(kind)
+    data = run.work / f"data-{kind}"
+    load_env = {"BENCH_PATHS": run.paths_file("bench-ping", ["/bench/ping"]), "BENCH_API_KEY": key}
+    for name, env in LAYER_VARIANTS.items():
+        server = servers.service_with_ping(db, data, run.work / f"{name}.log")
+        server.env.update(env)
+        with server:
+            run.paired(
+                name, kind, "framework", run.framework_ceiling,
+                lambda url=server.url: run.load(url, "get", env=load_env, connections=CEILING_CONNECTIONS),
+                extra={"left_out": env},
+            )  # fmt: skip
 
 
 def store(run: Run) -> None:

@@ -7,12 +7,14 @@
 service, and no middleware. ``service`` is ``buildstate serve`` (same gunicorn_conf, same create_app) with
 one more route in ``ROUTES`` that needs the ``read`` scope and returns the same body as ``trivial``: the
 difference between the two is the cost of the middleware stack (request id, metrics and access log, CORS,
-problems, auth with its key lookup and rate limit).
+problems, auth with its key lookup and rate limit). ``BENCH_WITHOUT_MIDDLEWARES`` (comma-separated
+function names) leaves some out, for the cost of each layer.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from aiohttp import web
@@ -39,7 +41,13 @@ async def service_app() -> web.Application:
         ROUTES.append(
             Route("GET", "/bench/ping", ping, "bench: trivial authenticated route", "read", "bench")
         )
-    return create_app()
+    app = create_app()
+    # The layer breakdown (``python -m bench framework``): the same app without some middlewares.
+    without = set(filter(None, os.environ.get("BENCH_WITHOUT_MIDDLEWARES", "").split(",")))
+    for middleware in list(app.middlewares):
+        if middleware.__name__ in without:
+            app.middlewares.remove(middleware)
+    return app
 
 
 class _App(BaseApplication):  # type: ignore[misc]

@@ -42,6 +42,8 @@ def test_every_scenario_is_reported_with_its_ratio_to_a_ceiling(results: dict) -
     scenarios = results["scenarios"]
     assert set(scenarios) == {
         "auth-ping/sqlite", "health/sqlite", "post-state/sqlite", "check-poll/sqlite", "summary/sqlite",
+        "auth-ping-without-access-log/sqlite", "auth-ping-without-observe/sqlite",
+        "auth-ping-auth-only/sqlite",
     }  # fmt: skip
     for name, entry in scenarios.items():
         assert entry["requests"] > 0, name
