@@ -3,6 +3,8 @@ worker keeps a key's row that long, so a revoked key works on there until the ro
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -66,3 +68,22 @@ async def test_a_wrong_secret_is_refused_even_when_the_row_is_cached(
     assert (await worker.get("/builds")).status == 200
     forged = key[:12] + ("A" if key[12] != "A" else "B") + key[13:]
     assert (await worker.get("/builds", headers={"X-API-Key": forged})).status == 401
+
+
+async def test_a_cached_key_stops_working_when_it_expires(
+    make_client: Any, settings: Settings, store: Store
+) -> None:
+    new = keys.generate()
+    expires = datetime.now(UTC) + timedelta(seconds=1)
+    await store.access.create_key(
+        NewApiKey(prefix=new.public_id, key_hash=new.digest, name="brief", scopes=("read",), platforms=None,
+                  expires_at=expires),
+        CTX,
+    )  # fmt: skip
+    worker = await cached_client(make_client, settings, 60, new.key)
+    assert (await worker.get("/builds")).status == 200
+    assert (await worker.get("/builds")).status == 200  # from the cache
+    await asyncio.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.1)
+    refused = await worker.get("/builds")
+    assert refused.status == 401  # the cache never outlives the key's own expiry
+    assert (await refused.json())["type"].endswith("/key-expired")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 log = logging.getLogger("buildstate.auth")
 
@@ -28,14 +28,20 @@ class Bucket:
     name: str
     rate: float  # tokens per second
     burst: int
+    # The ``RateLimit-Policy`` field: the same for every request that takes from this bucket.
+    policy: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "policy", f'"{self.name}";q={self.burst};w={self.window}')
 
     @property
     def window(self) -> int:
         return max(1, math.ceil(self.burst / self.rate))
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """One take from a bucket (a named tuple: one is made per request, and tuples are made fast)."""
+
     allowed: bool
     tokens: float  # left after this call
     bucket: Bucket
@@ -56,10 +62,10 @@ class Decision:
         return max(0, math.ceil((self.bucket.burst - self.tokens) / self.bucket.rate))
 
     def headers(self) -> dict[str, str]:
-        name = self.bucket.name
+        bucket = self.bucket
         fields = {
-            "RateLimit-Policy": f'"{name}";q={self.bucket.burst};w={self.bucket.window}',
-            "RateLimit": f'"{name}";r={self.remaining};t={self.reset_after}',
+            "RateLimit-Policy": bucket.policy,
+            "RateLimit": f'"{bucket.name}";r={self.remaining};t={self.reset_after}',
         }
         if not self.allowed:
             fields["Retry-After"] = str(self.retry_after)

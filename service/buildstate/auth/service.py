@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hmac
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from buildstate.auth import keys, passwords
 from buildstate.auth.principal import Principal
@@ -37,6 +39,7 @@ REALM = "buildstate"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 ANONYMOUS = "anonymous"
 _KEY_CACHE_LIMIT = 10_000
+T = TypeVar("T")
 
 
 def challenge(error: str | None = None) -> dict[str, str]:
@@ -70,6 +73,8 @@ class Authenticator:
         self.key_cache_seconds = settings.key_cache_seconds
         # public id -> (when read, monotonic; the row as read)
         self._keys: dict[str, tuple[float, ApiKeyRecord]] = {}
+        # SHA-256 of a presented key that passed every check -> (usable until, monotonic; its principal)
+        self._principals: dict[str, tuple[float, Principal]] = {}
         self.requests = Bucket("default", settings.rate_limit_per_second, settings.rate_limit_burst)
         window = settings.signin_window_seconds
         self.signin_user = Bucket(
@@ -104,11 +109,16 @@ class Authenticator:
         )
 
     async def from_api_key(self, presented: str) -> Principal:
+        digest = keys.digest(presented)
+        if self.key_cache_seconds > 0:
+            cached = self._principals.get(digest)
+            if cached is not None and time.monotonic() < cached[0]:
+                return cached[1]  # this very key passed every check below, within the cache's time
         public_id = keys.public_id(presented)
         if public_id is None:
             raise unauthorized("the X-API-Key value is not a buildstate key (bs_...)", slug="invalid-key")
-        record = await self._key_record(public_id)
-        if record is None or not keys.matches(presented, record.key_hash):
+        read_at, record = await self._key_record(public_id)
+        if record is None or not hmac.compare_digest(digest, record.key_hash):
             raise unauthorized("the API key is not valid", slug="invalid-key")
         # Only the holder of the full key gets to learn why it no longer works.
         now = datetime.now(UTC)
@@ -122,27 +132,43 @@ class Authenticator:
             with contextlib.suppress(ServiceUnavailable):  # bookkeeping must not fail the request
                 await self.store.access.touch_key(record.id, now, now - LAST_USED_RESOLUTION)
             if public_id in self._keys:  # so the cached row does not ask for another touch
-                read_at, _ = self._keys[public_id]
                 self._keys[public_id] = (read_at, dataclasses.replace(record, last_used_at=now))
         platforms = frozenset(record.platforms) if record.platforms is not None else None
-        return Principal(actor=key_target(public_id), scopes=expand(record.scopes), platforms=platforms)
+        principal = Principal(actor=key_target(public_id), scopes=expand(record.scopes), platforms=platforms)
+        if self.key_cache_seconds > 0:
+            # As long as the row it was checked against may be used, and never past the key's expiry.
+            until = read_at + self.key_cache_seconds
+            if record.expires_at is not None:
+                until = min(until, time.monotonic() + (record.expires_at - now).total_seconds())
+            self._remember(self._principals, digest, (until, principal), stale_before=time.monotonic())
+        return principal
 
-    async def _key_record(self, public_id: str) -> ApiKeyRecord | None:
-        if self.key_cache_seconds <= 0:
-            return await self.store.access.key_by_prefix(public_id)
+    async def _key_record(self, public_id: str) -> tuple[float, ApiKeyRecord | None]:
+        """The key's row, and when it was read (monotonic): from the cache if it is on and fresh."""
         now = time.monotonic()
+        if self.key_cache_seconds <= 0:
+            return now, await self.store.access.key_by_prefix(public_id)
         cached = self._keys.get(public_id)
         if cached is not None and now - cached[0] < self.key_cache_seconds:
-            return cached[1]
+            return cached
         record = await self.store.access.key_by_prefix(public_id)
         if record is None:
             self._keys.pop(public_id, None)
-            return None
-        if len(self._keys) >= _KEY_CACHE_LIMIT:
-            self._keys = {k: v for k, v in self._keys.items() if now - v[0] < self.key_cache_seconds}
-        if len(self._keys) < _KEY_CACHE_LIMIT:
-            self._keys[public_id] = (now, record)
-        return record
+            return now, None
+        self._remember(self._keys, public_id, (now, record), stale_before=now - self.key_cache_seconds)
+        return now, record
+
+    @staticmethod
+    def _remember(
+        cache: dict[str, tuple[float, T]], key: str, entry: tuple[float, T], *, stale_before: float
+    ) -> None:
+        """Add to a cache of at most ``_KEY_CACHE_LIMIT`` entries; when it is full, first drop the entries
+        whose time (the first item) is before ``stale_before``."""
+        if len(cache) >= _KEY_CACHE_LIMIT:
+            for stale in [k for k, (at, _) in cache.items() if at < stale_before]:
+                del cache[stale]
+        if len(cache) < _KEY_CACHE_LIMIT:
+            cache[key] = entry
 
     async def from_bearer(self, token: str) -> Principal:
         try:
