@@ -7,9 +7,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from buildstate.auth import keys
+from buildstate.auth.service import build_authenticator
 from buildstate.config import Settings
 from buildstate.store import Store
 from buildstate.store.access import NewApiKey
@@ -87,3 +89,33 @@ async def test_a_cached_key_stops_working_when_it_expires(
     refused = await worker.get("/builds")
     assert refused.status == 401  # the cache never outlives the key's own expiry
     assert (await refused.json())["type"].endswith("/key-expired")
+
+
+async def test_requests_that_find_the_row_stale_together_share_one_read(
+    settings: Settings, store: Store, make_key: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = await make_key("read")
+    authenticator = build_authenticator(settings.model_copy(update={"key_cache_seconds": 60}), store)
+    reads = 0
+    read = store.access.key_by_prefix
+
+    async def counted(prefix: str) -> Any:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0.05)  # a database busy enough for the others to arrive meanwhile
+        return await read(prefix)
+
+    monkeypatch.setattr(store.access, "key_by_prefix", counted)
+    principals = await asyncio.gather(*(authenticator.identify({"X-API-Key": key}) for _ in range(20)))
+    assert {p.actor for p in principals} == {f"key:{key[:11]}"}
+    assert reads == 1
+    # A request that gives up waiting does not cancel the read the others are waiting for.
+    authenticator._keys.clear()
+    authenticator._principals.clear()
+    first = asyncio.ensure_future(authenticator.identify({"X-API-Key": key}))
+    second = asyncio.ensure_future(authenticator.identify({"X-API-Key": key}))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert (await second).actor == f"key:{key[:11]}"
+    assert reads == 2
+    await authenticator.limiter.close()

@@ -11,6 +11,7 @@ most once a minute per key.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hmac
@@ -73,6 +74,8 @@ class Authenticator:
         self.key_cache_seconds = settings.key_cache_seconds
         # public id -> (when read, monotonic; the row as read)
         self._keys: dict[str, tuple[float, ApiKeyRecord]] = {}
+        # public id -> the read of its row in flight, shared by the requests that wait for it
+        self._reading: dict[str, asyncio.Future[tuple[float, ApiKeyRecord | None]]] = {}
         # SHA-256 of a presented key that passed every check -> (usable until, monotonic; its principal)
         self._principals: dict[str, tuple[float, Principal]] = {}
         self.requests = Bucket("default", settings.rate_limit_per_second, settings.rate_limit_burst)
@@ -144,19 +147,34 @@ class Authenticator:
         return principal
 
     async def _key_record(self, public_id: str) -> tuple[float, ApiKeyRecord | None]:
-        """The key's row, and when it was read (monotonic): from the cache if it is on and fresh."""
+        """The key's row, and when it was read (monotonic): from the cache if it is on and fresh.
+
+        With the cache on, the requests that find a key's row stale at the same moment share one read:
+        under load every request in flight with that key would otherwise queue for a database connection
+        at once, each second, and wait behind each other."""
         now = time.monotonic()
         if self.key_cache_seconds <= 0:
             return now, await self.store.access.key_by_prefix(public_id)
         cached = self._keys.get(public_id)
         if cached is not None and now - cached[0] < self.key_cache_seconds:
             return cached
+        reading = self._reading.get(public_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_key(public_id, now))
+            self._reading[public_id] = reading
+            reading.add_done_callback(lambda _done: self._reading.pop(public_id, None))
+        # Shielded: a request that goes away must not cancel the read the others wait for.
+        return await asyncio.shield(reading)
+
+    async def _read_key(self, public_id: str, started: float) -> tuple[float, ApiKeyRecord | None]:
         record = await self.store.access.key_by_prefix(public_id)
         if record is None:
             self._keys.pop(public_id, None)
-            return now, None
-        self._remember(self._keys, public_id, (now, record), stale_before=now - self.key_cache_seconds)
-        return now, record
+        else:
+            self._remember(
+                self._keys, public_id, (started, record), stale_before=started - self.key_cache_seconds
+            )
+        return started, record
 
     @staticmethod
     def _remember(
