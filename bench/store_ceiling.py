@@ -20,9 +20,9 @@ Variants
                      a time, so a second process only adds the hand-over of the write lock.
 ``sqlite-store``     ``SQLiteStore`` called directly.
 
-Both PostgreSQL ceilings run the store's own statement (``APPEND_EVENT``) with the parameters
-``PostgresStore._append`` passes for the change ``pg-store`` makes (``_append_args``), so they cannot drift
-from the store: a change to the statement changes the ceilings with it.
+Both PostgreSQL ceilings run the store's own statement (``APPEND_EVENT``) with the parameters the store
+builds for it (``append_args``) for the change ``pg-store`` makes, so they cannot drift from the store: a
+change to the statement or its parameters changes the ceilings with it.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ import uvloop
 
 from bench import dataset
 from bench.db import Database
-from buildstate.store.plan import Draft, state_tokens
-from buildstate.store.postgres import APPEND_EVENT, FEED_LOCK
+from buildstate.store.base import AuditEntry
+from buildstate.store.plan import Draft
+from buildstate.store.postgres import APPEND_EVENT, append_args
 
 PROCESSES = 2
 TASKS_PER_PROCESS = 16
@@ -113,37 +114,25 @@ def _audit_action(draft: Draft) -> str:
 
 
 def _append_args(build: Build, draft: Draft, *, audited: bool) -> list[Any]:
-    """``APPEND_EVENT``'s parameters, in the order and with the values ``PostgresStore._append`` passes
-    for ``draft`` (with ``audited``, the audit row the store's write path hands it; else none)."""
-    action, target, request_id, source = (
-        (_audit_action(draft), build.build_id, REQUEST_ID, SOURCE) if audited else (None, None, None, None)
+    """``APPEND_EVENT``'s parameters as ``PostgresStore`` passes them for ``draft`` (with ``audited``,
+    the audit row the store's write path hands it; else none): the store's own ``append_args``."""
+    audit = (
+        AuditEntry(ACTOR, _audit_action(draft), build.build_id, "allowed", 200, REQUEST_ID, SOURCE)
+        if audited
+        else None
     )
-    return [
-        FEED_LOCK,
-        build.id,
-        draft.type,
-        draft.attempt,
-        draft.state_code,
-        draft.from_state_code,
-        draft.status,
-        draft.message,
-        draft.failure,
-        draft.reason,
+    return append_args(
+        draft,
         ACTOR,
-        draft.provenance,
-        build.updated_at,  # previous_at
-        *build.ids,  # the row's platform_id, os_version_id, image_type_id
-        build.status,  # old_status
-        build.platform,
-        build.os_version,
-        build.image_type,
-        *state_tokens(draft),
-        action,
-        target,
-        200,  # 201 only for a created event
-        request_id,
-        source,
-    ]
+        build_uuid=build.id,
+        platform=build.platform,
+        os_version=build.os_version,
+        image_type=build.image_type,
+        lookup_ids=build.ids,
+        old_status=build.status,
+        previous_at=build.updated_at,
+        audit=audit,
+    )
 
 
 def _apply(build: Build, kind: str, code: int, attempt: int, status: str, at: datetime) -> None:

@@ -151,7 +151,7 @@ async def test_reader_never_skips_an_event_whose_writer_commits_late(pg_store: P
 
         draft = plan.state(build, StateChange(state_code=10))
         assert draft is not None
-        await pg_store._append(conn, row, build, draft, "slow", old_status="running", previous_at=None)
+        await pg_store._append_event(conn, row, build, draft, "slow", old_status="running", previous_at=None)
 
         quick = asyncio.create_task(pg_store.record_state(fast["id"], StateChange(state_code=10), CTX))
         await asyncio.sleep(0.5)

@@ -182,6 +182,57 @@ class Appended:
         return WriteResult.of(written, created=self.draft.type == "created")
 
 
+def _appended(appended: Appended | None) -> Appended:
+    """The event a locked transaction appended (only the compare-and-set statement can append nothing)."""
+    if appended is None:  # pragma: no cover
+        raise RuntimeError("event append returned no row")
+    return appended
+
+
+def append_args(
+    draft: plan.Draft,
+    actor: str,
+    *,
+    build_uuid: uuid.UUID,
+    platform: str,
+    os_version: str,
+    image_type: str,
+    lookup_ids: Sequence[int],
+    old_status: str | None,
+    previous_at: datetime | None,
+    audit: AuditEntry | None,
+) -> list[Any]:
+    """``APPEND_EVENT``'s parameters $1-$27 (``APPEND_EVENT_IF_CURRENT`` adds the expected seq as $28):
+    the build, its platform, OS and image-type ids (``lookup_ids``), the event, and the audit row of the
+    write (none: the caller writes its own)."""
+    return [
+        FEED_LOCK,
+        build_uuid,
+        draft.type,
+        draft.attempt,
+        draft.state_code,
+        draft.from_state_code,
+        draft.status,
+        draft.message,
+        draft.failure,
+        draft.reason,
+        actor,
+        draft.provenance,
+        previous_at,
+        *lookup_ids,
+        old_status,
+        platform,
+        os_version,
+        image_type,
+        *plan.state_tokens(draft),
+        audit.action if audit else None,
+        audit.target if audit else None,
+        201 if draft.type == "created" else 200,
+        audit.request_id if audit else None,
+        audit.source if audit else None,
+    ]
+
+
 # What a database that is down, restarting or shutting down looks like to asyncpg: 503, never 500.
 _UNAVAILABLE = (
     OSError,
@@ -379,26 +430,6 @@ class PostgresStore:
         self._lookup_ids[(column, name)] = ident
         return int(ident)
 
-    async def _append(
-        self,
-        conn: asyncpg.Connection,
-        row: asyncpg.Record,
-        build: Build,
-        draft: plan.Draft,
-        actor: str,
-        *,
-        old_status: str | None,
-        previous_at: datetime | None,
-        audit: AuditEntry | None = None,
-    ) -> Appended:
-        """Append ``draft``'s event, the build row being locked by this transaction."""
-        appended = await self._append_event(
-            conn, row, build, draft, actor, old_status=old_status, previous_at=previous_at, audit=audit
-        )
-        if appended is None:  # pragma: no cover - only the if_current statement can return no row
-            raise RuntimeError("event append returned no row")
-        return appended
-
     async def _append_event(
         self,
         conn: asyncpg.Connection,
@@ -412,41 +443,25 @@ class PostgresStore:
         audit: AuditEntry | None = None,
         if_current: bool = False,
     ) -> Appended | None:
-        """Append ``draft``'s event (and ``audit``'s row, with the status a new event answers with).
-
-        ``if_current``: only if the build's last event is still ``build.last_event_seq``; None if not."""
-        created = draft.type == "created"
-        extra = (build.last_event_seq,) if if_current else ()
-        appended = await conn.fetchrow(
-            APPEND_EVENT_IF_CURRENT if if_current else APPEND_EVENT,
-            FEED_LOCK,
-            build.id,
-            draft.type,
-            draft.attempt,
-            draft.state_code,
-            draft.from_state_code,
-            draft.status,
-            draft.message,
-            draft.failure,
-            draft.reason,
+        """Append ``draft``'s event (and ``audit``'s row, with the status a new event answers with). With
+        ``if_current``, only if the build's last event is still ``build.last_event_seq`` (else None);
+        without, the build row is locked by this transaction and the event always appended."""
+        args = append_args(
+            draft,
             actor,
-            draft.provenance,
-            previous_at,
-            row["platform_id"],
-            row["os_version_id"],
-            row["image_type_id"],
-            old_status,
-            build.platform,
-            build.os_version,
-            build.image_type,
-            *plan.state_tokens(draft),
-            audit.action if audit else None,
-            audit.target if audit else None,
-            201 if created else 200,
-            audit.request_id if audit else None,
-            audit.source if audit else None,
-            *extra,
+            build_uuid=build.id,
+            platform=build.platform,
+            os_version=build.os_version,
+            image_type=build.image_type,
+            lookup_ids=(row["platform_id"], row["os_version_id"], row["image_type_id"]),
+            old_status=old_status,
+            previous_at=previous_at,
+            audit=audit,
         )
+        if if_current:
+            appended = await conn.fetchrow(APPEND_EVENT_IF_CURRENT, *args, build.last_event_seq)
+        else:
+            appended = await conn.fetchrow(APPEND_EVENT, *args)
         if appended is None:
             return None
         return Appended(
@@ -465,7 +480,7 @@ class PostgresStore:
                 plan.same_build(build, request)
                 created_event = await self._first_event(conn, build.id)
                 return WriteResult.of(plan.with_event(build, created_event))
-            return await self._append(
+            appended = await self._append_event(
                 conn,
                 row,
                 build,
@@ -475,6 +490,7 @@ class PostgresStore:
                 previous_at=None,
                 audit=audit,
             )
+            return _appended(appended)
 
         return await self._write(ctx, "build.create", request.build_id, action)
 
@@ -498,16 +514,11 @@ class PostgresStore:
             if draft is None:
                 current = await self._event(conn, build.last_event_seq)
                 return WriteResult.of(plan.with_event(build, current))
-            return await self._append(
-                conn,
-                row,
-                build,
-                draft,
-                ctx.actor,
-                old_status=build.status,
-                previous_at=build.updated_at,
-                audit=audit,
-            )
+            appended = await self._append_event(
+                conn, row, build, draft, ctx.actor,
+                old_status=build.status, previous_at=build.updated_at, audit=audit,
+            )  # fmt: skip
+            return _appended(appended)
 
         return await self._write(ctx, action_name, ref, action)
 
