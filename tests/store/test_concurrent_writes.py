@@ -101,12 +101,19 @@ async def test_many_concurrent_transitions_each_get_their_own_event(
         assert [e.state_code for e in (await store.history(build)).events] == [0, 10]
 
 
-async def test_postgresql_compare_and_set_append_refuses_a_build_that_moved_on(store: Store) -> None:
+async def test_postgresql_compare_and_set_append_refuses_a_build_that_moved_on(pg_url: str) -> None:
     """The append of a write without an Idempotency-Key is conditional on the build not having moved
     since its rules were checked; when it has, nothing at all is written (the write then goes the
     locking way and is judged again)."""
-    if not isinstance(store, PostgresStore):
-        pytest.skip("PostgreSQL's compare-and-set append; SQLite writes run one group at a time")
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        await _compare_and_set_refuses_a_moved_build(store)
+    finally:
+        await store.close()
+
+
+async def _compare_and_set_refuses_a_moved_build(store: PostgresStore) -> None:
     build_id = (await create(store, "raced"))["id"]
     await state(store, build_id, 10)
     async with store.pool.acquire() as conn:
