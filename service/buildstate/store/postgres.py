@@ -533,19 +533,22 @@ class PostgresStore:
         check the rules, then append in one statement (its own transaction) on condition that the build's
         last event is still the one read (compare-and-set). The feed lock is then held for the statement
         and its commit only, as in the one-statement ceiling, never across a round trip to this process.
-        None when another write got there first, or when the change is no change (the current state
-        again): the caller then takes the locking path, which answers those."""
+        A change that is no change (the current state again) is answered with the build's current event,
+        as the locking path does. None when another write got there first: the caller then takes the
+        locking path, which judges the change again against the build as it is now."""
         audit = AuditEntry.of(ctx, action_name, ref, 200, "allowed")
 
-        async def work(conn: asyncpg.Connection) -> Appended | None:
+        async def work(conn: asyncpg.Connection) -> WriteResult | Appended | None:
             p = sql.Params(_DIALECT)
             row = await conn.fetchrow(_READ_BUILD.format(ref=sql.ref_condition(p, ref)), *p.values)
             if row is None:
                 raise NotFound(f"no build {ref!r}", slug="build-not-found")
             build = sql.decode_build(_DIALECT, row)
             draft = decide(build)
-            if draft is None:
-                return None
+            if draft is None:  # event rows never change: the build's last one is still its last one read
+                current = await self._event(conn, build.last_event_seq)
+                await self._insert_audit(conn, audit)
+                return WriteResult.of(plan.with_event(build, current))
             return await self._append_event(
                 conn,
                 row,
@@ -559,12 +562,12 @@ class PostgresStore:
             )
 
         try:
-            done: Appended | None = await self._with_conn(work)
+            done: WriteResult | Appended | None = await self._with_conn(work)
         except Problem as refused:
             if refused.status < 500:
                 await self.record_audit(AuditEntry.of(ctx, action_name, ref, refused.status, "refused"))
             raise
-        return done.result() if done is not None else None
+        return done.result() if isinstance(done, Appended) else done
 
     async def record_state(self, ref: str, request: StateChange, ctx: WriteContext) -> WriteResult:
         return await self._transition(ref, ctx, "build.state", lambda b: plan.state(b, request))
