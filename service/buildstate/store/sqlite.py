@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -70,6 +71,7 @@ from buildstate.store.migrate import SqliteMigrator
 from buildstate.store.sqlite_access import SqliteAccess
 
 T = TypeVar("T")
+log = logging.getLogger("buildstate.store")
 _DIALECT = sql.SqliteDialect()
 
 
@@ -274,8 +276,10 @@ class SQLiteStore:
         """Hand the queue to the writer thread; when it returns, start again if more writes came in."""
         self._draining = True
 
-        def drained(_done: asyncio.Future[None]) -> None:
+        def drained(done: asyncio.Future[None]) -> None:
             self._draining = False
+            if not done.cancelled() and done.exception() is not None:  # the loop closing under it
+                log.error("SQLite writer stopped", exc_info=done.exception())
             if self._queue and self._writer is not None:
                 self._start_draining(loop)
 
