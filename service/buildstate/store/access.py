@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from buildstate.store.base import WriteContext
-from buildstate.store.sql import Params
+from buildstate.store.sql import Dialect, Params
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,3 +149,57 @@ def key_target(prefix: str) -> str:
 
 def user_target(username: str) -> str:
     return f"user:{username}"
+
+
+# ---------------------------------------------------------------------- rows -> records (both stores)
+
+
+def _time_or_none(dialect: Dialect, value: Any) -> datetime | None:
+    return None if value is None else dialect.time_value(value)
+
+
+def decode_key(dialect: Dialect, row: Any) -> ApiKeyRecord:
+    platforms = dialect.json_value(row["platforms"])
+    return ApiKeyRecord(
+        id=row["id"],
+        prefix=row["prefix"],
+        key_hash=row["key_hash"],
+        name=row["name"],
+        scopes=tuple(dialect.json_value(row["scopes"])),
+        platforms=tuple(platforms) if platforms is not None else None,
+        created_at=dialect.time_value(row["created_at"]),
+        created_by=row["created_by"],
+        expires_at=_time_or_none(dialect, row["expires_at"]),
+        last_used_at=_time_or_none(dialect, row["last_used_at"]),
+        revoked_at=_time_or_none(dialect, row["revoked_at"]),
+        revoked_by=row["revoked_by"],
+    )
+
+
+def decode_user(dialect: Dialect, row: Any) -> UserRecord:
+    return UserRecord(
+        id=row["id"],
+        username=row["username"],
+        password_hash=row["password_hash"],
+        role=row["role"],
+        token_version=row["token_version"],
+        created_at=dialect.time_value(row["created_at"]),
+        created_by=row["created_by"],
+        password_changed_at=dialect.time_value(row["password_changed_at"]),
+        disabled_at=_time_or_none(dialect, row["disabled_at"]),
+    )
+
+
+def decode_audit(dialect: Dialect, row: Any) -> AuditRecord:
+    return AuditRecord(
+        id=row["id"],
+        at=dialect.time_value(row["at"]),
+        actor=row["actor"],
+        action=row["action"],
+        target=row["target"],
+        outcome=row["outcome"],
+        status_code=row["status_code"],
+        request_id=row["request_id"],
+        source=row["source"],
+        detail=dialect.json_value(row["detail"]),
+    )

@@ -24,6 +24,9 @@ from buildstate.store.access import (
     NewApiKey,
     UserRecord,
     audit_query,
+    decode_audit,
+    decode_key,
+    decode_user,
     key_target,
     user_target,
 )
@@ -34,53 +37,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _DIALECT = sql.PostgresDialect()
-
-
-def _key(row: asyncpg.Record) -> ApiKeyRecord:
-    platforms = row["platforms"]
-    return ApiKeyRecord(
-        id=row["id"],
-        prefix=row["prefix"],
-        key_hash=row["key_hash"],
-        name=row["name"],
-        scopes=tuple(row["scopes"]),
-        platforms=tuple(platforms) if platforms is not None else None,
-        created_at=row["created_at"],
-        created_by=row["created_by"],
-        expires_at=row["expires_at"],
-        last_used_at=row["last_used_at"],
-        revoked_at=row["revoked_at"],
-        revoked_by=row["revoked_by"],
-    )
-
-
-def _user(row: asyncpg.Record) -> UserRecord:
-    return UserRecord(
-        id=row["id"],
-        username=row["username"],
-        password_hash=row["password_hash"],
-        role=row["role"],
-        token_version=row["token_version"],
-        created_at=row["created_at"],
-        created_by=row["created_by"],
-        password_changed_at=row["password_changed_at"],
-        disabled_at=row["disabled_at"],
-    )
-
-
-def _audit(row: asyncpg.Record) -> AuditRecord:
-    return AuditRecord(
-        id=row["id"],
-        at=row["at"],
-        actor=row["actor"],
-        action=row["action"],
-        target=row["target"],
-        outcome=row["outcome"],
-        status_code=row["status_code"],
-        request_id=row["request_id"],
-        source=row["source"],
-        detail=row["detail"],
-    )
 
 
 class PostgresAccess:
@@ -162,7 +118,7 @@ class PostgresAccess:
             )
             if row is None:
                 raise KeyPrefixTaken(key.prefix)
-            return _key(row)
+            return decode_key(_DIALECT, row)
 
         detail = {
             "name": key.name,
@@ -176,12 +132,13 @@ class PostgresAccess:
 
     async def key_by_prefix(self, prefix: str) -> ApiKeyRecord | None:
         row = await self._one(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE prefix = $1", prefix)
-        return None if row is None else _key(row)
+        return None if row is None else decode_key(_DIALECT, row)
 
     async def list_keys(self, *, include_revoked: bool) -> list[ApiKeyRecord]:
         where = "" if include_revoked else "WHERE revoked_at IS NULL"
         return [
-            _key(row) for row in await self._all(f"SELECT {KEY_COLUMNS} FROM api_keys {where} ORDER BY id")
+            decode_key(_DIALECT, row)
+            for row in await self._all(f"SELECT {KEY_COLUMNS} FROM api_keys {where} ORDER BY id")
         ]
 
     async def revoke_key(self, prefix: str, ctx: WriteContext) -> ApiKeyRecord:
@@ -195,7 +152,7 @@ class PostgresAccess:
             row = await conn.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE prefix = $1", prefix)
             if row is None:
                 raise NotFound(f"no API key {prefix!r}", slug="key-not-found")
-            return _key(row)
+            return decode_key(_DIALECT, row)
 
         return await self._change(ctx, "key.revoke", key_target(prefix), work)
 
@@ -227,7 +184,7 @@ class PostgresAccess:
             )
             if row is None:
                 raise Conflict(f"user {username!r} already exists", slug="user-exists")
-            return _user(row)
+            return decode_user(_DIALECT, row)
 
         return await self._change(
             ctx, "user.create", user_target(username), work, status_code=201, detail={"role": role}
@@ -235,10 +192,13 @@ class PostgresAccess:
 
     async def user_by_name(self, username: str) -> UserRecord | None:
         row = await self._one(f"SELECT {USER_COLUMNS} FROM users WHERE username = $1", username)
-        return None if row is None else _user(row)
+        return None if row is None else decode_user(_DIALECT, row)
 
     async def list_users(self) -> list[UserRecord]:
-        return [_user(row) for row in await self._all(f"SELECT {USER_COLUMNS} FROM users ORDER BY username")]
+        return [
+            decode_user(_DIALECT, row)
+            for row in await self._all(f"SELECT {USER_COLUMNS} FROM users ORDER BY username")
+        ]
 
     async def _update_user(
         self, ctx: WriteContext, action: str, username: str, assignments: str, *values: Any
@@ -253,7 +213,7 @@ class PostgresAccess:
             )
             if row is None:
                 raise NotFound(f"no user {username!r}", slug="user-not-found")
-            return _user(row)
+            return decode_user(_DIALECT, row)
 
         return await self._change(ctx, action, user_target(username), work)
 
@@ -294,4 +254,4 @@ class PostgresAccess:
     async def list_audit(self, where: AuditFilter) -> list[AuditRecord]:
         p = sql.Params(_DIALECT)
         query = audit_query(p, where)
-        return [_audit(row) for row in await self._all(query, *p.values)]
+        return [decode_audit(_DIALECT, row) for row in await self._all(query, *p.values)]

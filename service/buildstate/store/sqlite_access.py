@@ -23,6 +23,9 @@ from buildstate.store.access import (
     NewApiKey,
     UserRecord,
     audit_query,
+    decode_audit,
+    decode_key,
+    decode_user,
     key_target,
     user_target,
 )
@@ -37,57 +40,6 @@ _DIALECT = sql.SqliteDialect()
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def _key(row: sqlite3.Row) -> ApiKeyRecord:
-    platforms = json.loads(row["platforms"]) if row["platforms"] is not None else None
-    return ApiKeyRecord(
-        id=row["id"],
-        prefix=row["prefix"],
-        key_hash=row["key_hash"],
-        name=row["name"],
-        scopes=tuple(json.loads(row["scopes"])),
-        platforms=tuple(platforms) if platforms is not None else None,
-        created_at=datetime.fromisoformat(row["created_at"]),
-        created_by=row["created_by"],
-        expires_at=_time(row["expires_at"]),
-        last_used_at=_time(row["last_used_at"]),
-        revoked_at=_time(row["revoked_at"]),
-        revoked_by=row["revoked_by"],
-    )
-
-
-def _user(row: sqlite3.Row) -> UserRecord:
-    return UserRecord(
-        id=row["id"],
-        username=row["username"],
-        password_hash=row["password_hash"],
-        role=row["role"],
-        token_version=row["token_version"],
-        created_at=datetime.fromisoformat(row["created_at"]),
-        created_by=row["created_by"],
-        password_changed_at=datetime.fromisoformat(row["password_changed_at"]),
-        disabled_at=_time(row["disabled_at"]),
-    )
-
-
-def _audit(row: sqlite3.Row) -> AuditRecord:
-    return AuditRecord(
-        id=row["id"],
-        at=datetime.fromisoformat(row["at"]),
-        actor=row["actor"],
-        action=row["action"],
-        target=row["target"],
-        outcome=row["outcome"],
-        status_code=row["status_code"],
-        request_id=row["request_id"],
-        source=row["source"],
-        detail=json.loads(row["detail"]) if row["detail"] is not None else None,
-    )
 
 
 class SqliteAccess:
@@ -162,7 +114,7 @@ class SqliteAccess:
                     sql.format_time(key.expires_at) if key.expires_at is not None else None,
                 ),
             ).fetchone()
-            return _key(row)
+            return decode_key(_DIALECT, row)
 
         detail = {
             "name": key.name,
@@ -177,14 +129,14 @@ class SqliteAccess:
     async def key_by_prefix(self, prefix: str) -> ApiKeyRecord | None:
         def work(conn: sqlite3.Connection) -> ApiKeyRecord | None:
             row = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE prefix = ?", (prefix,)).fetchone()
-            return None if row is None else _key(row)
+            return None if row is None else decode_key(_DIALECT, row)
 
         return await self._read(work)
 
     async def list_keys(self, *, include_revoked: bool) -> list[ApiKeyRecord]:
         where = "" if include_revoked else "WHERE revoked_at IS NULL"
         query = f"SELECT {KEY_COLUMNS} FROM api_keys {where} ORDER BY id"
-        return await self._read(lambda conn: [_key(row) for row in conn.execute(query)])
+        return await self._read(lambda conn: [decode_key(_DIALECT, row) for row in conn.execute(query)])
 
     async def revoke_key(self, prefix: str, ctx: WriteContext) -> ApiKeyRecord:
         def work(conn: sqlite3.Connection) -> ApiKeyRecord:
@@ -195,7 +147,7 @@ class SqliteAccess:
             row = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE prefix = ?", (prefix,)).fetchone()
             if row is None:
                 raise NotFound(f"no API key {prefix!r}", slug="key-not-found")
-            return _key(row)
+            return decode_key(_DIALECT, row)
 
         return await self._change(ctx, "key.revoke", key_target(prefix), work)
 
@@ -223,7 +175,7 @@ class SqliteAccess:
                 f"password_changed_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING {USER_COLUMNS}",
                 (username, password_hash, role, stamp, ctx.actor, stamp),
             ).fetchone()
-            return _user(row)
+            return decode_user(_DIALECT, row)
 
         return await self._change(
             ctx, "user.create", user_target(username), work, status_code=201, detail={"role": role}
@@ -232,13 +184,13 @@ class SqliteAccess:
     async def user_by_name(self, username: str) -> UserRecord | None:
         def work(conn: sqlite3.Connection) -> UserRecord | None:
             row = conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE username = ?", (username,)).fetchone()
-            return None if row is None else _user(row)
+            return None if row is None else decode_user(_DIALECT, row)
 
         return await self._read(work)
 
     async def list_users(self) -> list[UserRecord]:
         query = f"SELECT {USER_COLUMNS} FROM users ORDER BY username"
-        return await self._read(lambda conn: [_user(row) for row in conn.execute(query)])
+        return await self._read(lambda conn: [decode_user(_DIALECT, row) for row in conn.execute(query)])
 
     async def _update_user(
         self, ctx: WriteContext, action: str, username: str, statement: str, values: tuple[Any, ...]
@@ -248,7 +200,7 @@ class SqliteAccess:
             row = conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE username = ?", (username,)).fetchone()
             if row is None:
                 raise NotFound(f"no user {username!r}", slug="user-not-found")
-            return _user(row)
+            return decode_user(_DIALECT, row)
 
         return await self._change(ctx, action, user_target(username), work)
 
@@ -294,6 +246,6 @@ class SqliteAccess:
     async def list_audit(self, where: AuditFilter) -> list[AuditRecord]:
         def work(conn: sqlite3.Connection) -> list[AuditRecord]:
             p = sql.Params(_DIALECT)
-            return [_audit(row) for row in conn.execute(audit_query(p, where), p.values)]
+            return [decode_audit(_DIALECT, row) for row in conn.execute(audit_query(p, where), p.values)]
 
         return await self._read(work)
