@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -34,7 +35,7 @@ import sqlite3
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -127,6 +128,39 @@ def _settle(queued: _Queued) -> None:
         queued.future.set_result(queued.outcome)
 
 
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """``begin`` ... COMMIT, or ROLLBACK when the block raises (unless SQLite already rolled back, as it
+    does after a full disk or an I/O error)."""
+    conn.execute(begin)
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+@contextlib.contextmanager
+def _holding(lock: int | None) -> Iterator[None]:
+    """The writers' ``flock`` of all processes, held for the block (no lock file: nothing to hold). The
+    kernel queues the waiters and wakes one as soon as the holder lets go. The wait is bounded by what a
+    holder does with it: one transaction, whose statements wait for SQLite at most the busy timeout; a
+    holder that dies releases it at once."""
+    if lock is None:
+        yield
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
@@ -134,6 +168,7 @@ def _dumps(value: Any) -> str | None:
 class SQLiteStore:
     kind = "sqlite"
     dialect: sql.Dialect = _DIALECT
+    transaction = staticmethod(transaction)  # for SqliteAccess, which this module imports
 
     def __init__(
         self, path: Path, *, timeout: float = 5.0, readers: int = 4, synchronous: str = "FULL"
@@ -201,13 +236,8 @@ class SQLiteStore:
 
         def call() -> T:
             try:
-                if lock is None:
+                with _holding(lock):
                     return work(self._conn())
-                self._take_write_lock(lock)
-                try:
-                    return work(self._conn())
-                finally:
-                    fcntl.flock(lock, fcntl.LOCK_UN)
             except sqlite3.OperationalError as exc:
                 mapped = _unavailable(exc)
                 if mapped is exc:
@@ -215,16 +245,6 @@ class SQLiteStore:
                 raise mapped from exc
 
         return await asyncio.get_running_loop().run_in_executor(pool, call)
-
-    @staticmethod
-    def _take_write_lock(lock: int) -> None:
-        """Wait for the writers' lock of all processes. The kernel queues the waiters and wakes one as soon
-        as the holder lets go. The wait is bounded by what a holder does with it: one transaction, whose
-        statements wait for SQLite at most the busy timeout; a holder that dies releases it at once."""
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fcntl.flock(lock, fcntl.LOCK_EX)
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await self._run(self._readers, work)
@@ -302,14 +322,10 @@ class SQLiteStore:
         what lets concurrent requests go faster than one transaction each. A write whose outcome is set
         is acknowledged only after the COMMIT succeeded; if the COMMIT or the transaction fails, every
         write of the group gets the error and none of them is acknowledged."""
-        lock = self._write_lock
         try:
-            if lock is not None:
-                self._take_write_lock(lock)
-            try:
+            with _holding(self._write_lock):
                 conn = self._conn()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with transaction(conn):
                     for queued in group:
                         conn.execute("SAVEPOINT write")
                         try:
@@ -322,14 +338,6 @@ class SQLiteStore:
                                 _unavailable(exc) if isinstance(exc, sqlite3.OperationalError) else exc
                             )
                         conn.execute("RELEASE write")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            finally:
-                if lock is not None:
-                    fcntl.flock(lock, fcntl.LOCK_UN)
         except Exception as exc:
             for queued in group:  # each request its own exception: handlers add their own headers to it
                 queued.outcome, queued.error = None, _group_failed(exc)
@@ -656,15 +664,8 @@ class SQLiteStore:
         """Statements built with ``sql.Params(store.dialect)``, run in one transaction; rows of each."""
 
         def work(conn: sqlite3.Connection) -> list[list[Any]]:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                results = [conn.execute(query, values).fetchall() for query, values in statements]
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # SQLite has already rolled back after a full disk or an I/O error
-                    conn.execute("ROLLBACK")
-                raise
-            return results
+            with transaction(conn, "BEGIN IMMEDIATE" if write else "BEGIN"):
+                return [conn.execute(query, values).fetchall() for query, values in statements]
 
         return await self._run(self._writer if write else self._readers, work)
 

@@ -64,20 +64,14 @@ class SqliteAccess:
             ctx.actor, action, target, "allowed", status_code, ctx.request_id, ctx.source, detail
         )
 
-        def transaction(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+        def change(conn: sqlite3.Connection) -> T:
+            with self._store.transaction(conn):
                 result = work(conn)
                 self._store._insert_audit(conn, entry)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # SQLite has already rolled back after a full disk or an I/O error
-                    conn.execute("ROLLBACK")
-                raise
             return result
 
         try:
-            return await self._store._run(self._store._writer, transaction)
+            return await self._store._run(self._store._writer, change)
         except Problem as refused:
             if refused.status < 500:
                 await self._store.record_audit(
