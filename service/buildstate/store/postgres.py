@@ -539,10 +539,7 @@ class PostgresStore:
         audit = AuditEntry.of(ctx, action_name, ref, 200, "allowed")
 
         async def work(conn: asyncpg.Connection) -> WriteResult | Appended | None:
-            p = sql.Params(_DIALECT)
-            row = await conn.fetchrow(_READ_BUILD.format(ref=sql.ref_condition(p, ref)), *p.values)
-            if row is None:
-                raise NotFound(f"no build {ref!r}", slug="build-not-found")
+            row = await self._lock_build(conn, ref, lock=False)
             build = sql.decode_build(_DIALECT, row)
             draft = decide(build)
             if draft is None:  # event rows never change: the build's last one is still its last one read
@@ -578,9 +575,11 @@ class PostgresStore:
     async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult:
         return await self._transition(ref, ctx, "build.reset", lambda b: plan.reset(b, request))
 
-    async def _lock_build(self, conn: asyncpg.Connection, ref: str) -> asyncpg.Record:
+    async def _lock_build(self, conn: asyncpg.Connection, ref: str, *, lock: bool = True) -> asyncpg.Record:
+        """The build's row with its lookup ids, locked for this transaction (``lock=False``: just read)."""
         p = sql.Params(_DIALECT)
-        row = await conn.fetchrow(_LOCK_BUILD.format(ref=sql.ref_condition(p, ref)), *p.values)
+        query = _LOCK_BUILD if lock else _READ_BUILD
+        row = await conn.fetchrow(query.format(ref=sql.ref_condition(p, ref)), *p.values)
         if row is None:
             raise NotFound(f"no build {ref!r}", slug="build-not-found")
         return row
