@@ -13,7 +13,7 @@ throttling, the access log) sees the same address as ``request.remote``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -21,9 +21,9 @@ from aiohttp.typedefs import Middleware
 from buildstate.web.routes import Handler
 
 
-def _address(text: str) -> str | None:
+def _address(text: str) -> IPv4Address | IPv6Address | None:
     try:
-        return str(ip_address(text.strip()))
+        return ip_address(text.strip())
     except ValueError:
         return None
 
@@ -31,9 +31,8 @@ def _address(text: str) -> str | None:
 def forwarded_client(trusted: Iterable[str]) -> Middleware:
     networks: list[IPv4Network | IPv6Network] = [ip_network(n.strip(), strict=False) for n in trusted]
 
-    def is_trusted(address: str) -> bool:
-        parsed = ip_address(address)
-        return any(parsed in network for network in networks)
+    def is_trusted(address: IPv4Address | IPv6Address) -> bool:
+        return any(address in network for network in networks)
 
     @web.middleware
     async def real_client(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -47,7 +46,7 @@ def forwarded_client(trusted: Iterable[str]) -> Middleware:
                 if address is None:  # a garbled hop: trust nothing further left
                     break
                 if not is_trusted(address):
-                    return await handler(request.clone(remote=address))
+                    return await handler(request.clone(remote=str(address)))
         return await handler(request)
 
     return real_client
