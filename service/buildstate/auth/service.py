@@ -2,25 +2,23 @@
 
 By default nothing is cached: every request reads its key or user row, so a revoked key, an expired key or
 a disabled user is refused at once by every worker of every instance. ``BUILDSTATE_KEY_CACHE_SECONDS`` > 0
-lets each worker keep an API key's row that long after reading it: reading it on every request is the
-largest part of what the middleware stack costs a small request (docs/performance.md), at the price of a
-revoked or expired key working on for up to that long on other workers. Unknown keys are never cached (a
-key created a moment ago works at once), and users (tokens) are always read. ``last_used_at`` is written at
-most once a minute per key.
+lets each worker trust an API key that passed every check for that long after its row was read: reading
+it on every request is the largest part of what the middleware stack costs a small request
+(docs/performance.md), at the price of a revoked key working on for up to that long on other workers (an
+expired one never). Keys that fail a check are never cached (a key created a moment ago works at once),
+and users (tokens) are always read. ``last_used_at`` is written at most once a minute per key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hmac
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 from buildstate.auth import keys, passwords
 from buildstate.auth.principal import Principal
@@ -40,7 +38,6 @@ REALM = "buildstate"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 ANONYMOUS = "anonymous"
 _KEY_CACHE_LIMIT = 10_000
-T = TypeVar("T")
 
 
 def challenge(error: str | None = None) -> dict[str, str]:
@@ -72,12 +69,10 @@ class Authenticator:
         self.limiter = limiter
         self.tokens = tokens
         self.key_cache_seconds = settings.key_cache_seconds
-        # public id -> (when read, monotonic; the row as read)
-        self._keys: dict[str, tuple[float, ApiKeyRecord]] = {}
-        # public id -> the read of its row in flight, shared by the requests that wait for it
-        self._reading: dict[str, asyncio.Future[tuple[float, ApiKeyRecord | None]]] = {}
         # SHA-256 of a presented key that passed every check -> (usable until, monotonic; its principal)
         self._principals: dict[str, tuple[float, Principal]] = {}
+        # public id -> the read of its row in flight, shared by the requests that wait for it
+        self._reading: dict[str, asyncio.Future[tuple[float, ApiKeyRecord | None]]] = {}
         self.requests = Bucket("default", settings.rate_limit_per_second, settings.rate_limit_burst)
         window = settings.signin_window_seconds
         self.signin_user = Bucket(
@@ -134,8 +129,6 @@ class Authenticator:
         if record.last_used_at is None or record.last_used_at < now - LAST_USED_RESOLUTION:
             with contextlib.suppress(ServiceUnavailable):  # bookkeeping must not fail the request
                 await self.store.access.touch_key(record.id, now, now - LAST_USED_RESOLUTION)
-            if public_id in self._keys:  # so the cached row does not ask for another touch
-                self._keys[public_id] = (read_at, dataclasses.replace(record, last_used_at=now))
         platforms = frozenset(record.platforms) if record.platforms is not None else None
         principal = Principal(actor=key_target(public_id), scopes=expand(record.scopes), platforms=platforms)
         if self.key_cache_seconds > 0:
@@ -143,50 +136,36 @@ class Authenticator:
             until = read_at + self.key_cache_seconds
             if record.expires_at is not None:
                 until = min(until, time.monotonic() + (record.expires_at - now).total_seconds())
-            self._remember(self._principals, digest, (until, principal), stale_before=time.monotonic())
+            self._remember(digest, until, principal)
         return principal
 
     async def _key_record(self, public_id: str) -> tuple[float, ApiKeyRecord | None]:
-        """The key's row, and when it was read (monotonic): from the cache if it is on and fresh.
+        """The key's row, and when it was read (monotonic).
 
-        With the cache on, the requests that find a key's row stale at the same moment share one read:
+        With the cache on, the requests that miss it for the same key at the same moment share one read:
         under load every request in flight with that key would otherwise queue for a database connection
-        at once, each second, and wait behind each other."""
-        now = time.monotonic()
+        at once, each time its cache entry runs out, and wait behind each other."""
         if self.key_cache_seconds <= 0:
-            return now, await self.store.access.key_by_prefix(public_id)
-        cached = self._keys.get(public_id)
-        if cached is not None and now - cached[0] < self.key_cache_seconds:
-            return cached
+            return time.monotonic(), await self.store.access.key_by_prefix(public_id)
         reading = self._reading.get(public_id)
         if reading is None:
-            reading = asyncio.ensure_future(self._read_key(public_id, now))
+            reading = asyncio.ensure_future(self._read_key(public_id))
             self._reading[public_id] = reading
             reading.add_done_callback(lambda _done: self._reading.pop(public_id, None))
         # Shielded: a request that goes away must not cancel the read the others wait for.
         return await asyncio.shield(reading)
 
-    async def _read_key(self, public_id: str, started: float) -> tuple[float, ApiKeyRecord | None]:
-        record = await self.store.access.key_by_prefix(public_id)
-        if record is None:
-            self._keys.pop(public_id, None)
-        else:
-            self._remember(
-                self._keys, public_id, (started, record), stale_before=started - self.key_cache_seconds
-            )
-        return started, record
+    async def _read_key(self, public_id: str) -> tuple[float, ApiKeyRecord | None]:
+        started = time.monotonic()
+        return started, await self.store.access.key_by_prefix(public_id)
 
-    @staticmethod
-    def _remember(
-        cache: dict[str, tuple[float, T]], key: str, entry: tuple[float, T], *, stale_before: float
-    ) -> None:
-        """Add to a cache of at most ``_KEY_CACHE_LIMIT`` entries; when it is full, first drop the entries
-        whose time (the first item) is before ``stale_before``."""
-        if len(cache) >= _KEY_CACHE_LIMIT:
-            for stale in [k for k, (at, _) in cache.items() if at < stale_before]:
-                del cache[stale]
-        if len(cache) < _KEY_CACHE_LIMIT:
-            cache[key] = entry
+    def _remember(self, digest: str, until: float, principal: Principal) -> None:
+        """Cache a checked key (at most ``_KEY_CACHE_LIMIT``; when full, run-out entries go first)."""
+        if len(self._principals) >= _KEY_CACHE_LIMIT:
+            now = time.monotonic()
+            self._principals = {k: v for k, v in self._principals.items() if v[0] > now}
+        if len(self._principals) < _KEY_CACHE_LIMIT:
+            self._principals[digest] = (until, principal)
 
     async def from_bearer(self, token: str) -> Principal:
         try:
