@@ -2,6 +2,7 @@
 
 buildstate serve     run the HTTP service under gunicorn (migrates first, once, before forking)
 buildstate migrate   apply pending database migrations and exit
+buildstate verify    check the tables kept on write against the event log (store/verify.py)
 buildstate keys      create, list and revoke API keys (auth/cli.py)
 buildstate users     create, list, disable and re-password users (auth/cli.py)
 """
@@ -9,6 +10,8 @@ buildstate users     create, list, disable and re-password users (auth/cli.py)
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -18,8 +21,10 @@ from buildstate import __version__
 from buildstate.auth.cli import add_commands as add_access_commands
 from buildstate.auth.secret import MissingSecretError, jwt_secret
 from buildstate.config import Settings
+from buildstate.errors import Problem
 from buildstate.observability.logging import configure as configure_logging
-from buildstate.store import describe_url, migrate
+from buildstate.store import create_store, describe_url, migrate
+from buildstate.store.verify import Report, verify
 from buildstate.webhooks.cli import add_commands as add_live_commands
 
 log = logging.getLogger("buildstate")
@@ -30,6 +35,44 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     target = describe_url(settings.effective_database_url)
     print(f"applied {', '.join(applied)} to {target}" if applied else f"{target} is up to date")
     return 0
+
+
+def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    async def run() -> Report | str:
+        store = create_store(settings)
+        await store.open()
+        try:
+            status = await store.schema_status()
+            if status.current != status.expected:
+                return f"the schema is at version {status.current}, not {status.expected}: migrate first"
+            return await verify(store)
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(run())
+    except Problem as problem:  # the database is missing or unreachable
+        report = problem.detail
+    if isinstance(report, str):
+        print(f"buildstate: {report}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        checked = ", ".join(f"{n} {name}" for name, n in report.checked.items() if name != "max_seq")
+        print(f"{describe_url(settings.effective_database_url)}: checked {checked}")
+        for finding in report.drift:
+            print(f"drift in {finding.check}: {finding.subject}: {finding.detail}")
+        if report.drift_count > len(report.drift):
+            print(f"... {report.drift_count - len(report.drift)} more drift finding(s) not shown")
+        for finding in report.conflicts:
+            print(f"reference conflict: {finding.subject}: {finding.detail}")
+        print(
+            "ok: no drift"
+            if report.ok
+            else f"{report.drift_count} drift, {len(report.conflicts)} conflict(s)"
+        )
+    return 0 if report.ok else 1
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -104,6 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
         "several processes at once; `serve` runs it too.",
     )
     mig.set_defaults(run=_cmd_migrate)
+
+    check = commands.add_parser(
+        "verify",
+        help="check the maintained tables against the event log",
+        description="Recompute status counts, combinations, failures and each build's state from the event "
+        "log and report any difference, and list builds whose build_id reads as a UUID (recorded by "
+        "migration 0005). Reads only; safe on a live service. Exit status: 0 clean, 1 drift or "
+        "conflicts found, 2 could not check.",
+    )
+    check.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    check.set_defaults(run=_cmd_verify)
     add_access_commands(commands)
     add_live_commands(commands)
     return parser

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from buildstate.errors import Conflict
 
@@ -44,6 +45,22 @@ class Change:
 
 
 REPLAY = None  # a decision of "nothing to record"
+
+
+def build_uuid_of(ref: str) -> UUID | None:
+    """The build id a reference spells, or None when the reference is a pipeline's ``build_id``.
+
+    A reference names exactly one build: when it reads as a UUID (in any spelling Python's ``uuid.UUID``
+    accepts: upper case, no hyphens, braces, ``urn:uuid:``, even ``+``, ``0x`` or ``_`` inside) it names the
+    build with that id and nothing else; otherwise the build with that ``build_id``. The two never meet
+    because a ``build_id`` that reads as a UUID is refused at creation (``models.BuildName``). Every
+    spelling PostgreSQL's uuid input accepts is among Python's (tests/store/test_build_refs.py checks it
+    against a real server), so neither parser can read a ``build_id`` as an id.
+    """
+    try:
+        return UUID(ref)
+    except ValueError:
+        return None
 
 
 def _reset_hint(ref: str) -> str:

@@ -11,19 +11,36 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
-from buildstate.domain import MAX_STATE, STATE_STEP
+from buildstate.domain import MAX_STATE, STATE_STEP, build_uuid_of
 
 Slug = Annotated[
     str,
     StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$"),
     Field(description="Lower-case letters, digits, '.', '_' and '-'; 1 to 64 characters."),
 ]
+
+
+def _not_a_build_uuid(value: str) -> str:
+    """A build_id that reads as a UUID would name two builds (``domain.build_uuid_of``): refused."""
+    if build_uuid_of(value) is not None:
+        raise ValueError(
+            "a build_id may not read as a UUID (in any spelling: upper case, no hyphens, urn:uuid:, ...): "
+            "a reference that reads as one names the build with that id, so this build_id would name "
+            "another build; add a prefix or suffix such as 'build-'"
+        )
+    return value
+
+
 BuildName = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,199}$"),
-    Field(description="The pipeline's name for the build: letters, digits, '.', '_', '-', ':', '+'."),
+    AfterValidator(_not_a_build_uuid),
+    Field(
+        description="The pipeline's name for the build: letters, digits, '.', '_', '-', ':', '+'; never "
+        "something that reads as a UUID (that spelling names a build by its id)."
+    ),
 ]
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")]
 LabelValue = Annotated[str, StringConstraints(max_length=1024)]

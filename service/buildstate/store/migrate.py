@@ -5,19 +5,45 @@ They run once, before gunicorn forks its workers (``buildstate serve``) or expli
 Concurrent starts are safe: PostgreSQL serialises migrators with a session advisory lock, SQLite with an
 immediate transaction around the whole run. Workers only compare the applied version with the expected one
 and refuse to start on a mismatch.
+
+A migration that finds data it must not guess about records it instead (``0005_build_refs``: builds
+whose ``build_id`` reads as a UUID): every run of the migrator then warns while such rows remain, and
+``buildstate verify`` lists them.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from buildstate.domain import build_uuid_of
 from buildstate.store.base import SchemaStatus
 
 MIGRATE_LOCK = 0x6D69677261  # "migra"
+log = logging.getLogger("buildstate.store")
+CONFLICTS_TABLE = "build_ref_conflicts"
+
+
+def _warn_conflicts(count: int) -> None:
+    if count:
+        log.warning(
+            "%d build(s) have a build_id that reads as a UUID (recorded by migration 0005 in %s): such a "
+            "build_id now names the build with that id, or none; run `buildstate verify` for the list",
+            count,
+            CONFLICTS_TABLE,
+        )
+
+
+def _uuid_text(ref: object) -> str | None:
+    """``domain.build_uuid_of`` for SQLite's SQL (``buildstate_uuid_of``), as the text ids are kept in."""
+    if not isinstance(ref, str):
+        return None
+    build_uuid = build_uuid_of(ref)
+    return None if build_uuid is None else str(build_uuid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +84,8 @@ class PostgresMigrator:
         return _status(current, "postgres")
 
     @staticmethod
-    async def migrate(dsn: str) -> list[str]:
+    async def migrate(dsn: str, upto: int | None = None) -> list[str]:
+        """Apply pending migrations (up to version ``upto``, for tests of a migration's data handling)."""
         import asyncpg  # noqa: PLC0415 - the SQLite path must not need the driver
 
         conn = await asyncpg.connect(dsn)
@@ -70,7 +97,7 @@ class PostgresMigrator:
                 "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-            for migration in load("postgres"):
+            for migration in load("postgres")[:upto]:
                 if migration.version in done:
                     continue
                 async with conn.transaction():
@@ -81,6 +108,8 @@ class PostgresMigrator:
                         migration.name,
                     )
                 applied.append(f"{migration.version:04d}_{migration.name}")
+            if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", CONFLICTS_TABLE):
+                _warn_conflicts(await conn.fetchval(f"SELECT count(*) FROM {CONFLICTS_TABLE}"))
         finally:
             await conn.close()  # also releases the session advisory lock
         return applied
@@ -96,9 +125,11 @@ class SqliteMigrator:
         return _status(current, "sqlite")
 
     @staticmethod
-    def migrate(path: Path) -> list[str]:
+    def migrate(path: Path, upto: int | None = None) -> list[str]:
+        """Apply pending migrations (up to version ``upto``, for tests of a migration's data handling)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        conn.create_function("buildstate_uuid_of", 1, _uuid_text, deterministic=True)
         applied: list[str] = []
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -109,7 +140,7 @@ class SqliteMigrator:
                     "name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
                 )
                 done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
-                for migration in load("sqlite"):
+                for migration in load("sqlite")[:upto]:
                     if migration.version in done:
                         continue
                     # executescript would COMMIT first; run statement by statement inside our transaction.
@@ -124,6 +155,11 @@ class SqliteMigrator:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            exists = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (CONFLICTS_TABLE,)
+            ).fetchone()
+            if exists:
+                _warn_conflicts(conn.execute(f"SELECT count(*) FROM {CONFLICTS_TABLE}").fetchone()[0])
         finally:
             conn.close()
         return applied

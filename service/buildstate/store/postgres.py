@@ -474,7 +474,9 @@ class PostgresStore:
             inserted = await conn.fetchval(
                 _INSERT_BUILD, uuid.uuid4(), request.build_id, *ids, request.labels
             )
-            row = await self._lock_build(conn, request.build_id)
+            # The build with this very build_id, never one its text may spell (an id): a create
+            # never appends to, or answers with, another build.
+            row = await self._lock_build(conn, request.build_id, by_build_id=True)
             build = sql.decode_build(_DIALECT, row)
             if inserted is None:
                 plan.same_build(build, request)
@@ -575,11 +577,16 @@ class PostgresStore:
     async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult:
         return await self._transition(ref, ctx, "build.reset", lambda b: plan.reset(b, request))
 
-    async def _lock_build(self, conn: asyncpg.Connection, ref: str, *, lock: bool = True) -> asyncpg.Record:
-        """The build's row with its lookup ids, locked for this transaction (``lock=False``: just read)."""
+    async def _lock_build(
+        self, conn: asyncpg.Connection, ref: str, *, lock: bool = True, by_build_id: bool = False
+    ) -> asyncpg.Record:
+        """The row of the build ``ref`` names (``by_build_id``: the build with exactly that ``build_id``,
+        as a create looks for it) with its lookup ids, locked for this transaction (``lock=False``: just
+        read)."""
         p = sql.Params(_DIALECT)
         query = _LOCK_BUILD if lock else _READ_BUILD
-        row = await conn.fetchrow(query.format(ref=sql.ref_condition(p, ref)), *p.values)
+        condition = sql.build_id_condition(p, ref) if by_build_id else sql.ref_condition(p, ref)
+        row = await conn.fetchrow(query.format(ref=condition), *p.values)
         if row is None:
             raise NotFound(f"no build {ref!r}", slug="build-not-found")
         return row

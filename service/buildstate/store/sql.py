@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from buildstate.domain import build_uuid_of
 from buildstate.models import (
     Build,
     Event,
@@ -116,12 +117,17 @@ LOOKUP_TABLES = {"platform": "platforms", "os_version": "os_versions", "image_ty
 
 
 def ref_condition(p: Params, ref: str, alias: str = "b") -> str:
-    """A build named by its UUID or its pipeline ``build_id``."""
-    try:
-        as_uuid = UUID(ref)
-    except ValueError:
-        return f"{alias}.build_id = {p(ref)}"
-    return f"({alias}.id = {p(p.dialect.uuid_param(as_uuid))} OR {alias}.build_id = {p(ref)})"
+    """The one build a reference names: by its id if the reference reads as a UUID, else by its
+    ``build_id`` (``domain.build_uuid_of``); never either of two builds."""
+    build_uuid = build_uuid_of(ref)
+    if build_uuid is None:
+        return build_id_condition(p, ref, alias)
+    return f"{alias}.id = {p(p.dialect.uuid_param(build_uuid))}"
+
+
+def build_id_condition(p: Params, build_id: str, alias: str = "b") -> str:
+    """The build with exactly this ``build_id``: what a create looks for, whatever the text spells."""
+    return f"{alias}.build_id = {p(build_id)}"
 
 
 def _lookup_conditions(p: Params, alias: str, where: BuildFilter | EventFilter) -> list[str]:

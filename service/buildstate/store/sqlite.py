@@ -483,12 +483,17 @@ class SQLiteStore:
         return WriteResult.of(written, created=draft.type == "created")
 
     @staticmethod
-    def _lock_build(conn: sqlite3.Connection, ref: str) -> tuple[sqlite3.Row, Build]:
-        """Inside BEGIN IMMEDIATE this process already holds the write lock: the row cannot change."""
+    def _lock_build(
+        conn: sqlite3.Connection, ref: str, *, by_build_id: bool = False
+    ) -> tuple[sqlite3.Row, Build]:
+        """The build ``ref`` names (``by_build_id``: the build with exactly that ``build_id``, as a create
+        looks for it). Inside BEGIN IMMEDIATE this process already holds the write lock: the row cannot
+        change."""
         p = sql.Params(_DIALECT)
+        condition = sql.build_id_condition(p, ref) if by_build_id else sql.ref_condition(p, ref)
         row = conn.execute(
             f"SELECT {sql.BUILD_COLUMNS}, b.platform_id, b.os_version_id, b.image_type_id "
-            f"{sql.BUILD_FROM} WHERE {sql.ref_condition(p, ref)}",
+            f"{sql.BUILD_FROM} WHERE {condition}",
             p.values,
         ).fetchone()
         if row is None:
@@ -522,7 +527,9 @@ class SQLiteStore:
                         stamp,
                     ),
                 )
-            row, build = self._lock_build(conn, request.build_id)
+            # The build with this very build_id, never one its text may spell (an id): a create
+            # never appends to, or answers with, another build.
+            row, build = self._lock_build(conn, request.build_id, by_build_id=True)
             if existing is not None:
                 plan.same_build(build, request)
                 seq = conn.execute(
