@@ -49,6 +49,17 @@ def admin_key(env: dict[str, str]) -> str:
     return created.stdout.strip().splitlines()[-1]
 
 
+def assert_no_drift(env: dict[str, str]) -> dict[str, Any]:
+    """``buildstate verify --json`` on the database of ``env``: the maintained tables agree with the event
+    log (store/verify.py). Run at the end of every test that writes through several processes."""
+    done = subprocess.run(
+        [CLI, "verify", "--json"], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, f"buildstate verify found drift:\n{done.stdout}\n{done.stderr}"
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
 @dataclass
 class ServiceProcess:
     """``scripts/serve`` (the README's command) on a loopback port, in its own process group."""

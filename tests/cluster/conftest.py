@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support import assert_no_drift
 
 ROOT = Path(__file__).resolve().parents[2]
 # --import-mode=importlib puts no folder on sys.path: the cluster tool and the HTTP helpers by path.
@@ -21,6 +22,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localcluster.C
     started = localcluster.up(tmp_path_factory.mktemp("cluster"))
     try:
         yield started
+        assert_no_drift(started.env())  # whatever this folder's tests wrote through three instances
     finally:
         localcluster.down(started)
 

@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 from tests.reliability.conftest import Starter
-from tests.support import ROOT, WriteLoad, assert_every_ack_is_stored, call, children, wait_for
+from tests.support import (
+    ROOT,
+    WriteLoad,
+    assert_every_ack_is_stored,
+    assert_no_drift,
+    call,
+    children,
+    wait_for,
+)
 
 sys.path.insert(0, str(ROOT / "scripts"))  # --import-mode=importlib: the cluster tool by path
 import localcluster
@@ -113,3 +121,4 @@ def test_an_instance_killed_under_load_behind_nginx_loses_no_acknowledged_write(
     stored = assert_every_ack_is_stored(load, cluster.url, headers)
     assert len(stored) >= 3 * ACKS_AFTER_RECOVERY
     assert call(f"{cluster.url}/ready").status == 200
+    assert_no_drift(cluster.env())

@@ -25,6 +25,7 @@ from buildstate.errors import Conflict, NotFound, Problem, Unprocessable
 from buildstate.models import BuildCreate, FailureReport, ResetRequest, StateChange
 from buildstate.store import Store, create_store
 from buildstate.store.base import Idempotency, WriteContext, WriteResult
+from buildstate.store.verify import verify
 
 NAMES = ("alpha", "beta", "gamma")
 CODES = st.sampled_from(range(0, 101, 5))
@@ -116,8 +117,12 @@ def _machine(database_url: str) -> type[RuleBasedStateMachine]:
             self.last: Sent | None = None
 
         def teardown(self) -> None:
-            self.loop.run_until_complete(self.store.close())
-            self.loop.close()
+            try:
+                report = self.loop.run_until_complete(verify(self.store))
+                assert report.ok, report.as_dict()  # the maintained tables agree with the event log
+            finally:
+                self.loop.run_until_complete(self.store.close())
+                self.loop.close()
 
         def build_id(self, name: str) -> str:
             return f"{name}-{self.run}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import _pg_url, pg_admin
-from tests.support import ServiceProcess, admin_key, clean_env
+from tests.support import ServiceProcess, admin_key, assert_no_drift, clean_env
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ def live_service(tmp_path_factory: pytest.TempPathFactory, pg_template: str) -> 
     service = ServiceProcess(env, data / "serve.log", workers=2).start()
     try:
         yield Live(service.url, {"X-API-Key": admin_key(env)}, env, service.log)
+        service.stop()
+        assert_no_drift(env)  # after every fuzzed and hostile request of the module
     finally:
         service.stop()
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

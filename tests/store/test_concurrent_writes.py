@@ -21,6 +21,13 @@ from buildstate.store.access import AuditFilter
 from buildstate.store.base import Idempotency, WriteContext, WriteResult
 from buildstate.store.postgres import _READ_BUILD, PostgresStore
 from buildstate.store.sqlite import SQLiteStore
+from buildstate.store.verify import verify
+
+
+async def no_drift(store: Store) -> None:
+    """Whatever raced, the maintained tables still agree with the event log."""
+    report = await verify(store)
+    assert report.ok, report.as_dict()
 
 
 @pytest.fixture
@@ -69,6 +76,7 @@ async def test_refused_writes_among_concurrent_ones_roll_back_alone(
     assert outcomes_seen.count("allowed") == 16  # 8 moves to 50 earlier, 8 to 75 now
     if isinstance(store, SQLiteStore):
         assert max(group_sizes) > 1, group_sizes  # the writes did share commits
+    await no_drift(store)
 
 
 async def test_the_same_idempotency_key_twice_at_once_records_one_event(
@@ -85,6 +93,7 @@ async def test_the_same_idempotency_key_twice_at_once_records_one_event(
     assert json.loads(first.body) == json.loads(second.body)
     history = await store.history(build)
     assert [e.state_code for e in history.events] == [0, 10]
+    await no_drift(store)
 
 
 async def test_many_concurrent_transitions_each_get_their_own_event(
@@ -99,6 +108,7 @@ async def test_many_concurrent_transitions_each_get_their_own_event(
     assert len(set(seqs)) == 20
     for build in builds:
         assert [e.state_code for e in (await store.history(build)).events] == [0, 10]
+    await no_drift(store)
 
 
 async def test_postgresql_compare_and_set_append_refuses_a_build_that_moved_on(pg_url: str) -> None:
