@@ -24,6 +24,7 @@ from urllib.request import HTTPRedirectHandler, HTTPSHandler, OpenerDirector, Re
 from . import log
 from .config import Source
 from .errors import ApiError, ConfigError
+from .numbers import ascii_int
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 BACKOFF_BASE_SECONDS = 0.5
@@ -192,8 +193,9 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    seconds = ascii_int(value)
+    if seconds is not None:
+        return float(seconds)
     from email.utils import parsedate_to_datetime  # noqa: PLC0415 - rare path
 
     try:

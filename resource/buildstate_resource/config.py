@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from . import log
 from .errors import ConfigError
+from .numbers import ascii_int
 
 SOURCE_KEYS = (
     "url",
@@ -111,7 +112,7 @@ def optional_string(mapping: Mapping[str, Any], key: str, where: str) -> str | N
 
 
 def state_code(value: object, where: str) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and ascii_int(value.strip(), max_digits=3) is not None:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100 or value % 5:
         raise ConfigError(f"{where} must be a state code 0..100 in steps of 5, got {value!r}")

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ApiError
+from .numbers import ascii_int
 
 Event = Mapping[str, Any]
 # A failure or reset keeps (or resets to) a state code, so the code alone would hide the event.
@@ -51,8 +52,8 @@ def seq_of_version(version: object) -> int | None:
         return None
     if isinstance(raw, int):
         return raw if raw > 0 else None
-    if isinstance(raw, str) and raw.strip().isdigit():
-        return int(raw.strip()) or None
+    if isinstance(raw, str):
+        return ascii_int(raw.strip()) or None
     return None
 
 

@@ -6,7 +6,7 @@ code that enforces it cannot drift apart.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -44,6 +44,24 @@ BuildName = Annotated[
 ]
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")]
 LabelValue = Annotated[str, StringConstraints(max_length=1024)]
+
+
+def utc_time(value: datetime) -> datetime:
+    """A time a client sent, in UTC (UTC assumed without an offset), or ValueError when that is past what
+    Python and so both stores can hold (0001-01-01T00:00:00+14:00 is in the year 0 in UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range: in UTC it must fall within the years 1 to 9999") from None
+
+
+QueryTime = Annotated[
+    datetime,
+    AfterValidator(utc_time),
+    Field(description="ISO-8601; UTC if no offset; within the years 1 to 9999 once in UTC."),
+]
 Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=64)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 Message = Annotated[str, StringConstraints(max_length=4000)]

@@ -52,6 +52,13 @@ def test_text_lines_are_for_people() -> None:
         ("Authorization: Bearer eyJhbGciOi.payload.sig", "eyJhbGciOi.payload.sig"),
         (f"X-API-Key: {SECRET_KEY}", SECRET_KEY),
         (f"headers={{'X-API-Key': '{SECRET_KEY}'}}", SECRET_KEY),
+        # What aiohttp's parser quotes from a refused header line: an escaped byte inside the token.
+        ("Invalid header value char: b'Authorization: Bearer eyJhbGciOi.e30.sig\\x01tail'", "tail"),
+        ("b'X-API-Key: bs_0123abcd_" + "S" * 43 + "\\x00'", "S" * 43),
+        ("Authorization: Basic YWxpY2U6aHVudGVyMg==", "YWxpY2U6aHVudGVyMg=="),
+        ("Proxy-Authorization: Digest username=alice", "username=alice"),
+        ("retrying with key bs_0123abcd_" + "k" * 43 + " now", "k" * 43),
+        ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl in a sentence", "c2lnbmF0dXJl"),
     ],
 )
 def test_credentials_are_scrubbed_from_messages(text: str, hidden: str) -> None:
@@ -96,3 +103,42 @@ async def test_each_request_is_logged_once_with_id_route_status_and_actor(
     assert by_route["/health"]["level"] == "debug"  # probes stay out of INFO
     assert [line["route"] for line in lines].count("/builds") == 1
     assert not any(SECRET_KEY in JsonFormatter().format(r) for r in caplog.records)
+
+
+def test_a_request_the_http_parser_refuses_is_one_warning_line_without_a_traceback() -> None:
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    from buildstate.observability.logging import ParserRejections
+
+    secret = "bs_0123abcd_" + "Q" * 43
+    error = BadHttpMessage(f"Invalid header value char:\n\n    b'X-API-Key: {secret}\\x00'\n     ^")
+    made = logging.LogRecord(
+        "aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s", ("10.1.2.3",),
+        (BadHttpMessage, error, None),
+    )  # fmt: skip
+    assert ParserRejections().filter(made)
+    line = JsonFormatter().format(made)
+    entry = json.loads(line)
+    assert entry["level"] == "warning"
+    assert entry["message"].startswith("refused a malformed HTTP request from 10.1.2.3 (400): Invalid header")
+    assert "Traceback" not in line
+    assert "\n" not in entry["message"]
+    assert "Q" * 43 not in line
+
+
+def test_other_errors_of_aiohttps_server_logger_keep_their_traceback() -> None:
+    from buildstate.observability.logging import ParserRejections
+
+    error = RuntimeError("a bug")
+    made = logging.LogRecord(
+        "aiohttp.server",
+        logging.ERROR,
+        __file__,
+        1,
+        "Error handling request",
+        None,
+        (RuntimeError, error, None),
+    )
+    assert ParserRejections().filter(made)
+    assert made.levelno == logging.ERROR
+    assert "RuntimeError: a bug" in JsonFormatter().format(made)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from buildstate.auth.scopes import KeyScope, Role
-from buildstate.models import Slug
+from buildstate.models import QueryTime, Slug
 
 # No NUL: PostgreSQL text cannot hold it, and a form sign-in is not checked for it by read_body.
 Username = Annotated[
@@ -151,16 +151,11 @@ class AuditQuery(BaseModel):
         default=None, description="e.g. build.state, build.reset, key.create, user.disable, auth.token"
     )
     outcome: Outcome | None = None
-    since: datetime | None = Field(default=None, description="ISO-8601; UTC if no offset.")
+    since: QueryTime | None = None
     before: Annotated[int, Field(ge=1, le=2**62)] | None = Field(
         default=None, description="next_before of the previous page."
     )
     limit: Annotated[int, Field(ge=1, le=500)] = 100
-
-    @field_validator("since")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 class AuditEntryOut(_Response):

@@ -90,6 +90,15 @@ class Authenticator:
             raise unauthorized(
                 "send one credential, X-API-Key or Authorization, not both", error="invalid_request"
             )
+        for name, value in (("X-API-Key", api_key), ("Authorization", authorization)):
+            # Keys and tokens are printable ASCII; anything else (bytes that are not UTF-8 arrive as
+            # surrogates) is no credential, and must not reach a digest, a decoder or a log line.
+            if value is not None and not (value.isascii() and value.isprintable()):
+                raise unauthorized(
+                    f"the {name} header holds characters no credential has (printable ASCII only)",
+                    slug="invalid-credential",
+                    error="invalid_request",
+                )
         if api_key is not None:
             return await self.from_api_key(api_key.strip())
         if authorization is not None:

@@ -6,7 +6,9 @@ Every record carries a UTC timestamp, the level, the logger name and the message
 ``REQUEST_FIELDS`` leave the process, so a stray ``extra=`` cannot leak a header or a body.
 
 Secrets: requests are logged by route and path, never with headers or bodies; as a second line of defence
-``scrub`` blanks passwords in URLs, bearer tokens and API-key headers from any message before it is written.
+``scrub`` blanks passwords in URLs, Authorization values, API-key headers, and buildstate keys and JWTs
+anywhere in a message before it is written. aiohttp's refusals of malformed requests become one line each
+(``ParserRejections``).
 """
 
 from __future__ import annotations
@@ -24,21 +26,55 @@ REQUEST_FIELDS = ("request_id", "method", "route", "path", "status", "duration_m
 _SECRETS = (
     # scheme://user:password@host -> scheme://user:***@host
     (re.compile(r"(?P<keep>\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(?=@)", re.IGNORECASE), r"\g<keep>***"),
-    (re.compile(r"(?P<keep>\bBearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE), r"\g<keep>***"),
+    # Any Authorization header (Bearer, Basic, ...; Proxy-Authorization too): the scheme stays.
+    (
+        re.compile(r"(?P<keep>\bAuthorization[\"']?\s*[:=]\s*[\"']?(?:[A-Za-z-]+\s+)?)[^\s\"',;]+", re.I),
+        r"\g<keep>***",
+    ),
+    # A bearer or basic credential outside a header line; up to the next space or quote, so that an
+    # escaped byte in it (a parser error's repr: eyJ...\x01...) does not leave the rest in clear.
+    (re.compile(r"(?P<keep>\b(?:Bearer|Basic)\s+)[^\s\"',;]+", re.IGNORECASE), r"\g<keep>***"),
     (re.compile(r"(?P<keep>\bX-API-Key[\"']?\s*[:=]\s*[\"']?)[^\s,\"';]+", re.IGNORECASE), r"\g<keep>***"),
+    # A buildstate key or a JWT wherever it stands: the key's public id stays (it is not a secret).
+    (re.compile(r"(?P<keep>\bbs_[0-9a-f]{8}_)[A-Za-z0-9_-]{8,}"), r"\g<keep>***"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*"), "***"),
 )
+# Every pattern above needs one of these (case-insensitively): text without any is returned as it is,
+# which spares the regular expressions on nearly every line (one access line a request).
+_HINTS = ("://", "bearer", "basic", "api-key", "authorization", "bs_", "eyj")
 
 
 def scrub(text: str) -> str:
-    """``text`` with credentials blanked (URL passwords, bearer tokens, API-key header values)."""
-    # Every pattern above needs one of these words (case-insensitively): text without them is returned as
-    # it is, which spares the three regular expressions on nearly every line (one access line a request).
+    """``text`` with credentials blanked: URL passwords, Authorization values of any scheme, API-key
+    header values, and buildstate keys and JWTs wherever they appear."""
     lowered = text.lower()
-    if "://" not in lowered and "bearer" not in lowered and "api-key" not in lowered:
+    if not any(hint in lowered for hint in _HINTS):
         return text
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
+
+
+class ParserRejections(logging.Filter):
+    """aiohttp logs a request its HTTP parser refuses (a NUL or a bare CR in a header, two
+    Content-Length fields, Content-Length with Transfer-Encoding, an over-long line, a bad method) as
+    "Error handling request" with a traceback, at ERROR: for a client's malformed bytes, not a fault of
+    the service. This filter, on the ``aiohttp.server`` logger, makes each such record one WARNING line:
+    the peer and the parser's reason, newlines folded, without the traceback (``scrub`` still blanks any
+    credential the parser quoted from the refused line). Other errors of that logger pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError  # noqa: PLC0415 - only where aiohttp runs
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            reason = " ".join(str(error.message).split())
+            peer = record.getMessage().rpartition(" from ")[2] or "unknown peer"
+            record.msg = "refused a malformed HTTP request from %s (%s): %s"
+            record.args = (peer, error.code, reason)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def _message(record: logging.LogRecord) -> str:
@@ -145,8 +181,10 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {"buildstate": {"()": formatter}},
         "handlers": {"stderr": handler},
+        "filters": {"parser_rejections": {"()": f"{__name__}.ParserRejections"}},
         "root": {"level": level.upper(), "handlers": ["stderr"]},
         "loggers": {
+            "aiohttp.server": {"level": level.upper(), "filters": ["parser_rejections"]},
             "gunicorn.error": {"level": level.upper(), "handlers": ["stderr"], "propagate": False},
             "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
             # aiohttp's access logger duplicates observability.middleware's request line.

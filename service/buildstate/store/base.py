@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
@@ -28,6 +28,7 @@ from buildstate.models import (
     ResetRequest,
     StateChange,
     Summary,
+    utc_time,
 )
 
 if TYPE_CHECKING:
@@ -133,11 +134,8 @@ class BuildCursor:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             stamp, ident = json.loads(raw)
-            updated_at = datetime.fromisoformat(stamp)
-            if updated_at.tzinfo is None:
-                updated_at = updated_at.replace(tzinfo=UTC)
-            return cls(updated_at=updated_at, id=UUID(ident))
-        except (ValueError, TypeError) as exc:
+            return cls(updated_at=utc_time(datetime.fromisoformat(stamp)), id=UUID(ident))
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
             raise BadRequest("cursor is not one this service issued", slug="bad-cursor") from exc
 
 

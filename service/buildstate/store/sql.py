@@ -70,8 +70,12 @@ class PostgresDialect(Dialect):
 
 
 def format_time(value: datetime) -> str:
-    """Fixed-width ISO-8601 UTC, so that SQLite's text comparison orders times correctly."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width ISO-8601 in UTC, so that SQLite's text comparison orders times correctly: converted to
+    UTC first (a time with another offset compared as if it were UTC before), and with four year digits
+    (``strftime("%Y")`` writes the year 1 as ``1``)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 class Params:

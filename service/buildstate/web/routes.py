@@ -10,11 +10,10 @@ import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from buildstate import __version__
 from buildstate.errors import BadRequest, Unprocessable, UnsupportedMediaType
@@ -29,6 +28,7 @@ from buildstate.models import (
     FailureReport,
     Health,
     History,
+    QueryTime,
     Ready,
     ResetRequest,
     Root,
@@ -37,6 +37,7 @@ from buildstate.models import (
     Status,
     Summary,
 )
+from buildstate.numbers import ascii_int
 from buildstate.observability.web import scrape
 from buildstate.store.base import (
     BuildCursor,
@@ -148,6 +149,14 @@ def _finite(value: Any) -> bool:
     return True
 
 
+def int_param(text: str, what: str, *, slug: str) -> int:
+    """A whole number from a path segment or a header (``numbers.ascii_int``), else 400 naming it."""
+    value = ascii_int(text)
+    if value is None:
+        raise BadRequest(f"{what} must be a whole number: 1 to 18 ASCII digits", slug=slug)
+    return value
+
+
 def read_query(request: web.Request, model: type[M]) -> M:
     try:
         return model.model_validate(dict(request.query))
@@ -197,12 +206,7 @@ class BuildFilters(_Query):
     status: Status | None = None
     min_state: Annotated[int, Field(ge=0, le=100)] | None = None
     max_state: Annotated[int, Field(ge=0, le=100)] | None = None
-    updated_since: datetime | None = Field(default=None, description="ISO-8601; UTC if no offset.")
-
-    @field_validator("updated_since")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+    updated_since: QueryTime | None = None
 
 
 class BuildQuery(BuildFilters):
@@ -212,6 +216,7 @@ class BuildQuery(BuildFilters):
     )
 
 
+STATE_WORDS = frozenset({"failed", "succeeded", "reset"})
 StateFilter = Annotated[
     str,
     Field(
@@ -263,7 +268,8 @@ def _build_filter(query: BuildFilters) -> BuildFilter:
 def event_filter(query: EventFilters) -> EventFilter:
     states: tuple[int | str, ...] = ()
     if query.states:
-        states = tuple(int(s) if s.isdigit() else s for s in query.states.split(","))
+        # The pattern lets through codes and three words only.
+        states = tuple(s if s in STATE_WORDS else int(s) for s in query.states.split(","))
     return EventFilter(
         platform=query.platform,
         os_version=query.os_version,
@@ -449,10 +455,8 @@ async def list_events(request: web.Request) -> web.Response:
     errors=(400, 404),
 )
 async def get_event(request: web.Request) -> web.Response:
-    text = request.match_info["seq"]
-    if not text.isdigit() or len(text) > 18:
-        raise BadRequest("an event is named by its seq, a positive integer", slug="bad-seq")
-    return json_response(await request.app[STORE].get_event(int(text)))
+    seq = int_param(request.match_info["seq"], "an event's seq", slug="bad-seq")
+    return json_response(await request.app[STORE].get_event(seq))
 
 
 @route(

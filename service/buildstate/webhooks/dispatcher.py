@@ -21,6 +21,7 @@ import aiohttp
 
 from buildstate.config import Settings
 from buildstate.errors import NotFound, ServiceUnavailable, Unprocessable
+from buildstate.numbers import ascii_int
 from buildstate.store import Store
 from buildstate.webhooks import payloads
 from buildstate.webhooks.models import WebhookKind
@@ -53,8 +54,9 @@ def validate_target(url: str, allowed_hosts: list[str]) -> None:
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    seconds = ascii_int(value.strip())
+    if seconds is not None:
+        return float(seconds)
     with contextlib.suppress(TypeError, ValueError):
         return max(0.0, (parsedate_to_datetime(value) - now).total_seconds())
     return None

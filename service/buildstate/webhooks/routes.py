@@ -12,11 +12,11 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 from pydantic import BaseModel, ConfigDict, Field
 
-from buildstate.errors import BadRequest
 from buildstate.web.routes import (
     EventFilters,
     Seq,
     event_filter,
+    int_param,
     json_response,
     read_body,
     read_query,
@@ -54,9 +54,7 @@ STREAM_PAGE = 200
 async def _resume_point(request: web.Request, query: StreamQuery) -> int:
     last_id = request.headers.get("Last-Event-ID", "").strip()
     if last_id:
-        if not last_id.isdigit() or len(last_id) > 18:
-            raise BadRequest("Last-Event-ID must be an event seq", slug="bad-last-event-id")
-        return int(last_id)
+        return int_param(last_id, "Last-Event-ID (an event's seq)", slug="bad-last-event-id")
     if query.after is not None:
         return query.after
     return await request.app[STORE].max_seq()
@@ -129,10 +127,7 @@ def _hooks(request: web.Request) -> WebhookStore:
 
 
 def _webhook_id(request: web.Request, name: str = "id") -> int:
-    text = request.match_info[name]
-    if not text.isdigit() or len(text) > 18:
-        raise BadRequest(f"{name} must be a positive integer", slug="bad-id")
-    return int(text)
+    return int_param(request.match_info[name], name, slug="bad-id")
 
 
 @route(

@@ -1,0 +1,137 @@
+"""Hostile headers, path parameters and query values: each a clear 4xx on both stores, never a 500.
+
+The regressions of issue 13, finding 4, one mechanism each: credentials that are not printable ASCII
+(``Authenticator.identify``), integers from paths and headers (``routes.int_param``: ASCII digits only),
+and times from queries and cursors (``models.QueryTime``: converted to UTC, within what both stores hold).
+Raw sockets, because an HTTP client library would refuse to send most of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+Client = TestClient[Any, Any]
+
+
+async def raw(client: Client, request: bytes) -> tuple[int, bytes]:
+    """Send ``request`` as written; the status and body of the answer."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(request)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def get(path: bytes, *headers: bytes) -> bytes:
+    return (
+        b"GET "
+        + path
+        + b" HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(h + b"\r\n" for h in headers)
+        + (b"Connection: close\r\n\r\n")
+    )
+
+
+@pytest.fixture
+def no_unhandled_errors(caplog: pytest.LogCaptureFixture) -> Any:
+    caplog.set_level(logging.DEBUG)
+    yield
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage()[:200] for r in errors]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"X-API-Key: bs_\xff\xfe", b"X-API-Key: bs_12345678_" + b"\xe9" * 43, b"Authorization: Bearer \xff\xfe",
+     b"Authorization: Bearer eyJ\xc3(", b"X-API-Key: bs_\xc2\xa0x"],
+)  # fmt: skip
+async def test_a_credential_that_is_not_printable_ascii_is_a_401(
+    anon_client: Client, header: bytes, no_unhandled_errors: None
+) -> None:
+    status, body = await raw(anon_client, get(b"/builds", header))
+    assert status == 401, body
+    assert json.loads(body)["type"].endswith("/invalid-credential")
+
+
+@pytest.mark.parametrize("digits", ["%C2%B2", "%D9%A1%D9%A2", "%EF%BC%91", "1%E2%80%8B", "+1", "1_0", "0x1"])
+async def test_an_integer_in_a_path_is_ascii_digits_or_a_400(
+    client: Client, admin_key: str, digits: str, no_unhandled_errors: None
+) -> None:
+    key = f"X-API-Key: {admin_key}".encode()
+    for path in ("/events/{}", "/admin/webhooks/{}", "/admin/webhooks/{}/deliveries",
+                 "/admin/webhooks/1/deliveries/{}"):  # fmt: skip
+        status, body = await raw(client, get(path.format(digits).encode(), key))
+        assert status == 400, (path, digits, body)
+
+
+@pytest.mark.parametrize("value", ["²", "١٢", "1²", "+5", " 5 5"])
+async def test_last_event_id_is_ascii_digits_or_a_400(
+    client: Client, admin_key: str, value: str, no_unhandled_errors: None
+) -> None:
+    request = get(b"/events/stream", f"X-API-Key: {admin_key}".encode(), b"Last-Event-ID: " + value.encode())
+    status, body = await raw(client, request)
+    assert status == 400, body
+    assert json.loads(body)["type"].endswith("/bad-last-event-id")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/builds?updated_since=0001-01-01T00:00:00%2B14:00",
+        "/events?updated_since=0001-01-01T00:00:00%2B14:00",
+        "/events/stream?updated_since=0001-01-01T00:30:00%2B01:00",
+        "/audit?since=9999-12-31T23:00:00-05:00",
+        "/builds?updated_since=9999-12-31T23:59:59-00:01",
+    ],
+)
+async def test_a_time_past_what_a_store_holds_is_a_422(
+    client: Client, path: str, no_unhandled_errors: None
+) -> None:
+    answer = await client.get(path)
+    assert answer.status == 422, await answer.text()
+    assert "out of range" in json.dumps(await answer.json())
+
+
+async def test_the_earliest_and_latest_times_are_answered(client: Client, no_unhandled_errors: None) -> None:
+    for since in ("0001-01-01T00:00:00Z", "0001-01-01T14:00:00+14:00", "9999-12-31T23:59:59.999999Z"):
+        for path in ("/builds", "/events", "/audit"):
+            name = "since" if path == "/audit" else "updated_since"
+            answer = await client.get(path, params={name: since})
+            assert answer.status == 200, (path, since, await answer.text())
+
+
+async def test_a_forged_cursor_with_an_impossible_time_is_a_400(
+    client: Client, no_unhandled_errors: None
+) -> None:
+    for stamp in ("0001-01-01T00:00:00+14:00", "not a time", 5):
+        forged = base64.urlsafe_b64encode(json.dumps([stamp, "0" * 32]).encode()).decode().rstrip("=")
+        answer = await client.get("/builds", params={"cursor": forged})
+        assert answer.status == 400, (stamp, await answer.text())
+    answer = await client.get("/builds", params={"cursor": "\u00e9\u00e9"})
+    assert answer.status == 400
+
+
+async def test_a_time_with_an_offset_names_the_same_instant_on_both_stores(client: Client) -> None:
+    """SQLite compared the text of a time with an offset as if it were UTC."""
+    created = await client.post(
+        "/builds", json={"platform": "aws", "os_version": "rhel-9", "image_type": "base", "build_id": "t-1"}
+    )
+    updated_at = datetime.fromisoformat((await created.json())["updated_at"])
+    east = timezone(timedelta(hours=5))
+    before, after = updated_at - timedelta(hours=1), updated_at + timedelta(hours=1)
+    for since, found in ((before, ["t-1"]), (after, [])):
+        for spelled in (since.isoformat(), since.astimezone(east).isoformat()):
+            page = await (await client.get("/builds", params={"updated_since": spelled})).json()
+            assert [b["build_id"] for b in page["builds"]] == found, spelled
+            feed = await (await client.get("/events", params={"updated_since": spelled})).json()
+            assert [e["build"]["build_id"] for e in feed["events"]] == found, spelled
