@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     signin_failures_per_user: int = Field(default=5, ge=1)
     signin_failures_per_client: int = Field(default=20, ge=1)
     signin_window_seconds: int = Field(default=300, ge=1)
+    # Refused credentials per client address (IPv6: per /64) within the window before 429s that write
+    # nothing; the window also groups repeated denials into one audit row.
+    auth_failures_per_client: int = Field(default=30, ge=1)
+    auth_failure_window_seconds: int = Field(default=300, ge=1)
     # Addresses or networks of reverse proxies whose X-Forwarded-For is believed (comma-separated, e.g.
     # 10.0.0.0/8); empty: the header is ignored and the peer address is the client.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -92,6 +92,10 @@ async def test_a_disabled_user_cannot_sign_in(
     await client.post("/admin/users/alice/disable")
     response = await anon_client.post("/token", json={"username": "alice", "password": password})
     assert response.status == 401
+    # The same answer as a wrong password: "disabled" only for the right one would confirm it.
+    wrong = await anon_client.post("/token", json={"username": "alice", "password": WRONG})
+    assert await response.json() == await wrong.json()
+    assert (await response.json())["detail"] == "wrong username or password"
 
 
 async def test_a_422_on_sign_in_never_echoes_the_password(anon_client: TestClient[Any, Any]) -> None:
@@ -115,10 +119,10 @@ async def test_repeated_failures_for_one_user_are_throttled_even_with_the_right_
     await make_user("bob")
     assert (await client.post("/token", json={"username": "bob", "password": password})).status == 200
     rows = await store.access.list_audit(AuditFilter(action="auth.token"))
-    assert [(r.outcome, r.status_code, r.target) for r in rows] == [
-        ("allowed", 200, "user:bob"),
-        ("denied", 429, "user:alice"),
-        *[("denied", 401, "user:alice")] * 3,
+    assert [(r.outcome, r.status_code, r.target, r.repeats) for r in rows] == [
+        ("allowed", 200, "user:bob", 1),
+        ("denied", 429, "user:alice", 1),
+        ("denied", 401, "user:alice", 3),  # the three guesses from one address: one row
     ]
     assert rows[0].actor == "user:bob" and rows[1].actor == "anonymous"
 

@@ -6,9 +6,12 @@ routes are matched exactly: ``/healthz``, ``/health/`` or ``/health/../admin`` m
 need a credential like everything else; so do paths that match no route at all (401 before 404, so
 probing for routes needs a credential).
 
-Order of checks: credential (401) -> rate limit (429) -> scope (403) -> platform (403). Denied attempts on
-mutating routes are written to the audit log (with the key's public id, never the key). Every
-authenticated response carries the rate-limit fields.
+Order of checks: credential (401) -> rate limit (429) -> scope (403) -> platform (403). A refused
+credential also counts against its client address: past ``BUILDSTATE_AUTH_FAILURES_PER_CLIENT`` within
+the window, the client's refused requests are 429 with ``Retry-After`` and write nothing. Denied attempts
+on mutating routes are written to the audit log (with the key's public id, never the key), repeats of one
+source, actor, action and status within the window as one row with a count. Every authenticated
+response carries the rate-limit fields.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from buildstate.auth.keys import PUBLIC_ID
 from buildstate.auth.principal import Principal
 from buildstate.auth.scopes import spell
 from buildstate.auth.service import ANONYMOUS
-from buildstate.errors import Forbidden, NotFound, Problem, ServiceUnavailable, TooManyRequests, Unauthorized
+from buildstate.errors import Forbidden, NotFound, Problem, TooManyRequests, Unauthorized
 from buildstate.observability.web import record_auth_failure
 from buildstate.store.base import AuditEntry
 from buildstate.web.routes import Handler, Route
@@ -84,17 +87,31 @@ async def _audit_denied(
     entry = AuditEntry(
         actor=request.get(ACTOR, ANONYMOUS),
         action=_denied_action(request, route),
-        target=target,
+        target=target[:200] if target is not None else None,
         outcome="denied",
         status_code=problem.status,
         request_id=request.get(REQUEST_ID),
         source=request.remote,
         detail=detail,
     )
+    await request.app[AUTHENTICATOR].record_denial(entry, throttled=isinstance(problem, TooManyRequests))
+
+
+async def _identify(request: web.Request) -> Principal:
+    """The caller's principal; a refused credential counts against its client, and past the client's
+    allowance the answer is 429 (with ``Retry-After``) instead of 401, and nothing is written for it."""
+    authenticator = request.app[AUTHENTICATOR]
     try:
-        await request.app[STORE].record_audit(entry)
-    except ServiceUnavailable:
-        log.warning("audit row for a denied %s not written: database unavailable", entry.action)
+        return await authenticator.identify(request.headers)
+    except Unauthorized as refused:
+        decision = await authenticator.credential_refused(request.remote)
+        if decision.allowed:
+            raise
+        raise TooManyRequests(
+            f"too many refused credentials from this address; retry in {decision.retry_after} s",
+            slug="credential-failures-throttled",
+            headers={"Retry-After": str(decision.retry_after)},
+        ) from refused
 
 
 async def _platform_of(request: web.Request, route: Route) -> str | None:
@@ -146,7 +163,7 @@ def _credential_hint(request: web.Request) -> str | None:
 async def _admit(request: web.Request, route: Route | None) -> dict[str, str]:
     """Identify, rate-limit and authorize the caller; the rate-limit fields for the response."""
     authenticator = request.app[AUTHENTICATOR]
-    principal = await authenticator.identify(request.headers)
+    principal = await _identify(request)
     request[PRINCIPAL] = principal
     request[ACTOR] = principal.actor
     decision = await authenticator.limit(principal)
@@ -177,6 +194,8 @@ def auth_middleware(table: RouteTable) -> Middleware:
             limit_headers = await _admit(request, route)
         except (Unauthorized, Forbidden, TooManyRequests) as denied:
             record_auth_failure(request, denied.type_slug)
+            if denied.type_slug == "credential-failures-throttled":
+                raise  # the flood itself: nothing is written for it (the metrics count it)
             if request.method not in SAFE_METHODS and route is not None:  # attempts at changes, not scans
                 hint = _credential_hint(request) if isinstance(denied, Unauthorized) else None
                 await _audit_denied(request, route, denied, hint)

@@ -169,6 +169,11 @@ class AuditEntryOut(_Response):
     request_id: str | None
     source: str | None
     detail: dict[str, Any] | None
+    repeats: int = Field(
+        description="How many times this happened: the denials of one source, actor, action and status "
+        "within one window (BUILDSTATE_AUTH_FAILURE_WINDOW_SECONDS) are one row; the first one's details."
+    )
+    last_at: datetime | None = Field(description="When the last of the repeats happened.")
 
 
 class AuditPage(_Response):

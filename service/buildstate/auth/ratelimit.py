@@ -14,6 +14,7 @@ until full>``; a refusal adds ``Retry-After``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -37,6 +38,23 @@ class Bucket:
     @property
     def window(self) -> int:
         return max(1, math.ceil(self.burst / self.rate))
+
+
+def client_key(source: str | None) -> str:
+    """Who a per-client limit counts: the address, except that an IPv6 address counts as its /64 (one
+    host holds a whole /64 and could otherwise take a fresh bucket for every request) and an IPv4-mapped
+    one as the IPv4 address."""
+    if not source:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        return source[:100]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 class Decision(NamedTuple):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 import time
@@ -22,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from buildstate.auth import keys, passwords
 from buildstate.auth.principal import Principal
-from buildstate.auth.ratelimit import Bucket, Decision, Limiter, create_limiter
+from buildstate.auth.ratelimit import Bucket, Decision, Limiter, client_key, create_limiter
 from buildstate.auth.scopes import ROLE_SCOPES, expand, spell
 from buildstate.auth.secret import jwt_secret
 from buildstate.auth.tokens import InvalidToken, TokenIssuer
@@ -81,6 +82,11 @@ class Authenticator:
         self.signin_client = Bucket(
             "signin-client", settings.signin_failures_per_client / window, settings.signin_failures_per_client
         )
+        self.failure_window = settings.auth_failure_window_seconds
+        failures = settings.auth_failures_per_client
+        self.credential_failures = Bucket("credential-failures", failures / self.failure_window, failures)
+        # One audit row write per repeat key and window for requests refused with 429 (a flood writes once).
+        self.throttled_audit = Bucket("throttled-audit", 1 / self.failure_window, 1)
 
     # ------------------------------------------------------------------ request credentials
 
@@ -199,6 +205,27 @@ class Authenticator:
     async def limit(self, principal: Principal) -> Decision:
         return await self.limiter.take(principal.actor, self.requests)
 
+    async def credential_refused(self, source: str | None) -> Decision:
+        """Count a refused credential against the client (``client_key``); once its bucket is empty the
+        caller answers 429 and writes nothing. Accepted credentials cost nothing here."""
+        return await self.limiter.take(f"credential-failures:{client_key(source)}", self.credential_failures)
+
+    async def record_denial(self, entry: AuditEntry, *, throttled: bool = False) -> None:
+        """The audit row of a denied request, shared with its repeats: one row per source, actor, action
+        and status within the window (``repeats`` counts them), so that a flood of made-up credentials
+        adds one row, not one per request. A ``throttled`` denial (a 429) is written at most once per
+        window and key, whatever the rate. Best effort while the database is down."""
+        window = int(time.time() // self.failure_window)
+        key = "|".join(
+            (str(window), client_key(entry.source), entry.actor, entry.action, str(entry.status_code))
+        )
+        if throttled and not (await self.limiter.take(f"audit:{key}", self.throttled_audit)).allowed:
+            return
+        try:
+            await self.store.record_audit(dataclasses.replace(entry, repeat_key=key))
+        except ServiceUnavailable:
+            log.warning("audit row for a denied %s not written: database unavailable", entry.action)
+
     # ------------------------------------------------------------------ sign-in
 
     async def sign_in(
@@ -213,7 +240,7 @@ class Authenticator:
         name = username.strip().lower()
         buckets = (
             (f"signin:user:{name}", self.signin_user),
-            (f"signin:client:{ctx.source or 'unknown'}", self.signin_client),
+            (f"signin:client:{client_key(ctx.source)}", self.signin_client),
         )
         taken = [(key, bucket, await self.limiter.take(key, bucket)) for key, bucket in buckets]
         refused = [decision for _, _, decision in taken if not decision.allowed]
@@ -233,10 +260,12 @@ class Authenticator:
         user = await self.store.access.user_by_name(name)
         correct = await passwords.verify_password(user.password_hash if user else None, password)
         if user is None or not correct or user.disabled_at is not None:
-            reason = "disabled user" if correct else "wrong username or password"
+            # The answer is the same whether the password was right or not: telling a disabled account's
+            # caller "disabled" only when the password was right would confirm the password. The audit
+            # log (admins only) says which it was.
+            reason = "disabled user" if user is not None and correct else "wrong username or password"
             await self._audit_sign_in(ctx, ANONYMOUS, name, outcome="denied", status=401, reason=reason)
-            detail = "this account is disabled" if correct else "wrong username or password"
-            raise unauthorized(detail, slug="sign-in-failed")
+            raise unauthorized("wrong username or password", slug="sign-in-failed")
         for key, bucket, _ in taken:
             await self.limiter.take(key, bucket, cost=-1)
         scopes = ROLE_SCOPES[user.role]
@@ -266,6 +295,9 @@ class Authenticator:
             source=ctx.source,
             detail={"reason": reason} if reason else None,
         )
+        if outcome == "denied":  # guesses from one source are one row with a count
+            await self.record_denial(entry, throttled=status == 429)
+            return
         try:
             await self.store.record_audit(entry)
         except ServiceUnavailable:

@@ -74,6 +74,8 @@ class AuditRecord:
     request_id: str | None
     source: str | None
     detail: dict[str, Any] | None
+    repeats: int = 1  # denials of one source, actor, action and status in one window are one row
+    last_at: datetime | None = None  # when the last of them happened
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,9 @@ USER_COLUMNS = (
     "id, username, password_hash, role, token_version, created_at, created_by, password_changed_at, "
     "disabled_at"
 )
-AUDIT_COLUMNS = "id, at, actor, action, target, outcome, status_code, request_id, source, detail"
+AUDIT_COLUMNS = (
+    "id, at, actor, action, target, outcome, status_code, request_id, source, detail, repeats, last_at"
+)
 
 
 def audit_query(p: Params, where: AuditFilter) -> str:
@@ -202,4 +206,6 @@ def decode_audit(dialect: Dialect, row: Any) -> AuditRecord:
         request_id=row["request_id"],
         source=row["source"],
         detail=dialect.json_value(row["detail"]),
+        repeats=row["repeats"],
+        last_at=_time_or_none(dialect, row["last_at"]),
     )

@@ -73,6 +73,9 @@ class AuditEntry:
     request_id: str | None = None
     source: str | None = None
     detail: dict[str, Any] | None = None
+    # Entries with the same key are one row whose ``repeats`` counts them (repeated denials, see
+    # auth.service.Authenticator.record_denial); None: a row of its own.
+    repeat_key: str | None = None
 
     @classmethod
     def of(

@@ -373,8 +373,9 @@ class PostgresStore:
     @staticmethod
     async def _insert_audit(conn: asyncpg.Connection, entry: AuditEntry) -> None:
         await conn.execute(
-            "INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source, detail) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
+            "INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source, detail, "
+            "repeat_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9) ON CONFLICT (repeat_key) "
+            "DO UPDATE SET repeats = audit_log.repeats + 1, last_at = clock_timestamp()",
             entry.actor,
             entry.action,
             entry.target,
@@ -383,6 +384,7 @@ class PostgresStore:
             entry.request_id,
             entry.source,
             entry.detail,
+            entry.repeat_key,
         )
 
     async def record_audit(self, entry: AuditEntry) -> None:

@@ -346,7 +346,8 @@ class SQLiteStore:
     def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
         conn.execute(
             "INSERT INTO audit_log (at, actor, action, target, outcome, status_code, request_id, source, "
-            "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "detail, repeat_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (repeat_key) DO UPDATE SET repeats = audit_log.repeats + 1, last_at = excluded.at",
             (
                 sql.format_time(_now()),
                 entry.actor,
@@ -357,6 +358,7 @@ class SQLiteStore:
                 entry.request_id,
                 entry.source,
                 _dumps(entry.detail),
+                entry.repeat_key,
             ),
         )
 
