@@ -42,6 +42,9 @@ TEXT_LIMITS = {
     "component": 200,
 }
 DETAILS_TEXT_LIMIT = 16000
+# A details_file holding a JSON object is sent as it is up to this size; a larger one is sent as the tail
+# of its text, like any other file (the service refuses details past 64 KiB of text, 10,000 values).
+DETAILS_JSON_LIMIT = 60000
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def _details(failure: Mapping[str, Any], sources: Path) -> dict[str, Any] | None
         parsed = json.loads(text)
     except ValueError:
         parsed = None
-    if isinstance(parsed, dict):
+    if isinstance(parsed, dict) and len(text) <= DETAILS_JSON_LIMIT:
         return parsed
     return {"file": relative, "text": _tail(text.rstrip(), DETAILS_TEXT_LIMIT)}
 

@@ -62,6 +62,45 @@ QueryTime = Annotated[
     AfterValidator(utc_time),
     Field(description="ISO-8601; UTC if no offset; within the years 1 to 9999 once in UTC."),
 ]
+# Free-form JSON (a failure's details, Concourse's instance vars): bounded, so that one request cannot
+# hand the store megabytes of nesting to serialise, write three times and send to every reader.
+MAX_JSON_DEPTH = 32
+MAX_JSON_VALUES = 10_000
+MAX_JSON_TEXT = 64 * 1024  # characters in all keys and strings together
+
+
+def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` if it is at most ``MAX_JSON_DEPTH`` deep, ``MAX_JSON_VALUES`` values and ``MAX_JSON_TEXT``
+    characters; stops at the first limit passed, so refusing a huge value costs no more than the limits."""
+    values, text = 0, 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        values += 1
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(item, dict | list) and values + len(stack) + len(item) > MAX_JSON_VALUES:
+            raise ValueError(f"more than {MAX_JSON_VALUES} values (objects, arrays, strings, numbers)")
+        if isinstance(item, dict):
+            text += sum(len(key) for key in item)
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            text += len(item)
+        if text > MAX_JSON_TEXT:
+            raise ValueError(f"more than {MAX_JSON_TEXT} characters of keys and strings")
+    return value
+
+
+FreeJson = Annotated[
+    dict[str, Any],
+    AfterValidator(_bounded_json),
+    Field(
+        description=f"Any JSON object up to {MAX_JSON_DEPTH} levels deep, {MAX_JSON_VALUES} values and "
+        f"{MAX_JSON_TEXT} characters of keys and strings."
+    ),
+]
 Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=64)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 Message = Annotated[str, StringConstraints(max_length=4000)]
@@ -93,7 +132,7 @@ class Provenance(_Request):
 
     team: ShortText | None = None
     pipeline: ShortText | None = None
-    instance_vars: dict[str, Any] | None = None
+    instance_vars: FreeJson | None = None
     job: ShortText | None = None
     build_name: ShortText | None = None
     build_id: ShortText | None = None
@@ -121,7 +160,7 @@ class FailureReport(_Request):
     error_message: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
     error_code: ShortText | None = None
     component: ShortText | None = None
-    details: dict[str, Any] | None = None
+    details: FreeJson | None = None
     provenance: Provenance | None = None
 
 

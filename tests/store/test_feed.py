@@ -149,7 +149,7 @@ async def test_reader_never_skips_an_event_whose_writer_commits_late(pg_store: P
         build = sql.decode_build(sql.PostgresDialect(), row)
         from buildstate.store import plan
 
-        draft = plan.state(build, StateChange(state_code=10))
+        draft = plan.state(build, plan.prepare(StateChange(state_code=10)))
         assert draft is not None
         await pg_store._append_event(conn, row, build, draft, "slow", old_status="running", previous_at=None)
 

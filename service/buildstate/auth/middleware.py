@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from pydantic import ValidationError
 
 from buildstate.auth.keys import PUBLIC_ID
 from buildstate.auth.principal import Principal
@@ -31,7 +30,7 @@ from buildstate.auth.service import ANONYMOUS
 from buildstate.errors import Forbidden, NotFound, Problem, TooManyRequests, Unauthorized
 from buildstate.observability.web import record_auth_failure
 from buildstate.store.base import AuditEntry
-from buildstate.web.routes import Handler, Route
+from buildstate.web.routes import Handler, Route, read_body
 from buildstate.web.typedefs import ACTOR, AUTHENTICATOR, PRINCIPAL, REQUEST_ID, STORE
 
 log = logging.getLogger("buildstate.auth")
@@ -124,10 +123,10 @@ async def _platform_of(request: web.Request, route: Route) -> str | None:
             return None  # the handler answers 404
         return build.platform
     if route.body is not None and "platform" in route.body.model_fields:
-        try:
-            body = route.body.model_validate_json(await request.read())
-        except ValidationError:
-            return None  # the handler answers 400/422 from the same body
+        try:  # with read_body's guards (size, NUL, values), and parsed once for the handler too
+            body, _ = await read_body(request, route.body)
+        except Problem:
+            return None  # the handler answers 400/413/415/422 from the same body
         platform = getattr(body, "platform", None)
         return platform if isinstance(platform, str) else None
     return None

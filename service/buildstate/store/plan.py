@@ -41,56 +41,68 @@ def _current(build: Build) -> domain.Current:
     return domain.Current(build.build_id, build.state_code, build.status, build.attempt, failure)
 
 
-def _provenance(request: StateChange | FailureReport | ResetRequest | BuildCreate) -> Any:
-    return request.provenance.model_dump(exclude_none=True) if request.provenance else None
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A validated write request as the plain values its event needs, made by ``prepare`` before the write
+    is queued: the SQLite writer thread (one per process, shared by every write) and a held row lock
+    only compare and copy them, they never validate or convert a request."""
+
+    state_code: int | None = None
+    message: str | None = None
+    failure: dict[str, Any] | None = None
+    reason: str | None = None
+    provenance: dict[str, Any] | None = None
 
 
-def _draft(
-    change: domain.Change,
-    request: BuildCreate | StateChange | FailureReport | ResetRequest,
-    *,
-    message: str | None = None,
-    failure: dict[str, Any] | None = None,
-    reason: str | None = None,
-) -> Draft:
+def prepare(request: BuildCreate | StateChange | FailureReport | ResetRequest) -> Prepared:
+    provenance = request.provenance.model_dump(exclude_none=True) if request.provenance else None
+    if isinstance(request, StateChange):
+        return Prepared(state_code=request.state_code, message=request.message, provenance=provenance)
+    if isinstance(request, FailureReport):
+        report = Failure(
+            error_message=request.error_message,
+            error_code=request.error_code,
+            component=request.component,
+            details=request.details,
+        ).model_dump()
+        return Prepared(message=request.error_message, failure=report, provenance=provenance)
+    if isinstance(request, ResetRequest):
+        return Prepared(message=request.reason, reason=request.reason, provenance=provenance)
+    return Prepared(provenance=provenance)
+
+
+def _draft(change: domain.Change, prepared: Prepared, *, failure: bool = False) -> Draft:
     return Draft(
         type=change.type,
         attempt=change.attempt,
         state_code=change.state_code,
         from_state_code=change.from_state_code,
         status=change.status,
-        message=message,
-        failure=failure,
-        reason=reason,
-        provenance=_provenance(request),
+        message=prepared.message,
+        failure=prepared.failure if failure else None,
+        reason=prepared.reason,
+        provenance=prepared.provenance,
     )
 
 
-def created(request: BuildCreate) -> Draft:
-    return _draft(domain.Change("created", 0, domain.RUNNING, 1, None), request)
+def created(prepared: Prepared) -> Draft:
+    return _draft(domain.Change("created", 0, domain.RUNNING, 1, None), prepared)
 
 
-def state(build: Build, request: StateChange) -> Draft | None:
-    change = domain.decide_state(_current(build), request.state_code)
-    return None if change is None else _draft(change, request, message=request.message)
+def state(build: Build, prepared: Prepared) -> Draft | None:
+    if prepared.state_code is None:  # pragma: no cover - prepare() of a StateChange always sets it
+        raise ValueError("a state change without a state code")
+    change = domain.decide_state(_current(build), prepared.state_code)
+    return None if change is None else _draft(change, prepared)
 
 
-def failure(build: Build, request: FailureReport) -> Draft | None:
-    report = Failure(
-        error_message=request.error_message,
-        error_code=request.error_code,
-        component=request.component,
-        details=request.details,
-    ).model_dump()
-    change = domain.decide_failure(_current(build), report)
-    if change is None:
-        return None
-    return _draft(change, request, message=request.error_message, failure=report)
+def failure(build: Build, prepared: Prepared) -> Draft | None:
+    change = domain.decide_failure(_current(build), prepared.failure or {})
+    return None if change is None else _draft(change, prepared, failure=True)
 
 
-def reset(build: Build, request: ResetRequest) -> Draft:
-    change = domain.decide_reset(_current(build))
-    return _draft(change, request, message=request.reason, reason=request.reason)
+def reset(build: Build, prepared: Prepared) -> Draft:
+    return _draft(domain.decide_reset(_current(build)), prepared)
 
 
 def state_tokens(draft: Draft) -> tuple[str, str | None]:

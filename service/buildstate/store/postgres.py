@@ -471,6 +471,8 @@ class PostgresStore:
         )
 
     async def create_build(self, request: BuildCreate, ctx: WriteContext) -> WriteResult:
+        prepared = plan.prepare(request)
+
         async def action(conn: asyncpg.Connection, audit: AuditEntry) -> WriteResult | Appended:
             ids = [await self._lookup_id(conn, col, getattr(request, col)) for col in sql.LOOKUP_TABLES]
             inserted = await conn.fetchval(
@@ -488,7 +490,7 @@ class PostgresStore:
                 conn,
                 row,
                 build,
-                plan.created(request),
+                plan.created(prepared),
                 ctx.actor,
                 old_status=None,
                 previous_at=None,
@@ -571,13 +573,16 @@ class PostgresStore:
         return done.result() if isinstance(done, Appended) else done
 
     async def record_state(self, ref: str, request: StateChange, ctx: WriteContext) -> WriteResult:
-        return await self._transition(ref, ctx, "build.state", lambda b: plan.state(b, request))
+        prepared = plan.prepare(request)  # here, not on the writer or under a lock
+        return await self._transition(ref, ctx, "build.state", lambda b: plan.state(b, prepared))
 
     async def record_failure(self, ref: str, request: FailureReport, ctx: WriteContext) -> WriteResult:
-        return await self._transition(ref, ctx, "build.failure", lambda b: plan.failure(b, request))
+        prepared = plan.prepare(request)
+        return await self._transition(ref, ctx, "build.failure", lambda b: plan.failure(b, prepared))
 
     async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult:
-        return await self._transition(ref, ctx, "build.reset", lambda b: plan.reset(b, request))
+        prepared = plan.prepare(request)
+        return await self._transition(ref, ctx, "build.reset", lambda b: plan.reset(b, prepared))
 
     async def _lock_build(
         self, conn: asyncpg.Connection, ref: str, *, lock: bool = True, by_build_id: bool = False

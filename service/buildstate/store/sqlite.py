@@ -511,6 +511,8 @@ class SQLiteStore:
         return sql.decode_event(_DIALECT, row)
 
     async def create_build(self, request: BuildCreate, ctx: WriteContext) -> WriteResult:
+        prepared = plan.prepare(request)  # here, not on the writer thread
+
         def action(conn: sqlite3.Connection) -> WriteResult:
             existing = conn.execute("SELECT 1 FROM builds WHERE build_id = ?", (request.build_id,)).fetchone()
             if existing is None:
@@ -540,7 +542,7 @@ class SQLiteStore:
                 ).fetchone()[0]
                 return WriteResult.of(plan.with_event(build, self._event(conn, seq)))
             return self._append(
-                conn, row, build, plan.created(request), ctx.actor, old_status=None, previous_at=None
+                conn, row, build, plan.created(prepared), ctx.actor, old_status=None, previous_at=None
             )
 
         return await self._write(ctx, "build.create", request.build_id, action)
@@ -570,13 +572,16 @@ class SQLiteStore:
         return await self._write(ctx, action_name, ref, action)
 
     async def record_state(self, ref: str, request: StateChange, ctx: WriteContext) -> WriteResult:
-        return await self._transition(ref, ctx, "build.state", lambda b: plan.state(b, request))
+        prepared = plan.prepare(request)  # here, not on the writer or under a lock
+        return await self._transition(ref, ctx, "build.state", lambda b: plan.state(b, prepared))
 
     async def record_failure(self, ref: str, request: FailureReport, ctx: WriteContext) -> WriteResult:
-        return await self._transition(ref, ctx, "build.failure", lambda b: plan.failure(b, request))
+        prepared = plan.prepare(request)
+        return await self._transition(ref, ctx, "build.failure", lambda b: plan.failure(b, prepared))
 
     async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult:
-        return await self._transition(ref, ctx, "build.reset", lambda b: plan.reset(b, request))
+        prepared = plan.prepare(request)
+        return await self._transition(ref, ctx, "build.reset", lambda b: plan.reset(b, prepared))
 
     # ------------------------------------------------------------------ reads
 

@@ -27,3 +27,5 @@ REQUEST_ID = web.RequestKey("request_id", str)
 ACTOR = web.RequestKey("actor", str)
 # The checked caller (absent on public routes): scopes and platform restriction.
 PRINCIPAL = web.RequestKey("principal", Principal)
+# A body read_body parsed already: (model class, parsed model, raw bytes), so a request is parsed once.
+PARSED_BODY = web.RequestKey("parsed_body", tuple)
