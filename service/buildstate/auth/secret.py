@@ -15,6 +15,7 @@ import secrets
 from pathlib import Path
 
 from buildstate.config import Environment, Settings
+from buildstate.files import private_dir
 
 log = logging.getLogger("buildstate.auth")
 
@@ -54,7 +55,7 @@ def _persisted(path: Path) -> bytes:
     existing = _read(path)
     if existing is not None:
         return existing
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     # Write a private temporary file, then link it into place: the link fails if another process got
     # there first, so every process ends up with the one secret and none reads a half-written file.
     temporary = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")

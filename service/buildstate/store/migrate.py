@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from buildstate.domain import build_uuid_of
+from buildstate.files import private_file
 from buildstate.store.base import SchemaStatus
 
 MIGRATE_LOCK = 0x6D69677261  # "migra"
@@ -127,7 +128,8 @@ class SqliteMigrator:
     @staticmethod
     def migrate(path: Path, upto: int | None = None) -> list[str]:
         """Apply pending migrations (up to version ``upto``, for tests of a migration's data handling)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Made 0600 before SQLite opens it: SQLite gives -wal and -shm the database file's permissions.
+        private_file(path)
         conn = sqlite3.connect(path, isolation_level=None, timeout=30)
         conn.create_function("buildstate_uuid_of", 1, _uuid_text, deterministic=True)
         applied: list[str] = []
@@ -162,6 +164,9 @@ class SqliteMigrator:
                 _warn_conflicts(conn.execute(f"SELECT count(*) FROM {CONFLICTS_TABLE}").fetchone()[0])
         finally:
             conn.close()
+        for companion in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if companion.exists():  # made by an older version with the umask's permissions: tighten
+                private_file(companion)
         return applied
 
 

@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from buildstate.config import Environment, Settings
 from buildstate.errors import ServiceUnavailable
+from buildstate.files import private_dir
 
 KEY_FILE = "webhook.key"
 
@@ -52,7 +53,7 @@ class SecretBox:
 def _development_key(data_dir: Path) -> bytes:
     path = data_dir / KEY_FILE
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         key = Fernet.generate_key()
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
