@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     graceful_timeout_seconds: int = Field(default=30, ge=1, le=600)
     # Prometheus multiprocess files; empty means a fresh temporary directory per `buildstate serve`.
     metrics_dir: str = ""
+    # The platforms and failure components that get a label of their own in /metrics; every other name
+    # a pipeline sends is counted as "other", so clients cannot grow the number of time series.
+    metrics_platforms: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["aws", "azure", "gcp", "vsphere"]
+    )
+    metrics_components: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["packer", "ansible", "concourse"]
+    )
     pg_pool_min: int = Field(default=1, ge=0, le=100)
     pg_pool_max: int = Field(default=4, ge=1, le=100)
     db_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
@@ -92,7 +100,9 @@ class Settings(BaseSettings):
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
     stream_poll_seconds: float = Field(default=0.25, gt=0)
 
-    @field_validator("cors_origins", "webhook_allowed_hosts", mode="before")
+    @field_validator(
+        "cors_origins", "webhook_allowed_hosts", "metrics_platforms", "metrics_components", mode="before"
+    )
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

@@ -183,3 +183,48 @@ async def test_refused_requests_reach_the_auth_failure_counter(anon_client: Clie
     samples = await scrape(anon_client)  # /metrics is public, and each app has its own registry
     refused = sum(v for (name, _), v in samples.items() if name == "buildstate_auth_failures_total")
     assert refused == 2
+
+
+async def test_platform_and_component_labels_come_only_from_the_configured_lists(
+    make_client: Any, settings: Any, make_key: Any
+) -> None:
+    """Not first come, first served per process: 100 made-up platforms cannot add a series, nor push a
+    listed platform into ``other`` (issue 13)."""
+    listed = settings.model_copy(
+        update={"metrics_platforms": ["aws", "gcp"], "metrics_components": ["packer"]}
+    )
+    client = await make_client(listed, headers={"X-API-Key": await make_key("admin")})
+    for n in range(100):
+        body = {**BUILD, "platform": f"junk-{n}", "build_id": f"junk-{n}"}
+        assert (await client.post("/builds", json=body)).status == 201
+        failure = {"error_message": "x", "component": f"made-up-{n}"}
+        assert (await client.post(f"/builds/junk-{n}/failure", json=failure)).status == 200
+    for platform in ("aws", "gcp"):
+        real = {**BUILD, "platform": platform, "build_id": f"real-{platform}"}
+        assert (await client.post("/builds", json=real)).status == 201
+    samples = await scrape(client)
+    platforms = {dict(labels).get("platform") for _, labels in samples} - {None}
+    components = {dict(labels).get("component") for _, labels in samples} - {None}
+    assert platforms == {"aws", "gcp", "other"}
+    assert components == {"other"}
+    transitions = "buildstate_build_transitions_total"
+    assert value(samples, transitions, platform="other", type="created") == 100
+    assert value(samples, transitions, platform="aws", type="created") == 1
+
+
+async def test_metrics_are_public_by_choice_and_carry_no_path_name_or_secret(
+    make_client: Any, client: Client, admin_key: str
+) -> None:
+    """/metrics answers without a credential (Prometheus scrapes each instance directly, and nginx does
+    not serve it: docs/security.md); so it holds counts only, by route template and listed names."""
+    secret_build = "customer-acme-secret-project-1"
+    assert (
+        await client.post("/builds", json={**BUILD, "platform": "acme-private", "build_id": secret_build})
+    ).status == 201
+    await client.get(f"/builds/{secret_build}?token={admin_key}")
+    anonymous = await make_client()
+    response = await anonymous.get("/metrics")
+    assert response.status == 200
+    text = await response.text()
+    for leak in (secret_build, "acme-private", admin_key, admin_key[:11], "token="):
+        assert leak not in text

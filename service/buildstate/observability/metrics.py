@@ -24,9 +24,12 @@ written when it is flushed and whenever it drops back to zero, so an idle worker
 Bounded labels
 --------------
 Label values are route templates (``/builds/{ref}``, never the raw path), fixed sets (method, status, event
-type, state code) or client-supplied names cut down by ``BoundedLabel``: at most ``limit`` distinct values
-per process, slug-shaped, the rest reported as ``other``. A pipeline that invents a new component name per
-build cannot blow up the time-series count.
+type, state code), the platforms and failure components the operator lists (``BUILDSTATE_METRICS_PLATFORMS``,
+``BUILDSTATE_METRICS_COMPONENTS``; any other name a pipeline sends is ``other``), and the service's own
+refusal reasons (``BoundedLabel``). Platforms and components were once capped per process, first come first
+served: every worker (and every worker started since, whose files stay in the totals) added its own 64,
+and a pipeline that sent 64 made-up platforms first pushed the real ones into ``other``. A fixed list is
+the same in every process and cannot be filled by a client.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 import os
 import re
 from bisect import bisect_left
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +45,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "BoundedLabel", "Metrics", "multiprocess_dir"]
+__all__ = ["CONTENT_TYPE_LATEST", "BoundedLabel", "FixedLabel", "Metrics", "multiprocess_dir"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Seconds between an event being recorded and a reader of the feed receiving it: from a sub-second
@@ -78,10 +82,30 @@ class BoundedLabel:
         return text
 
 
+class FixedLabel:
+    """Client-supplied names as label values: those in ``allowed`` as they are (lower case), the rest
+    ``other``, and no name ``none``."""
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        self._allowed = frozenset(name.lower() for name in allowed)
+
+    def __call__(self, value: object) -> str:
+        if value is None or value == "":
+            return "none"
+        text = str(value).lower()
+        return text if text in self._allowed else "other"
+
+
+DEFAULT_PLATFORMS = ("aws", "azure", "gcp", "vsphere")
+DEFAULT_COMPONENTS = ("packer", "ansible", "concourse")
+
+
 class Metrics:
     """Every collector the service updates. One instance per application (per process in production)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, platforms: Iterable[str] = DEFAULT_PLATFORMS, components: Iterable[str] = DEFAULT_COMPONENTS
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -135,8 +159,8 @@ class Metrics:
             buckets=FEED_LAG_BUCKETS,
             registry=r,
         )
-        self.platform_label = BoundedLabel(limit=64)
-        self.component_label = BoundedLabel(limit=64)
+        self.platform_label = FixedLabel(platforms)
+        self.component_label = FixedLabel(components)
         self.reason_label = BoundedLabel(limit=32)
         # Recently counted event seqs, oldest first: a replay answered with an event counted before.
         self._counted_seqs: dict[int, None] = {}

@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app[SETTINGS] = settings
     app[STORE] = store or create_store(settings)
     app[AUTHENTICATOR] = build_authenticator(settings, app[STORE])
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(platforms=settings.metrics_platforms, components=settings.metrics_components)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(pool_sampler)
