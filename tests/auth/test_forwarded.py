@@ -36,6 +36,9 @@ async def test_without_trusted_proxies_the_header_is_ignored(
         ("203.0.113.9, 127.0.0.1", "203.0.113.9"),  # a chain of trusted proxies is walked back
         ("not-an-address", "127.0.0.1"),
         ("2001:db8::1", "2001:db8::1"),
+        # A zone is any text: it would put the header's words into the audit row's source.
+        ("fe80::1%<script>-and-anything-else", "127.0.0.1"),
+        ("203.0.113.9, fe80::2%eth0", "127.0.0.1"),
     ],
 )
 async def test_behind_a_trusted_proxy_the_forwarded_client_is_recorded(  # noqa: PLR0917 - fixtures

@@ -135,3 +135,19 @@ async def test_a_time_with_an_offset_names_the_same_instant_on_both_stores(clien
             assert [b["build_id"] for b in page["builds"]] == found, spelled
             feed = await (await client.get("/events", params={"updated_since": spelled})).json()
             assert [e["build"]["build_id"] for e in feed["events"]] == found, spelled
+
+
+async def test_a_sign_in_form_with_too_many_fields_is_a_400(anon_client: Client) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = b"grant_type=password&username=a&password=b" + b"&x=1" * 200_000
+    answer = await anon_client.post("/token", data=body, headers=form)
+    assert answer.status == 400
+    assert (await answer.json())["type"].endswith("/bad-form")
+
+
+async def test_json_labelled_as_a_form_gets_every_json_check(anon_client: Client) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    flood = b'{"username": "a", "password": "b", "scope": ' + b"[" + b"[]," * 200_000 + b"[]]}"
+    answer = await anon_client.post("/token", data=flood, headers=form)
+    assert answer.status == 422
+    assert (await answer.json())["type"].endswith("/too-many-values")

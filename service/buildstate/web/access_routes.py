@@ -33,10 +33,11 @@ from buildstate.auth.models import (
 from buildstate.errors import BadRequest, Unprocessable
 from buildstate.store.access import AuditFilter
 from buildstate.store.base import WriteContext
-from buildstate.web.routes import json_response, read_body, read_query, route
+from buildstate.web.routes import json_response, parse_json, read_body, read_query, route
 from buildstate.web.typedefs import ACTOR, AUTHENTICATOR, REQUEST_ID, STORE
 
 FORM = "application/x-www-form-urlencoded"
+FORM_FIELDS = 8  # grant_type, username, password, scope, client_id, ... with room to spare
 # RFC 6749 5.1: responses that carry credentials must not be cached.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -68,8 +69,12 @@ async def _token_request(request: web.Request) -> TokenRequest:
         return body
     raw = await request.read()
     if raw.lstrip().startswith(b"{"):
-        return _sign_in_fields(lambda: TokenRequest.model_validate_json(raw))
-    fields = dict(parse_qsl(raw.decode(), keep_blank_values=True))
+        return parse_json(raw, TokenRequest)  # the checks of every JSON body (size, NUL, values)
+    try:  # an anonymous route: a megabyte of "&a&a..." must not become half a million fields
+        pairs = parse_qsl(raw.decode(), keep_blank_values=True, max_num_fields=FORM_FIELDS)
+    except ValueError:
+        raise BadRequest(f"a sign-in form has at most {FORM_FIELDS} fields", slug="bad-form") from None
+    fields = dict(pairs)
     body = _sign_in_fields(lambda: TokenRequest.model_validate(fields))
     if body.grant_type != "password":
         raise BadRequest("a form sign-in needs grant_type=password", slug="unsupported-grant-type")

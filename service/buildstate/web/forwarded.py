@@ -22,10 +22,15 @@ from buildstate.web.routes import Handler
 
 
 def _address(text: str) -> IPv4Address | IPv6Address | None:
+    """An address, or None; an IPv6 zone (``fe80::1%eth0``) is local to a host and never a client's: it
+    would let a header write any text into the client address that audit rows and throttling use."""
     try:
-        return ip_address(text.strip())
+        address = ip_address(text.strip())
     except ValueError:
         return None
+    if isinstance(address, IPv6Address) and address.scope_id is not None:
+        return None
+    return address
 
 
 def forwarded_client(trusted: Iterable[str]) -> Middleware:

@@ -134,6 +134,15 @@ async def read_body(request: web.Request, model: type[M]) -> tuple[M, bytes]:
             f"send the body as application/json (got {content_type or 'no Content-Type'})"
         )
     raw = await request.read()
+    parsed = parse_json(raw, model)
+    request[PARSED_BODY] = (model, parsed, raw)
+    return parsed, raw
+
+
+def parse_json(raw: bytes, model: type[M]) -> M:
+    """``raw`` as ``model``, with the checks every JSON body gets whatever route reads it: no NUL, not
+    more values than the free-form fields can hold (counted before parsing), valid (422 naming the
+    fields), finite numbers."""
     if (b"u0000" in raw or b"U0000" in raw) and _ESCAPED_NUL.search(raw):  # the search is slow, the test not
         # PostgreSQL text and jsonb cannot hold U+0000; refuse it on both stores alike.
         raise Unprocessable("text may not contain the NUL character (\\u0000)", slug="nul-character")
@@ -159,8 +168,7 @@ async def read_body(request: web.Request, model: type[M]) -> tuple[M, bytes]:
             "numbers must be finite: JSON has no Infinity or NaN (and 1e999 overflows)",
             slug="non-finite-number",
         )
-    request[PARSED_BODY] = (model, parsed, raw)
-    return parsed, raw
+    return parsed
 
 
 def _finite(value: Any) -> bool:
