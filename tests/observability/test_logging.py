@@ -142,3 +142,16 @@ def test_other_errors_of_aiohttps_server_logger_keep_their_traceback() -> None:
     assert ParserRejections().filter(made)
     assert made.levelno == logging.ERROR
     assert "RuntimeError: a bug" in JsonFormatter().format(made)
+
+
+def test_a_line_break_in_a_path_cannot_start_a_log_line_of_its_own() -> None:
+    """JSON lets U+2028, U+2029 and U+0085 stand unescaped in a string, and many readers take them for
+    line breaks; a text line would print a decoded newline as it is (issue 13's fuzzing found it)."""
+    forged = '/builds/x\u2028{"level": "error", "message": "forged"}\x85\n'
+    made = record("GET %s", forged, path=forged)
+    line = JsonFormatter().format(made)
+    assert len(line.splitlines()) == 1
+    assert json.loads(line)["path"] == forged
+    text = TextFormatter().format(made)
+    assert len(text.splitlines()) == 1
+    assert "forged" in text

@@ -77,8 +77,19 @@ class ParserRejections(logging.Filter):
         return True
 
 
-def _message(record: logging.LogRecord) -> str:
+# Characters that end a line for some reader (Python's splitlines, JavaScript, many log viewers) although
+# JSON lets them stand in a string unescaped: a client who puts one in a path must not be able to start a
+# line of its own making. JSON lines escape them; text lines escape every control character too.
+_LINE_BREAKS_IN_JSON = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+_ONE_LINE_TEXT = str.maketrans(
+    {chr(c): f"\\x{c:02x}" for c in (*range(0x20), 0x7F, 0x85)} | {"\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def _message(record: logging.LogRecord, *, one_line: bool = False) -> str:
     message = record.getMessage()
+    if one_line:
+        message = message.translate(_ONE_LINE_TEXT)
     if record.exc_info:
         message = f"{message}\n{logging.Formatter().formatException(record.exc_info)}"
     return scrub(message)
@@ -131,7 +142,7 @@ class JsonFormatter(logging.Formatter):
             value = fields.get(name)
             if value is not None:
                 entry[name] = value
-        return _ENCODE(entry)
+        return _ENCODE(entry).translate(_LINE_BREAKS_IN_JSON)
 
 
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -154,11 +165,11 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S.%f")[:-3]
         fields = " ".join(
-            f"{name}={record.__dict__[name]}"
+            f"{name}={str(record.__dict__[name]).translate(_ONE_LINE_TEXT)}"
             for name in REQUEST_FIELDS
             if record.__dict__.get(name) is not None
         )
-        line = f"{stamp} {record.levelname:<7} {record.name}: {_message(record)}"
+        line = f"{stamp} {record.levelname:<7} {record.name}: {_message(record, one_line=True)}"
         return f"{line} {fields}" if fields else line
 
 
