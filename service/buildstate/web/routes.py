@@ -68,6 +68,17 @@ class Route:
     errors: tuple[int, ...] = ()
     # The audit log's name for what a mutating route does ("build.state"), also for denied attempts.
     action: str | None = None
+    # A success answer that is not JSON (model None): its media type, for the OpenAPI document.
+    media: str | None = None
+    # Request headers the route reads, beyond credentials and Idempotency-Key: OpenAPI header parameters.
+    headers: tuple[HeaderParam, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeaderParam:
+    name: str
+    description: str
+    pattern: str
 
 
 ROUTES: list[Route] = []
@@ -85,10 +96,26 @@ def route(
     responses: dict[int, type[BaseModel] | None],
     errors: tuple[int, ...] = (),
     action: str | None = None,
+    media: str | None = None,
+    headers: tuple[HeaderParam, ...] = (),
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         ROUTES.append(
-            Route(method, path, handler, summary, scope, tag, body, query, responses, errors, action)
+            Route(
+                method,
+                path,
+                handler,
+                summary,
+                scope,
+                tag,
+                body,
+                query,
+                responses,
+                errors,
+                action,
+                media,
+                headers,
+            )
         )
         return handler
 
@@ -523,6 +550,7 @@ async def ready(request: web.Request) -> web.Response:
     scope="public",
     tag="service",
     responses={200: None},
+    media="text/plain; version=0.0.4",
 )
 async def metrics(request: web.Request) -> web.Response:
     return await scrape(request)

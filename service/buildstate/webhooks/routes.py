@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from buildstate.errors import BadRequest
 from buildstate.web.routes import (
     EventFilters,
+    HeaderParam,
     Seq,
     event_filter,
     json_response,
@@ -54,7 +55,7 @@ STREAM_PAGE = 200
 async def _resume_point(request: web.Request, query: StreamQuery) -> int:
     last_id = request.headers.get("Last-Event-ID", "").strip()
     if last_id:
-        if not last_id.isdigit() or len(last_id) > 18:
+        if not (last_id.isascii() and last_id.isdigit()) or len(last_id) > 18:
             raise BadRequest("Last-Event-ID must be an event seq", slug="bad-last-event-id")
         return int(last_id)
     if query.after is not None:
@@ -71,6 +72,14 @@ async def _resume_point(request: web.Request, query: StreamQuery) -> int:
     query=StreamQuery,
     responses={200: None},
     errors=(400, 422),
+    media="text/event-stream",
+    headers=(
+        HeaderParam(
+            "Last-Event-ID",
+            "Resume after this seq: the id of the last event received (takes precedence over ?after=).",
+            r"^[0-9]{1,18}$",
+        ),
+    ),
 )
 async def stream_events(request: web.Request) -> web.StreamResponse:
     query = read_query(request, StreamQuery)
