@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from buildstate import __version__
 from buildstate.auth.cli import add_commands as add_access_commands
+from buildstate.auth.cli import announce_store
 from buildstate.auth.secret import MissingSecretError, jwt_secret
 from buildstate.config import Settings
 from buildstate.observability.logging import configure as configure_logging
@@ -28,6 +30,7 @@ log = logging.getLogger("buildstate")
 
 
 def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    announce_store(settings)
     applied = migrate(settings)
     target = describe_url(settings.effective_database_url)
     print(f"applied {', '.join(applied)} to {target}" if applied else f"{target} is up to date")
@@ -71,7 +74,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"buildstate {__version__} on {url} with {workers} workers, "
         f"store {describe_url(settings.effective_database_url)}\n"
-        f"  try: curl {url}/health   API: {url}/openapi.json",
+        f"  dashboard: {url}/ui/   try: curl {url}/health   API: {url}/openapi.json",
         flush=True,
     )
     Service().run()
@@ -125,9 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A reader that stops reading (`| head`) ends the command as SIGPIPE ends other Unix tools: 128 + 13.
+BROKEN_PIPE_EXIT = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
-    result: int = args.run(settings, args)
+    try:
+        result: int = args.run(settings, args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is met inside this handler
+    except BrokenPipeError:
+        # Whatever is still buffered would fail again at exit: stdout goes to /dev/null instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT
     return result

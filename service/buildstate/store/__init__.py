@@ -55,3 +55,12 @@ def describe_url(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return parts._replace(netloc=netloc).geturl()
     return url
+
+
+def describe_store(settings: Settings) -> str:
+    """The store ``settings`` name, without a password, and which setting chose it (for the CLI to say)."""
+    if settings.database_url:
+        return f"{describe_url(settings.database_url)} (BUILDSTATE_DATABASE_URL)"
+    if "data_dir" in settings.model_fields_set:
+        return f"{settings.effective_database_url} (BUILDSTATE_DATA_DIR)"
+    return f"{settings.effective_database_url} (the default data dir; BUILDSTATE_DATA_DIR changes it)"
