@@ -150,6 +150,20 @@ async def test_bad_state_bodies_are_422_with_the_failing_field(
     assert [e["loc"] for e in problem["errors"]] == [field]
 
 
+async def test_a_misnamed_failure_field_is_a_422_that_names_the_right_one(client: Client) -> None:
+    _, build, _ = await post(client, "/builds", SEED_BUILD)
+    response = await client.post(
+        f"/builds/{build['id']}/failure", json={"message": "packer exited 1", "code": "PACKER_TIMEOUT"}
+    )
+    problem = await assert_problem(response, 422)
+    hints = {e["loc"]: e.get("hint") for e in problem["errors"]}
+    assert hints == {"message": "did you mean 'error_message'?", "code": "did you mean 'error_code'?",
+                     "error_message": None}  # fmt: skip
+    assert "'code' is not a field here: did you mean 'error_code'?" in problem["detail"]
+    assert (await client.get(f"/builds/{build['id']}")).status == 200  # nothing recorded
+    assert (await (await client.get(f"/builds/{build['id']}")).json())["status"] == "running"
+
+
 async def test_bad_bodies_and_routes_are_problem_json_never_500(client: Client) -> None:
     _, build, _ = await post(client, "/builds", SEED_BUILD)
     path = f"/builds/{build['id']}/state"

@@ -6,9 +6,10 @@ what each route requires, so none of the three can disagree with the others.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -125,36 +126,56 @@ def route(
 # ---------------------------------------------------------------- request helpers
 
 
-def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": ".".join(str(part) for part in error["loc"]), "type": error["type"], "msg": error["msg"]}
-        for error in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
+def _field_errors(exc: ValidationError, model: type[BaseModel] | None = None) -> list[dict[str, Any]]:
+    """The failing fields, never their values (a password may be one); an unknown top-level field of
+    ``model`` gets a ``hint`` naming the field it most likely meant (``code`` -> ``error_code``)."""
+    errors = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        entry = {
+            "loc": ".".join(str(part) for part in error["loc"]),
+            "type": error["type"],
+            "msg": error["msg"],
+        }
+        if model is not None and error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
+            meant = _did_you_mean(str(error["loc"][0]), model.model_fields)
+            if meant is not None:
+                entry["hint"] = f"did you mean {meant!r}?"
+        errors.append(entry)
+    return errors
+
+
+def _did_you_mean(name: str, fields: Iterable[str]) -> str | None:
+    known = list(fields)
+    for candidate in known:  # a part of a longer name: code -> error_code, message -> error_message
+        if name != candidate and name in candidate.split("_"):
+            return candidate
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)  # a typo: plaform -> platform
+    return close[0] if close else None
+
+
+def _validation_problem(exc: ValidationError, model: type[BaseModel]) -> BadRequest | Unprocessable:
+    errors = _field_errors(exc, model)
+    if all(error["type"] in {"json_invalid", "json_type"} for error in errors):
+        return BadRequest(
+            "the body is not valid JSON (or not UTF-8)", slug="invalid-json", extra={"errors": errors}
+        )
+    hints = "".join(f"; {e['loc']!r} is not a field here: {e['hint']}" for e in errors if "hint" in e)
+    return Unprocessable(f"{len(errors)} field(s) failed validation{hints}", extra={"errors": errors})
 
 
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
 
 
-async def read_body(request: web.Request, model: type[M]) -> tuple[M, bytes]:
-    """Parse a JSON body into ``model``: 415 if not JSON, 400 if not parseable, 422 if invalid."""
-    content_type = request.content_type
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        raise UnsupportedMediaType(
-            f"send the body as application/json (got {content_type or 'no Content-Type'})"
-        )
-    raw = await request.read()
+def parse_body(raw: bytes, model: type[M]) -> M:
+    """The one rule for a JSON body, whatever route or content type it came with: 400 ``invalid-json`` if it
+    does not parse, 422 (with the failing fields, and hints for misnamed ones) if it is not ``model``."""
     if _ESCAPED_NUL.search(raw):
         # PostgreSQL text and jsonb cannot hold U+0000; refuse it on both stores alike.
         raise Unprocessable("text may not contain the NUL character (\\u0000)", slug="nul-character")
     try:
         parsed = model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
-        errors = _field_errors(exc)
-        if all(error["type"] in {"json_invalid", "json_type"} for error in errors):
-            raise BadRequest(
-                "the body is not valid JSON (or not UTF-8)", slug="invalid-json", extra={"errors": errors}
-            ) from None
-        raise Unprocessable(f"{len(errors)} field(s) failed validation", extra={"errors": errors}) from None
+        raise _validation_problem(exc, model) from None
     if not _finite(parsed.model_dump()):
         # The parser reads 1e999 as infinity and accepts NaN in free-form fields (details, instance_vars):
         # PostgreSQL's jsonb refuses them, SQLite would store text no JSON reader accepts.
@@ -162,7 +183,26 @@ async def read_body(request: web.Request, model: type[M]) -> tuple[M, bytes]:
             "numbers must be finite: JSON has no Infinity or NaN (and 1e999 overflows)",
             slug="non-finite-number",
         )
-    return parsed, raw
+    return parsed
+
+
+def parse_fields(fields: dict[str, Any], model: type[M]) -> M:
+    """Fields from a form or a query, with the same 422 as a JSON body."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise _validation_problem(exc, model) from None
+
+
+async def read_body(request: web.Request, model: type[M]) -> tuple[M, bytes]:
+    """Parse a JSON body into ``model``: 415 if not JSON, then ``parse_body``'s rule."""
+    content_type = request.content_type
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"send the body as application/json (got {content_type or 'no Content-Type'})"
+        )
+    raw = await request.read()
+    return parse_body(raw, model), raw
 
 
 def _finite(value: Any) -> bool:
