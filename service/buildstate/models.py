@@ -157,6 +157,12 @@ class Event(_Response):
 
 class BuildWithEvent(Build):
     event: Event = Field(description="The event this request recorded, or the current one on replay.")
+    replayed: bool = Field(
+        default=False,
+        description="True when nothing was recorded because the change was already the build's state (the "
+        "same state code again, whatever its message; the same failure; the same build): `event` is the "
+        "earlier event. The answer then carries `Idempotent-Replayed: true`.",
+    )
 
 
 class BuildState(_Response):
