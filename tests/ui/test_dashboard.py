@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
@@ -72,6 +73,24 @@ def test_sign_in_then_the_matrix_shows_the_latest_build_of_every_combination(
     if os.environ.get("BUILDSTATE_UPDATE_README_SCREENSHOT"):
         page.set_viewport_size({"width": 1200, "height": 760})
         page.screenshot(path=str(README_SCREENSHOT), animations="disabled", caret="hide")
+
+
+@pytest.mark.parametrize("start", ["/ui/", "/ui/#/failures", "/ui/#/build/rhel-9.4-base-1001"])
+def test_a_visitor_without_a_session_goes_to_sign_in_without_any_api_call(
+    page: Page, seeded: Seeded, start: str
+) -> None:
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(urlsplit(request.url).path))
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    page.goto(start)
+    expect(page.get_by_role("heading", name="Sign in to buildstate")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    assert [url for url in asked if not url.startswith(("/ui/", "/favicon"))] == [], asked
+    assert not [text for text in console if "401" in text], console
+    if "#" in start:  # a shared link comes back after signing in
+        _, _, query = urlsplit(page.url).fragment.partition("?")
+        assert parse_qs(query)["next"] == ["#" + start.split("#")[1]]
 
 
 def test_a_build_page_tells_the_whole_story_of_a_build(page: Page, seeded: Seeded) -> None:
