@@ -213,12 +213,27 @@ class StepDuration(_Response):
     samples: int
 
 
+class TransitionDuration(_Response):
+    """The time from one state to one next state (``10 -> 25``), over the same samples as step_durations."""
+
+    from_state_code: int
+    state_code: int = Field(description="The state it moved on to.")
+    median_ms: float
+    samples: int
+
+
 class Summary(_Response):
     counts: dict[Status, int]
     total: int
     matrix: list[MatrixCell]
     failures: list[FailureGroup]
-    step_durations: list[StepDuration]
+    step_durations: list[StepDuration] = Field(
+        description="Per state, the time builds spent in it before any next state (the newest 500 moves out "
+        "of each state)."
+    )
+    transition_durations: list[TransitionDuration] = Field(
+        description="The same moves per (state, next state): what one step of one build compares with."
+    )
     window_hours: int
     generated_at: datetime
 
