@@ -17,13 +17,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
+
 from buildstate import __version__
 from buildstate.auth.cli import add_commands as add_access_commands
 from buildstate.auth.cli import announce_store
 from buildstate.auth.secret import MissingSecretError, jwt_secret
 from buildstate.config import Settings
+from buildstate.errors import Problem
 from buildstate.observability.logging import configure as configure_logging
-from buildstate.store import describe_url, migrate
+from buildstate.store import describe_store, describe_url, migrate
 from buildstate.webhooks.cli import add_commands as add_live_commands
 
 log = logging.getLogger("buildstate")
@@ -143,4 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Whatever is still buffered would fail again at exit: stdout goes to /dev/null instead.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE_EXIT
+    except (OSError, asyncpg.PostgresError, Problem) as exc:  # the store is unreachable or refuses us
+        reason = exc.detail if isinstance(exc, Problem) else f"{type(exc).__name__}: {exc}"
+        print(f"buildstate: store {describe_store(settings)}: {reason}", file=sys.stderr)
+        return 1
     return result

@@ -69,3 +69,13 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path: Path) ->
     )  # fmt: skip
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
     assert piped.returncode == 141  # as SIGPIPE ends other tools
+
+
+def test_an_unreachable_store_is_one_line_that_never_shows_a_database_password(tmp_path: Path) -> None:
+    url = "postgresql://builds:s3cret-pw@127.0.0.1:1/db?sslpassword=other-s3cret&sslmode=disable"
+    ran = cli("keys", "list", cwd=tmp_path, env=clean_env(tmp_path / "data", url))
+    shown = "postgresql://builds:***@127.0.0.1:1/db?sslpassword=***&sslmode=disable (BUILDSTATE_DATABASE_URL)"
+    assert ran.returncode == 1  # nothing listens on port 1: one line that says so, no traceback
+    refused = "ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 1)"
+    assert ran.stderr.splitlines() == [f"buildstate: store {shown}", f"buildstate: store {shown}: {refused}"]
+    assert "s3cret" not in ran.stdout + ran.stderr
