@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from tests.support import ROOT, free_port
 
-pytestmark = pytest.mark.slow  # a fresh set-up (pip install into a new .venv) and a real server
+# A fresh set-up (pip install into a new .venv, a minute or more) and a real server.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 FENCE = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
 TAIL = re.compile(r"`(BUILDSTATE_API_KEY=\$KEY \.venv/bin/buildstate events tail --after 0)`")
 
