@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,26 @@ from buildstate.config import Settings
 from buildstate.store import Store, create_store, migrate
 from buildstate.store.base import WriteContext
 from buildstate.web.app import create_app
+
+_XDG_HOME = pytest.StashKey[tuple[str, str | None]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Nothing a test runs may reach the user's own default store (``~/.local/share/buildstate``): every
+    process the tests start inherits a data home of their own, removed at the end."""
+    home = tempfile.mkdtemp(prefix="buildstate-test-xdg-")
+    config.stash[_XDG_HOME] = (home, os.environ.get("XDG_DATA_HOME"))
+    os.environ["XDG_DATA_HOME"] = home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home, before = config.stash[_XDG_HOME]
+    shutil.rmtree(home, ignore_errors=True)
+    if before is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = before
+
 
 PG_ADMIN = os.environ.get("BUILDSTATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 STORES = ["sqlite", "postgresql"]

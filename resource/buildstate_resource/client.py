@@ -32,6 +32,10 @@ BACKOFF_CAP_SECONDS = 8.0
 # Tests shrink the exponential backoff with this; Retry-After is always honoured as given.
 BACKOFF_SCALE_ENV = "BUILDSTATE_RESOURCE_BACKOFF_SCALE"
 USER_AGENT = "buildstate-concourse-resource/0.1"
+NO_KEY_HINT = (
+    "source.api_key is not set: the service needs an API key for every step "
+    "(scope read for check and get, write for put)"
+)
 
 
 class _TransientError(Exception):
@@ -135,6 +139,8 @@ class Client:
             error.close()
             log.debug(f"-> {error.code} in {time.monotonic() - started:.3f}s: {raw[:2000]!r}")
             problem = f"{method} {url} failed: {_describe(error.code, raw)}"
+            if error.code == 401 and not self.api_key:
+                problem += f"; {NO_KEY_HINT}"
             if 300 <= error.code < 400:
                 target = error.headers.get("Location")
                 problem += f" (redirected to {target}: set source.url to the service's own address)"

@@ -3,6 +3,7 @@
 buildstate serve     run the HTTP service under gunicorn (migrates first, once, before forking)
 buildstate migrate   apply pending database migrations and exit
 buildstate verify    check the tables kept on write against the event log (store/verify.py)
+buildstate openapi   print the OpenAPI document that GET /openapi.json serves
 buildstate keys      create, list and revoke API keys (auth/cli.py)
 buildstate users     create, list, disable and re-password users (auth/cli.py)
 """
@@ -13,17 +14,21 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
+
 from buildstate import __version__
 from buildstate.auth.cli import add_commands as add_access_commands
+from buildstate.auth.cli import announce_store
 from buildstate.auth.secret import MissingSecretError, jwt_secret
 from buildstate.config import Settings
 from buildstate.errors import Problem
 from buildstate.observability.logging import configure as configure_logging
-from buildstate.store import create_store, describe_url, migrate
+from buildstate.store import create_store, describe_store, describe_url, migrate
 from buildstate.store.verify import Report, verify
 from buildstate.webhooks.cli import add_commands as add_live_commands
 
@@ -31,6 +36,7 @@ log = logging.getLogger("buildstate")
 
 
 def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    announce_store(settings)
     applied = migrate(settings)
     target = describe_url(settings.effective_database_url)
     print(f"applied {', '.join(applied)} to {target}" if applied else f"{target} is up to date")
@@ -38,6 +44,8 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    announce_store(settings)
+
     async def run() -> Report | str:
         store = create_store(settings)
         await store.open()
@@ -112,10 +120,17 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"buildstate {__version__} on {url} with {workers} workers, "
         f"store {describe_url(settings.effective_database_url)}\n"
-        f"  try: curl {url}/health   API: {url}/openapi.json",
+        f"  dashboard: {url}/ui/   try: curl {url}/health   API: {url}/openapi.json",
         flush=True,
     )
     Service().run()
+    return 0
+
+
+def _cmd_openapi(settings: Settings, _args: argparse.Namespace) -> int:
+    from buildstate.web.app import openapi_document  # noqa: PLC0415 - only this command needs the app
+
+    print(json.dumps(openapi_document(settings), indent=2))
     return 0
 
 
@@ -158,14 +173,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true", help="one JSON object on stdout")
     check.set_defaults(run=_cmd_verify)
+    spec = commands.add_parser(
+        "openapi",
+        help="print the OpenAPI document",
+        description="Print what GET /openapi.json serves (OpenAPI 3.1), without a running service: for "
+        "generating clients or linting it (scripts/test runs Redocly's linter on it).",
+    )
+    spec.set_defaults(run=_cmd_openapi)
     add_access_commands(commands)
     add_live_commands(commands)
     return parser
+
+
+# A reader that stops reading (`| head`) ends the command as SIGPIPE ends other Unix tools: 128 + 13.
+BROKEN_PIPE_EXIT = 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
-    result: int = args.run(settings, args)
+    try:
+        result: int = args.run(settings, args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is met inside this handler
+    except BrokenPipeError:
+        # Whatever is still buffered would fail again at exit: stdout goes to /dev/null instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT
+    except (OSError, asyncpg.PostgresError, Problem) as exc:  # the store is unreachable or refuses us
+        reason = exc.detail if isinstance(exc, Problem) else f"{type(exc).__name__}: {exc}"
+        print(f"buildstate: store {describe_store(settings)}: {reason}", file=sys.stderr)
+        return 1
     return result

@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from buildstate.paths import default_data_dir
+
 
 class Environment(StrEnum):
     DEVELOPMENT = "development"
@@ -23,7 +25,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BUILDSTATE_", env_file=".env", extra="ignore", frozen=True)
 
     env: Environment = Environment.DEVELOPMENT
-    data_dir: Path = Path("data")
+    # SQLite's file and the development secrets; empty: $XDG_DATA_HOME/buildstate (~/.local/share/buildstate),
+    # absolute so that the service and every CLI command find the same store wherever they run.
+    data_dir: Path = Field(default_factory=default_data_dir)
     # Empty means "sqlite:///<data_dir>/buildstate.db".
     database_url: str = ""
     bind: str = "127.0.0.1:8080"
@@ -99,6 +103,11 @@ class Settings(BaseSettings):
     # Event stream: SSE comment heartbeat, and the SQLite poll for new events.
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
     stream_poll_seconds: float = Field(default=0.25, gt=0)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _default_data_dir(cls, value: object) -> object:
+        return default_data_dir() if value in ("", None) else value
 
     @field_validator(
         "cors_origins", "webhook_allowed_hosts", "metrics_platforms", "metrics_components", mode="before"

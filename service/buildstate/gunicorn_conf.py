@@ -11,8 +11,9 @@ master, once (``on_starting``)
     to boot in a loop), then empty or create the Prometheus multiprocess directory and export it as
     ``PROMETHEUS_MULTIPROC_DIR`` so every worker forked afterwards writes its metrics there.
     The master never imports the application or prometheus_client's value classes before this point.
-workers
-    each builds the aiohttp app (``create_app``), with its own database pool.
+workers (``post_fork``, then in the worker)
+    each gets its listening sockets as plain sockets (see ``post_fork``), then builds the aiohttp app
+    (``create_app``), with its own database pool.
 master, per dead worker (``child_exit``)
     tell prometheus_client, so the worker's ``livesum`` gauges (requests in progress, pool connections)
     stop counting; its counters stay in the totals.
@@ -102,6 +103,15 @@ def on_starting(_server: Any) -> None:
         log.warning(hint)
     path = prepare_metrics_dir(settings)
     log.info("prometheus multiprocess directory: %s", path)
+
+
+def post_fork(_server: Any, worker: Any) -> None:
+    """Give the worker its listening sockets as plain ``socket.socket`` objects, not gunicorn's wrappers.
+
+    uvloop closes a listening socket's descriptor itself when the worker stops serving, then closes the
+    object it was handed: a plain socket knows its descriptor is gone, gunicorn's wrapper does not, and logged
+    ``Error while closing socket [Errno 9] Bad file descriptor`` on every stop. The master keeps its own."""
+    worker.sockets = [getattr(listener, "sock", listener) for listener in worker.sockets]
 
 
 def child_exit(_server: Any, worker: Any) -> None:

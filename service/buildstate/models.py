@@ -231,6 +231,12 @@ class Event(_Response):
 
 class BuildWithEvent(Build):
     event: Event = Field(description="The event this request recorded, or the current one on replay.")
+    replayed: bool = Field(
+        default=False,
+        description="True when nothing was recorded because the change was already the build's state (the "
+        "same state code again, whatever its message; the same failure; the same build): `event` is the "
+        "earlier event. The answer then carries `Idempotent-Replayed: true`.",
+    )
 
 
 class BuildState(_Response):
@@ -281,12 +287,27 @@ class StepDuration(_Response):
     samples: int
 
 
+class TransitionDuration(_Response):
+    """The time from one state to one next state (``10 -> 25``), over the same samples as step_durations."""
+
+    from_state_code: int
+    state_code: int = Field(description="The state it moved on to.")
+    median_ms: float
+    samples: int
+
+
 class Summary(_Response):
     counts: dict[Status, int]
     total: int
     matrix: list[MatrixCell]
     failures: list[FailureGroup]
-    step_durations: list[StepDuration]
+    step_durations: list[StepDuration] = Field(
+        description="Per state, the time builds spent in it before any next state (the newest 500 moves out "
+        "of each state)."
+    )
+    transition_durations: list[TransitionDuration] = Field(
+        description="The same moves per (state, next state): what one step of one build compares with."
+    )
     window_hours: int
     generated_at: datetime
 

@@ -7,15 +7,17 @@ import asyncio
 import io
 import json
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 
+from buildstate import paths
 from buildstate.auth import keys, passwords
 from buildstate.auth.secret import MissingSecretError, jwt_secret
-from buildstate.auth.startup import FIRST_ADMIN_HINT, prepare
+from buildstate.auth.startup import first_admin_hint, prepare
 from buildstate.cli import build_parser
 from buildstate.config import Settings
 from buildstate.store import Store, create_store
@@ -147,8 +149,22 @@ def test_development_generates_one_private_secret_shared_by_every_process(settin
 def test_first_start_says_how_to_create_an_admin_key_until_one_exists(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert prepare(settings) == [FIRST_ADMIN_HINT]
-    assert "buildstate keys create --name admin --scope admin" in FIRST_ADMIN_HINT
+    [hint] = prepare(settings)
+    assert hint == first_admin_hint(paths.command())
+    assert f"{paths.command()} keys create --name admin --scope admin" in hint
     assert run(settings, "keys", "create", "--name", "admin", "--scope", "admin") == 0
     capsys.readouterr()
     assert prepare(settings) == []
+
+
+def test_hints_name_the_command_as_it_can_be_run_from_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed = Path(sys.executable).parent / "buildstate"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # .venv/bin not on PATH, as after a plain checkout
+    monkeypatch.chdir(installed.parent.parent.parent)  # the checkout holding .venv
+    assert paths.command() == ".venv/bin/buildstate"
+    monkeypatch.chdir(tmp_path)
+    assert paths.command() == str(installed)
+    monkeypatch.setenv("PATH", f"{installed.parent}:/usr/bin:/bin")
+    assert paths.command() == "buildstate"

@@ -148,3 +148,17 @@ async def test_repeated_failures_from_one_client_are_throttled_across_usernames(
     response = await client.post("/token", json={"username": "alice", "password": password})
     assert response.status == 429
     assert "Retry-After" in response.headers
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded"])
+async def test_a_sign_in_body_that_is_not_json_is_the_same_400_as_on_any_route(
+    anon_client: TestClient[Any, Any], client: TestClient[Any, Any], content_type: str
+) -> None:
+    """``curl -d '{bad'`` sends JSON labelled as a form: it is judged as the JSON it claims to be."""
+    headers = {"Content-Type": content_type}
+    signed = await anon_client.post("/token", data=b'{"username": "alice", "password": ', headers=headers)
+    built = await client.post("/builds", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert (signed.status, built.status) == (400, 400)
+    one, other = await signed.json(), await built.json()
+    assert one["type"] == other["type"] == "https://buildstate.dev/problems/invalid-json"
+    assert one["detail"] == other["detail"]

@@ -310,3 +310,16 @@ def test_no_secret_on_stderr_even_in_debug(
         run.result()
         assert api_key not in run.stderr
     assert ("debug: GET" in runs[0].stderr) is debug
+
+
+def test_check_without_an_api_key_names_source_api_key(source: dict[str, Any]) -> None:
+    anonymous = {key: value for key, value in source.items() if key != "api_key"}
+
+    error = harness.check(anonymous).error()
+
+    assert error.startswith(f"buildstate check: GET {source['url']}/events")
+    assert "401" in error
+    assert error.endswith(
+        "source.api_key is not set: the service needs an API key for every step "
+        "(scope read for check and get, write for put)"
+    )

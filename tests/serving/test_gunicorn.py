@@ -174,3 +174,17 @@ def test_sighup_replaces_workers_without_refusing_or_dropping_a_request(
         assert len(new_workers) == 2
         assert served.process.poll() is None
         print(f"{len(outcomes)} requests across the reload, all 200; workers {old_workers} -> {new_workers}")
+
+
+def test_a_stop_and_a_reload_log_no_error(sqlite_url: str, tmp_path: Path) -> None:
+    """No 'Error while closing socket [Errno 9] Bad file descriptor' (uvloop closing gunicorn's wrappers),
+    nor any other error or warning, from the start through a reload to the stop."""
+    log_path = tmp_path / "serve.log"
+    with serve(service_env(sqlite_url, tmp_path / "data"), log_path) as served:
+        served.signal(signal.SIGHUP)
+        wait_until(lambda: len(served.worker_pids()) >= 4, 30, "the reloaded workers")
+        assert request(f"{served.url}/health").status == 200
+    entries = served.log()
+    assert "Shutting down: Master" in [e["message"] for e in entries]
+    noisy = [e["message"] for e in entries if e["level"] not in {"info", "debug"} or "Errno" in e["message"]]
+    assert noisy == [], noisy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -78,3 +79,30 @@ async def test_summary_counts_matrix_failures_and_step_medians(store: Store) -> 
     steps = {s.state_code: s for s in summary.step_durations}
     assert steps[0].samples == 2  # old: 0 -> 100, new: 0 -> 25
     assert steps[0].median_ms >= 0
+
+
+async def test_summary_gives_step_medians_per_state_and_per_pair_of_states(store: Store) -> None:
+    """A step 10 -> 25 compares with other 10 -> 25 steps, not with every move out of 10."""
+    await create(store, "quick")
+    await state(store, "quick", 10)
+    await state(store, "quick", 25)
+    await create(store, "slow")
+    await state(store, "slow", 10)
+    await asyncio.sleep(0.3)
+    await state(store, "slow", 50)
+    took = {
+        (e.build.build_id, e.from_state_code, e.state_code): e.duration_ms
+        for ref in ("quick", "slow")
+        for e in (await store.history(ref)).events
+        if e.type == "state"
+    }
+    summary = await store.summary(window_hours=24)
+    pairs = {
+        (t.from_state_code, t.state_code): (t.median_ms, t.samples) for t in summary.transition_durations
+    }
+    assert pairs[(10, 25)] == (took[("quick", 10, 25)], 1)
+    assert pairs[(10, 50)] == (took[("slow", 10, 50)], 1)
+    assert took[("slow", 10, 50)] >= 300
+    out_of_ten = {s.state_code: s for s in summary.step_durations}[10]
+    assert out_of_ten.samples == 2
+    assert out_of_ten.median_ms == (took[("quick", 10, 25)] + took[("slow", 10, 50)]) / 2

@@ -8,10 +8,22 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
-from ui_harness import ADMIN, README_SCREENSHOT, VIEWER, PageMaker, Seeded, concourse, screenshot, sign_in
+from ui_harness import (
+    ADMIN,
+    README_SCREENSHOT,
+    VIEWER,
+    Api,
+    PageMaker,
+    Seeded,
+    concourse,
+    screenshot,
+    sign_in,
+)
 
 pytestmark = pytest.mark.slow  # a real server and a real browser
 
@@ -72,6 +84,47 @@ def test_sign_in_then_the_matrix_shows_the_latest_build_of_every_combination(
     if os.environ.get("BUILDSTATE_UPDATE_README_SCREENSHOT"):
         page.set_viewport_size({"width": 1200, "height": 760})
         page.screenshot(path=str(README_SCREENSHOT), animations="disabled", caret="hide")
+
+
+@pytest.mark.parametrize("start", ["/ui/", "/ui/#/failures", "/ui/#/build/rhel-9.4-base-1001"])
+def test_a_visitor_without_a_session_goes_to_sign_in_without_any_api_call(
+    page: Page, seeded: Seeded, start: str
+) -> None:
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(urlsplit(request.url).path))
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    page.goto(start)
+    expect(page.get_by_role("heading", name="Sign in to buildstate")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    assert [url for url in asked if not url.startswith(("/ui/", "/favicon"))] == [], asked
+    assert not [text for text in console if "401" in text], console
+    if "#" in start:  # a shared link comes back after signing in
+        _, _, query = urlsplit(page.url).fragment.partition("?")
+        assert parse_qs(query)["next"] == ["#" + start.split("#")[1]]
+
+
+def test_the_median_column_compares_a_step_with_the_same_step_of_other_builds(
+    page: Page, admin_api: Api, seeded: Seeded
+) -> None:
+    """'Median, all builds' beside 5 -> 35 is over 5 -> 35 steps only, not every move out of 5."""
+    quick = admin_api.create("gcp", "rhel-9.4", "median-check", "median-quick")
+    admin_api.state(quick["id"], 5)
+    admin_api.state(quick["id"], 35)
+    slow = admin_api.create("gcp", "rhel-9.4", "median-check", "median-slow")
+    admin_api.state(slow["id"], 5)
+    time.sleep(1.5)
+    admin_api.state(slow["id"], 40)  # pooled by the state it left, 5 -> 35 would show about 0.8 s
+    history = admin_api.call("GET", f"/builds/{quick['id']}/history")
+    [step] = [e for e in history["events"] if e["from_state_code"] == 5]
+
+    took = step["duration_ms"]
+    shown = f"{took} ms" if took < 1000 else f"{took / 1000:.1f} s"  # as format.js writes it
+
+    sign_in(page, *VIEWER, start=f"/ui/#/build/{quick['id']}")
+    row = page.locator("table.steps tbody tr").filter(has=page.get_by_role("rowheader", name="5 → 35"))
+    expect(row.locator("td").first).to_have_text(shown)
+    expect(row.locator("td").last).to_have_text(shown)  # its own: the only 5 -> 35 there is
 
 
 def test_a_build_page_tells_the_whole_story_of_a_build(page: Page, seeded: Seeded) -> None:

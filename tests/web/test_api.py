@@ -93,6 +93,30 @@ async def test_repeated_create_is_200_and_conflicting_create_is_409(client: Clie
     assert problem["id"] == again["id"]
 
 
+async def test_a_change_that_is_already_true_is_marked_as_a_replay_in_the_header_and_the_body(
+    client: Client,
+) -> None:
+    status, created, headers = await post(client, "/builds", SEED_BUILD)
+    assert (status, created["replayed"], "Idempotent-Replayed" in headers) == (201, False, False)
+    path = f"/builds/{created['id']}/state"
+    _, first, headers = await post(client, path, {"state_code": 10, "message": "packer started"})
+    assert (first["replayed"], "Idempotent-Replayed" in headers) == (False, False)
+
+    status, again, headers = await post(client, path, {"state_code": 10, "message": "another message"})
+    assert (status, again["replayed"], headers["Idempotent-Replayed"]) == (200, True, "true")
+    assert again["message"] == again["event"]["message"] == "packer started"  # nothing was changed
+    assert again["event"]["seq"] == first["event"]["seq"]
+
+    failure = {"error_message": "boom", "error_code": "E1"}
+    assert (await post(client, f"/builds/{created['id']}/failure", failure))[1]["replayed"] is False
+    status, repeated, headers = await post(client, f"/builds/{created['id']}/failure", failure)
+    assert (status, repeated["replayed"], headers["Idempotent-Replayed"]) == (200, True, "true")
+    status, recreated, headers = await post(client, "/builds", SEED_BUILD)
+    assert (status, recreated["replayed"], headers["Idempotent-Replayed"]) == (200, True, "true")
+    history = await (await client.get(f"/builds/{created['id']}/history")).json()
+    assert [e["type"] for e in history["events"]] == ["created", "state", "failure"]
+
+
 async def test_idempotency_key_replays_over_http(client: Client) -> None:
     _, build, _ = await post(client, "/builds", SEED_BUILD)
     path = f"/builds/{build['id']}/state"
@@ -148,6 +172,20 @@ async def test_bad_state_bodies_are_422_with_the_failing_field(
     _, build, _ = await post(client, "/builds", SEED_BUILD)
     problem = await assert_problem(await client.post(f"/builds/{build['id']}/state", json=body), status)
     assert [e["loc"] for e in problem["errors"]] == [field]
+
+
+async def test_a_misnamed_failure_field_is_a_422_that_names_the_right_one(client: Client) -> None:
+    _, build, _ = await post(client, "/builds", SEED_BUILD)
+    response = await client.post(
+        f"/builds/{build['id']}/failure", json={"message": "packer exited 1", "code": "PACKER_TIMEOUT"}
+    )
+    problem = await assert_problem(response, 422)
+    hints = {e["loc"]: e.get("hint") for e in problem["errors"]}
+    assert hints == {"message": "did you mean 'error_message'?", "code": "did you mean 'error_code'?",
+                     "error_message": None}  # fmt: skip
+    assert "'code' is not a field here: did you mean 'error_code'?" in problem["detail"]
+    assert (await client.get(f"/builds/{build['id']}")).status == 200  # nothing recorded
+    assert (await (await client.get(f"/builds/{build['id']}")).json())["status"] == "running"
 
 
 async def test_bad_bodies_and_routes_are_problem_json_never_500(client: Client) -> None:

@@ -13,15 +13,16 @@ import aiohttp
 import pytest
 from standardwebhooks import Webhook as ReferenceVerifier
 from tests.conftest import make_settings
+from tests.specs import cdevents_validator
 from tests.store.test_rules import CTX, create
 from tests.webhooks.conftest import SECRET, Receiver
 
 from buildstate.config import Settings
 from buildstate.errors import Unprocessable
-from buildstate.models import FailureReport, StateChange
+from buildstate.models import EventType, FailureReport, ResetRequest, StateChange
 from buildstate.store import Store, create_store
 from buildstate.store.base import WriteContext
-from buildstate.webhooks import payloads
+from buildstate.webhooks import cdevents, payloads
 from buildstate.webhooks.dispatcher import Dispatcher, next_attempt, retry_after_seconds, validate_target
 from buildstate.webhooks.models import WebhookKind
 from buildstate.webhooks.secrets import SecretBox, new_signing_secret
@@ -248,22 +249,59 @@ async def test_filters_pick_which_events_queue_deliveries(
     ]
 
 
-async def test_cdevents_payload_is_a_cloudevent(
+async def test_every_cdevent_validates_against_the_cdevents_schemas(
     wstore: Store, fast_settings: Settings, receiver: Receiver
 ) -> None:
+    """Every kind of event the service records, delivered by a cdevents webhook, checked against the
+    CDEvents 0.5.1 schema its type names (the published files, used in place)."""
     await subscribe(wstore, fast_settings, receiver.url, kind=WebhookKind.CDEVENTS)
-    await create(wstore, "cde")
-    await wstore.record_state("cde", StateChange(state_code=100), CTX)
-    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 2)
-    types = []
-    for headers, body, _ in sorted(receiver.received, key=lambda r: r[0]["webhook-id"]):
+    done = await create(wstore, "cde-done")
+    for code in (5, 50, 100):
+        await wstore.record_state("cde-done", StateChange(state_code=code, message=f"step {code}"), CTX)
+    await create(wstore, "cde-failed")
+    await wstore.record_failure("cde-failed", FailureReport(error_message="x", error_code="E1"), CTX)
+    await wstore.reset_build("cde-failed", ResetRequest(reason="retry"), CTX)
+    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 7)
+
+    seen: list[tuple[str, str, str, dict[str, Any]]] = []
+    for headers, body, _ in receiver.received:
         assert headers["Content-Type"] == "application/cloudevents+json"
-        envelope = ReferenceVerifier(SECRET).verify(body, headers)
+        envelope = ReferenceVerifier(SECRET).verify(body, headers)  # signed like every delivery
+        event = envelope["data"]
+        kind = event["context"]["type"]
+        schema_file = "".join(kind.split(".")[2:4])  # dev.cdevents.build.queued.0.3.0 -> buildqueued
+        errors = [e.message for e in cdevents_validator(schema_file).iter_errors(event)]
+        assert errors == [], (kind, errors)
         assert envelope["specversion"] == "1.0"
-        assert envelope["data"]["subject"]["id"] == "cde"
-        assert envelope["data"]["customData"]["build"]["build_id"] == "cde"
-        types.append(envelope["type"])
-    assert types == ["dev.cdevents.build.queued.0.2.0", "dev.cdevents.build.finished.0.2.0"]
+        # The CloudEvents binding of CDEvents: the envelope repeats the CDEvent's context and subject.
+        assert envelope["id"] == event["context"]["id"] == str(event["customData"]["seq"])
+        assert envelope["type"] == kind
+        assert envelope["source"] == event["context"]["source"] == "urn:buildstate"
+        assert envelope["subject"] == event["subject"]["id"]
+        assert envelope["dataschema"].startswith("https://cdevents.dev/0.5.1/schema/build-")
+        custom = event["customData"]
+        seen.append((custom["build"]["build_id"], custom["type"], kind, event["subject"]))
+
+    assert {s[2] for s in seen} == {t.name for t in cdevents.TYPES}
+    kinds = {(build, etype, kind.split(".")[3]) for build, etype, kind, _ in seen}
+    assert kinds == {
+        ("cde-done", "created", "queued"), ("cde-done", "state", "started"),
+        ("cde-done", "state", "finished"), ("cde-failed", "created", "queued"),
+        ("cde-failed", "failure", "finished"), ("cde-failed", "reset", "queued"),
+    }  # fmt: skip
+    subjects = {(build, subject["id"]) for build, _, _, subject in seen}
+    assert ("cde-done", f"builds/{done['id']}/attempts/1") in subjects
+    assert len({sid for build, sid in subjects if build == "cde-failed"}) == 2  # a reset: a new run
+    artifacts = [(etype, subject["content"]) for _, etype, _, subject in seen if subject["content"]]
+    assert artifacts == [("state", {"artifactId": "pkg:generic/aws/rhel-8.8/base@cde-done"})]
+
+
+def test_the_cdevents_mapping_covers_every_event_type_with_a_published_schema() -> None:
+    assert set(cdevents.MAPPING) == set(EventType)
+    for kind in cdevents.TYPES:
+        validator = cdevents_validator(f"{kind.subject}{kind.predicate}")
+        assert validator.schema["$id"] == kind.schema_id
+        assert validator.schema["properties"]["context"]["properties"]["type"]["enum"] == [kind.name]
 
 
 async def test_concourse_check_webhook_carries_the_token_only_on_the_wire(

@@ -109,3 +109,36 @@ async def test_events_tail_follows_the_stream(env: dict[str, str], tmp_path: Pat
         assert key not in out + err
     finally:
         service.stop()
+
+
+def test_events_tail_gives_up_on_an_unreachable_url_with_the_url_and_the_cause(tmp_path: Path) -> None:
+    env = clean_env(tmp_path / "data")
+    nowhere = "http://127.0.0.1:9"  # the discard port: nothing listens
+    started = time.monotonic()
+    tail = subprocess.run(
+        [CLI, "events", "tail", "--url", nowhere, "--retry-seconds", "2"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert tail.returncode == 1
+    assert time.monotonic() - started < 30
+    last = tail.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"buildstate: cannot follow {nowhere}/events/stream: ClientConnectorError: ")
+    assert "Connect call failed" in last and "gave up after" in last
+    assert "Traceback" not in tail.stderr
+
+
+async def test_events_tail_without_a_key_names_buildstate_api_key(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    service = ServiceProcess(env, tmp_path / "serve.log", workers=1).start()
+    try:
+        tail = await asyncio.to_thread(
+            subprocess.run, [CLI, "events", "tail", "--url", service.url], env=env, capture_output=True,
+            text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        service.stop()
+    assert tail.returncode == 1
+    last = tail.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"buildstate: GET {service.url}/events/stream: 401 Unauthorized: ")
+    assert "set BUILDSTATE_API_KEY to a key with the read scope" in last

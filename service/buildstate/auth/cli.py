@@ -27,7 +27,7 @@ from buildstate.auth.models import ApiKeyInfo, CreatedKey, UserInfo
 from buildstate.auth.scopes import KEY_SCOPES, ROLE_SCOPES
 from buildstate.config import Settings
 from buildstate.errors import Problem
-from buildstate.store import Store, create_store, migrate
+from buildstate.store import Store, create_store, describe_store, migrate
 from buildstate.store.base import WriteContext
 
 T = TypeVar("T")
@@ -51,7 +51,13 @@ async def _opened(settings: Settings) -> AsyncIterator[Store]:
         await store.close()
 
 
+def announce_store(settings: Settings) -> None:
+    """Say on stderr which store a command works on, so a wrong one is seen at once."""
+    print(f"buildstate: store {describe_store(settings)}", file=sys.stderr, flush=True)
+
+
 def _run(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+    announce_store(settings)
     migrate(settings)
 
     async def main() -> T:

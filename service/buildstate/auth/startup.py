@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 
+from buildstate import paths
 from buildstate.auth.secret import jwt_secret
 from buildstate.config import Settings
 from buildstate.store import create_store
 
-FIRST_ADMIN_HINT = (
-    "no admin credential exists yet. Create an admin API key (printed once) with:\n"
-    "    buildstate keys create --name admin --scope admin\n"
-    "and a pipeline key with: buildstate keys create --name my-pipeline --scope read --scope write\n"
-    "People sign in at POST /token once a user exists: buildstate users create --username you --role admin"
-)
+
+def first_admin_hint(command: str) -> str:
+    """What to run when no admin credential exists; ``command`` is how to call buildstate from here."""
+    return (
+        "no admin credential exists yet. Create an admin API key (printed once) with:\n"
+        f"    {command} keys create --name admin --scope admin\n"
+        f"and a pipeline key with: {command} keys create --name my-pipeline --scope read --scope write\n"
+        "People sign in at POST /token once a user exists: "
+        f"{command} users create --username you --role admin"
+    )
 
 
 async def _has_admin(settings: Settings) -> bool:
@@ -33,4 +38,4 @@ async def _has_admin(settings: Settings) -> bool:
 def prepare(settings: Settings) -> list[str]:
     """Check the secret (raises ``MissingSecretError``) and return lines worth telling the operator."""
     jwt_secret(settings)
-    return [] if asyncio.run(_has_admin(settings)) else [FIRST_ADMIN_HINT]
+    return [] if asyncio.run(_has_admin(settings)) else [first_admin_hint(paths.command())]

@@ -51,7 +51,6 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 # Seconds between an event being recorded and a reader of the feed receiving it: from a sub-second
 # follower to a Concourse check that polls every minute, to a consumer that fell hours behind.
 FEED_LAG_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 21600.0)
-COUNTED_SEQS_KEPT = 4096
 FLUSH_SECONDS = 1.0
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LABEL_SHAPE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -162,8 +161,6 @@ class Metrics:
         self.platform_label = FixedLabel(platforms)
         self.component_label = FixedLabel(components)
         self.reason_label = BoundedLabel(limit=32)
-        # Recently counted event seqs, oldest first: a replay answered with an event counted before.
-        self._counted_seqs: dict[int, None] = {}
         # labels() validates and hashes its values on every call: keep the children it returns. Bounded:
         # methods, route templates and status codes are all fixed sets.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -221,13 +218,8 @@ class Metrics:
         return children
 
     def record_event(self, build: dict[str, Any]) -> None:
-        """Count the event in a write's response body (a ``BuildWithEvent``), once per ``seq``."""
+        """Count the event a write recorded, from its response body (a ``BuildWithEvent``)."""
         event = build["event"]
-        if event["seq"] in self._counted_seqs:
-            return
-        self._counted_seqs[event["seq"]] = None
-        if len(self._counted_seqs) > COUNTED_SEQS_KEPT:
-            self._counted_seqs.pop(next(iter(self._counted_seqs)))
         platform = self.platform_label(build.get("platform"))
         self.transitions.labels(platform, event["type"], str(event["state_code"])).inc()
         if event["type"] == "failure":

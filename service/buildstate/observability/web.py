@@ -6,12 +6,9 @@ counter and latency histogram (kept in the process and flushed in batches, see `
 build event a successful write recorded, measures how far behind a reader of the event feed is, and
 writes one access-log record.
 
-Which writes recorded an event: a write that changes nothing (the current state again, the same failure
-again) answers 200 with the build's existing event, and the store does not say which it was. So an event
-counts when the answer is not ``Idempotent-Replayed``, the event was recorded after this request arrived
-(``CLOCK_SKEW_ALLOWANCE`` covers a database clock slightly behind the service's), and this process has not
-counted its ``seq`` already (``Metrics.record_event``). What can still count twice: two identical writes in
-flight at once on different workers; the second is answered with the first's event.
+Which writes recorded an event: every answer that recorded nothing says so with ``Idempotent-Replayed:
+true`` (an Idempotency-Key seen before, or a change that was already true), so an event counts exactly when
+a successful write's answer does not carry it.
 """
 
 from __future__ import annotations
@@ -23,7 +20,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -38,7 +35,6 @@ WRITE_HANDLERS = frozenset({"create_build", "post_state", "post_failure", "post_
 FEED_HANDLER = "list_events"
 # Probes and scrapes arrive every few seconds: their successes are logged at DEBUG, not INFO.
 QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})
-CLOCK_SKEW_ALLOWANCE = timedelta(seconds=0.1)
 POOL_SAMPLE_SECONDS = 5.0
 # The first event of an EventPage body: {"events":[{"seq":1,"type":"created","recorded_at":"..."
 _FIRST_RECORDED_AT = re.compile(rb'"recorded_at":"([^"]+)"')
@@ -54,7 +50,6 @@ def route_template(request: web.Request) -> str:
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     metrics = request.app[METRICS]
     started = time.perf_counter()
-    arrived = datetime.now(UTC)
     status = 500
     response: web.StreamResponse | None = None
     metrics.request_started()
@@ -72,25 +67,20 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = route_template(request)
         metrics.request_finished(request.method, route, status, seconds)
         if isinstance(response, web.Response) and 200 <= status < 300:
-            _record_outcome(request, response, metrics, arrived)
+            _record_outcome(request, response, metrics)
         if request.app[SETTINGS].access_log:
             _log_request(request, route, status, seconds)
     return response
 
 
-def _record_outcome(
-    request: web.Request, response: web.Response, metrics: Metrics, arrived: datetime
-) -> None:
+def _record_outcome(request: web.Request, response: web.Response, metrics: Metrics) -> None:
     body = response.body
     if not isinstance(body, bytes):
         return
     name = request.match_info.route.name
     try:
         if name in WRITE_HANDLERS and "Idempotent-Replayed" not in response.headers:
-            build: dict[str, Any] = json.loads(body)
-            recorded_at = datetime.fromisoformat(build["event"]["recorded_at"])
-            if recorded_at >= arrived - CLOCK_SKEW_ALLOWANCE:
-                metrics.record_event(build)
+            metrics.record_event(json.loads(body))
         elif name == FEED_HANDLER and _follows_feed(request):
             match = _FIRST_RECORDED_AT.search(body)
             if match is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from buildstate.config import Settings
 from buildstate.store.base import Store
@@ -49,9 +49,24 @@ def migrate(settings: Settings) -> list[str]:
 
 
 def describe_url(url: str) -> str:
-    """The database URL without its password, fit for logs."""
+    """The database URL without its passwords (``user:***@``, ``?password=***``), fit for logs and stderr."""
     parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    secret_query = any("pass" in name.lower() for name, _ in query)  # password, sslpassword, passfile
+    if not parts.password and not secret_query:
+        return url  # as given: geturl() would also fold sqlite:////abs into sqlite://abs
     if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    if secret_query:
+        shown = [(name, "***" if "pass" in name.lower() else value) for name, value in query]
+        parts = parts._replace(query=urlencode(shown, safe="*"))
+    return parts.geturl()
+
+
+def describe_store(settings: Settings) -> str:
+    """The store ``settings`` name, without a password, and which setting chose it (for the CLI to say)."""
+    if settings.database_url:
+        return f"{describe_url(settings.database_url)} (BUILDSTATE_DATABASE_URL)"
+    if "data_dir" in settings.model_fields_set:
+        return f"{settings.effective_database_url} (BUILDSTATE_DATA_DIR)"
+    return f"{settings.effective_database_url} (the default data dir; BUILDSTATE_DATA_DIR changes it)"

@@ -86,7 +86,10 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """The response to a write, as the store committed it (or as first committed, on a replay)."""
+    """The response to a write, as the store committed it (or as first committed, on a replay).
+
+    ``replayed``: this request recorded nothing, either because its ``Idempotency-Key`` was seen before (the
+    first answer, as it was) or because the change was already true (``BuildWithEvent.replayed``)."""
 
     status_code: int
     body: bytes
@@ -94,7 +97,7 @@ class WriteResult:
 
     @classmethod
     def of(cls, build: BuildWithEvent, *, created: bool = False) -> WriteResult:
-        return cls(201 if created else 200, build.model_dump_json().encode())
+        return cls(201 if created else 200, build.model_dump_json().encode(), replayed=build.replayed)
 
 
 @dataclass(frozen=True, slots=True)

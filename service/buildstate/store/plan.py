@@ -180,4 +180,5 @@ def event_build(build: Build) -> EventBuild:
 
 
 def with_event(build: Build, event: Event) -> BuildWithEvent:
-    return BuildWithEvent(**build.model_dump(), event=event)
+    """The answer to a change that was already true (a replay): the build as it is, with its earlier event."""
+    return BuildWithEvent(**build.model_dump(), event=event, replayed=True)

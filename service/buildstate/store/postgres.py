@@ -150,7 +150,7 @@ RETURNING created_at
 # wanted) and which are rare or unused (events_steps finds them, or finds none, at once). A single lateral
 # join with a parameter gets one generic plan, and for an unused code that plan walks the whole table.
 _STEP_SAMPLES = " UNION ALL ".join(
-    f"(SELECT {code} AS state_code, duration_ms FROM events "
+    f"(SELECT {code} AS state_code, state_code AS to_state_code, duration_ms FROM events "
     f"WHERE type = 'state' AND from_state_code = {code} AND duration_ms IS NOT NULL "
     f"ORDER BY seq DESC LIMIT {sql.STEP_SAMPLES})"
     for code in range(0, 100, 5)

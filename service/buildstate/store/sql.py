@@ -22,6 +22,7 @@ from buildstate.models import (
     MatrixCell,
     StepDuration,
     Summary,
+    TransitionDuration,
 )
 from buildstate.store.base import BuildCursor, BuildFilter, EventFilter
 
@@ -319,8 +320,10 @@ def build_summary(  # noqa: PLR0917 - one row set per part of the summary
     by_status = dict.fromkeys(("running", "failed", "succeeded"), 0)
     by_status.update({row["status"]: int(row["n"]) for row in counts})
     samples: dict[int, list[int]] = {}
+    pairs: dict[tuple[int, int], list[int]] = {}
     for row in steps:
         samples.setdefault(row["state_code"], []).append(row["duration_ms"])
+        pairs.setdefault((row["state_code"], row["to_state_code"]), []).append(row["duration_ms"])
     cells = []
     for row in matrix:
         build = decode_build(dialect, row)
@@ -349,6 +352,12 @@ def build_summary(  # noqa: PLR0917 - one row set per part of the summary
         step_durations=[
             StepDuration(state_code=code, median_ms=median(values), samples=len(values))
             for code, values in sorted(samples.items())
+        ],
+        transition_durations=[
+            TransitionDuration(
+                from_state_code=start, state_code=end, median_ms=median(values), samples=len(values)
+            )
+            for (start, end), values in sorted(pairs.items())
         ],
         window_hours=window_hours,
         generated_at=datetime.now(UTC),

@@ -658,9 +658,9 @@ class SQLiteStore:
                 steps: list[dict[str, int]] = []
                 for code in range(0, 100, 5):
                     steps.extend(
-                        {"state_code": code, "duration_ms": r[0]}
+                        {"state_code": code, "to_state_code": r[1], "duration_ms": r[0]}
                         for r in conn.execute(
-                            "SELECT duration_ms FROM events WHERE type = 'state' "
+                            "SELECT duration_ms, state_code FROM events WHERE type = 'state' "
                             "AND from_state_code = ? AND duration_ms IS NOT NULL "
                             "ORDER BY seq DESC LIMIT ?",
                             (code, sql.STEP_SAMPLES),

@@ -6,12 +6,10 @@ middleware protects them and ``/openapi.json`` documents them from the same decl
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from buildstate.auth import accounts
 from buildstate.auth.models import (
@@ -30,10 +28,10 @@ from buildstate.auth.models import (
     UserInfo,
     UserList,
 )
-from buildstate.errors import BadRequest, Unprocessable
+from buildstate.errors import BadRequest
 from buildstate.store.access import AuditFilter
 from buildstate.store.base import WriteContext
-from buildstate.web.routes import json_response, parse_json, read_body, read_query, route
+from buildstate.web.routes import json_response, parse_body, parse_fields, read_body, read_query, route
 from buildstate.web.typedefs import ACTOR, AUTHENTICATOR, REQUEST_ID, STORE
 
 FORM = "application/x-www-form-urlencoded"
@@ -51,31 +49,21 @@ def _no_store(response: web.Response) -> web.Response:
     return response
 
 
-def _sign_in_fields(parse: Callable[[], TokenRequest]) -> TokenRequest:
-    try:
-        return parse()
-    except ValidationError as exc:
-        names = sorted(
-            {".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors(include_input=False)}
-        )
-        raise Unprocessable(f"sign-in field(s) failed validation: {', '.join(names)}") from None
-
-
 async def _token_request(request: web.Request) -> TokenRequest:
     """JSON, or the OAuth2 form. ``curl -d '{"username": ...}'`` labels JSON as a form: a form body that
-    opens with ``{`` is read as the JSON it is, so the README's one-line sign-in works as written."""
+    opens with ``{`` is read as the JSON it is, so the README's one-line sign-in works as written, and is
+    judged by the same rule as any JSON body (400 ``invalid-json`` when it does not parse)."""
     if request.content_type != FORM:
         body, _ = await read_body(request, TokenRequest)
         return body
     raw = await request.read()
     if raw.lstrip().startswith(b"{"):
-        return parse_json(raw, TokenRequest)  # the checks of every JSON body (size, NUL, values)
+        return parse_body(raw, TokenRequest)  # the checks of every JSON body (size, NUL, values)
     try:  # an anonymous route: a megabyte of "&a&a..." must not become half a million fields
         pairs = parse_qsl(raw.decode(), keep_blank_values=True, max_num_fields=FORM_FIELDS)
     except ValueError:
         raise BadRequest(f"a sign-in form has at most {FORM_FIELDS} fields", slug="bad-form") from None
-    fields = dict(pairs)
-    body = _sign_in_fields(lambda: TokenRequest.model_validate(fields))
+    body = parse_fields(dict(pairs), TokenRequest)
     if body.grant_type != "password":
         raise BadRequest("a form sign-in needs grant_type=password", slug="unsupported-grant-type")
     return body

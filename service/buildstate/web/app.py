@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 
@@ -101,8 +102,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     for r in sorted(ROUTES, key=lambda r: "{" in r.path):
         app.router.add_route(r.method, r.path, r.handler, name=r.handler.__name__)
 
-    document = build_openapi(ROUTES, security=access_routes.SECURITY_SCHEMES)
-    spec = json.dumps(access_routes.document(document)).encode()
+    spec = json.dumps(openapi_document(settings)).encode()
 
     async def openapi(_request: web.Request) -> web.Response:
         return web.Response(body=spec, content_type="application/json")
@@ -110,6 +110,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.router.add_get("/openapi.json", openapi, name="openapi")
     ui.add_ui_routes(app)
     return app
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """What ``GET /openapi.json`` serves (and ``buildstate openapi`` prints)."""
+    document = build_openapi(
+        ROUTES, security=access_routes.SECURITY_SCHEMES, server_url=settings.public_url.rstrip("/") or "/"
+    )
+    return access_routes.document(document)
 
 
 async def gunicorn_app() -> web.Application:

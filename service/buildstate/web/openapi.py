@@ -22,7 +22,7 @@ _ERROR_TEXT = {
     409: "The change breaks a build rule",
     413: "Body too large",
     415: "Body is not JSON",
-    422: "Validation failed",
+    422: "Validation failed (any route: a NUL character in the query)",
     429: "Rate limited",
     503: "Database unavailable",
 }
@@ -43,7 +43,28 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     ]
 
 
-def build_openapi(routes: list[Route], security: dict[str, Any] | None = None) -> dict[str, Any]:
+# pyproject.toml's licence, as an SPDX identifier.
+LICENSE = {"name": "Apache-2.0", "identifier": "Apache-2.0"}
+# What any route can answer whatever it is: a NUL character in the query is refused before any handler.
+_EVERY_ROUTE_ERRORS = (422,)
+_STREAM_SCHEMAS = {
+    "text/event-stream": {
+        "type": "string",
+        "description": "Server-Sent Events: per event `id: <seq>`, `event: <type>`, `data: <Event as JSON>`, "
+        "then a blank line; comment lines (`:`) keep the connection alive.",
+    },
+}
+
+
+def _success_content(media: str) -> dict[str, Any]:
+    schema = _STREAM_SCHEMAS.get(media, {"type": "string"})
+    return {media: {"schema": schema}}
+
+
+def build_openapi(
+    routes: list[Route], security: dict[str, Any] | None = None, server_url: str = "/"
+) -> dict[str, Any]:
+    """The document; ``server_url`` is where the API is (``/``: wherever the document was fetched from)."""
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ProblemDetails, "serialization")]
     for r in routes:
         if r.body is not None:
@@ -69,6 +90,16 @@ def build_openapi(routes: list[Route], security: dict[str, Any] | None = None) -
         ]
         if r.query is not None:
             parameters.extend(_query_parameters(r.query))
+        parameters.extend(
+            {
+                "name": header.name,
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "pattern": header.pattern},
+                "description": header.description,
+            }
+            for header in r.headers
+        )
         if parameters:
             operation["parameters"] = parameters
         if r.body is not None:
@@ -87,8 +118,10 @@ def build_openapi(routes: list[Route], security: dict[str, Any] | None = None) -
             answer: dict[str, Any] = {"description": "OK" if status < 300 else "Not ready"}
             if model is not None:
                 answer["content"] = content(model, "serialization")
+            elif r.media is not None:
+                answer["content"] = _success_content(r.media)
             operation["responses"][str(status)] = answer
-        errors = list(r.errors)
+        errors = [*r.errors, *_EVERY_ROUTE_ERRORS]
         if r.scope != "public":
             # Checking the credential reads the database, so any of these routes can meet it down.
             errors.extend(code for code in (401, 403, 429, 503) if code not in errors)
@@ -107,7 +140,9 @@ def build_openapi(routes: list[Route], security: dict[str, Any] | None = None) -
             "title": "buildstate",
             "version": __version__,
             "description": "Where every VM image build stands. Errors are RFC 9457 problem+json.",
+            "license": LICENSE,
         },
+        "servers": [{"url": server_url}],
         "paths": paths,
         "components": {"schemas": schema.get("$defs", {})},
     }

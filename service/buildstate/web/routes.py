@@ -6,9 +6,10 @@ what each route requires, so none of the three can disagree with the others.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -70,6 +71,17 @@ class Route:
     errors: tuple[int, ...] = ()
     # The audit log's name for what a mutating route does ("build.state"), also for denied attempts.
     action: str | None = None
+    # A success answer that is not JSON (model None): its media type, for the OpenAPI document.
+    media: str | None = None
+    # Request headers the route reads, beyond credentials and Idempotency-Key: OpenAPI header parameters.
+    headers: tuple[HeaderParam, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeaderParam:
+    name: str
+    description: str
+    pattern: str
 
 
 ROUTES: list[Route] = []
@@ -87,10 +99,26 @@ def route(
     responses: dict[int, type[BaseModel] | None],
     errors: tuple[int, ...] = (),
     action: str | None = None,
+    media: str | None = None,
+    headers: tuple[HeaderParam, ...] = (),
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         ROUTES.append(
-            Route(method, path, handler, summary, scope, tag, body, query, responses, errors, action)
+            Route(
+                method,
+                path,
+                handler,
+                summary,
+                scope,
+                tag,
+                body,
+                query,
+                responses,
+                errors,
+                action,
+                media,
+                headers,
+            )
         )
         return handler
 
@@ -100,11 +128,41 @@ def route(
 # ---------------------------------------------------------------- request helpers
 
 
-def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": ".".join(str(part) for part in error["loc"]), "type": error["type"], "msg": error["msg"]}
-        for error in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
+def _field_errors(exc: ValidationError, model: type[BaseModel] | None = None) -> list[dict[str, Any]]:
+    """The failing fields, never their values (a password may be one); an unknown top-level field of
+    ``model`` gets a ``hint`` naming the field it most likely meant (``code`` -> ``error_code``)."""
+    errors = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        entry = {
+            "loc": ".".join(str(part) for part in error["loc"]),
+            "type": error["type"],
+            "msg": error["msg"],
+        }
+        if model is not None and error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
+            meant = _did_you_mean(str(error["loc"][0]), model.model_fields)
+            if meant is not None:
+                entry["hint"] = f"did you mean {meant!r}?"
+        errors.append(entry)
+    return errors
+
+
+def _did_you_mean(name: str, fields: Iterable[str]) -> str | None:
+    known = list(fields)
+    for candidate in known:  # a part of a longer name: code -> error_code, message -> error_message
+        if name != candidate and name in candidate.split("_"):
+            return candidate
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)  # a typo: plaform -> platform
+    return close[0] if close else None
+
+
+def _validation_problem(exc: ValidationError, model: type[BaseModel]) -> BadRequest | Unprocessable:
+    errors = _field_errors(exc, model)
+    if all(error["type"] in {"json_invalid", "json_type"} for error in errors):
+        return BadRequest(
+            "the body is not valid JSON (or not UTF-8)", slug="invalid-json", extra={"errors": errors}
+        )
+    hints = "".join(f"; {e['loc']!r} is not a field here: {e['hint']}" for e in errors if "hint" in e)
+    return Unprocessable(f"{len(errors)} field(s) failed validation{hints}", extra={"errors": errors})
 
 
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
@@ -123,8 +181,8 @@ def _values_in(raw: bytes) -> int:
 
 
 async def read_body(request: web.Request, model: type[M]) -> tuple[M, bytes]:
-    """Parse a JSON body into ``model``: 415 if not JSON, 400 if not parseable, 422 if invalid. Once per
-    request: the auth middleware reads a create's platform through here too."""
+    """Parse a JSON body into ``model``: 415 if not JSON, then ``parse_body``'s rule. Once per request:
+    the auth middleware reads a create's platform through here too."""
     cached = request.get(PARSED_BODY)
     if cached is not None and cached[0] is model:
         return cached[1], cached[2]
@@ -134,15 +192,16 @@ async def read_body(request: web.Request, model: type[M]) -> tuple[M, bytes]:
             f"send the body as application/json (got {content_type or 'no Content-Type'})"
         )
     raw = await request.read()
-    parsed = parse_json(raw, model)
+    parsed = parse_body(raw, model)
     request[PARSED_BODY] = (model, parsed, raw)
     return parsed, raw
 
 
-def parse_json(raw: bytes, model: type[M]) -> M:
-    """``raw`` as ``model``, with the checks every JSON body gets whatever route reads it: no NUL, not
-    more values than the free-form fields can hold (counted before parsing), valid (422 naming the
-    fields), finite numbers."""
+def parse_body(raw: bytes, model: type[M]) -> M:
+    """The one rule for a JSON body, whatever route or content type it came with: no NUL, not more values
+    than the free-form fields can hold (counted before parsing), 400 ``invalid-json`` if it does not
+    parse, 422 (with the failing fields, and hints for misnamed ones) if it is not ``model``, finite
+    numbers."""
     if (b"u0000" in raw or b"U0000" in raw) and _ESCAPED_NUL.search(raw):  # the search is slow, the test not
         # PostgreSQL text and jsonb cannot hold U+0000; refuse it on both stores alike.
         raise Unprocessable("text may not contain the NUL character (\\u0000)", slug="nul-character")
@@ -155,12 +214,7 @@ def parse_json(raw: bytes, model: type[M]) -> M:
     try:
         parsed = model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
-        errors = _field_errors(exc)
-        if all(error["type"] in {"json_invalid", "json_type"} for error in errors):
-            raise BadRequest(
-                "the body is not valid JSON (or not UTF-8)", slug="invalid-json", extra={"errors": errors}
-            ) from None
-        raise Unprocessable(f"{len(errors)} field(s) failed validation", extra={"errors": errors}) from None
+        raise _validation_problem(exc, model) from None
     if not _finite(parsed.model_dump()):
         # The parser reads 1e999 as infinity and accepts NaN in free-form fields (details, instance_vars):
         # PostgreSQL's jsonb refuses them, SQLite would store text no JSON reader accepts.
@@ -169,6 +223,14 @@ def parse_json(raw: bytes, model: type[M]) -> M:
             slug="non-finite-number",
         )
     return parsed
+
+
+def parse_fields(fields: dict[str, Any], model: type[M]) -> M:
+    """Fields from a form or a query, with the same 422 as a JSON body."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise _validation_problem(exc, model) from None
 
 
 def _finite(value: Any) -> bool:
@@ -559,6 +621,7 @@ async def ready(request: web.Request) -> web.Response:
     scope="public",
     tag="service",
     responses={200: None},
+    media="text/plain; version=0.0.4",
 )
 async def metrics(request: web.Request) -> web.Response:
     return await scrape(request)

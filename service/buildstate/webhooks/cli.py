@@ -15,11 +15,14 @@ import asyncio
 import json
 import os
 import sys
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from pydantic import ValidationError
 
+from buildstate import paths
 from buildstate.auth.cli import _fail, _operator, _print_json, _run, _when
 from buildstate.config import Settings
 from buildstate.errors import Problem
@@ -124,40 +127,118 @@ def _line(event: dict[str, Any]) -> str:
     )
 
 
-async def _tail(
-    url: str, headers: dict[str, str], params: dict[str, str], count: int | None, as_json: bool
-) -> int:
-    shown, last_id = 0, params.pop("after", None)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=60)) as session:
-        while count is None or shown < count:
-            request_headers = dict(headers)
-            query = dict(params)
-            if last_id is not None:
-                request_headers["Last-Event-ID"] = last_id
+# A proxy or a restarting service answers these for a moment: worth trying again, like a refused connection.
+_TRANSIENT_STATUSES = frozenset({502, 503, 504})
+_MAX_BACKOFF_SECONDS = 10.0
+
+
+class _Interrupted(Exception):
+    """The stream could not be (re)opened or broke off; the reason, fit for one line."""
+
+
+def _cause(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _problem(resp: aiohttp.ClientResponse) -> str:
+    """``401 Unauthorized: <detail>`` from a problem+json answer, or the start of any other body."""
+    text = (await resp.text(errors="replace"))[:500]
+    detail = text.strip()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("detail"):
+        detail = str(body["detail"])
+    return f"{resp.status} {resp.reason}" + (f": {detail}" if detail else "")
+
+
+def _no_credential_hint() -> str:
+    command = paths.command()
+    return (
+        "set BUILDSTATE_API_KEY to a key with the read scope "
+        f"(`{command} keys create --name tail --scope read`), or BUILDSTATE_TOKEN to a token from POST /token"
+    )
+
+
+@dataclass
+class _Progress:
+    shown: int = 0
+    last_id: str | None = None
+
+
+async def _follow_once(
+    session: aiohttp.ClientSession, stream_url: str, params: dict[str, str], headers: dict[str, str], *,
+    progress: _Progress, args: argparse.Namespace,
+) -> int | None:  # fmt: skip
+    """One connection: an exit code when done (0: --count reached; 1: refused), None when the service
+    closed the stream; raises ``_Interrupted`` or a connection error for the caller to retry."""
+    request_headers = dict(headers)
+    if progress.last_id is not None:
+        request_headers["Last-Event-ID"] = progress.last_id
+    async with session.get(stream_url, params=params, headers=request_headers) as resp:
+        if resp.status in _TRANSIENT_STATUSES:
+            raise _Interrupted(await _problem(resp))
+        if resp.status != 200:
+            reason = await _problem(resp)
+            if resp.status == 401 and "X-API-Key" not in headers and "Authorization" not in headers:
+                reason += f"; {_no_credential_hint()}"
+            print(f"buildstate: GET {stream_url}: {reason}", file=sys.stderr)
+            return 1
+        data: list[str] = []
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\r\n")
+            if line.startswith("id:"):
+                progress.last_id = line[3:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+            elif line == "" and data:
+                event = json.loads("\n".join(data))
+                data = []
+                print(json.dumps(event) if args.json else _line(event), flush=True)
+                progress.shown += 1
+                if args.count is not None and progress.shown >= args.count:
+                    return 0
+    return None
+
+
+async def _tail(url: str, headers: dict[str, str], params: dict[str, str], args: argparse.Namespace) -> int:
+    """Follow the stream, reconnecting with Last-Event-ID. Connection failures (and 502/503/504) are retried
+    with backoff for ``--retry-seconds`` in a row, then it gives up with the URL and the cause; any other
+    answer than 200 ends it at once."""
+    stream_url = f"{url}/events/stream"
+    progress = _Progress(last_id=params.pop("after", None))
+    failing_since: float | None = None
+    attempt = 0
+    print(f"buildstate: following {stream_url}", file=sys.stderr, flush=True)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while True:
             try:
-                async with session.get(f"{url}/events/stream", params=query, headers=request_headers) as resp:
-                    if resp.status != 200:
-                        detail = (await resp.json(content_type=None)).get("detail", resp.reason)
-                        print(f"buildstate: {resp.status}: {detail}", file=sys.stderr)
-                        return 1
-                    data: list[str] = []
-                    async for raw in resp.content:
-                        line = raw.decode().rstrip("\r\n")
-                        if line.startswith("id:"):
-                            last_id = line[3:].strip()
-                        elif line.startswith("data:"):
-                            data.append(line[5:].strip())
-                        elif line == "" and data:
-                            event = json.loads("\n".join(data))
-                            data = []
-                            print(json.dumps(event) if as_json else _line(event), flush=True)
-                            shown += 1
-                            if count is not None and shown >= count:
-                                return 0
+                done = await _follow_once(session, stream_url, params, headers, progress=progress, args=args)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                print(f"buildstate: stream interrupted ({type(exc).__name__}); reconnecting", file=sys.stderr)
-                await asyncio.sleep(1)
-    return 0
+                reason = _cause(exc)
+            except _Interrupted as exc:
+                reason = str(exc)
+            else:
+                if done is not None:
+                    return done
+                failing_since, attempt = None, 0  # it was open: the service closed it; open it again
+                continue
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            attempt += 1
+            delay = min(2.0 ** (attempt - 1), _MAX_BACKOFF_SECONDS)
+            if now - failing_since + delay > args.retry_seconds:
+                print(
+                    f"buildstate: cannot follow {stream_url}: {reason} (gave up after {attempt} "
+                    f"attempt{'s' if attempt > 1 else ''} in {now - failing_since:.0f} s; "
+                    f"--retry-seconds is {args.retry_seconds:g})",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"buildstate: {stream_url}: {reason}; retrying in {delay:g} s", file=sys.stderr, flush=True)
+            await asyncio.sleep(delay)
 
 
 def _events_tail(_settings: Settings, args: argparse.Namespace) -> int:
@@ -173,7 +254,7 @@ def _events_tail(_settings: Settings, args: argparse.Namespace) -> int:
         if (value := getattr(args, name)) is not None
     }
     try:
-        return asyncio.run(_tail(url, headers, params, args.count, args.json))
+        return asyncio.run(_tail(url, headers, params, args))
     except KeyboardInterrupt:
         return 0
 
@@ -230,8 +311,9 @@ def add_commands(commands: Any) -> None:
     tail = event_actions.add_parser(
         "tail",
         help="print events as they happen",
-        description="Follow GET /events/stream of a running service (--url or BUILDSTATE_URL), with "
-        "BUILDSTATE_API_KEY or BUILDSTATE_TOKEN. Reconnects without missing an event.",
+        description="Follow GET /events/stream of a running service (--url or BUILDSTATE_URL, default "
+        "http://127.0.0.1:8080), with BUILDSTATE_API_KEY or BUILDSTATE_TOKEN. Reconnects without missing an "
+        "event; gives up with the reason once the service stayed unreachable for --retry-seconds.",
     )
     tail.add_argument("--url")
     tail.add_argument("--platform")
@@ -243,4 +325,11 @@ def add_commands(commands: Any) -> None:
     tail.add_argument("--after", type=int, help="start after this seq (default: only new events)")
     tail.add_argument("--count", type=int, help="stop after this many events")
     tail.add_argument("--json", action="store_true", help="one JSON event per line")
+    tail.add_argument(
+        "--retry-seconds",
+        type=float,
+        default=30.0,
+        help="how long to keep trying while the service cannot be reached, before giving up with the "
+        "reason (default 30; 0: one attempt)",
+    )
     tail.set_defaults(run=_events_tail)

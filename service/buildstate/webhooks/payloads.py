@@ -3,8 +3,9 @@
 - ``json``: ``{"type": "buildstate.<event type>", "timestamp", "data": <event>}`` (the Standard Webhooks
   payload shape), signed with ``webhook-id``, ``webhook-timestamp``, ``webhook-signature`` by the
   ``standardwebhooks`` reference library.
-- ``cdevents``: a CDEvents build event (``dev.cdevents.build.queued|started|finished.0.2.0``) in a CloudEvents
-  1.0 structured envelope (``cloudevents`` SDK), our event under ``customData``; signed the same way.
+- ``cdevents``: a CDEvents 0.5.1 build event (``dev.cdevents.build.queued|started|finished.0.3.0``) in a
+  CloudEvents 1.0 structured envelope, our event under ``customData`` (``cdevents.py`` says which event
+  becomes which); signed the same way.
 - ``concourse``: an empty POST to the resource's check webhook with ``?webhook_token=``; Concourse checks the
   token, so nothing is signed, and the token never appears in listings or logs.
 """
@@ -16,15 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from cloudevents.core.formats.json import JSONFormat
-from cloudevents.core.v1.event import CloudEvent
 from standardwebhooks import Webhook as Signer
 
 from buildstate.errors import Unprocessable
 from buildstate.models import Event
+from buildstate.webhooks import cdevents
 from buildstate.webhooks.models import WebhookKind
 
-CDEVENTS_VERSION = "0.2.0"
 _CONCOURSE_PATH = "/check/webhook"
 
 
@@ -33,48 +32,6 @@ class Request:
     url: str
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def cdevent_type(event: Event) -> str:
-    if event.type.value in {"created", "reset"}:
-        stage = "queued"
-    elif event.type.value == "failure" or event.state_code == 100:
-        stage = "finished"
-    else:
-        stage = "started"
-    return f"dev.cdevents.build.{stage}.{CDEVENTS_VERSION}"
-
-
-def _cdevent(event: Event, message_id: str, source: str) -> bytes:
-    build = event.build
-    data = {
-        "context": {
-            "specversion": "0.4.1",
-            "id": message_id,
-            "source": source,
-            "type": cdevent_type(event),
-            "timestamp": event.recorded_at.isoformat(),
-        },
-        "subject": {
-            "id": build.build_id,
-            "source": source,
-            "content": {"artifactId": f"pkg:generic/{build.platform}/{build.os_version}/{build.image_type}"},
-        },
-        "customData": json.loads(event.model_dump_json()),
-        "customDataContentType": "application/json",
-    }
-    envelope = CloudEvent(
-        {
-            "id": message_id,
-            "source": source,
-            "type": cdevent_type(event),
-            "subject": build.build_id,
-            "time": event.recorded_at,
-            "datacontenttype": "application/json",
-        },
-        data,
-    )
-    return JSONFormat().write(envelope)
 
 
 def build_request(
@@ -90,7 +47,7 @@ def build_request(
     if kind == WebhookKind.CONCOURSE:
         return Request(url=with_token(url, secret), body=b"")
     if kind == WebhookKind.CDEVENTS:
-        body = _cdevent(event, message_id, source)
+        body = cdevents.envelope(event, source=source)
         content_type = "application/cloudevents+json"
     else:
         payload = {

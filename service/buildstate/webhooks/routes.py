@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from buildstate.web.routes import (
     EventFilters,
+    HeaderParam,
     Seq,
     event_filter,
     int_param,
@@ -69,6 +70,14 @@ async def _resume_point(request: web.Request, query: StreamQuery) -> int:
     query=StreamQuery,
     responses={200: None},
     errors=(400, 422),
+    media="text/event-stream",
+    headers=(
+        HeaderParam(
+            "Last-Event-ID",
+            "Resume after this seq: the id of the last event received (takes precedence over ?after=).",
+            r"^[0-9]{1,18}$",
+        ),
+    ),
 )
 async def stream_events(request: web.Request) -> web.StreamResponse:
     query = read_query(request, StreamQuery)

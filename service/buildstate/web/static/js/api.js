@@ -100,10 +100,8 @@ export async function api(path, { method = "GET", body, params, signal } = {}) {
   return response.json();
 }
 
-/**
- * POST /token. Resolves to "signed-in", or to "open" when this server has no sign-in (404: the API is
- * open and needs no token). Throws ApiError with the server's words for bad credentials or rate limits.
- */
+/** POST /token; the token is kept for this tab. Throws ApiError with the server's words for bad credentials
+ * or rate limits. */
 export async function signIn(username, password) {
   let response;
   try {
@@ -116,10 +114,6 @@ export async function signIn(username, password) {
   } catch {
     throw new ApiError(0, null, "The service cannot be reached; check your connection and try again.");
   }
-  if (response.status === 404) {
-    forgetToken();
-    return "open";
-  }
   if (!response.ok) {
     const problem = await problemOf(response);
     const fallback = response.status === 401 ? "Wrong username or password." : undefined;
@@ -128,5 +122,4 @@ export async function signIn(username, password) {
   const grant = await response.json();
   if (typeof grant.access_token !== "string") throw new ApiError(response.status, null, "No token in reply");
   saveToken(grant.access_token, grant.expires_in);
-  return "signed-in";
 }

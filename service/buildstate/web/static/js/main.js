@@ -1,6 +1,6 @@
 // The dashboard shell: routing, the live feed, the sign-in guard, announcements and ticking clocks.
 
-import { forgetToken, token } from "./api.js";
+import { forgetToken, token, unauthorized } from "./api.js";
 import { relativeTime } from "./format.js";
 import { LiveFeed, headSeq } from "./live.js";
 import { currentRoute, href, navigate } from "./router.js";
@@ -65,6 +65,11 @@ function markNav(name) {
 
 async function render() {
   const route = currentRoute();
+  if (route.name !== "sign-in" && token() === null) {
+    // No session: every page's data needs one, so go to sign-in before any API call (which would be a 401).
+    unauthorized();
+    return;
+  }
   renderCount += 1;
   const mine = renderCount;
   current?.destroy?.();

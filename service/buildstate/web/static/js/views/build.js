@@ -81,6 +81,12 @@ function timelineItem(event) {
   );
 }
 
+/** "Median, all builds" for a row: the same step (from -> to) of every build; for the state a running build
+ * is in, the time any build spent in it before moving on; nothing for a failure (no such statistic). */
+function medianCell(medians, key) {
+  return h("td", { class: "num muted" }, medians.has(key) ? duration(medians.get(key)) : "—");
+}
+
 function stepsTable(events, build, medians) {
   const attemptEvents = events.filter((e) => e.attempt === build.attempt);
   const steps = attemptEvents.filter((e) => (e.type === "state" || e.type === "failure") && e.duration_ms !== null && e.from_state_code !== null);
@@ -93,7 +99,7 @@ function stepsTable(events, build, medians) {
       h("th", { scope: "row" }, e.type === "failure" ? `${e.from_state_code} (failed)` : `${e.from_state_code} → ${e.state_code}`),
       h("td", { class: "num" }, duration(e.duration_ms)),
       h("td", { class: "bar-cell", "aria-hidden": "true" }, h("span", { class: ["bar", e.type === "failure" ? "bar-failed" : ""], style: { "--share": (e.duration_ms / longest).toFixed(3) } })),
-      h("td", { class: "num muted" }, medians.has(e.from_state_code) ? duration(medians.get(e.from_state_code)) : "—"),
+      medianCell(medians.steps, e.type === "failure" ? null : `${e.from_state_code}->${e.state_code}`),
     ),
   );
   if (build.status === "running") {
@@ -104,7 +110,7 @@ function stepsTable(events, build, medians) {
         h("th", { scope: "row" }, `${build.state_code} → …`),
         h("td", { class: "num" }, timeAgo(build.updated_at, "since ")),
         h("td", { class: "bar-cell", "aria-hidden": "true" }),
-        h("td", { class: "num muted" }, medians.has(build.state_code) ? duration(medians.get(build.state_code)) : "—"),
+        medianCell(medians.states, build.state_code),
       ),
     );
   }
@@ -143,7 +149,7 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
   setTitle("Build");
   let build = null;
   let events = [];
-  let medians = new Map();
+  let medians = { steps: new Map(), states: new Map() };
   const heading = h("h1", { tabindex: "-1" }, route.ref);
   const body = h("div", { class: "build-body" }, loading());
   main.replaceChildren(h("p", { class: "crumbs" }, h("a", { href: "#/" }, "← Build matrix")), heading, body);
@@ -189,7 +195,10 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
       if (!isCurrent()) return;
       build = history.build;
       events = history.events;
-      medians = new Map((summary?.step_durations ?? []).map((s) => [s.state_code, s.median_ms]));
+      medians = {
+        steps: new Map((summary?.transition_durations ?? []).map((t) => [`${t.from_state_code}->${t.state_code}`, t.median_ms])),
+        states: new Map((summary?.step_durations ?? []).map((s) => [s.state_code, s.median_ms])),
+      };
       draw();
     } catch (error) {
       if (!isCurrent() || error.name === "Unauthorized") return;

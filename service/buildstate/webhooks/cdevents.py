@@ -1,0 +1,136 @@
+"""Our events as CDEvents 0.5.1 (https://cdevents.dev), in a CloudEvents 1.0 envelope.
+
+Which CDEvent each event becomes (``MAPPING``, one row per buildstate event type; a new event type, such as
+the artifacts' ``artifact.published``, is one more ``CDEventType`` and one more row):
+
+============  ==================================================================
+created       ``dev.cdevents.build.queued.0.3.0``: registered, at state 0
+reset         ``dev.cdevents.build.queued.0.3.0``: a new attempt, back at state 0
+state < 100   ``dev.cdevents.build.started.0.3.0``: the first state change of an attempt starts it, and
+              each later one below 100 is sent as ``started`` again (CDEvents 0.5.1 has no "progressed"
+              predicate; ``customData.from_state_code`` is 0 on the first one)
+state 100     ``dev.cdevents.build.finished.0.3.0`` with ``subject.content.artifactId``
+failure       ``dev.cdevents.build.finished.0.3.0`` without an artifact
+============  ==================================================================
+
+The fields, as the 0.5.1 schemas allow them (each has ``additionalProperties: false``):
+
+- ``context.specversion`` is ``0.5.1`` (CDEvents 0.5 renamed 0.3's ``context.version`` to ``specversion`` and
+  dropped ``subject.type``: neither may appear). ``context.id`` is the event's ``seq``, the same for every
+  subscription, so that a receiver fed by two of them can de-duplicate; ``context.source`` is
+  ``BUILDSTATE_PUBLIC_URL`` (``urn:buildstate`` when unset); ``context.timestamp`` is when it was recorded.
+- ``subject.id`` is ``builds/<uuid>/attempts/<n>``: one build run per attempt, since a reset starts the build
+  over and CDEvents' build is a "run to completion" subject. ``subject.source`` is left out: it is the
+  context's source (the spec asks for it only when the two differ).
+- ``subject.content`` is empty, except ``artifactId`` on ``build.finished`` of a build that reached 100 (the
+  only place 0.5.1 allows it): a purl naming the image, ``pkg:generic/<platform>/<os_version>/
+  <image_type>@<build_id>``. The outcome has no field in 0.5.1's ``build.finished``: it is
+  ``customData.status`` (``succeeded`` or ``failed``), with the failure in ``customData.failure``.
+- ``customData`` is our event (what ``GET /events/{seq}`` answers), ``customDataContentType`` is JSON.
+
+The envelope follows the CDEvents CloudEvents binding: ``id``, ``source``, ``type``, ``time`` and ``subject``
+are the CDEvent's, ``dataschema`` names the CDEvents schema, and ``data`` is the whole CDEvent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+
+from buildstate.models import Event, EventType, Status
+
+SPEC_VERSION = "0.5.1"
+
+
+@dataclass(frozen=True, slots=True)
+class CDEventType:
+    subject: str
+    predicate: str
+    version: str
+
+    @property
+    def name(self) -> str:
+        return f"dev.cdevents.{self.subject}.{self.predicate}.{self.version}"
+
+    @property
+    def schema_id(self) -> str:
+        """The ``$id`` of its schema in the CDEvents release (``schemas/<subject><predicate>.json``)."""
+        return f"https://cdevents.dev/{SPEC_VERSION}/schema/{self.subject}-{self.predicate}-event"
+
+
+BUILD_QUEUED = CDEventType("build", "queued", "0.3.0")
+BUILD_STARTED = CDEventType("build", "started", "0.3.0")
+BUILD_FINISHED = CDEventType("build", "finished", "0.3.0")
+
+
+def _state(event: Event) -> CDEventType:
+    return BUILD_FINISHED if event.status == Status.SUCCEEDED else BUILD_STARTED
+
+
+MAPPING: dict[EventType, Callable[[Event], CDEventType]] = {
+    EventType.CREATED: lambda _event: BUILD_QUEUED,
+    EventType.RESET: lambda _event: BUILD_QUEUED,
+    EventType.STATE: _state,
+    EventType.FAILURE: lambda _event: BUILD_FINISHED,
+}
+TYPES = (BUILD_QUEUED, BUILD_STARTED, BUILD_FINISHED)
+
+
+def cdevent_type(event: Event) -> CDEventType:
+    return MAPPING[event.type](event)
+
+
+def artifact_id(event: Event) -> str:
+    """The purl of the image a successful build made (each part percent-encoded, as purl asks)."""
+    build = event.build
+    name = "/".join(quote(part, safe="") for part in (build.platform, build.os_version, build.image_type))
+    return f"pkg:generic/{name}@{quote(build.build_id, safe='')}"
+
+
+def subject_id(event: Event) -> str:
+    return f"builds/{event.build.id}/attempts/{event.attempt}"
+
+
+def _content(kind: CDEventType, event: Event) -> dict[str, Any]:
+    if kind == BUILD_FINISHED and event.status == Status.SUCCEEDED:
+        return {"artifactId": artifact_id(event)}
+    return {}
+
+
+def cdevent(event: Event, *, source: str) -> dict[str, Any]:
+    """The CDEvent (what the CDEvents schema of its type validates)."""
+    kind = cdevent_type(event)
+    return {
+        "context": {
+            "specversion": SPEC_VERSION,
+            "id": str(event.seq),
+            "source": source,
+            "type": kind.name,
+            "timestamp": event.recorded_at.isoformat(),
+        },
+        "subject": {"id": subject_id(event), "content": _content(kind, event)},
+        "customData": json.loads(event.model_dump_json()),
+        "customDataContentType": "application/json",
+    }
+
+
+def envelope(event: Event, *, source: str) -> bytes:
+    """The CDEvent in a structured-mode CloudEvent (``application/cloudevents+json``)."""
+    data = cdevent(event, source=source)
+    kind = cdevent_type(event)
+    attributes = {
+        "id": data["context"]["id"],
+        "source": source,
+        "type": kind.name,
+        "subject": data["subject"]["id"],
+        "time": event.recorded_at,
+        "datacontenttype": "application/json",
+        "dataschema": kind.schema_id,
+    }
+    return JSONFormat().write(CloudEvent(attributes, data))
