@@ -27,7 +27,7 @@ from bench import dataset
 from bench.db import Database, temporary
 from bench.store_ceiling import percentile
 from buildstate.store import sql
-from buildstate.store.base import BuildFilter, EventFilter
+from buildstate.store.types import BuildFilter, EventFilter
 
 REPEATS = 15
 MAX_SECONDS_PER_QUERY = 20.0

@@ -35,7 +35,7 @@ async def trivial_app() -> web.Application:
 
 async def service_app() -> web.Application:
     from buildstate.web.app import create_app  # noqa: PLC0415 - in the worker, after fork
-    from buildstate.web.routes import ROUTES, Route  # noqa: PLC0415
+    from buildstate.web.routing import ROUTES, Route  # noqa: PLC0415
 
     if not any(r.path == "/bench/ping" for r in ROUTES):
         ROUTES.append(

@@ -43,9 +43,9 @@ import uvloop
 
 from bench import dataset
 from bench.db import Database
-from buildstate.store.base import AuditEntry
 from buildstate.store.plan import Draft
 from buildstate.store.postgres import APPEND_EVENT, append_args
+from buildstate.store.types import AuditEntry
 
 PROCESSES = 2
 TASKS_PER_PROCESS = 16
@@ -187,7 +187,7 @@ async def _pg_worker(
 
     async def through_store(build: Build) -> None:
         from buildstate.models import ResetRequest, StateChange  # noqa: PLC0415
-        from buildstate.store.base import WriteContext  # noqa: PLC0415
+        from buildstate.store.types import WriteContext  # noqa: PLC0415
 
         assert store is not None
         kind, code, attempt, status = _next(build)
@@ -312,8 +312,8 @@ async def _sqlite_store_worker(
     path: str, builds: list[Build], start_at: float, seconds: float
 ) -> list[float]:
     from buildstate.models import ResetRequest, StateChange  # noqa: PLC0415
-    from buildstate.store.base import WriteContext  # noqa: PLC0415
     from buildstate.store.sqlite import SQLiteStore  # noqa: PLC0415
+    from buildstate.store.types import WriteContext  # noqa: PLC0415
 
     store = SQLiteStore(Path(path))
     await store.open()

@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient
 from buildstate.auth import accounts
 from buildstate.config import Settings
 from buildstate.store import Store, create_store, migrate
-from buildstate.store.base import WriteContext
+from buildstate.store.types import WriteContext
 from buildstate.web.app import create_app
 
 _XDG_HOME = pytest.StashKey[tuple[str, str | None]]()

@@ -23,9 +23,9 @@ import asyncpg
 
 from buildstate import __version__
 from buildstate.auth.cli import add_commands as add_access_commands
-from buildstate.auth.cli import announce_store
 from buildstate.auth.secret import MissingSecretError, jwt_secret
 from buildstate.config import Settings
+from buildstate.console import announce_store
 from buildstate.errors import Problem
 from buildstate.observability.logging import configure as configure_logging
 from buildstate.store import create_store, describe_store, describe_url, migrate

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     log_level: str = "INFO"
     log_format: str = Field(default="auto", pattern="^(auto|json|text)$")
-    # One structured line per request (observability/web.py); probes and scrapes only at DEBUG.
+    # One structured line per request (web/observe.py); probes and scrapes only at DEBUG.
     access_log: bool = True
     public_url: str = ""
     idempotency_ttl_hours: int = Field(default=24, ge=1)

@@ -52,7 +52,7 @@ timeout = 60
 # The aiohttp worker runs web/runner.py's GracefulRunner, which sets keep-alive (75 s, longer than nginx's
 # 60 s) and the shutdown timeout itself; this value is for anything that reads gunicorn's config.
 keepalive = KEEPALIVE_SECONDS
-# The app writes one structured record per request (observability/web.py) with the route, actor and
+# The app writes one structured record per request (web/observe.py) with the route, actor and
 # request id: that is the access log (BUILDSTATE_ACCESS_LOG).
 accesslog = None
 errorlog = "-"

@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient
 from buildstate.auth import accounts
 from buildstate.config import Settings
 from buildstate.store import Store
-from buildstate.store.base import WriteContext
+from buildstate.store.types import WriteContext
 
 PASSWORD = "correct horse battery staple"
 OTHER_PASSWORD = "Tr0ub4dor&3-but-longer"

@@ -9,7 +9,7 @@ import pytest
 from buildstate.errors import Conflict, NotFound
 from buildstate.store import Store
 from buildstate.store.access import AuditFilter, KeyPrefixTaken, NewApiKey
-from buildstate.store.base import WriteContext
+from buildstate.store.types import WriteContext
 
 CTX = WriteContext(actor="user:root", request_id="r-1", source="127.0.0.1")
 

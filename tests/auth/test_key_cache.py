@@ -15,7 +15,7 @@ from buildstate.auth.service import build_authenticator
 from buildstate.config import Settings
 from buildstate.store import Store
 from buildstate.store.access import NewApiKey
-from buildstate.store.base import WriteContext
+from buildstate.store.types import WriteContext
 
 CTX = WriteContext(actor="test:cache")
 

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from buildstate.auth import keys
 from buildstate.store import Store
 from buildstate.store.access import NewApiKey
-from buildstate.store.base import WriteContext
+from buildstate.store.types import WriteContext
 
 BUILD = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base", "build_id": "rhel-8.8-base-1"}
 

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from buildstate.web.app import create_app  # noqa: F401 - importing the app registers every route
-from buildstate.web.routes import ROUTES, Route
+from buildstate.web.routing import ROUTES, Route
 
 # Route parameters get values that would be valid enough to reach the handler.
 PARAMETERS = {"ref": "rhel-8.8-base-1", "seq": "1", "key_id": "bs_00000000", "username": "nobody"}

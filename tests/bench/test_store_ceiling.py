@@ -15,8 +15,8 @@ import asyncpg
 
 from bench import store_ceiling as ceiling
 from buildstate.models import BuildCreate, ResetRequest, StateChange
-from buildstate.store.base import WriteContext
 from buildstate.store.postgres import APPEND_EVENT, PostgresStore
+from buildstate.store.types import WriteContext
 
 STEPS = 22  # 0 -> 5 -> ... -> 100, a reset, then 5
 EVENT_COLUMNS = (

@@ -10,8 +10,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from buildstate.observability.metrics import LATENCY_BUCKETS, BoundedLabel, Metrics
-from buildstate.observability.web import record_auth_failure
-from buildstate.web.typedefs import SETTINGS
+from buildstate.web.typedefs import METRICS, SETTINGS
 
 Client = TestClient[Any, Any]
 BUILD = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base", "build_id": "m-1"}
@@ -89,9 +88,8 @@ async def test_feed_lag_is_observed_for_readers_following_the_feed(client: Clien
 
 
 async def test_auth_failures_are_counted_by_bounded_reason(client: Client) -> None:
-    request: Any = type("FakeRequest", (), {"app": client.app})()
     for reason in ("invalid-key", "invalid-key", "expired-token", "Bad Reason With Spaces"):
-        record_auth_failure(request, reason)
+        client.app[METRICS].record_auth_failure(reason)
     samples = await scrape(client)
     assert value(samples, "buildstate_auth_failures_total", reason="invalid-key") == 2
     assert value(samples, "buildstate_auth_failures_total", reason="expired-token") == 1

@@ -13,7 +13,7 @@ from buildstate.config import Settings
 from buildstate.errors import ServiceUnavailable
 from buildstate.models import BuildCreate, StateChange
 from buildstate.store import create_store
-from buildstate.store.base import WriteContext
+from buildstate.store.types import WriteContext
 
 
 async def _terminate_backends(database: str) -> int:

@@ -12,7 +12,7 @@ from buildstate.config import Settings
 from buildstate.errors import ServiceUnavailable
 from buildstate.models import BuildCreate, StateChange
 from buildstate.store import create_store
-from buildstate.store.base import WriteContext
+from buildstate.store.types import WriteContext
 
 BUILD = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base", "build_id": "b-1"}
 

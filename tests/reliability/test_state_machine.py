@@ -24,7 +24,7 @@ from buildstate.config import Settings
 from buildstate.errors import Conflict, NotFound, Problem, Unprocessable
 from buildstate.models import BuildCreate, FailureReport, ResetRequest, StateChange
 from buildstate.store import Store, create_store
-from buildstate.store.base import Idempotency, WriteContext, WriteResult
+from buildstate.store.types import Idempotency, WriteContext, WriteResult
 from buildstate.store.verify import verify
 
 NAMES = ("alpha", "beta", "gamma")

@@ -17,9 +17,9 @@ from aiohttp.test_utils import TestClient
 
 from buildstate.auth import accounts
 from buildstate.store import Store
-from buildstate.store.base import BuildFilter, WriteContext
+from buildstate.store.types import BuildFilter, WriteContext
 from buildstate.web.app import create_app  # noqa: F401 - importing the app registers every route
-from buildstate.web.routes import ROUTES, Route
+from buildstate.web.routing import ROUTES, Route
 
 ALL = frozenset({"read", "write", "reset", "admin"})
 # credential -> (how it is made, the scopes docs/security.md says it holds)

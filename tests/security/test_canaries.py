@@ -34,7 +34,7 @@ from tests.webhooks.conftest import CONCOURSE_PATH, serve_receiver
 from buildstate.config import Settings
 from buildstate.redaction import spellings
 from buildstate.store import create_store
-from buildstate.store.base import WriteContext
+from buildstate.store.types import WriteContext
 from buildstate.webhooks.models import WebhookKind
 from buildstate.webhooks.secrets import SecretBox
 from buildstate.webhooks.store import WebhookStore

@@ -14,7 +14,7 @@ import pytest
 from buildstate.auth.secret import jwt_secret
 from buildstate.config import Settings
 from buildstate.store import create_store, migrate
-from buildstate.store.base import AuditEntry
+from buildstate.store.types import AuditEntry
 from buildstate.webhooks.secrets import SecretBox
 
 

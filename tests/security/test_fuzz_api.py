@@ -23,9 +23,9 @@ from schemathesis.checks import (
 from tests.security.conftest import Live
 from tests.support import call
 
-from buildstate.web import access_routes
 from buildstate.web.app import ROUTES  # importing the app registers every route in ROUTES
 from buildstate.web.openapi import build_openapi
+from buildstate.web.routes import access as access_routes
 
 pytestmark = pytest.mark.slow
 

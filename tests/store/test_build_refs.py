@@ -28,8 +28,8 @@ from buildstate.config import Settings
 from buildstate.domain import build_uuid_of
 from buildstate.models import BuildCreate
 from buildstate.store import Store, create_store
-from buildstate.store.base import WriteContext
 from buildstate.store.migrate import PostgresMigrator, SqliteMigrator, expected_version
+from buildstate.store.types import WriteContext
 from buildstate.store.verify import verify
 
 CTX = WriteContext(actor="tester")

@@ -18,9 +18,10 @@ from buildstate.errors import Conflict, NotFound, Problem
 from buildstate.models import StateChange
 from buildstate.store import Store, plan, sql
 from buildstate.store.access import AuditFilter
-from buildstate.store.base import Idempotency, WriteContext, WriteResult
 from buildstate.store.postgres import _READ_BUILD, PostgresStore
 from buildstate.store.sqlite import SQLiteStore
+from buildstate.store.sqlite_executor import SqliteExecutor
+from buildstate.store.types import Idempotency, WriteContext, WriteResult
 from buildstate.store.verify import verify
 
 
@@ -35,13 +36,13 @@ def group_sizes(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """On SQLite, the size of every group the writer thread commits (the real method still runs)."""
     sizes: list[int] = []
     if isinstance(store, SQLiteStore):
-        commit = SQLiteStore._commit_group
+        commit = SqliteExecutor._commit_group
 
-        def counting(self: SQLiteStore, group: list[Any]) -> None:
+        def counting(self: SqliteExecutor, group: list[Any]) -> None:
             sizes.append(len(group))
             commit(self, group)
 
-        monkeypatch.setattr(SQLiteStore, "_commit_group", counting)
+        monkeypatch.setattr(SqliteExecutor, "_commit_group", counting)
     return sizes
 
 

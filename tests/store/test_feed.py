@@ -12,8 +12,8 @@ from tests.store.test_rules import CTX, create, state
 
 from buildstate.models import FailureReport, ResetRequest, StateChange
 from buildstate.store import Store, sql
-from buildstate.store.base import EventFilter
 from buildstate.store.postgres import PostgresStore
+from buildstate.store.types import EventFilter
 
 ALL = EventFilter()
 

@@ -11,7 +11,7 @@ from tests.store.test_rules import CTX, create, state
 from buildstate.errors import BadRequest
 from buildstate.models import FailureReport
 from buildstate.store import Store
-from buildstate.store.base import BuildCursor, BuildFilter
+from buildstate.store.types import BuildCursor, BuildFilter
 
 
 async def test_list_builds_filters_and_pages_with_a_cursor(store: Store) -> None:

@@ -10,7 +10,7 @@ import pytest
 from buildstate.errors import Conflict, NotFound, Unprocessable
 from buildstate.models import BuildCreate, FailureReport, ResetRequest, StateChange
 from buildstate.store import Store
-from buildstate.store.base import Idempotency, WriteContext
+from buildstate.store.types import Idempotency, WriteContext
 
 CTX = WriteContext(actor="tester", request_id="r1", source="127.0.0.1")
 

@@ -253,7 +253,7 @@ async def test_service_endpoints(client: Client) -> None:
 async def test_openapi_document_is_valid_3_1_and_covers_every_route(client: Client) -> None:
     from openapi_spec_validator import validate
 
-    from buildstate.web.routes import ROUTES
+    from buildstate.web.routing import ROUTES
 
     spec = await (await client.get("/openapi.json")).json()
     assert spec["openapi"] == "3.1.0"

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from buildstate.config import Settings
 from buildstate.web.app import create_app
-from buildstate.web.middleware import PROBLEM_JSON, problems
+from buildstate.web.middlewares.problems import PROBLEM_JSON, problems
 from buildstate.web.runner import graceful_runner
 from buildstate.web.typedefs import METRICS
 

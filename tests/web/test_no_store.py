@@ -15,9 +15,9 @@ from pydantic import BaseModel
 from buildstate.auth import accounts
 from buildstate.models import Credential
 from buildstate.store import Store
-from buildstate.store.base import WriteContext
+from buildstate.store.types import WriteContext
 from buildstate.web.app import create_app  # noqa: F401 - every module's routes are in ROUTES once imported
-from buildstate.web.routes import ROUTES
+from buildstate.web.routing import ROUTES
 
 Client = TestClient[Any, Any]
 # A field whose name says it holds a secret must be marked as one (key, secret, access_token, password...).

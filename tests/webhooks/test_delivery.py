@@ -20,7 +20,7 @@ from buildstate.config import Settings
 from buildstate.errors import Unprocessable
 from buildstate.models import EventType, FailureReport, ResetRequest, StateChange
 from buildstate.store import Store, create_store
-from buildstate.store.base import WriteContext
+from buildstate.store.types import WriteContext
 from buildstate.webhooks import cdevents, payloads
 from buildstate.webhooks.dispatcher import Dispatcher, next_attempt, retry_after_seconds
 from buildstate.webhooks.models import WebhookKind

@@ -27,8 +27,8 @@ from buildstate.auth.scopes import ROLE_SCOPES
 from buildstate.auth.tokens import LEEWAY_SECONDS
 from buildstate.config import Settings
 from buildstate.store import Store, create_store
-from buildstate.store.base import WriteContext
 from buildstate.store.sql import Params
+from buildstate.store.types import WriteContext
 from buildstate.web.app import create_app
 from buildstate.webhooks import cli
 

@@ -24,8 +24,8 @@ from tests.webhooks.test_delivery import subscribe
 
 from buildstate.config import Settings
 from buildstate.store import Store
-from buildstate.store.base import WriteContext
 from buildstate.store.sql import Params
+from buildstate.store.types import WriteContext
 from buildstate.webhooks import payloads
 from buildstate.webhooks.dispatcher import Dispatcher
 from buildstate.webhooks.models import WebhookKind

@@ -11,10 +11,9 @@ Layout (each module has one reason to change):
 - ``ratelimit``   token buckets, per process or shared through Redis
 - ``accounts``    creating keys and users, shared by the CLI and the admin routes
 - ``service``     ``Authenticator``: credentials in, ``Principal`` out; sign-in with throttling
-- ``middleware``  the aiohttp middleware that enforces each route's scope from ``ROUTES``
+- ``cli``         ``buildstate keys ...`` and ``buildstate users ...``
 
-The HTTP routes for ``/token``, ``/admin/*`` and ``/audit`` are in ``buildstate.web.access_routes``; the rows
-live behind ``store.access`` (``buildstate.store.access``).
-
-This package's ``__init__`` imports nothing, so ``web.typedefs`` can import ``auth.service`` without a cycle.
+Nothing here knows HTTP: the middleware that enforces each route's scope is
+``buildstate.web.middlewares.auth``, the routes for ``/token``, ``/admin/*`` and ``/audit`` are
+``buildstate.web.routes.access``, and the rows live behind ``store.access``.
 """

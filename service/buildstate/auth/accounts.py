@@ -15,7 +15,7 @@ from buildstate.auth.scopes import ADMIN, KEY_SCOPES, ROLE_SCOPES
 from buildstate.errors import Unprocessable
 from buildstate.store import Store
 from buildstate.store.access import ApiKeyRecord, KeyPrefixTaken, NewApiKey, UserRecord
-from buildstate.store.base import WriteContext
+from buildstate.store.types import WriteContext
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 PLATFORM = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")

@@ -13,63 +13,17 @@ prompt on a terminal, or from the first line of standard input.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
-import json
-import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
+from buildstate import console
 from buildstate.auth import accounts
 from buildstate.auth.models import ApiKeyInfo, CreatedKey, UserInfo
 from buildstate.auth.scopes import KEY_SCOPES, ROLE_SCOPES
 from buildstate.config import Settings
 from buildstate.errors import Problem
-from buildstate.store import Store, create_store, describe_store, migrate
-from buildstate.store.base import WriteContext
-
-T = TypeVar("T")
-
-
-def _operator() -> WriteContext:
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):  # a container user with no passwd entry
-        name = f"uid{os.getuid()}"
-    return WriteContext(actor=f"cli:{name}", source="cli")
-
-
-@asynccontextmanager
-async def _opened(settings: Settings) -> AsyncIterator[Store]:
-    store = create_store(settings)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-def announce_store(settings: Settings) -> None:
-    """Say on stderr which store a command works on, so a wrong one is seen at once."""
-    print(f"buildstate: store {describe_store(settings)}", file=sys.stderr, flush=True)
-
-
-def _run(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
-    announce_store(settings)
-    migrate(settings)
-
-    async def main() -> T:
-        async with _opened(settings) as store:
-            return await work(store)
-
-    return asyncio.run(main())
-
-
-def _fail(problem: Problem) -> int:
-    print(f"buildstate: {problem.detail}", file=sys.stderr)
-    return 1
 
 
 def _read_password(given: str | None) -> str:
@@ -83,20 +37,12 @@ def _read_password(given: str | None) -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=str))
-
-
-def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
-
-
 # ---------------------------------------------------------------- keys
 
 
 def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        key, record = _run(
+        key, record = console.run(
             settings,
             lambda store: accounts.create_api_key(
                 store,
@@ -104,36 +50,36 @@ def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
                 scopes=args.scopes,
                 platforms=args.platforms,
                 expires_in_days=args.expires_in_days,
-                ctx=_operator(),
+                ctx=console.operator(),
             ),
         )
     except Problem as problem:
-        return _fail(problem)
+        return console.fail(problem)
     info = ApiKeyInfo.of(record)
     if args.json:
-        _print_json(CreatedKey(**info.model_dump(), key=key).model_dump(mode="json"))
+        console.print_json(CreatedKey(**info.model_dump(), key=key).model_dump(mode="json"))
         return 0
     platforms = ", ".join(info.platforms) if info.platforms else "all platforms"
     print(f"created API key {info.id} ({info.name!r}): scopes {' '.join(info.scopes)}; {platforms}; ", end="")
-    print(f"expires {_when(info.expires_at)}" if info.expires_at else "no expiry")
+    print(f"expires {console.when(info.expires_at)}" if info.expires_at else "no expiry")
     print("Store it now (it is shown only this once) and send it as the X-API-Key header:")
     print(key)
     return 0
 
 
 def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
-    records = _run(settings, lambda store: store.access.list_keys(include_revoked=args.all))
+    records = console.run(settings, lambda store: store.access.list_keys(include_revoked=args.all))
     infos = [ApiKeyInfo.of(r) for r in records]
     if args.json:
-        _print_json([info.model_dump(mode="json") for info in infos])
+        console.print_json([info.model_dump(mode="json") for info in infos])
         return 0
     print(f"{'ID':<12} {'NAME':<24} {'SCOPES':<18} {'PLATFORMS':<16} {'EXPIRES':<16} {'LAST USED':<16} STATE")
     for info in infos:
         state = "revoked" if info.revoked_at else ("active" if info.active else "expired")
         print(
             f"{info.id:<12} {info.name[:24]:<24} {','.join(info.scopes):<18} "
-            f"{','.join(info.platforms or ['*'])[:16]:<16} {_when(info.expires_at):<16} "
-            f"{_when(info.last_used_at):<16} {state}"
+            f"{','.join(info.platforms or ['*'])[:16]:<16} {console.when(info.expires_at):<16} "
+            f"{console.when(info.last_used_at):<16} {state}"
         )
     return 0
 
@@ -141,10 +87,10 @@ def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
 def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     try:
         key_id = accounts.check_key_id(args.key_id)
-        record = _run(settings, lambda store: store.access.revoke_key(key_id, _operator()))
+        record = console.run(settings, lambda store: store.access.revoke_key(key_id, console.operator()))
     except Problem as problem:
-        return _fail(problem)
-    print(f"revoked {record.prefix} ({record.name!r}) at {_when(record.revoked_at)}")
+        return console.fail(problem)
+    print(f"revoked {record.prefix} ({record.name!r}) at {console.when(record.revoked_at)}")
     return 0
 
 
@@ -154,29 +100,29 @@ def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
 def _users_create(settings: Settings, args: argparse.Namespace) -> int:
     password = _read_password(args.password)
     try:
-        record = _run(
+        record = console.run(
             settings,
             lambda store: accounts.create_user(
-                store, username=args.username, role=args.role, password=password, ctx=_operator()
+                store, username=args.username, role=args.role, password=password, ctx=console.operator()
             ),
         )
     except Problem as problem:
-        return _fail(problem)
+        return console.fail(problem)
     print(f"created user {record.username} ({record.role})")
     return 0
 
 
 def _users_list(settings: Settings, args: argparse.Namespace) -> int:
-    infos = [UserInfo.of(r) for r in _run(settings, lambda store: store.access.list_users())]
+    infos = [UserInfo.of(r) for r in console.run(settings, lambda store: store.access.list_users())]
     if args.json:
-        _print_json([info.model_dump(mode="json") for info in infos])
+        console.print_json([info.model_dump(mode="json") for info in infos])
         return 0
     print(f"{'USERNAME':<24} {'ROLE':<10} {'CREATED':<16} {'PASSWORD SET':<16} STATE")
     for info in infos:
         state = "disabled" if info.disabled else "active"
         print(
-            f"{info.username:<24} {info.role:<10} {_when(info.created_at):<16} "
-            f"{_when(info.password_changed_at):<16} {state}"
+            f"{info.username:<24} {info.role:<10} {console.when(info.created_at):<16} "
+            f"{console.when(info.password_changed_at):<16} {state}"
         )
     return 0
 
@@ -184,14 +130,14 @@ def _users_list(settings: Settings, args: argparse.Namespace) -> int:
 def _users_set_disabled(disabled: bool) -> Callable[[Settings, argparse.Namespace], int]:
     def command(settings: Settings, args: argparse.Namespace) -> int:
         try:
-            record = _run(
+            record = console.run(
                 settings,
                 lambda store: accounts.set_disabled(
-                    store, username=args.username, disabled=disabled, ctx=_operator()
+                    store, username=args.username, disabled=disabled, ctx=console.operator()
                 ),
             )
         except Problem as problem:
-            return _fail(problem)
+            return console.fail(problem)
         print(f"{'disabled' if record.disabled_at else 'enabled'} user {record.username}")
         return 0
 
@@ -201,14 +147,14 @@ def _users_set_disabled(disabled: bool) -> Callable[[Settings, argparse.Namespac
 def _users_passwd(settings: Settings, args: argparse.Namespace) -> int:
     password = _read_password(args.password)
     try:
-        record = _run(
+        record = console.run(
             settings,
             lambda store: accounts.change_password(
-                store, username=args.username, password=password, ctx=_operator()
+                store, username=args.username, password=password, ctx=console.operator()
             ),
         )
     except Problem as problem:
-        return _fail(problem)
+        return console.fail(problem)
     print(f"changed the password of {record.username}; tokens issued before no longer work")
     return 0
 

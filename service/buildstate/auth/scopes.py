@@ -1,6 +1,6 @@
 """Scopes, and what each user role grants.
 
-Scopes name what a route needs (``ROUTES`` in ``web/routes.py``): ``read`` (every GET of build data),
+Scopes name what a route needs (``ROUTES`` in ``web/routing.py``): ``read`` (every GET of build data),
 ``write`` (create, state, failure), ``reset`` (reset a build), ``admin`` (keys, users, the audit log).
 A credential's granted scopes are expanded once: ``admin`` implies all others, and ``write`` implies
 ``reset`` (a pipeline that may fail a build may restart it). ``read`` and ``write`` are independent, so

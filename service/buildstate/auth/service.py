@@ -31,7 +31,7 @@ from buildstate.config import Settings
 from buildstate.errors import BadRequest, ServiceUnavailable, TooManyRequests, Unauthorized
 from buildstate.store import Store
 from buildstate.store.access import ApiKeyRecord, key_target, user_target
-from buildstate.store.base import AuditEntry, WriteContext
+from buildstate.store.types import AuditEntry, WriteContext
 
 log = logging.getLogger("buildstate.auth")
 

@@ -2,5 +2,7 @@
 
 ``metrics``     the Prometheus collectors (multiprocess-safe under gunicorn) and the ``/metrics`` exposition
 ``logging``     one JSON object a line in production, plain text in a terminal; secrets scrubbed
-``middleware``  the one middleware that times every request and feeds both
+
+Both are framework-free: what feeds them from requests (the ``observe`` middleware, ``/metrics``, the pool
+sampler) is ``buildstate.web.observe``.
 """

@@ -1,7 +1,7 @@
 """Logs as one JSON object a line when nobody is watching a terminal, plain text when somebody is.
 
 Every record carries a UTC timestamp, the level, the logger name and the message; request records (written by
-``observability.middleware``) add ``request_id``, ``method``, ``route``, ``path``, ``status``,
+``web.observe``) add ``request_id``, ``method``, ``route``, ``path``, ``status``,
 ``duration_ms``, ``actor`` and ``remote``. Other fields on a record are dropped: only the names in
 ``REQUEST_FIELDS`` leave the process, so a stray ``extra=`` cannot leak a header or a body.
 
@@ -9,7 +9,7 @@ Secrets: requests are logged by route and path, never with headers or bodies; as
 ``scrub`` (``redaction.redact``) blanks anything shaped like a credential (URL passwords, secret-named query
 values, Authorization values of any scheme, API-key headers, API keys, JWTs, webhook secrets) from every
 line before it is written. aiohttp's refusals of malformed requests become one line each
-(``ParserRejections``).
+(``web.observe.ParserRejections``, named here by its dotted path so that this package imports no aiohttp).
 """
 
 from __future__ import annotations
@@ -32,28 +32,6 @@ CLIENT_TEXT_FIELDS = frozenset({"path"})
 def scrub(text: str) -> str:
     """``text`` with credentials blanked: ``redaction.redact``, the one rule for every text that leaves."""
     return redact(text)
-
-
-class ParserRejections(logging.Filter):
-    """aiohttp logs a request its HTTP parser refuses (a NUL or a bare CR in a header, two
-    Content-Length fields, Content-Length with Transfer-Encoding, an over-long line, a bad method) as
-    "Error handling request" with a traceback, at ERROR: for a client's malformed bytes, not a fault of
-    the service. This filter, on the ``aiohttp.server`` logger, makes each such record one WARNING line:
-    the peer and the parser's reason, newlines folded, without the traceback (``scrub`` still blanks any
-    credential the parser quoted from the refused line). Other errors of that logger pass unchanged."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from aiohttp.http_exceptions import HttpProcessingError  # noqa: PLC0415 - only where aiohttp runs
-
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
-            reason = " ".join(str(error.message).split())
-            peer = record.getMessage().rpartition(" from ")[2] or "unknown peer"
-            record.msg = "refused a malformed HTTP request from %s (%s): %s"
-            record.args = (peer, error.code, reason)
-            record.exc_info = record.exc_text = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
 
 
 # Characters that end a line for some reader (Python's splitlines, JavaScript, many log viewers) although
@@ -173,13 +151,13 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {"buildstate": {"()": formatter}},
         "handlers": {"stderr": handler},
-        "filters": {"parser_rejections": {"()": f"{__name__}.ParserRejections"}},
+        "filters": {"parser_rejections": {"()": "buildstate.web.observe.ParserRejections"}},
         "root": {"level": level.upper(), "handlers": ["stderr"]},
         "loggers": {
             "aiohttp.server": {"level": level.upper(), "filters": ["parser_rejections"]},
             "gunicorn.error": {"level": level.upper(), "handlers": ["stderr"], "propagate": False},
             "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
-            # aiohttp's access logger duplicates observability.middleware's request line.
+            # aiohttp's access logger duplicates web.observe's request line.
             "aiohttp.access": {"level": "WARNING", "handlers": [], "propagate": True},
         },
     }

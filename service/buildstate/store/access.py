@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from buildstate.store.base import WriteContext
 from buildstate.store.sql import Dialect, Params
+from buildstate.store.types import WriteContext
 
 
 @dataclass(frozen=True, slots=True)

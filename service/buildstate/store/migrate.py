@@ -22,7 +22,7 @@ from typing import Any
 
 from buildstate.domain import build_uuid_of
 from buildstate.files import private_file
-from buildstate.store.base import SchemaStatus
+from buildstate.store.types import SchemaStatus
 
 MIGRATE_LOCK = 0x6D69677261  # "migra"
 log = logging.getLogger("buildstate.store")

@@ -25,9 +25,6 @@ small summary tables (``status_counts``, ``combos``), which are only ever touche
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -36,8 +33,7 @@ from typing import Any
 
 import asyncpg
 
-from buildstate import __version__
-from buildstate.errors import NotFound, Problem, ServiceUnavailable
+from buildstate.errors import NotFound, Problem
 from buildstate.models import (
     Build,
     BuildCreate,
@@ -52,7 +48,10 @@ from buildstate.models import (
 )
 from buildstate.store import plan, sql
 from buildstate.store.access import AccessStore
-from buildstate.store.base import (
+from buildstate.store.migrate import PostgresMigrator
+from buildstate.store.postgres_access import PostgresAccess
+from buildstate.store.postgres_executor import PostgresExecutor, insert_audit
+from buildstate.store.types import (
     AuditEntry,
     BuildCursor,
     BuildFilter,
@@ -63,8 +62,6 @@ from buildstate.store.base import (
     WriteResult,
     replay,
 )
-from buildstate.store.migrate import PostgresMigrator
-from buildstate.store.postgres_access import PostgresAccess
 
 FEED_LOCK = 0x6275696C64  # "build" in ASCII: the one advisory lock that orders event appends
 
@@ -233,27 +230,6 @@ def append_args(
     ]
 
 
-# What a database that is down, restarting or shutting down looks like to asyncpg: 503, never 500.
-_UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, and a connection closed under us
-    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin or crash shutdown, starting up
-    asyncpg.InterfaceError,
-    # A query on a connection the server dropped while it was idle in the pool ("cannot switch to
-    # state ...; another operation is in progress"), seen when PostgreSQL restarts under load.
-    asyncpg.exceptions.InternalClientError,
-)
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Connections hold no session state (advisory locks are transaction-level), so skip the reset."""
-
-
 class PostgresStore:
     kind = "postgresql"
     dialect: sql.Dialect = _DIALECT
@@ -266,63 +242,25 @@ class PostgresStore:
         max_size: int = 4,
         timeout: float = 5.0,
     ) -> None:
-        self._dsn = dsn
-        self._min_size = min_size
-        self._max_size = max_size
-        self._timeout = timeout
-        self._pool: asyncpg.Pool | None = None
+        self.executor = PostgresExecutor(dsn, min_size=min_size, max_size=max_size, timeout=timeout)
         self._lookup_ids: dict[tuple[str, str], int] = {}
-        self.access: AccessStore = PostgresAccess(self)
-
-    # ------------------------------------------------------------------ lifecycle
+        self.access: AccessStore = PostgresAccess(self.executor)
 
     async def open(self) -> None:
-        self._pool = await asyncpg.create_pool(
-            self._dsn,
-            min_size=self._min_size,
-            max_size=self._max_size,
-            init=_init_connection,
-            reset=_keep_session,
-            timeout=self._timeout,
-            command_timeout=self._timeout * 6,
-            server_settings={"application_name": f"buildstate/{__version__}"},
-        )
+        await self.executor.open()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self.executor.close()
 
     @property
     def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError("store is not open")
-        return self._pool
+        return self.executor.pool
 
     async def _with_conn(self, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
-        acquired = False
-        try:
-            async with self.pool.acquire(timeout=self._timeout) as conn:
-                acquired = True
-                try:
-                    return await work(conn)
-                except _UNAVAILABLE:
-                    # The pool skips its reset query on release (``_keep_session``), so it would not
-                    # notice a connection left mid-exchange: never hand one on to the next request.
-                    conn.terminate()
-                    raise
-        except _UNAVAILABLE as exc:
-            raise ServiceUnavailable(
-                "the database is unreachable; retry shortly", slug="database-unavailable"
-            ) from exc
-        except asyncpg.PostgresError as exc:
-            if acquired:
-                raise
-            # The server refused a new connection: too many clients, the database not accepting any,
-            # gone or renamed. Not this request's fault: 503 like any other outage, never a 500.
-            raise ServiceUnavailable(
-                "the database refuses connections; retry shortly", slug="database-unavailable"
-            ) from exc
+        return await self.executor.run(work)
+
+    async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
+        await self.executor.listen(channel, heard)
 
     async def schema_status(self) -> SchemaStatus:
         async def work(conn: asyncpg.Connection) -> SchemaStatus:
@@ -351,7 +289,7 @@ class PostgresStore:
                 replayed = await self._claim(conn, idem) if idem is not None else None
                 if replayed is not None:
                     entry = AuditEntry.of(ctx, action_name, target, replayed.status_code, "replayed")
-                    await self._insert_audit(conn, entry)
+                    await insert_audit(conn, entry)
                     return replayed
                 outcome = await action(conn, AuditEntry.of(ctx, action_name, target, 200, "allowed"))
                 if isinstance(outcome, Appended):
@@ -360,7 +298,7 @@ class PostgresStore:
                     outcome = outcome.result()
                 else:  # nothing appended (the current state again): the audit row is still to write
                     entry = AuditEntry.of(ctx, action_name, target, outcome.status_code, "allowed")
-                    await self._insert_audit(conn, entry)
+                    await insert_audit(conn, entry)
                 if idem is not None:
                     await conn.execute(
                         "UPDATE idempotency_keys SET status_code = $3, body = $4 "
@@ -380,26 +318,9 @@ class PostgresStore:
             raise
         return done.result() if isinstance(done, Appended) else done
 
-    @staticmethod
-    async def _insert_audit(conn: asyncpg.Connection, entry: AuditEntry) -> None:
-        await conn.execute(
-            "INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source, detail, "
-            "repeat_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9) ON CONFLICT (repeat_key) "
-            "DO UPDATE SET repeats = audit_log.repeats + 1, last_at = clock_timestamp()",
-            entry.actor,
-            entry.action,
-            entry.target,
-            entry.outcome,
-            entry.status_code,
-            entry.request_id,
-            entry.source,
-            entry.detail,
-            entry.repeat_key,
-        )
-
     async def record_audit(self, entry: AuditEntry) -> None:
         async def work(conn: asyncpg.Connection) -> None:
-            await self._insert_audit(conn, entry)
+            await insert_audit(conn, entry)
 
         await self._with_conn(work)
 
@@ -560,7 +481,7 @@ class PostgresStore:
             draft = decide(build)
             if draft is None:  # event rows never change: the build's last one is still its last one read
                 current = await self._event(conn, build.last_event_seq)
-                await self._insert_audit(conn, audit)
+                await insert_audit(conn, audit)
                 return WriteResult.of(plan.with_event(build, current))
             return await self._append_event(
                 conn,
@@ -702,41 +623,6 @@ class PostgresStore:
 
         result: list[list[Any]] = await self._with_conn(work)
         return result
-
-    async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
-        """Call ``heard(payload)`` for each NOTIFY on ``channel`` until the connection is lost.
-
-        Runs on its own connection, outside the pool (a LISTEN ties up its connection).
-        """
-        connecting = asyncio.ensure_future(asyncpg.connect(self._dsn, timeout=self._timeout))
-        try:
-            conn = await asyncio.shield(connecting)
-        except asyncio.CancelledError:
-            # Cancelled mid-connect (a worker stopping right after it started): asyncpg would leave the
-            # half-made connection open. Let it finish, then drop it.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    (await connecting).terminate()
-            raise
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise ServiceUnavailable("cannot listen for events: database unreachable") from exc
-        lost = asyncio.Event()
-        try:
-            conn.add_termination_listener(lambda _conn: lost.set())
-            await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: heard(payload))
-            while not lost.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(10):
-                        await lost.wait()
-                if not lost.is_set():
-                    # A dead server goes unnoticed on an idle connection: ask it something now and then.
-                    await conn.execute("SELECT 1", timeout=self._timeout)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise ServiceUnavailable("event notifications lost: database unreachable") from exc
-        finally:
-            # terminate(), not close(): it never waits. A close() awaited while the worker shuts down can be
-            # cancelled itself (or stall behind a cancelled query) and leave the socket open.
-            conn.terminate()
 
     async def max_seq(self) -> int:
         rows = await self._fetch("SELECT COALESCE(max(seq), 0) AS seq FROM events", [])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -30,21 +30,19 @@ from buildstate.store.access import (
     key_target,
     user_target,
 )
-from buildstate.store.base import AuditEntry, WriteContext
-
-if TYPE_CHECKING:
-    from buildstate.store.postgres import PostgresStore
+from buildstate.store.postgres_executor import PostgresExecutor, insert_audit
+from buildstate.store.types import AuditEntry, WriteContext
 
 T = TypeVar("T")
 _DIALECT = sql.PostgresDialect()
 
 
 class PostgresAccess:
-    def __init__(self, store: PostgresStore) -> None:
-        self._store = store
+    def __init__(self, executor: PostgresExecutor) -> None:
+        self._executor = executor
 
     async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        result: T = await self._store._with_conn(work)
+        result: T = await self._executor.run(work)
         return result
 
     async def _change(
@@ -65,25 +63,24 @@ class PostgresAccess:
         async def transaction(conn: asyncpg.Connection) -> T:
             async with conn.transaction():
                 result = await work(conn)
-                await self._store._insert_audit(conn, entry)
+                await insert_audit(conn, entry)
                 return result
 
         try:
             return await self._run(transaction)
         except Problem as refused:
             if refused.status < 500:
-                await self._store.record_audit(
-                    AuditEntry(
-                        ctx.actor,
-                        action,
-                        target,
-                        "refused",
-                        refused.status,
-                        ctx.request_id,
-                        ctx.source,
-                        {"reason": refused.detail},
-                    )
+                refusal = AuditEntry(
+                    ctx.actor,
+                    action,
+                    target,
+                    "refused",
+                    refused.status,
+                    ctx.request_id,
+                    ctx.source,
+                    {"reason": refused.detail},
                 )
+                await self._run(lambda conn: insert_audit(conn, refusal))
             raise
 
     async def _one(self, query: str, *values: Any) -> asyncpg.Record | None:

@@ -24,7 +24,7 @@ from buildstate.models import (
     Summary,
     TransitionDuration,
 )
-from buildstate.store.base import BuildCursor, BuildFilter, EventFilter
+from buildstate.store.types import BuildCursor, BuildFilter, EventFilter
 
 Row = Mapping[str, Any]
 

@@ -1,48 +1,20 @@
 """SQLite store: the zero-configuration default, safe with several gunicorn workers on one file.
 
-- WAL journal, so readers never block the writer nor each other.
-- Every write is one ``BEGIN IMMEDIATE`` transaction: it takes the database's write lock up front, so a
-  transaction never fails half-way with "database is locked" when it tries to upgrade from read to write.
-  Other processes wait for the lock up to the busy timeout.
-- With one writer at a time, ``AUTOINCREMENT`` hands out event numbers in commit order: the feed cannot skip.
-- Writers of every process queue on an exclusive ``flock`` of ``<database>.write-lock`` before BEGIN
-  IMMEDIATE. SQLite's own wait for its write lock sleeps in growing steps (1, 2, 5, 10 ... 100 ms) and
-  re-tries, so two busy workers handed the lock back and forth with sleeps in between: the write rate with
-  two workers was a fraction of one writer's, with a p99 near a second. The kernel wakes a ``flock``
-  waiter as soon as the lock is free. A holder keeps it for one transaction, whose statements wait for
-  SQLite at most the busy timeout (then 503); a file that cannot be opened for the lock just leaves
-  SQLite's own wait in charge.
-- Group commit: the writes of one process that arrive while its writer thread is busy are committed
-  together, one ``BEGIN IMMEDIATE`` ... ``COMMIT`` (one fsync, one turn of the lock) for up to
-  ``GROUP_COMMIT_MAX`` of them, each inside its own savepoint so a refused write (404, 409) rolls back
-  alone. A request is answered only after the COMMIT that holds its write. One transaction per write
-  reached 22% of a bare sqlite3 writer's commit rate through the service; groups, 66%
-  (docs/performance.md).
-- The stdlib driver is synchronous. Each store call runs as *one* function on a thread (writes on a single
-  writer thread per process, reads on a small pool), so a transaction costs one hop off the event loop
-  rather than one per statement.
+How it reaches the file (WAL, ``BEGIN IMMEDIATE``, the writers' ``flock``, group commit, one thread hop per
+transaction) is ``store.sqlite_executor``. With one writer at a time, ``AUTOINCREMENT`` hands out event
+numbers in commit order: the feed cannot skip.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import fcntl
-import json
-import logging
-import os
 import sqlite3
-import threading
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from buildstate.errors import NotFound, Problem, ServiceUnavailable
+from buildstate.errors import NotFound, Problem
 from buildstate.models import (
     Build,
     BuildCreate,
@@ -57,7 +29,10 @@ from buildstate.models import (
 )
 from buildstate.store import plan, sql
 from buildstate.store.access import AccessStore
-from buildstate.store.base import (
+from buildstate.store.migrate import SqliteMigrator
+from buildstate.store.sqlite_access import SqliteAccess
+from buildstate.store.sqlite_executor import SqliteExecutor, dumps, insert_audit, transaction
+from buildstate.store.types import (
     AuditEntry,
     BuildCursor,
     BuildFilter,
@@ -68,11 +43,7 @@ from buildstate.store.base import (
     WriteResult,
     replay,
 )
-from buildstate.store.migrate import SqliteMigrator
-from buildstate.store.sqlite_access import SqliteAccess
 
-T = TypeVar("T")
-log = logging.getLogger("buildstate.store")
 _DIALECT = sql.SqliteDialect()
 
 
@@ -80,177 +51,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _unavailable(exc: sqlite3.OperationalError) -> Exception:
-    """What a failed statement means to the caller: 503 when the database is busy or cannot be written."""
-    message = str(exc)
-    if "locked" in message or "busy" in message:
-        return ServiceUnavailable(
-            "the database stayed busy past the timeout; retry shortly",
-            slug="database-busy",
-            headers={"Retry-After": "1"},
-        )
-    if "readonly" in message or "disk" in message or "unable to open" in message:
-        return ServiceUnavailable(f"the database cannot be written: {message}", slug="database-unavailable")
-    return exc
-
-
-# Writes committed together at most: bounds how long the last of a group waits for the first ones.
-GROUP_COMMIT_MAX = 64
-
-
-@dataclass(slots=True)
-class _Queued:
-    """One write waiting for the next group commit: its statements, and where its outcome goes."""
-
-    body: Callable[[sqlite3.Connection], WriteResult]
-    future: asyncio.Future[WriteResult]
-    outcome: WriteResult | None = None
-    error: BaseException | None = None
-
-
-def _group_failed(exc: Exception) -> Exception:
-    """A fresh exception for each write of a group that could not commit (503 when the database is busy
-    or cannot be written; anything else as it is, a bug to see in the log)."""
-    if isinstance(exc, sqlite3.OperationalError):
-        return _unavailable(exc)
-    if isinstance(exc, Problem):
-        return type(exc)(exc.detail, slug=exc.type_slug, extra=dict(exc.extra), headers=dict(exc.headers))
-    return exc
-
-
-def _settle(queued: _Queued) -> None:
-    """On the event loop: hand the write's outcome to its request (unless the request is gone)."""
-    if queued.future.done():
-        return
-    if queued.error is not None:
-        queued.future.set_exception(queued.error)
-    elif queued.outcome is not None:
-        queued.future.set_result(queued.outcome)
-
-
-@contextlib.contextmanager
-def transaction(conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
-    """``begin`` ... COMMIT, or ROLLBACK when the block raises (unless SQLite already rolled back, as it
-    does after a full disk or an I/O error)."""
-    conn.execute(begin)
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-@contextlib.contextmanager
-def _holding(lock: int | None) -> Iterator[None]:
-    """The writers' ``flock`` of all processes, held for the block (no lock file: nothing to hold). The
-    kernel queues the waiters and wakes one as soon as the holder lets go. The wait is bounded by what a
-    holder does with it: one transaction, whose statements wait for SQLite at most the busy timeout; a
-    holder that dies releases it at once."""
-    if lock is None:
-        yield
-        return
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
-
-
 class SQLiteStore:
     kind = "sqlite"
     dialect: sql.Dialect = _DIALECT
-    transaction = staticmethod(transaction)  # for SqliteAccess, which this module imports
 
     def __init__(
         self, path: Path, *, timeout: float = 5.0, readers: int = 4, synchronous: str = "FULL"
     ) -> None:
         self.path = path
-        self._timeout = timeout
-        self._synchronous = synchronous
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
-        self._writer: ThreadPoolExecutor | None = None
-        self._write_lock: int | None = None
-        self._readers: ThreadPoolExecutor | None = None
-        self._reader_count = readers
-        # Writes waiting for the writer thread (appended on the event loop, taken on the thread), and
-        # whether the thread has been handed the queue already.
-        self._queue: deque[_Queued] = deque()
-        self._draining = False
-        self.access: AccessStore = SqliteAccess(self)
-
-    # ------------------------------------------------------------------ lifecycle
+        self.executor = SqliteExecutor(path, timeout=timeout, readers=readers, synchronous=synchronous)
+        self.access: AccessStore = SqliteAccess(self.executor)
 
     async def open(self) -> None:
-        if not self.path.exists():
-            raise ServiceUnavailable(f"SQLite database {self.path} does not exist; run buildstate migrate")
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        try:
-            self._write_lock = os.open(f"{self.path}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:
-            self._write_lock = None
-        self._readers = ThreadPoolExecutor(self._reader_count, thread_name_prefix="sqlite-reader")
+        await self.executor.open()
 
     async def close(self) -> None:
-        for pool in (self._writer, self._readers):
-            if pool is not None:
-                pool.shutdown(wait=True)
-        self._writer = self._readers = None
-        if self._write_lock is not None:
-            os.close(self._write_lock)
-            self._write_lock = None
-        with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
-
-    async def _run(self, pool: ThreadPoolExecutor | None, work: Callable[[sqlite3.Connection], T]) -> T:
-        if pool is None:
-            raise RuntimeError("store is not open")
-
-        lock = self._write_lock if pool is self._writer else None
-
-        def call() -> T:
-            try:
-                with _holding(lock):
-                    return work(self._conn())
-            except sqlite3.OperationalError as exc:
-                mapped = _unavailable(exc)
-                if mapped is exc:
-                    raise
-                raise mapped from exc
-
-        return await asyncio.get_running_loop().run_in_executor(pool, call)
-
-    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._run(self._readers, work)
+        await self.executor.close()
 
     async def schema_status(self) -> SchemaStatus:
-        return await self._read(SqliteMigrator.status_on)
+        return await self.executor.read(SqliteMigrator.status_on)
 
     # ------------------------------------------------------------------ writes
 
@@ -275,95 +94,18 @@ class SQLiteStore:
                         (outcome.status_code, outcome.body.decode(), idem.actor, idem.key),
                     )
             kind = "replayed" if outcome.replayed else "allowed"
-            self._insert_audit(conn, AuditEntry.of(ctx, action_name, target, outcome.status_code, kind))
+            insert_audit(conn, AuditEntry.of(ctx, action_name, target, outcome.status_code, kind))
             return outcome
 
-        if self._writer is None:
-            raise RuntimeError("store is not open")
-        loop = asyncio.get_running_loop()
-        queued = _Queued(body, loop.create_future())
-        self._queue.append(queued)
-        if not self._draining:
-            self._start_draining(loop)
         try:
-            return await queued.future
+            return await self.executor.grouped(body)
         except Problem as refused:
             if refused.status < 500:
                 await self.record_audit(AuditEntry.of(ctx, action_name, target, refused.status, "refused"))
             raise
 
-    def _start_draining(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Hand the queue to the writer thread; when it returns, start again if more writes came in."""
-        self._draining = True
-
-        def drained(done: asyncio.Future[None]) -> None:
-            self._draining = False
-            if not done.cancelled() and done.exception() is not None:  # the loop closing under it
-                log.error("SQLite writer stopped", exc_info=done.exception())
-            if self._queue and self._writer is not None:
-                self._start_draining(loop)
-
-        loop.run_in_executor(self._writer, self._drain, loop).add_done_callback(drained)
-
-    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the writer thread: commit the queued writes (at most ``GROUP_COMMIT_MAX``) as one group.
-
-        One group per turn: the hop back to the event loop before the next group leaves the other
-        processes' writers, woken when this one let go of the lock, the time to take it."""
-        group = [self._queue.popleft() for _ in range(min(len(self._queue), GROUP_COMMIT_MAX))]
-        self._commit_group(group)
-        for queued in group:
-            loop.call_soon_threadsafe(_settle, queued)
-
-    def _commit_group(self, group: list[_Queued]) -> None:
-        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` for the whole group, each write inside its own savepoint:
-        a write refused half-way (404, 409, 422) is rolled back alone and the others still commit. One
-        commit (one fsync) and one turn of the writers' lock then serve every write of the group, which is
-        what lets concurrent requests go faster than one transaction each. A write whose outcome is set
-        is acknowledged only after the COMMIT succeeded; if the COMMIT or the transaction fails, every
-        write of the group gets the error and none of them is acknowledged."""
-        try:
-            with _holding(self._write_lock):
-                conn = self._conn()
-                with transaction(conn):
-                    for queued in group:
-                        conn.execute("SAVEPOINT write")
-                        try:
-                            queued.outcome = queued.body(conn)
-                        except Exception as exc:
-                            if not conn.in_transaction:  # SQLite rolled everything back (disk full, I/O)
-                                raise
-                            conn.execute("ROLLBACK TO write")
-                            queued.error = (
-                                _unavailable(exc) if isinstance(exc, sqlite3.OperationalError) else exc
-                            )
-                        conn.execute("RELEASE write")
-        except Exception as exc:
-            for queued in group:  # each request its own exception: handlers add their own headers to it
-                queued.outcome, queued.error = None, _group_failed(exc)
-
-    @staticmethod
-    def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
-        conn.execute(
-            "INSERT INTO audit_log (at, actor, action, target, outcome, status_code, request_id, source, "
-            "detail, repeat_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (repeat_key) DO UPDATE SET repeats = audit_log.repeats + 1, last_at = excluded.at",
-            (
-                sql.format_time(_now()),
-                entry.actor,
-                entry.action,
-                entry.target,
-                entry.outcome,
-                entry.status_code,
-                entry.request_id,
-                entry.source,
-                _dumps(entry.detail),
-                entry.repeat_key,
-            ),
-        )
-
     async def record_audit(self, entry: AuditEntry) -> None:
-        await self._run(self._writer, lambda conn: self._insert_audit(conn, entry))
+        await self.executor.write(lambda conn: insert_audit(conn, entry))
 
     @staticmethod
     def _claim(conn: sqlite3.Connection, idem: Idempotency) -> WriteResult | None:
@@ -415,10 +157,10 @@ class SQLiteStore:
                 draft.from_state_code,
                 draft.status,
                 draft.message,
-                _dumps(draft.failure),
+                dumps(draft.failure),
                 draft.reason,
                 actor,
-                _dumps(draft.provenance),
+                dumps(draft.provenance),
                 duration_ms,
                 row["platform_id"],
                 row["os_version_id"],
@@ -436,7 +178,7 @@ class SQLiteStore:
                 draft.status,
                 draft.attempt,
                 draft.message,
-                _dumps(draft.failure),
+                dumps(draft.failure),
                 stamp,
                 seq,
                 build_uuid,
@@ -456,7 +198,7 @@ class SQLiteStore:
                     draft.failure["error_message"],
                     draft.failure["error_code"],
                     draft.failure["component"],
-                    _dumps(draft.failure["details"]),
+                    dumps(draft.failure["details"]),
                     stamp,
                 ),
             )
@@ -526,7 +268,7 @@ class SQLiteStore:
                         str(uuid.uuid4()),
                         request.build_id,
                         *ids,
-                        _dumps(request.labels),
+                        dumps(request.labels),
                         stamp,
                         stamp,
                     ),
@@ -593,7 +335,7 @@ class SQLiteStore:
                 raise NotFound(f"no build {ref!r}", slug="build-not-found")
             return sql.decode_build(_DIALECT, row)
 
-        return await self._read(work)
+        return await self.executor.read(work)
 
     async def list_builds(self, where: BuildFilter, limit: int, cursor: BuildCursor | None) -> BuildPage:
         def work(conn: sqlite3.Connection) -> BuildPage:
@@ -605,7 +347,7 @@ class SQLiteStore:
                 next_cursor = BuildCursor(builds[-1].updated_at, builds[-1].id).encode()
             return BuildPage(builds=builds, next_cursor=next_cursor)
 
-        return await self._read(work)
+        return await self.executor.read(work)
 
     async def history(self, ref: str) -> History:
         def work(conn: sqlite3.Connection) -> History:
@@ -622,7 +364,7 @@ class SQLiteStore:
                 conn.execute("COMMIT")
             return History(build=build, events=[sql.decode_event(_DIALECT, r) for r in rows])
 
-        return await self._read(work)
+        return await self.executor.read(work)
 
     async def list_events(
         self, where: EventFilter, *, after: int, before: int | None, limit: int, newest_first: bool
@@ -640,10 +382,10 @@ class SQLiteStore:
                 has_more=len(rows) > limit,
             )
 
-        return await self._read(work)
+        return await self.executor.read(work)
 
     async def get_event(self, seq: int) -> Event:
-        return await self._read(lambda conn: self._event(conn, seq))
+        return await self.executor.read(lambda conn: self._event(conn, seq))
 
     async def summary(self, window_hours: int) -> Summary:
         since = _now() - timedelta(hours=window_hours)
@@ -670,21 +412,24 @@ class SQLiteStore:
                 conn.execute("COMMIT")
             return sql.build_summary(_DIALECT, counts, matrix, groups, steps, window_hours)
 
-        return await self._read(work)
+        return await self.executor.read(work)
 
     async def run_batch(
         self, statements: Sequence[tuple[str, Sequence[Any]]], *, write: bool = True
     ) -> list[list[Any]]:
         """Statements built with ``sql.Params(store.dialect)``, run in one transaction; rows of each."""
 
-        def work(conn: sqlite3.Connection) -> list[list[Any]]:
-            with transaction(conn, "BEGIN IMMEDIATE" if write else "BEGIN"):
-                return [conn.execute(query, values).fetchall() for query, values in statements]
+        def run(conn: sqlite3.Connection) -> list[list[Any]]:
+            return [conn.execute(query, values).fetchall() for query, values in statements]
 
-        return await self._run(self._writer if write else self._readers, work)
+        def snapshot(conn: sqlite3.Connection) -> list[list[Any]]:
+            with transaction(conn, "BEGIN"):
+                return run(conn)
+
+        return await (self.executor.write(run) if write else self.executor.read(snapshot))
 
     async def max_seq(self) -> int:
-        row = await self._read(
+        row = await self.executor.read(
             lambda conn: conn.execute("SELECT COALESCE(max(seq), 0) FROM events").fetchone()
         )
         return int(row[0])
@@ -696,4 +441,4 @@ class SQLiteStore:
             )
             return cursor.rowcount
 
-        return await self._run(self._writer, work)
+        return await self.executor.write(work)

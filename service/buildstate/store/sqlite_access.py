@@ -9,7 +9,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from buildstate.errors import Conflict, NotFound, Problem
 from buildstate.store import sql
@@ -29,10 +29,8 @@ from buildstate.store.access import (
     key_target,
     user_target,
 )
-from buildstate.store.base import AuditEntry, WriteContext
-
-if TYPE_CHECKING:
-    from buildstate.store.sqlite import SQLiteStore
+from buildstate.store.sqlite_executor import SqliteExecutor, insert_audit
+from buildstate.store.types import AuditEntry, WriteContext
 
 T = TypeVar("T")
 _DIALECT = sql.SqliteDialect()
@@ -43,11 +41,11 @@ def _now() -> datetime:
 
 
 class SqliteAccess:
-    def __init__(self, store: SQLiteStore) -> None:
-        self._store = store
+    def __init__(self, executor: SqliteExecutor) -> None:
+        self._executor = executor
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._store._read(work)
+        return await self._executor.read(work)
 
     async def _change(
         self,
@@ -65,27 +63,25 @@ class SqliteAccess:
         )
 
         def change(conn: sqlite3.Connection) -> T:
-            with self._store.transaction(conn):
-                result = work(conn)
-                self._store._insert_audit(conn, entry)
+            result = work(conn)
+            insert_audit(conn, entry)
             return result
 
         try:
-            return await self._store._run(self._store._writer, change)
+            return await self._executor.write(change)
         except Problem as refused:
             if refused.status < 500:
-                await self._store.record_audit(
-                    AuditEntry(
-                        ctx.actor,
-                        action,
-                        target,
-                        "refused",
-                        refused.status,
-                        ctx.request_id,
-                        ctx.source,
-                        {"reason": refused.detail},
-                    )
+                refusal = AuditEntry(
+                    ctx.actor,
+                    action,
+                    target,
+                    "refused",
+                    refused.status,
+                    ctx.request_id,
+                    ctx.source,
+                    {"reason": refused.detail},
                 )
+                await self._executor.write(lambda conn: insert_audit(conn, refusal))
             raise
 
     # ------------------------------------------------------------------ keys
@@ -153,7 +149,7 @@ class SqliteAccess:
                 (sql.format_time(at), key_id, sql.format_time(unless_since)),
             )
 
-        await self._store._run(self._store._writer, work)
+        await self._executor.write(work)
 
     # ------------------------------------------------------------------ users
 

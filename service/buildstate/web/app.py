@@ -12,20 +12,22 @@ from typing import Any
 
 from aiohttp import web
 
-from buildstate.auth.middleware import RouteTable, auth_middleware
 from buildstate.auth.service import build_authenticator
 from buildstate.config import Settings
 from buildstate.errors import ServiceUnavailable
 from buildstate.observability.metrics import Metrics
-from buildstate.observability.web import metrics_flusher, observe, pool_sampler
 from buildstate.store import Store, create_store
-from buildstate.web import access_routes, middleware, ui
-from buildstate.web.cors import cors_middleware
-from buildstate.web.forwarded import forwarded_client
+from buildstate.web import ui
+from buildstate.web.middlewares import problems
+from buildstate.web.middlewares.auth import auth_middleware
+from buildstate.web.middlewares.cors import cors_middleware
+from buildstate.web.middlewares.forwarded import forwarded_client
+from buildstate.web.observe import metrics_flusher, observe, pool_sampler
 from buildstate.web.openapi import build_openapi
-from buildstate.web.routes import ROUTES
+from buildstate.web.routes import access
+from buildstate.web.routes.stream import close_streams, live_updates_ctx
+from buildstate.web.routing import ROUTES, RouteTable
 from buildstate.web.typedefs import AUTHENTICATOR, METRICS, SETTINGS, STORE, STREAMS_CLOSING
-from buildstate.webhooks.routes import close_streams, live_updates_ctx
 
 log = logging.getLogger("buildstate")
 
@@ -74,16 +76,16 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> web.Application:
     settings = settings or Settings()
-    # access_routes has added /token, /admin/* and /audit to ROUTES by now (imported above).
+    # Importing buildstate.web.routes (above) has registered every handler in ROUTES.
     routes = RouteTable.of(ROUTES, public=[("GET", "/openapi.json"), *ui.PUBLIC])
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
             forwarded_client(settings.trusted_proxies),
-            middleware.request_id,
+            problems.request_id,
             observe,
             cors_middleware(settings.cors_origins),
-            middleware.problems,
+            problems.problems,
             auth_middleware(routes),
         ],
     )
@@ -115,11 +117,6 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """What ``GET /openapi.json`` serves (and ``buildstate openapi`` prints)."""
     document = build_openapi(
-        ROUTES, security=access_routes.SECURITY_SCHEMES, server_url=settings.public_url.rstrip("/") or "/"
+        ROUTES, security=access.SECURITY_SCHEMES, server_url=settings.public_url.rstrip("/") or "/"
     )
-    return access_routes.document(document)
-
-
-async def gunicorn_app() -> web.Application:
-    """Entry point for gunicorn's aiohttp worker (``buildstate.web.app:gunicorn_app``)."""
-    return create_app()
+    return access.document(document)

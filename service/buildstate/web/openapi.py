@@ -10,7 +10,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from buildstate import __version__
 from buildstate.models import ProblemDetails
-from buildstate.web.routes import Route
+from buildstate.web.routing import Route
 
 _REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"{(\w+)}")

@@ -7,8 +7,10 @@
 - ``dispatcher``  claims due deliveries (safe with many workers and instances), sends, retries, gives up
 - ``targets``     where webhooks may send: the URL rules at creation, the address rules at every connect
 - ``watch``       wakes event streams and the dispatcher when events are committed (LISTEN/NOTIFY or polling)
-- ``routes``      ``/admin/webhooks...`` and ``/events/stream`` (which ends when its credential does)
 - ``cli``         ``buildstate webhooks ...`` and ``buildstate events tail``
+
+Nothing here serves HTTP (the dispatcher and ``events tail`` use aiohttp's client only): the routes are
+``buildstate.web.routes.webhooks`` and ``web.routes.stream`` (which ends when its credential does).
 
 The outbox row for each matching subscription is written by the event append itself, in the same
 transaction as the event (``store/postgres.py``, ``store/sqlite.py``): a committed event cannot miss its

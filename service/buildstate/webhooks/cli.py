@@ -22,8 +22,7 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
-from buildstate import paths
-from buildstate.auth.cli import _fail, _operator, _print_json, _run, _when
+from buildstate import console, paths
 from buildstate.config import Settings
 from buildstate.errors import Problem
 from buildstate.webhooks import service
@@ -49,11 +48,13 @@ def _create(settings: Settings, args: argparse.Namespace) -> int:
         print(f"buildstate: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
     try:
-        created = _run(settings, lambda store: service.subscribe(store, settings, body, _operator()))
+        created = console.run(
+            settings, lambda store: service.subscribe(store, settings, body, console.operator())
+        )
     except Problem as problem:
-        return _fail(problem)
+        return console.fail(problem)
     if args.json:
-        _print_json(created.model_dump(mode="json"))
+        console.print_json(created.model_dump(mode="json"))
         return 0
     print(f"created webhook {created.id} ({created.kind}) -> {created.url}")
     if created.kind != WebhookKind.CONCOURSE:
@@ -63,16 +64,16 @@ def _create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _list(settings: Settings, args: argparse.Namespace) -> int:
-    hooks = _run(settings, lambda store: WebhookStore(store).all())
+    hooks = console.run(settings, lambda store: WebhookStore(store).all())
     if args.json:
-        _print_json([h.public.model_dump(mode="json") for h in hooks])
+        console.print_json([h.public.model_dump(mode="json") for h in hooks])
         return 0
     print(f"{'ID':>4}  {'KIND':9} {'ENABLED':7} {'FAILS':>5}  {'CREATED':16}  NAME -> URL")
     for hook in hooks:
         h = hook.public
         print(
             f"{h.id:>4}  {h.kind.value:9} {'yes' if h.enabled else 'no':7} {h.consecutive_failures:>5}  "
-            f"{_when(h.created_at):16}  {h.name} -> {h.url}"
+            f"{console.when(h.created_at):16}  {h.name} -> {h.url}"
             + (f"  ({h.disabled_reason})" if h.disabled_reason else "")
         )
     return 0
@@ -80,12 +81,12 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
 
 def _test(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        result = _run(
+        result = console.run(
             settings,
-            lambda store: service.send_test(Dispatcher(store, settings), args.webhook_id, _operator()),
+            lambda store: service.send_test(Dispatcher(store, settings), args.webhook_id, console.operator()),
         )
     except Problem as problem:
-        return _fail(problem)
+        return console.fail(problem)
     outcome = f"HTTP {result.status_code}" if result.status_code is not None else result.error
     print(f"{'ok' if result.ok else 'failed'}: {outcome} in {result.duration_ms} ms")
     return 0 if result.ok else 1
@@ -96,18 +97,18 @@ def _set_enabled(enabled: bool) -> Any:
         from datetime import UTC, datetime  # noqa: PLC0415
 
         try:
-            stored = _run(
+            stored = console.run(
                 settings,
                 lambda store: WebhookStore(store).set_enabled(
                     args.webhook_id,
                     enabled=enabled,
                     reason=None if enabled else "disabled from the command line",
-                    ctx=_operator(),
+                    ctx=console.operator(),
                     now=datetime.now(UTC),
                 ),
             )
         except Problem as problem:
-            return _fail(problem)
+            return console.fail(problem)
         print(f"webhook {stored.public.id} {'enabled' if enabled else 'disabled'}")
         return 0
 

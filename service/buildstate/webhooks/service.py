@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from buildstate.config import Settings
 from buildstate.errors import Problem
 from buildstate.store import Store
-from buildstate.store.base import AuditEntry, WriteContext
+from buildstate.store.types import AuditEntry, WriteContext
 from buildstate.webhooks import payloads
 from buildstate.webhooks.dispatcher import Dispatcher
 from buildstate.webhooks.models import WebhookCreate, WebhookCreated, WebhookKind, WebhookTestResult

@@ -16,8 +16,8 @@ from typing import Any
 from buildstate.errors import NotFound
 from buildstate.redaction import redact
 from buildstate.store import Store
-from buildstate.store.base import AuditEntry, WriteContext
 from buildstate.store.sql import Params
+from buildstate.store.types import AuditEntry, WriteContext
 from buildstate.webhooks.models import Delivery, DeliveryAttempt, DeliveryPage, Webhook, WebhookKind
 
 # A query assembled with the given parameters (a condition used in more than one statement).

@@ -1,8 +1,5 @@
-"""Middlewares that wrap every request: request ids and problem+json errors.
-
-Order (outermost first): ``request_id`` -> ``observe`` (metrics and the access log, in
-``observability.web``) -> ``problems`` -> (auth, added by the auth module) -> handler.
-"""
+"""The middlewares that wrap every request first: request ids and problem+json errors (``web.middlewares``
+says in which order all of them run)."""
 
 from __future__ import annotations
 
@@ -10,7 +7,6 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -24,11 +20,11 @@ from buildstate.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from buildstate.web.routing import Handler
 from buildstate.web.typedefs import REQUEST_ID
 
 log = logging.getLogger("buildstate.web")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROBLEM_JSON = "application/problem+json"
 # nginx's "client closed request": what a request is counted and logged as when its client hung up first.
 CLIENT_CLOSED_REQUEST = 499
@@ -64,7 +60,7 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
 
 def _refuse_nul(request: web.Request) -> None:
     """U+0000 in the path or the query names nothing and PostgreSQL text cannot hold it: refuse it here,
-    before any route hands it to a store (bodies are checked in ``routes.read_body``)."""
+    before any route hands it to a store (bodies are checked in ``requests.read_body``)."""
     if "\x00" in request.path:
         raise NotFound("no such resource: the path holds a NUL character", slug="nul-character")
     if any("\x00" in name or "\x00" in value for name, value in request.query.items()):

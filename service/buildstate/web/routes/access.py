@@ -1,8 +1,6 @@
-"""Routes for signing in, managing keys and users, and reading the audit log.
-
-They register into ``ROUTES`` like the build routes (``create_app`` imports this module), so the auth
-middleware protects them and ``/openapi.json`` documents them from the same declarations.
-"""
+"""``/token``, ``/admin/keys``, ``/admin/users`` and ``/audit``: signing in, managing keys and users, reading
+the audit log. The rules are in ``buildstate.auth`` (``accounts``, ``service``); the rows behind
+``store.access``."""
 
 from __future__ import annotations
 
@@ -30,8 +28,9 @@ from buildstate.auth.models import (
 )
 from buildstate.errors import BadRequest
 from buildstate.store.access import AuditFilter
-from buildstate.store.base import WriteContext
-from buildstate.web.routes import json_response, parse_body, parse_fields, read_body, read_query, route
+from buildstate.store.types import WriteContext
+from buildstate.web.requests import json_response, parse_body, parse_fields, read_body, read_query
+from buildstate.web.routing import route
 from buildstate.web.typedefs import ACTOR, AUTHENTICATOR, REQUEST_ID, STORE
 
 FORM = "application/x-www-form-urlencoded"

@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from buildstate.errors import Forbidden
-from buildstate.web.middleware import problem_response
-from buildstate.web.routes import Handler
+from buildstate.web.middlewares.problems import problem_response
+from buildstate.web.routing import Handler
 
 ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, X-API-Key, Idempotency-Key, X-Request-ID"

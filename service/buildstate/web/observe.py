@@ -1,4 +1,7 @@
-"""The aiohttp side of observability: the ``observe`` middleware, the pool sampler and ``/metrics``.
+"""Observability in the aiohttp app: the ``observe`` middleware, the pool sampler and ``/metrics``.
+
+The collectors and the log formats are framework-free, in ``buildstate.observability``; this module is what
+feeds them from requests.
 
 ``observe`` sits just inside ``request_id`` and outside ``problems``, so it sees every request with its id
 and the final status of every answer, problem responses included. Per request it updates the request
@@ -24,9 +27,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from buildstate.observability.metrics import CONTENT_TYPE_LATEST, FLUSH_SECONDS, Metrics
-from buildstate.web.middleware import Handler
+from buildstate.web.routing import Handler
 from buildstate.web.typedefs import ACTOR, METRICS, REQUEST_ID, SETTINGS, STORE
 
 log = logging.getLogger("buildstate.access")
@@ -129,12 +133,6 @@ def _log_request(request: web.Request, route: str, status: int, seconds: float) 
     log.handle(record)
 
 
-def record_auth_failure(request: web.Request, reason: str) -> None:
-    """For the auth middleware: count a refused request (``reason`` like ``missing``, ``invalid-key``,
-    ``expired-token``, ``insufficient-scope``; free text is cut down to a bounded label set)."""
-    request.app[METRICS].record_auth_failure(reason)
-
-
 # ---------------------------------------------------------------------- database pool
 
 
@@ -195,3 +193,24 @@ async def scrape(request: web.Request) -> web.Response:
     request.app[METRICS].flush()
     body = await asyncio.get_running_loop().run_in_executor(None, request.app[METRICS].exposition)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class ParserRejections(logging.Filter):
+    """aiohttp logs a request its HTTP parser refuses (a NUL or a bare CR in a header, two
+    Content-Length fields, Content-Length with Transfer-Encoding, an over-long line, a bad method) as
+    "Error handling request" with a traceback, at ERROR: for a client's malformed bytes, not a fault of
+    the service. This filter, on the ``aiohttp.server`` logger, makes each such record one WARNING line:
+    the peer and the parser's reason, newlines folded, without the traceback (``scrub`` still blanks any
+    credential the parser quoted from the refused line; ``observability.logging.configure`` names
+    it). Other errors of that logger pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            reason = " ".join(str(error.message).split())
+            peer = record.getMessage().rpartition(" from ")[2] or "unknown peer"
+            record.msg = "refused a malformed HTTP request from %s (%s): %s"
+            record.args = (peer, error.code, reason)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True

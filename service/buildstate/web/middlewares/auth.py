@@ -1,6 +1,6 @@
 """The auth middleware: every request's credential, rate limit, scope and platform, checked in one place.
 
-What a route needs comes from ``ROUTES`` (``web/routes.py``), looked up by the route aiohttp matched
+What a route needs comes from ``ROUTES`` (``web/routing.py``), looked up by the route aiohttp matched
 (method and canonical path), so the table that registers a route is the table that protects it. Public
 routes are matched exactly: ``/healthz``, ``/health/`` or ``/health/../admin`` match no public route and
 need a credential like everything else; so do paths that match no route at all (401 before 404, so
@@ -17,8 +17,6 @@ response carries the rate-limit fields.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -28,10 +26,10 @@ from buildstate.auth.principal import Principal
 from buildstate.auth.scopes import spell
 from buildstate.auth.service import ANONYMOUS
 from buildstate.errors import Forbidden, NotFound, Problem, TooManyRequests, Unauthorized
-from buildstate.observability.web import record_auth_failure
-from buildstate.store.base import AuditEntry
-from buildstate.web.routes import Handler, Route, read_body
-from buildstate.web.typedefs import ACTOR, AUTHENTICATOR, PRINCIPAL, REQUEST_ID, STORE
+from buildstate.store.types import AuditEntry
+from buildstate.web.requests import read_body
+from buildstate.web.routing import Handler, Route, RouteTable
+from buildstate.web.typedefs import ACTOR, AUTHENTICATOR, METRICS, PRINCIPAL, REQUEST_ID, STORE
 
 log = logging.getLogger("buildstate.auth")
 
@@ -42,31 +40,6 @@ _SCOPE_HINTS = {
     "reset": "write keys, operator and admin users",
     "admin": "admin keys and admin users",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class RouteTable:
-    """What each (method, canonical path) needs; ``public`` adds routes that are not in ``ROUTES``."""
-
-    routes: dict[tuple[str, str], Route]
-    public: frozenset[tuple[str, str]]
-
-    @classmethod
-    def of(cls, routes: Iterable[Route], public: Iterable[tuple[str, str]] = ()) -> RouteTable:
-        table = {(r.method, r.path): r for r in routes}
-        extra = frozenset(public) | {key for key, r in table.items() if r.scope == "public"}
-        return cls(table, extra)
-
-    def find(self, request: web.Request) -> tuple[Route | None, bool]:
-        """The matched route (if it is in ROUTES) and whether the request is to a public route."""
-        resource = request.match_info.route.resource
-        if resource is None:  # no route matched: 404 or 405 after authentication
-            return None, False
-        method = "GET" if request.method == "HEAD" else request.method
-        key = (method, resource.canonical)
-        # Exact: the matched route is public and the path is literally its path (no template, no prefix).
-        public = key in self.public and request.path == resource.canonical
-        return self.routes.get(key), public
 
 
 def _denied_action(request: web.Request, route: Route | None) -> str:
@@ -192,7 +165,7 @@ def auth_middleware(table: RouteTable) -> Middleware:
         try:
             limit_headers = await _admit(request, route)
         except (Unauthorized, Forbidden, TooManyRequests) as denied:
-            record_auth_failure(request, denied.type_slug)
+            request.app[METRICS].record_auth_failure(denied.type_slug)
             if denied.type_slug == "credential-failures-throttled":
                 raise  # the flood itself: nothing is written for it (the metrics count it)
             if request.method not in SAFE_METHODS and route is not None:  # attempts at changes, not scans

@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from buildstate.web.routes import Handler
+from buildstate.web.routing import Handler
 
 
 def _address(text: str) -> IPv4Address | IPv6Address | None:

@@ -1,0 +1,154 @@
+"""The PostgreSQL executor: the asyncpg pool, connections, outage mapping and LISTEN, for every store.
+
+A database that is down, restarting or refusing connections is a 503 (``ServiceUnavailable``) to the caller,
+never a 500, and a connection that failed mid-exchange is dropped rather than handed to the next request
+(the pool skips its reset query on release: connections hold no session state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from buildstate import __version__
+from buildstate.errors import ServiceUnavailable
+from buildstate.store.sql import PostgresDialect
+from buildstate.store.types import AuditEntry
+
+# What a database that is down, restarting or shutting down looks like to asyncpg: 503, never 500.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, and a connection closed under us
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin or crash shutdown, starting up
+    asyncpg.InterfaceError,
+    # A query on a connection the server dropped while it was idle in the pool ("cannot switch to
+    # state ...; another operation is in progress"), seen when PostgreSQL restarts under load.
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Connections hold no session state (advisory locks are transaction-level), so skip the reset."""
+
+
+async def insert_audit(conn: asyncpg.Connection, entry: AuditEntry) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source, detail, "
+        "repeat_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9) ON CONFLICT (repeat_key) "
+        "DO UPDATE SET repeats = audit_log.repeats + 1, last_at = clock_timestamp()",
+        entry.actor,
+        entry.action,
+        entry.target,
+        entry.outcome,
+        entry.status_code,
+        entry.request_id,
+        entry.source,
+        entry.detail,
+        entry.repeat_key,
+    )
+
+
+class PostgresExecutor:
+    """One database: a pool sized per worker, and a connection of its own per LISTEN."""
+
+    dialect = PostgresDialect()
+
+    def __init__(self, dsn: str, *, min_size: int, max_size: int, timeout: float) -> None:
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            init=_init_connection,
+            reset=_keep_session,
+            timeout=self._timeout,
+            command_timeout=self._timeout * 6,
+            server_settings={"application_name": f"buildstate/{__version__}"},
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        return self._pool
+
+    async def run(self, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+        acquired = False
+        try:
+            async with self.pool.acquire(timeout=self._timeout) as conn:
+                acquired = True
+                try:
+                    return await work(conn)
+                except _UNAVAILABLE:
+                    # The pool skips its reset query on release (``_keep_session``), so it would not
+                    # notice a connection left mid-exchange: never hand one on to the next request.
+                    conn.terminate()
+                    raise
+        except _UNAVAILABLE as exc:
+            raise ServiceUnavailable(
+                "the database is unreachable; retry shortly", slug="database-unavailable"
+            ) from exc
+        except asyncpg.PostgresError as exc:
+            if acquired:
+                raise
+            # The server refused a new connection: too many clients, the database not accepting any,
+            # gone or renamed. Not this request's fault: 503 like any other outage, never a 500.
+            raise ServiceUnavailable(
+                "the database refuses connections; retry shortly", slug="database-unavailable"
+            ) from exc
+
+    async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
+        """Call ``heard(payload)`` for each NOTIFY on ``channel`` until the connection is lost.
+
+        Runs on its own connection, outside the pool (a LISTEN ties up its connection).
+        """
+        connecting = asyncio.ensure_future(asyncpg.connect(self._dsn, timeout=self._timeout))
+        try:
+            conn = await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            # Cancelled mid-connect (a worker stopping right after it started): asyncpg would leave the
+            # half-made connection open. Let it finish, then drop it.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._timeout):
+                    (await connecting).terminate()
+            raise
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ServiceUnavailable("cannot listen for events: database unreachable") from exc
+        lost = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _conn: lost.set())
+            await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: heard(payload))
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(10):
+                        await lost.wait()
+                if not lost.is_set():
+                    # A dead server goes unnoticed on an idle connection: ask it something now and then.
+                    await conn.execute("SELECT 1", timeout=self._timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ServiceUnavailable("event notifications lost: database unreachable") from exc
+        finally:
+            # terminate(), not close(): it never waits. A close() awaited while the worker shuts down can be
+            # cancelled itself (or stall behind a cancelled query) and leave the socket open.
+            conn.terminate()

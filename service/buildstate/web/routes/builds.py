@@ -1,0 +1,162 @@
+"""``/builds``: register builds, move them forward, fail and reset them, read them and their history."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from buildstate.models import (
+    Build,
+    BuildCreate,
+    BuildPage,
+    BuildState,
+    BuildWithEvent,
+    FailureReport,
+    History,
+    ResetRequest,
+    StateChange,
+)
+from buildstate.store.types import BuildCursor
+from buildstate.web.requests import (
+    BuildQuery,
+    build_filter,
+    json_response,
+    read_body,
+    read_query,
+    write_context,
+    written,
+)
+from buildstate.web.routing import route
+from buildstate.web.typedefs import STORE
+
+WRITE_ERRORS = (400, 404, 409, 413, 415, 422)
+
+
+@route(
+    "POST",
+    "/builds",
+    summary="Register a build (replays if the same build_id and fields exist)",
+    scope="write",
+    tag="builds",
+    body=BuildCreate,
+    responses={201: BuildWithEvent, 200: BuildWithEvent},
+    errors=(400, 409, 413, 415, 422),
+    action="build.create",
+)
+async def create_build(request: web.Request) -> web.Response:
+    body, raw = await read_body(request, BuildCreate)
+    store = request.app[STORE]
+    return written(await store.create_build(body, write_context(request, raw)))
+
+
+@route(
+    "GET",
+    "/builds",
+    summary="List builds, most recently updated first, with filters and a cursor",
+    scope="read",
+    tag="builds",
+    query=BuildQuery,
+    responses={200: BuildPage},
+    errors=(400, 422),
+)
+async def list_builds(request: web.Request) -> web.Response:
+    query = read_query(request, BuildQuery)
+    cursor = BuildCursor.decode(query.cursor) if query.cursor else None
+    page = await request.app[STORE].list_builds(build_filter(query), query.limit, cursor)
+    return json_response(page)
+
+
+@route(
+    "GET",
+    "/builds/{ref}",
+    summary="One build, by UUID or build_id",
+    scope="read",
+    tag="builds",
+    responses={200: Build},
+    errors=(404,),
+)
+async def get_build(request: web.Request) -> web.Response:
+    return json_response(await request.app[STORE].get_build(request.match_info["ref"]))
+
+
+@route(
+    "GET",
+    "/builds/{ref}/state",
+    summary="A build's current state",
+    scope="read",
+    tag="builds",
+    responses={200: BuildState},
+    errors=(404,),
+)
+async def get_state(request: web.Request) -> web.Response:
+    build = await request.app[STORE].get_build(request.match_info["ref"])
+    return json_response(BuildState(**build.model_dump(include=set(BuildState.model_fields))))
+
+
+@route(
+    "POST",
+    "/builds/{ref}/state",
+    summary="Move a build forward to a state code",
+    scope="write",
+    tag="builds",
+    body=StateChange,
+    responses={200: BuildWithEvent},
+    errors=WRITE_ERRORS,
+    action="build.state",
+)
+async def post_state(request: web.Request) -> web.Response:
+    body, raw = await read_body(request, StateChange)
+    result = await request.app[STORE].record_state(
+        request.match_info["ref"], body, write_context(request, raw)
+    )
+    return written(result)
+
+
+@route(
+    "POST",
+    "/builds/{ref}/failure",
+    summary="Mark a build failed at its current state",
+    scope="write",
+    tag="builds",
+    body=FailureReport,
+    responses={200: BuildWithEvent},
+    errors=WRITE_ERRORS,
+    action="build.failure",
+)
+async def post_failure(request: web.Request) -> web.Response:
+    body, raw = await read_body(request, FailureReport)
+    result = await request.app[STORE].record_failure(
+        request.match_info["ref"], body, write_context(request, raw)
+    )
+    return written(result)
+
+
+@route(
+    "POST",
+    "/builds/{ref}/reset",
+    summary="Start a new attempt at state 0, recording who and why",
+    scope="reset",
+    tag="builds",
+    body=ResetRequest,
+    responses={200: BuildWithEvent},
+    errors=WRITE_ERRORS,
+    action="build.reset",
+)
+async def post_reset(request: web.Request) -> web.Response:
+    body, raw = await read_body(request, ResetRequest)
+    result = await request.app[STORE].reset_build(
+        request.match_info["ref"], body, write_context(request, raw)
+    )
+    return written(result)
+
+
+@route(
+    "GET",
+    "/builds/{ref}/history",
+    summary="A build's events, oldest first",
+    scope="read",
+    tag="builds",
+    responses={200: History},
+    errors=(404,),
+)
+async def get_history(request: web.Request) -> web.Response:
+    return json_response(await request.app[STORE].history(request.match_info["ref"]))
