@@ -110,7 +110,7 @@ async def test_each_request_is_logged_once_with_id_route_status_and_actor(
 def test_a_request_the_http_parser_refuses_is_one_warning_line_without_a_traceback() -> None:
     from aiohttp.http_exceptions import BadHttpMessage
 
-    from buildstate.web.observe import ParserRejections
+    from buildstate.web.parser_log import ParserRejections
 
     secret = "bs_0123abcd_" + "Q" * 43
     error = BadHttpMessage(f"Invalid header value char:\n\n    b'X-API-Key: {secret}\\x00'\n     ^")
@@ -129,7 +129,7 @@ def test_a_request_the_http_parser_refuses_is_one_warning_line_without_a_traceba
 
 
 def test_other_errors_of_aiohttps_server_logger_keep_their_traceback() -> None:
-    from buildstate.web.observe import ParserRejections
+    from buildstate.web.parser_log import ParserRejections
 
     error = RuntimeError("a bug")
     made = logging.LogRecord(

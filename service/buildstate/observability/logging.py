@@ -9,7 +9,7 @@ Secrets: requests are logged by route and path, never with headers or bodies; as
 ``scrub`` (``redaction.redact``) blanks anything shaped like a credential (URL passwords, secret-named query
 values, Authorization values of any scheme, API-key headers, API keys, JWTs, webhook secrets) from every
 line before it is written. aiohttp's refusals of malformed requests become one line each
-(``web.observe.ParserRejections``, named here by its dotted path so that this package imports no aiohttp).
+(``web.parser_log.ParserRejections``, named here by its dotted path so that this package imports no aiohttp).
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {"buildstate": {"()": formatter}},
         "handlers": {"stderr": handler},
-        "filters": {"parser_rejections": {"()": "buildstate.web.observe.ParserRejections"}},
+        "filters": {"parser_rejections": {"()": "buildstate.web.parser_log.ParserRejections"}},
         "root": {"level": level.upper(), "handlers": ["stderr"]},
         "loggers": {
             "aiohttp.server": {"level": level.upper(), "filters": ["parser_rejections"]},

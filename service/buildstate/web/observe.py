@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from buildstate.observability.metrics import CONTENT_TYPE_LATEST, FLUSH_SECONDS, Metrics
 from buildstate.web.routing import Handler
@@ -193,24 +192,3 @@ async def scrape(request: web.Request) -> web.Response:
     request.app[METRICS].flush()
     body = await asyncio.get_running_loop().run_in_executor(None, request.app[METRICS].exposition)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-class ParserRejections(logging.Filter):
-    """aiohttp logs a request its HTTP parser refuses (a NUL or a bare CR in a header, two
-    Content-Length fields, Content-Length with Transfer-Encoding, an over-long line, a bad method) as
-    "Error handling request" with a traceback, at ERROR: for a client's malformed bytes, not a fault of
-    the service. This filter, on the ``aiohttp.server`` logger, makes each such record one WARNING line:
-    the peer and the parser's reason, newlines folded, without the traceback (``scrub`` still blanks any
-    credential the parser quoted from the refused line; ``observability.logging.configure`` names
-    it). Other errors of that logger pass unchanged."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
-            reason = " ".join(str(error.message).split())
-            peer = record.getMessage().rpartition(" from ")[2] or "unknown peer"
-            record.msg = "refused a malformed HTTP request from %s (%s): %s"
-            record.args = (peer, error.code, reason)
-            record.exc_info = record.exc_text = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True

@@ -36,7 +36,7 @@ def graceful_runner(app: web.Application, settings: Settings) -> GracefulRunner:
     return GracefulRunner(
         app,
         handle_signals=False,  # gunicorn's worker handles them
-        access_log=None,  # observability.web writes the structured access log
+        access_log=None,  # web.observe writes the structured access log
         keepalive_timeout=KEEPALIVE_SECONDS,
         # As gunicorn's aiohttp worker computes it: a little under gunicorn's own graceful timeout.
         shutdown_timeout=settings.graceful_timeout_seconds * 0.95,
