@@ -6,11 +6,18 @@ and hold the same on SQLite and PostgreSQL.
 A build is ``running`` from 0 upwards; it only moves forward within an attempt; 100 makes it ``succeeded``;
 a failure makes it ``failed`` at its current code. Only a reset (attempt + 1, back to 0) leaves ``failed`` or
 ``succeeded``. Repeating exactly what is already true is a replay: no new event, the current state returned.
+
+Event types: ``EventType`` and ``EVENT_RULES`` are the one list of them. The route that records each, the
+``type`` and ``states`` filters (HTTP, SQL, webhooks), the CLI's choices, the append's side rows and the
+metrics all read them from here, so a new type is its member, its rule, and its payload mapping
+(``webhooks/cdevents.py``); ``tests/test_event_types.py`` fails when one of them is missing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +27,48 @@ MAX_STATE = 100
 STATE_STEP = 5
 
 RUNNING, FAILED, SUCCEEDED = "running", "failed", "succeeded"
+
+
+class EventType(StrEnum):
+    CREATED = "created"
+    STATE = "state"
+    FAILURE = "failure"
+    RESET = "reset"
+
+
+@dataclass(frozen=True, slots=True)
+class EventRule:
+    """What the rest of the service needs to know about one event type."""
+
+    # The audit log's name for the write that records it: also that route's ``action`` (``web/routes``).
+    action: str
+    # What a ``states`` filter (of ``/events``, ``/events/stream`` and webhooks) calls it; None: its code.
+    state_word: str | None = None
+    # It records a row of ``failures`` (the dashboard's failure groups).
+    records_failure: bool = False
+    # It is a build's first event: answered 201, and its platform x OS x image type joins the matrix.
+    creates_build: bool = False
+    # What ``buildstate events tail`` shows for it instead of the build's status ("": the status).
+    label: str = ""
+
+
+EVENT_RULES: dict[EventType, EventRule] = {
+    EventType.CREATED: EventRule("build.create", creates_build=True, label="created"),
+    EventType.STATE: EventRule("build.state"),
+    EventType.FAILURE: EventRule("build.failure", state_word=FAILED, records_failure=True, label="FAILED"),
+    EventType.RESET: EventRule("build.reset", state_word="reset", label="RESET"),
+}
+# The words a ``states`` filter takes besides state codes: each type's word, and succeeded (a code of 100).
+STATE_WORDS: tuple[str, ...] = (*(r.state_word for r in EVENT_RULES.values() if r.state_word), SUCCEEDED)
+# One token of a ``states`` filter, as a regular expression: a state code (0..100 in steps of 5) or a word.
+STATE_TOKEN = "100|[1-9]?[05]|" + "|".join(STATE_WORDS)
+# One token of a ``type`` filter.
+EVENT_TYPE_TOKEN = "|".join(EventType)
+
+
+def types_where(predicate: Callable[[EventRule], bool]) -> tuple[EventType, ...]:
+    """The event types whose rule says so, in the enum's order."""
+    return tuple(t for t, rule in EVENT_RULES.items() if predicate(rule))
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +86,7 @@ class Current:
 class Change:
     """A change to record: the build's state right after it."""
 
-    type: str
+    type: EventType
     state_code: int
     status: str
     attempt: int
@@ -92,7 +141,7 @@ def decide_state(current: Current, state_code: int) -> Change | None:
             extra={"state_code": current.state_code, "build_status": current.status},
         )
     return Change(
-        type="state",
+        type=EventType.STATE,
         state_code=state_code,
         status=SUCCEEDED if state_code == MAX_STATE else RUNNING,
         attempt=current.attempt,
@@ -118,7 +167,7 @@ def decide_failure(current: Current, failure: dict[str, Any]) -> Change | None:
             extra={"state_code": current.state_code, "build_status": current.status},
         )
     return Change(
-        type="failure",
+        type=EventType.FAILURE,
         state_code=current.state_code,
         status=FAILED,
         attempt=current.attempt,
@@ -129,7 +178,7 @@ def decide_failure(current: Current, failure: dict[str, Any]) -> Change | None:
 def decide_reset(current: Current) -> Change:
     """A reset always starts a new attempt: a stuck running build may be restarted too."""
     return Change(
-        type="reset",
+        type=EventType.RESET,
         state_code=0,
         status=RUNNING,
         attempt=current.attempt + 1,

@@ -13,7 +13,12 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
-from buildstate.domain import MAX_STATE, STATE_STEP, build_uuid_of
+from buildstate.domain import (
+    MAX_STATE,
+    STATE_STEP,
+    EventType,  # the enum lives with its rules (domain.EVENT_RULES)
+    build_uuid_of,
+)
 
 
 class Credential:
@@ -132,13 +137,6 @@ class Status(StrEnum):
     RUNNING = "running"
     FAILED = "failed"
     SUCCEEDED = "succeeded"
-
-
-class EventType(StrEnum):
-    CREATED = "created"
-    STATE = "state"
-    FAILURE = "failure"
-    RESET = "reset"
 
 
 class _Request(BaseModel):

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from buildstate import domain
+from buildstate.domain import EVENT_RULES, EventType
 from buildstate.errors import Conflict
 from buildstate.models import (
     Build,
@@ -25,7 +26,7 @@ from buildstate.models import (
 class Draft:
     """An event about to be appended, with the build's state right after it."""
 
-    type: str
+    type: EventType
     attempt: int
     state_code: int
     from_state_code: int | None
@@ -86,7 +87,7 @@ def _draft(change: domain.Change, prepared: Prepared, *, failure: bool = False) 
 
 
 def created(prepared: Prepared) -> Draft:
-    return _draft(domain.Change("created", 0, domain.RUNNING, 1, None), prepared)
+    return _draft(domain.Change(EventType.CREATED, 0, domain.RUNNING, 1, None), prepared)
 
 
 def state(build: Build, prepared: Prepared) -> Draft | None:
@@ -107,11 +108,10 @@ def reset(build: Build, prepared: Prepared) -> Draft:
 
 def state_tokens(draft: Draft) -> tuple[str, str | None]:
     """What a ``states`` filter matches an event by: its code, or failed/reset; and succeeded at 100."""
-    if draft.type == "failure":
-        return "failed", None
-    if draft.type == "reset":
-        return "reset", None
-    return str(draft.state_code), "succeeded" if draft.state_code == domain.MAX_STATE else None
+    word = EVENT_RULES[draft.type].state_word
+    if word is not None:
+        return word, None
+    return str(draft.state_code), domain.SUCCEEDED if draft.state_code == domain.MAX_STATE else None
 
 
 def same_build(existing: Build, request: BuildCreate) -> None:

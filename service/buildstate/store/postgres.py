@@ -33,6 +33,7 @@ from typing import Any
 
 import asyncpg
 
+from buildstate.domain import EVENT_RULES, EventType, types_where
 from buildstate.errors import NotFound, Problem
 from buildstate.models import (
     Build,
@@ -67,7 +68,7 @@ FEED_LOCK = 0x6275696C64  # "build" in ASCII: the one advisory lock that orders 
 
 # The event append after the feed lock is taken (the CTE ``feed_lock``): the two statements below differ
 # only in how they get there.
-_APPEND_AFTER_LOCK = """
+_APPEND_AFTER_LOCK = f"""
 ev AS (
     INSERT INTO events (seq, build_uuid, type, attempt, state_code, from_state_code, status, message,
                         failure, reason, actor, provenance, duration_ms,
@@ -92,11 +93,11 @@ failure_row AS (
     INSERT INTO failures (seq, build_uuid, error_message, error_code, component, details, recorded_at)
     SELECT ev.seq, $2, $9::jsonb->>'error_message', $9::jsonb->>'error_code',
            $9::jsonb->>'component', $9::jsonb->'details', ev.recorded_at
-    FROM ev WHERE $3 = 'failure'
+    FROM ev WHERE $3 IN {sql.types_in(types_where(lambda rule: rule.records_failure))}
 ),
 combo AS (
     INSERT INTO combos (platform_id, os_version_id, image_type_id)
-    SELECT $14, $15, $16 FROM ev WHERE $3 = 'created'
+    SELECT $14, $15, $16 FROM ev WHERE $3 IN {sql.types_in(types_where(lambda rule: rule.creates_build))}
     ON CONFLICT DO NOTHING
 ),
 outbox AS (
@@ -154,6 +155,8 @@ _STEP_SAMPLES = " UNION ALL ".join(
 )
 
 _DIALECT = sql.PostgresDialect()
+# The type of a build's first event (what a repeated create answers with).
+_FIRST = sql.types_in(types_where(lambda rule: rule.creates_build))
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +179,7 @@ class Appended:
             recorded_at=self.recorded_at,
             duration_ms=self.duration_ms,
         )
-        return WriteResult.of(written, created=self.draft.type == "created")
+        return WriteResult.of(written, created=EVENT_RULES[self.draft.type].creates_build)
 
 
 def _appended(appended: Appended | None) -> Appended:
@@ -224,7 +227,7 @@ def append_args(
         *plan.state_tokens(draft),
         audit.action if audit else None,
         audit.target if audit else None,
-        201 if draft.type == "created" else 200,
+        201 if EVENT_RULES[draft.type].creates_build else 200,
         audit.request_id if audit else None,
         audit.source if audit else None,
     ]
@@ -429,7 +432,7 @@ class PostgresStore:
             )
             return _appended(appended)
 
-        return await self._write(ctx, "build.create", request.build_id, action)
+        return await self._write(ctx, EVENT_RULES[EventType.CREATED].action, request.build_id, action)
 
     async def _transition(
         self,
@@ -505,15 +508,21 @@ class PostgresStore:
 
     async def record_state(self, ref: str, request: StateChange, ctx: WriteContext) -> WriteResult:
         prepared = plan.prepare(request)  # here, not on the writer or under a lock
-        return await self._transition(ref, ctx, "build.state", lambda b: plan.state(b, prepared))
+        return await self._transition(
+            ref, ctx, EVENT_RULES[EventType.STATE].action, lambda b: plan.state(b, prepared)
+        )
 
     async def record_failure(self, ref: str, request: FailureReport, ctx: WriteContext) -> WriteResult:
         prepared = plan.prepare(request)
-        return await self._transition(ref, ctx, "build.failure", lambda b: plan.failure(b, prepared))
+        return await self._transition(
+            ref, ctx, EVENT_RULES[EventType.FAILURE].action, lambda b: plan.failure(b, prepared)
+        )
 
     async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult:
         prepared = plan.prepare(request)
-        return await self._transition(ref, ctx, "build.reset", lambda b: plan.reset(b, prepared))
+        return await self._transition(
+            ref, ctx, EVENT_RULES[EventType.RESET].action, lambda b: plan.reset(b, prepared)
+        )
 
     async def _lock_build(
         self, conn: asyncpg.Connection, ref: str, *, lock: bool = True, by_build_id: bool = False
@@ -538,7 +547,7 @@ class PostgresStore:
 
     async def _first_event(self, conn: asyncpg.Connection, build_uuid: uuid.UUID) -> Event:
         seq = await conn.fetchval(
-            "SELECT min(seq) FROM events WHERE build_uuid = $1 AND type = 'created'", build_uuid
+            f"SELECT min(seq) FROM events WHERE build_uuid = $1 AND type IN {_FIRST}", build_uuid
         )
         return await self._event(conn, seq)
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from buildstate.domain import build_uuid_of
+from buildstate.domain import EVENT_RULES, MAX_STATE, SUCCEEDED, EventType, build_uuid_of, types_where
 from buildstate.models import (
     Build,
     Event,
@@ -166,14 +166,23 @@ def build_list_query(p: Params, where: BuildFilter, limit: int, cursor: BuildCur
     )
 
 
+def types_in(types: Sequence[EventType]) -> str:
+    """``('created', 'state')``: event types as an SQL list (fixed names from the enum, never input)."""
+    return "(" + ", ".join(f"'{t.value}'" for t in types) + ")"
+
+
+# What a ``states`` token matches (``domain.EVENT_RULES``): a type's word, succeeded, or a state code that
+# the types without a word are recorded at.
+_TYPE_OF_WORD = {rule.state_word: t for t, rule in EVENT_RULES.items() if rule.state_word is not None}
+_BY_CODE = types_in(types_where(lambda rule: rule.state_word is None))
+
+
 def _state_condition(p: Params, state: int | str) -> str:
-    if state == "failed":
-        return "e.type = 'failure'"
-    if state == "reset":
-        return "e.type = 'reset'"
-    if state == "succeeded":
-        return "(e.type = 'state' AND e.state_code = 100)"
-    return f"(e.type IN ('created', 'state') AND e.state_code = {p(int(state))})"
+    if state in _TYPE_OF_WORD:
+        return f"e.type = '{_TYPE_OF_WORD[str(state)].value}'"
+    if state == SUCCEEDED:
+        return f"(e.type IN {_BY_CODE} AND e.state_code = {MAX_STATE})"
+    return f"(e.type IN {_BY_CODE} AND e.state_code = {p(int(state))})"
 
 
 def event_list_query(

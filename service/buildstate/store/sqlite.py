@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from buildstate.domain import EVENT_RULES, EventType, types_where
 from buildstate.errors import NotFound, Problem
 from buildstate.models import (
     Build,
@@ -45,6 +46,8 @@ from buildstate.store.types import (
 )
 
 _DIALECT = sql.SqliteDialect()
+# The type of a build's first event (what a repeated create answers with).
+_FIRST = sql.types_in(types_where(lambda rule: rule.creates_build))
 
 
 def _now() -> datetime:
@@ -188,7 +191,8 @@ class SQLiteStore:
             conn.execute("UPDATE status_counts SET n = n + 1 WHERE status = ?", (draft.status,))
             if old_status is not None:
                 conn.execute("UPDATE status_counts SET n = n - 1 WHERE status = ?", (old_status,))
-        if draft.type == "failure" and draft.failure is not None:
+        rule = EVENT_RULES[draft.type]
+        if rule.records_failure and draft.failure is not None:
             conn.execute(
                 "INSERT INTO failures (seq, build_uuid, error_message, error_code, component, details, "
                 "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -215,7 +219,7 @@ class SQLiteStore:
                 draft.type, token, extra_token,
             ),
         )  # fmt: skip
-        if draft.type == "created":
+        if rule.creates_build:
             conn.execute(
                 "INSERT INTO combos (platform_id, os_version_id, image_type_id) VALUES (?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
@@ -224,7 +228,7 @@ class SQLiteStore:
         written = plan.result(
             build, draft, actor=actor, seq=seq, recorded_at=recorded_at, duration_ms=duration_ms
         )
-        return WriteResult.of(written, created=draft.type == "created")
+        return WriteResult.of(written, created=rule.creates_build)
 
     @staticmethod
     def _lock_build(
@@ -279,7 +283,7 @@ class SQLiteStore:
             if existing is not None:
                 plan.same_build(build, request)
                 seq = conn.execute(
-                    "SELECT min(seq) FROM events WHERE build_uuid = ? AND type = 'created'",
+                    f"SELECT min(seq) FROM events WHERE build_uuid = ? AND type IN {_FIRST}",
                     (str(build.id),),
                 ).fetchone()[0]
                 return WriteResult.of(plan.with_event(build, self._event(conn, seq)))
@@ -287,7 +291,7 @@ class SQLiteStore:
                 conn, row, build, plan.created(prepared), ctx.actor, old_status=None, previous_at=None
             )
 
-        return await self._write(ctx, "build.create", request.build_id, action)
+        return await self._write(ctx, EVENT_RULES[EventType.CREATED].action, request.build_id, action)
 
     async def _transition(
         self,
@@ -315,15 +319,21 @@ class SQLiteStore:
 
     async def record_state(self, ref: str, request: StateChange, ctx: WriteContext) -> WriteResult:
         prepared = plan.prepare(request)  # here, not on the writer or under a lock
-        return await self._transition(ref, ctx, "build.state", lambda b: plan.state(b, prepared))
+        return await self._transition(
+            ref, ctx, EVENT_RULES[EventType.STATE].action, lambda b: plan.state(b, prepared)
+        )
 
     async def record_failure(self, ref: str, request: FailureReport, ctx: WriteContext) -> WriteResult:
         prepared = plan.prepare(request)
-        return await self._transition(ref, ctx, "build.failure", lambda b: plan.failure(b, prepared))
+        return await self._transition(
+            ref, ctx, EVENT_RULES[EventType.FAILURE].action, lambda b: plan.failure(b, prepared)
+        )
 
     async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult:
         prepared = plan.prepare(request)
-        return await self._transition(ref, ctx, "build.reset", lambda b: plan.reset(b, prepared))
+        return await self._transition(
+            ref, ctx, EVENT_RULES[EventType.RESET].action, lambda b: plan.reset(b, prepared)
+        )
 
     # ------------------------------------------------------------------ reads
 

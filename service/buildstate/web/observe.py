@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -28,13 +29,13 @@ from typing import Any
 
 from aiohttp import web
 
+from buildstate.domain import EVENT_RULES
 from buildstate.observability.metrics import CONTENT_TYPE_LATEST, FLUSH_SECONDS, Metrics
-from buildstate.web.routing import Handler
+from buildstate.web.routing import ROUTES, Handler
 from buildstate.web.typedefs import ACTOR, METRICS, REQUEST_ID, SETTINGS, STORE
 
 log = logging.getLogger("buildstate.access")
 
-WRITE_HANDLERS = frozenset({"create_build", "post_state", "post_failure", "post_reset"})
 FEED_HANDLER = "list_events"
 # Probes and scrapes arrive every few seconds: their successes are logged at DEBUG, not INFO.
 QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})
@@ -82,7 +83,7 @@ def _record_outcome(request: web.Request, response: web.Response, metrics: Metri
         return
     name = request.match_info.route.name
     try:
-        if name in WRITE_HANDLERS and "Idempotent-Replayed" not in response.headers:
+        if name in write_handlers() and "Idempotent-Replayed" not in response.headers:
             metrics.record_event(json.loads(body))
         elif name == FEED_HANDLER and _follows_feed(request):
             match = _FIRST_RECORDED_AT.search(body)
@@ -90,6 +91,14 @@ def _record_outcome(request: web.Request, response: web.Response, metrics: Metri
                 metrics.record_feed_lag(datetime.fromisoformat(match[1].decode()), datetime.now(UTC))
     except (ValueError, KeyError, TypeError):
         log.debug("could not read the %s response for metrics", name, exc_info=True)
+
+
+@functools.cache
+def write_handlers() -> frozenset[str]:
+    """The handlers of the routes that record an event: those whose ``action`` is an event type's
+    (``domain.EVENT_RULES``). Asked once every route is registered (at the first request)."""
+    actions = {rule.action for rule in EVENT_RULES.values()}
+    return frozenset(r.handler.__name__ for r in ROUTES if r.action in actions)
 
 
 def _follows_feed(request: web.Request) -> bool:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from buildstate.domain import EVENT_TYPE_TOKEN, STATE_TOKEN, STATE_WORDS
 from buildstate.errors import BadRequest, Unprocessable, UnsupportedMediaType
 from buildstate.models import MAX_JSON_VALUES, QueryTime, Slug, Status
 from buildstate.numbers import ascii_int
@@ -209,19 +210,17 @@ class BuildQuery(BuildFilters):
     )
 
 
-STATE_WORDS = frozenset({"failed", "succeeded", "reset"})
 StateFilter = Annotated[
     str,
     Field(
-        pattern=r"^((100|[1-9]?[05]|failed|succeeded|reset),)*(100|[1-9]?[05]|failed|succeeded|reset)$",
-        description="Comma list of state codes and/or failed, succeeded, reset.",
+        pattern=rf"^(({STATE_TOKEN}),)*({STATE_TOKEN})$",
+        description=f"Comma list of state codes and/or {', '.join(STATE_WORDS)}.",
     ),
 ]
 TypeFilter = Annotated[
     str,
     Field(
-        pattern=r"^((created|state|failure|reset),)*(created|state|failure|reset)$",
-        description="Comma list of event types.",
+        pattern=rf"^(({EVENT_TYPE_TOKEN}),)*({EVENT_TYPE_TOKEN})$", description="Comma list of event types."
     ),
 ]
 Seq = Annotated[int, Field(ge=0, le=2**62)]

@@ -43,7 +43,8 @@ from urllib.parse import quote
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from buildstate.models import Event, EventType, Status
+from buildstate.domain import EventType
+from buildstate.models import Event, Status
 
 SPEC_VERSION = "0.5.1"
 

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from buildstate import console, paths
 from buildstate.config import Settings
+from buildstate.domain import EVENT_RULES, STATE_WORDS, EventRule, EventType
 from buildstate.errors import Problem
 from buildstate.webhooks import service
 from buildstate.webhooks.dispatcher import Dispatcher
@@ -120,9 +121,13 @@ def _set_enabled(enabled: bool) -> Any:
 
 def _line(event: dict[str, Any]) -> str:
     build = event["build"]
-    what = {"failure": "FAILED", "reset": "RESET", "created": "created"}.get(event["type"], "")
+    try:
+        rule: EventRule | None = EVENT_RULES[EventType(event["type"])]
+    except ValueError:  # a type this command does not know yet (a newer service): its status is shown
+        rule = None
+    what = rule.label if rule is not None else ""
     detail = event.get("message") or ""
-    if event["type"] == "failure" and event.get("failure"):
+    if rule is not None and rule.records_failure and event.get("failure"):
         failure = event["failure"]
         detail = f"[{failure.get('component') or '-'}/{failure.get('error_code') or '-'}] {detail}"
     return (
@@ -329,10 +334,13 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--os-version", dest="os_version")
     create.add_argument("--image-type", dest="image_type")
     create.add_argument(
-        "--state", dest="states", action="append", help="a code, failed, succeeded or reset (repeatable)"
+        "--state",
+        dest="states",
+        action="append",
+        help=f"a code, or one of {', '.join(STATE_WORDS)} (repeatable)",
     )
     create.add_argument(
-        "--event-type", dest="event_types", action="append", choices=["created", "state", "failure", "reset"]
+        "--event-type", dest="event_types", action="append", choices=[t.value for t in EventType]
     )
     create.add_argument("--json", action="store_true")
     create.set_defaults(run=_create)

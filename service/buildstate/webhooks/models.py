@@ -8,9 +8,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from buildstate.models import Credential, EventType, Slug
+from buildstate.domain import STATE_TOKEN, EventType
+from buildstate.models import Credential, Slug
 
-StateWord = Annotated[str, StringConstraints(pattern=r"^(100|[1-9]?[05]|failed|succeeded|reset)$")]
+StateWord = Annotated[str, StringConstraints(pattern=rf"^({STATE_TOKEN})$")]
 
 
 class WebhookKind(StrEnum):
@@ -29,7 +30,7 @@ class WebhookCreate(BaseModel):
     os_version: Slug | None = None
     image_type: Slug | None = None
     states: Annotated[list[StateWord], Field(min_length=1, max_length=30)] | None = None
-    event_types: Annotated[list[EventType], Field(min_length=1, max_length=4)] | None = None
+    event_types: Annotated[list[EventType], Field(min_length=1, max_length=len(EventType))] | None = None
     secret: Annotated[str, StringConstraints(min_length=16, max_length=512)] | None = Field(
         default=None,
         description="Signing secret (whsec_...); generated when absent. For kind=concourse: the "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from buildstate.domain import EVENT_RULES, EventType
 from buildstate.models import (
     Build,
     BuildCreate,
@@ -40,7 +41,7 @@ WRITE_ERRORS = (400, 404, 409, 413, 415, 422)
     body=BuildCreate,
     responses={201: BuildWithEvent, 200: BuildWithEvent},
     errors=(400, 409, 413, 415, 422),
-    action="build.create",
+    action=EVENT_RULES[EventType.CREATED].action,
 )
 async def create_build(request: web.Request) -> web.Response:
     body, raw = await read_body(request, BuildCreate)
@@ -101,7 +102,7 @@ async def get_state(request: web.Request) -> web.Response:
     body=StateChange,
     responses={200: BuildWithEvent},
     errors=WRITE_ERRORS,
-    action="build.state",
+    action=EVENT_RULES[EventType.STATE].action,
 )
 async def post_state(request: web.Request) -> web.Response:
     body, raw = await read_body(request, StateChange)
@@ -120,7 +121,7 @@ async def post_state(request: web.Request) -> web.Response:
     body=FailureReport,
     responses={200: BuildWithEvent},
     errors=WRITE_ERRORS,
-    action="build.failure",
+    action=EVENT_RULES[EventType.FAILURE].action,
 )
 async def post_failure(request: web.Request) -> web.Response:
     body, raw = await read_body(request, FailureReport)
@@ -139,7 +140,7 @@ async def post_failure(request: web.Request) -> web.Response:
     body=ResetRequest,
     responses={200: BuildWithEvent},
     errors=WRITE_ERRORS,
-    action="build.reset",
+    action=EVENT_RULES[EventType.RESET].action,
 )
 async def post_reset(request: web.Request) -> web.Response:
     body, raw = await read_body(request, ResetRequest)
