@@ -183,3 +183,18 @@ async def test_refused_write_keeps_no_idempotency_record(store: Store) -> None:
         await store.record_state(build["id"], StateChange(state_code=25), ctx)
     with pytest.raises(Conflict):  # the retry is judged again, not replayed as a success
         await store.record_state(build["id"], StateChange(state_code=25), ctx)
+
+
+async def test_a_write_says_what_it_did_an_event_appended_or_not_and_a_replayed_key(store: Store) -> None:
+    made = await store.create_build(new_build(), CTX)
+    assert (made.appended, made.created, made.key_replayed, made.status_code) == (True, True, False, 201)
+    assert made.event is not None and made.event.type == "created"
+    again = await store.create_build(new_build(), CTX)
+    assert (again.appended, again.created, again.replayed, again.event) == (False, False, True, None)
+    keyed = WriteContext(actor="tester", idem=Idempotency.for_request("tester", "k1", "POST", "/s", b"{}"))
+    moved = await store.record_state(made.build.build_id, StateChange(state_code=10), keyed)
+    assert (moved.appended, moved.key_replayed) == (True, False)
+    assert moved.event is not None and moved.event.state_code == 10
+    repeated = await store.record_state(made.build.build_id, StateChange(state_code=10), keyed)
+    assert (repeated.appended, repeated.key_replayed, repeated.event) == (False, True, None)
+    assert repeated.body == moved.body  # the first answer, as it was

@@ -45,6 +45,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from buildstate.domain import EVENT_RULES
+from buildstate.models import BuildWithEvent
+
 __all__ = ["CONTENT_TYPE_LATEST", "BoundedLabel", "FixedLabel", "Metrics", "multiprocess_dir"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -217,13 +220,13 @@ class Metrics:
                 self._request_children[(method, route, status)] = children
         return children
 
-    def record_event(self, build: dict[str, Any]) -> None:
-        """Count the event a write recorded, from its response body (a ``BuildWithEvent``)."""
-        event = build["event"]
-        platform = self.platform_label(build.get("platform"))
-        self.transitions.labels(platform, event["type"], str(event["state_code"])).inc()
-        if event["type"] == "failure":
-            component = (event.get("failure") or {}).get("component")
+    def record_event(self, build: BuildWithEvent) -> None:
+        """Count the event a write recorded (``build.event``)."""
+        event = build.event
+        platform = self.platform_label(build.platform)
+        self.transitions.labels(platform, event.type.value, str(event.state_code)).inc()
+        if EVENT_RULES[event.type].records_failure:
+            component = event.failure.component if event.failure is not None else None
             self.failures.labels(platform, self.component_label(component)).inc()
 
     def record_auth_failure(self, reason: str) -> None:

@@ -11,11 +11,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
 from buildstate.errors import BadRequest, Unprocessable
-from buildstate.models import BuildWithEvent, utc_time
+from buildstate.models import BuildWithEvent, Event, utc_time
 from buildstate.redaction import redact
 
 
@@ -75,20 +76,46 @@ class AuditEntry:
         return cls(ctx.actor, action, target, outcome, status_code, ctx.request_id, ctx.source)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class WriteResult:
-    """The response to a write, as the store committed it (or as first committed, on a replay).
+    """What a write did, as the store committed it: the HTTP status, the metrics and the audit row are
+    derived from this, never from a response body.
 
-    ``replayed``: this request recorded nothing, either because its ``Idempotency-Key`` was seen before (the
-    first answer, as it was) or because the change was already true (``BuildWithEvent.replayed``)."""
+    - ``build``: the build right after the write, with the event this request recorded, or (when it recorded
+      nothing) the event that already said so; on an ``Idempotency-Key`` replay, the first answer as it was.
+    - ``appended``: this request recorded a new event (``event``).
+    - ``created``: the answer is a build's creation (201), also when it is replayed under its key.
+    - ``key_replayed``: the answer is the one first given under this ``Idempotency-Key``.
+    """
 
-    status_code: int
-    body: bytes
-    replayed: bool = False
+    build: BuildWithEvent
+    appended: bool
+    created: bool = False
+    key_replayed: bool = False
 
     @classmethod
     def of(cls, build: BuildWithEvent, *, created: bool = False) -> WriteResult:
-        return cls(201 if created else 200, build.model_dump_json().encode(), replayed=build.replayed)
+        """A write's own answer: it appended ``build.event`` unless the change was already true."""
+        return cls(build, appended=not build.replayed, created=created)
+
+    @property
+    def event(self) -> Event | None:
+        """The event this request recorded, if it recorded one."""
+        return self.build.event if self.appended else None
+
+    @property
+    def replayed(self) -> bool:
+        """This request recorded nothing: its key was seen before, or the change was already true."""
+        return not self.appended
+
+    @property
+    def status_code(self) -> int:
+        return 201 if self.created else 200
+
+    @cached_property
+    def body(self) -> bytes:
+        """The answer's JSON (serialised once, for the response and for the idempotency record)."""
+        return self.build.model_dump_json().encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,4 +177,5 @@ def replay(idem: Idempotency, fingerprint: str, status_code: int, body: str) -> 
             "this Idempotency-Key was already used with a different request; use a new key",
             slug="idempotency-key-reused",
         )
-    return WriteResult(status_code, body.encode(), replayed=True)
+    build = BuildWithEvent.model_validate_json(body)
+    return WriteResult(build, appended=False, created=status_code == 201, key_replayed=True)

@@ -9,19 +9,16 @@ counter and latency histogram (kept in the process and flushed in batches, see `
 build event a successful write recorded, measures how far behind a reader of the event feed is, and
 writes one access-log record.
 
-Which writes recorded an event: every answer that recorded nothing says so with ``Idempotent-Replayed:
-true`` (an Idempotency-Key seen before, or a change that was already true), so an event counts exactly when
-a successful write's answer does not carry it.
+Which writes recorded an event: the write's own ``WriteResult`` (``requests.written`` keeps it on the
+request) says so, and which event; the feed lag comes from the ``EventPage`` the handler answered with.
+No response body is read back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -29,19 +26,15 @@ from typing import Any
 
 from aiohttp import web
 
-from buildstate.domain import EVENT_RULES
 from buildstate.observability.metrics import CONTENT_TYPE_LATEST, FLUSH_SECONDS, Metrics
-from buildstate.web.routing import ROUTES, Handler
-from buildstate.web.typedefs import ACTOR, METRICS, REQUEST_ID, SETTINGS, STORE
+from buildstate.web.routing import Handler
+from buildstate.web.typedefs import ACTOR, FEED_PAGE, METRICS, REQUEST_ID, SETTINGS, STORE, WRITE_RESULT
 
 log = logging.getLogger("buildstate.access")
 
-FEED_HANDLER = "list_events"
 # Probes and scrapes arrive every few seconds: their successes are logged at DEBUG, not INFO.
 QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 POOL_SAMPLE_SECONDS = 5.0
-# The first event of an EventPage body: {"events":[{"seq":1,"type":"created","recorded_at":"..."
-_FIRST_RECORDED_AT = re.compile(rb'"recorded_at":"([^"]+)"')
 
 
 def route_template(request: web.Request) -> str:
@@ -70,35 +63,22 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         seconds = time.perf_counter() - started
         route = route_template(request)
         metrics.request_finished(request.method, route, status, seconds)
-        if isinstance(response, web.Response) and 200 <= status < 300:
-            _record_outcome(request, response, metrics)
+        if 200 <= status < 300:
+            _record_outcome(request, metrics)
         if request.app[SETTINGS].access_log:
             _log_request(request, route, status, seconds)
     return response
 
 
-def _record_outcome(request: web.Request, response: web.Response, metrics: Metrics) -> None:
-    body = response.body
-    if not isinstance(body, bytes):
+def _record_outcome(request: web.Request, metrics: Metrics) -> None:
+    written = request.get(WRITE_RESULT)
+    if written is not None:
+        if written.appended:
+            metrics.record_event(written.build)
         return
-    name = request.match_info.route.name
-    try:
-        if name in write_handlers() and "Idempotent-Replayed" not in response.headers:
-            metrics.record_event(json.loads(body))
-        elif name == FEED_HANDLER and _follows_feed(request):
-            match = _FIRST_RECORDED_AT.search(body)
-            if match is not None:
-                metrics.record_feed_lag(datetime.fromisoformat(match[1].decode()), datetime.now(UTC))
-    except (ValueError, KeyError, TypeError):
-        log.debug("could not read the %s response for metrics", name, exc_info=True)
-
-
-@functools.cache
-def write_handlers() -> frozenset[str]:
-    """The handlers of the routes that record an event: those whose ``action`` is an event type's
-    (``domain.EVENT_RULES``). Asked once every route is registered (at the first request)."""
-    actions = {rule.action for rule in EVENT_RULES.values()}
-    return frozenset(r.handler.__name__ for r in ROUTES if r.action in actions)
+    page = request.get(FEED_PAGE)
+    if page is not None and page.events and _follows_feed(request):
+        metrics.record_feed_lag(page.events[0].recorded_at, datetime.now(UTC))
 
 
 def _follows_feed(request: web.Request) -> bool:

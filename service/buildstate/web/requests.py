@@ -21,7 +21,7 @@ from buildstate.errors import BadRequest, Unprocessable, UnsupportedMediaType
 from buildstate.models import MAX_JSON_VALUES, QueryTime, Slug, Status
 from buildstate.numbers import ascii_int
 from buildstate.store.types import BuildFilter, EventFilter, Idempotency, WriteContext, WriteResult
-from buildstate.web.typedefs import ACTOR, PARSED_BODY, REQUEST_ID
+from buildstate.web.typedefs import ACTOR, PARSED_BODY, REQUEST_ID, WRITE_RESULT
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -179,7 +179,9 @@ def json_response(model: BaseModel, status: int = 200) -> web.Response:
     return web.Response(body=model.model_dump_json().encode(), status=status, content_type="application/json")
 
 
-def written(result: WriteResult) -> web.Response:
+def written(request: web.Request, result: WriteResult) -> web.Response:
+    """The answer to a write, from what it did; kept on the request for the metrics (``web.observe``)."""
+    request[WRITE_RESULT] = result
     response = web.Response(body=result.body, status=result.status_code, content_type="application/json")
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"

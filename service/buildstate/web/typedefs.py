@@ -9,8 +9,10 @@ from aiohttp import web
 from buildstate.auth.principal import Principal
 from buildstate.auth.service import Authenticator
 from buildstate.config import Settings
+from buildstate.models import EventPage
 from buildstate.observability.metrics import Metrics
 from buildstate.store import Store
+from buildstate.store.types import WriteResult
 from buildstate.webhooks.dispatcher import Dispatcher
 from buildstate.webhooks.watch import FeedWatcher
 
@@ -32,3 +34,7 @@ ACTOR = web.RequestKey("actor", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 # A body read_body parsed already: (model class, parsed model, raw bytes), so a request is parsed once.
 PARSED_BODY = web.RequestKey("parsed_body", tuple)
+# What a write did (set by ``requests.written``) and the feed page a read of /events answered: what the
+# ``observe`` middleware counts, instead of reading response bodies.
+WRITE_RESULT = web.RequestKey("write_result", WriteResult)
+FEED_PAGE = web.RequestKey("feed_page", EventPage)

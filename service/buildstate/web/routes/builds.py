@@ -46,7 +46,7 @@ WRITE_ERRORS = (400, 404, 409, 413, 415, 422)
 async def create_build(request: web.Request) -> web.Response:
     body, raw = await read_body(request, BuildCreate)
     store = request.app[STORE]
-    return written(await store.create_build(body, write_context(request, raw)))
+    return written(request, await store.create_build(body, write_context(request, raw)))
 
 
 @route(
@@ -109,7 +109,7 @@ async def post_state(request: web.Request) -> web.Response:
     result = await request.app[STORE].record_state(
         request.match_info["ref"], body, write_context(request, raw)
     )
-    return written(result)
+    return written(request, result)
 
 
 @route(
@@ -128,7 +128,7 @@ async def post_failure(request: web.Request) -> web.Response:
     result = await request.app[STORE].record_failure(
         request.match_info["ref"], body, write_context(request, raw)
     )
-    return written(result)
+    return written(request, result)
 
 
 @route(
@@ -147,7 +147,7 @@ async def post_reset(request: web.Request) -> web.Response:
     result = await request.app[STORE].reset_build(
         request.match_info["ref"], body, write_context(request, raw)
     )
-    return written(result)
+    return written(request, result)
 
 
 @route(

@@ -14,7 +14,7 @@ from buildstate.web.requests import (
     read_query,
 )
 from buildstate.web.routing import route
-from buildstate.web.typedefs import STORE
+from buildstate.web.typedefs import FEED_PAGE, STORE
 
 
 @route(
@@ -36,6 +36,7 @@ async def list_events(request: web.Request) -> web.Response:
         limit=query.limit,
         newest_first=query.order == "desc",
     )
+    request[FEED_PAGE] = page  # for the feed-lag metric (web.observe)
     return json_response(page)
 
 
