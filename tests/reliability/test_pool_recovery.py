@@ -59,7 +59,7 @@ async def test_a_connection_left_mid_exchange_is_a_503_and_is_not_reused(pg_url:
     await store.open()
     backend = "SELECT pg_backend_pid()"
     try:
-        [[before]] = await store.run_batch([(backend, [])], write=False)
+        [[before]] = await store.executor.run_batch([(backend, [])], write=False)
 
         async def broken(_conn: asyncpg.Connection) -> None:
             raise asyncpg.exceptions.InternalClientError(
@@ -68,7 +68,7 @@ async def test_a_connection_left_mid_exchange_is_a_503_and_is_not_reused(pg_url:
 
         with pytest.raises(ServiceUnavailable):
             await store._with_conn(broken)  # type: ignore[attr-defined]
-        [[after]] = await store.run_batch([(backend, [])], write=False)
+        [[after]] = await store.executor.run_batch([(backend, [])], write=False)
         assert after[0] != before[0]
     finally:
         await store.close()

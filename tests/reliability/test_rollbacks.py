@@ -40,14 +40,14 @@ async def test_sqlite_full_is_a_503_and_the_store_writes_again_once_there_is_roo
     ctx = WriteContext(actor="test")
     try:
         await store.create_build(BuildCreate(**BUILD), ctx)
-        pages = await store.run_batch([("PRAGMA page_count", [])])
+        pages = await store.executor.run_batch([("PRAGMA page_count", [])])
         limit = f"PRAGMA max_page_count = {pages[0][0][0]}"
-        await store.run_batch([(limit, [])])  # the writer thread's connection: the one writes use
+        await store.executor.run_batch([(limit, [])])  # the writer thread's connection: the one writes use
         message = "x" * 3000
         with pytest.raises(ServiceUnavailable):
             for code in range(5, 101, 5):
                 await store.record_state("b-1", StateChange(state_code=code, message=message), ctx)
-        await store.run_batch([("PRAGMA max_page_count = 1073741823", [])])
+        await store.executor.run_batch([("PRAGMA max_page_count = 1073741823", [])])
         moved = await store.record_state("b-1", StateChange(state_code=100), ctx)
         assert moved.status_code == 200
         with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:

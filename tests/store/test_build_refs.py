@@ -288,7 +288,7 @@ def test_migration_0005_records_build_ids_that_read_as_uuids_and_changes_nothing
         store = create_store(old_database)
         await store.open()
         try:
-            [rows] = await store.run_batch(
+            [rows] = await store.executor.run_batch(
                 [("SELECT build_uuid, build_id, spells_uuid, named_build_uuid FROM build_ref_conflicts "
                   "ORDER BY build_id", [])],
                 write=False,

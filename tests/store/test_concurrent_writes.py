@@ -129,7 +129,7 @@ async def _compare_and_set_refuses_a_moved_build(store: PostgresStore) -> None:
     await state(store, build_id, 10)
     async with store.pool.acquire() as conn:
         row = await conn.fetchrow(_READ_BUILD.format(ref="b.build_id = $1"), "raced")
-    stale = sql.decode_build(store.dialect, row)
+    stale = sql.decode_build(store.executor.dialect, row)
     await state(store, build_id, 25)  # another write gets there first
     draft = plan.state(stale, plan.prepare(StateChange(state_code=50)))
     assert draft is not None

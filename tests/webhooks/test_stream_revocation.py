@@ -129,9 +129,9 @@ async def test_an_expired_key_ends_its_stream(
     assert (await admin.post("/builds", json=BUILD)).status == 201
 
     async def expire() -> None:  # a day is long to wait: move the expiry to a second ago
-        p = Params(store.dialect)
+        p = Params(store.executor.dialect)
         past = p.time(datetime.now(UTC) - timedelta(seconds=1))
-        await store.run_batch(
+        await store.executor.run_batch(
             [(f"UPDATE api_keys SET expires_at = {past} WHERE prefix = {p(key[:11])}", p.values)]
         )
 

@@ -179,8 +179,8 @@ async def test_a_delivery_tried_a_thousand_times_still_gets_a_next_attempt(
     webhook_id = await _stored(store, allowing, receiver.url)
     receiver.answers = [(503, {})]
     await create(store, "tried-often")
-    p = Params(store.dialect)
-    await store.run_batch([(f"UPDATE webhook_deliveries SET attempts = {p(1500)}", p.values)])
+    p = Params(store.executor.dialect)
+    await store.executor.run_batch([(f"UPDATE webhook_deliveries SET attempts = {p(1500)}", p.values)])
     dispatcher = Dispatcher(store, allowing)
     async with dispatcher.session() as session:
         assert await dispatcher.run_once(session) == 1

@@ -1,9 +1,8 @@
-"""Access records: API keys, users and the audit log, as one interface over both databases.
+"""Access records: API keys, users and the audit log, written once over both databases.
 
 ``AccessStore`` is the part of storage that the auth rules (``buildstate.auth``) and the admin routes need.
-Each ``Store`` carries one as ``store.access``; ``sqlite_access`` and ``postgres_access`` implement it on the
-same connections, thread pools and transactions as the build store, so a key or user change and its audit
-row commit together, exactly as build writes do.
+Each ``Store`` carries one as ``store.access``, on the same executor (connections, threads, transactions) as
+the build store, so a key or user change and its audit row commit together, exactly as build writes do.
 
 Secrets never reach this layer: keys arrive as a SHA-256 hex digest, passwords as an argon2 hash.
 """
@@ -11,11 +10,17 @@ Secrets never reach this layer: keys arrive as a SHA-256 hex digest, passwords a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any
 
+from buildstate.errors import Conflict, NotFound
+from buildstate.store.audit import AuditLog
+from buildstate.store.executor import Executor, Json, Statement, Transaction, one
+from buildstate.store.queries import Queries
 from buildstate.store.sql import Dialect, Params
 from buildstate.store.types import WriteContext
+
+ACCESS = Queries("access")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,44 +93,145 @@ class AuditFilter:
     limit: int = 100
 
 
-class AccessStore(Protocol):
-    """Keys, users and the audit log. Every change writes its audit row in the same transaction."""
+class AccessStore:
+    """Keys, users and the audit log, written once over the store's executor. Every change writes its audit
+    row in the same transaction (``AuditLog.audited``); the SQL is ``queries/access.sql``."""
+
+    def __init__(self, executor: Executor, audit: AuditLog) -> None:
+        self._executor = executor
+        self._audit = audit
+        self._dialect = executor.dialect
+
+    def _key(self, rows: list[Any]) -> ApiKeyRecord | None:
+        return decode_key(self._dialect, rows[0]) if rows else None
+
+    def _user(self, rows: list[Any]) -> UserRecord | None:
+        return decode_user(self._dialect, rows[0]) if rows else None
+
+    # ------------------------------------------------------------------ keys
 
     async def create_key(self, key: NewApiKey, ctx: WriteContext) -> ApiKeyRecord:
         """Raises ``KeyPrefixTaken`` if the prefix exists (nothing is written): draw another key."""
-        ...
 
-    async def key_by_prefix(self, prefix: str) -> ApiKeyRecord | None: ...
-    async def list_keys(self, *, include_revoked: bool) -> list[ApiKeyRecord]: ...
-    async def revoke_key(self, prefix: str, ctx: WriteContext) -> ApiKeyRecord: ...
+        def work() -> Transaction[ApiKeyRecord]:
+            rows = yield ACCESS.statement(
+                "create_key",
+                prefix=key.prefix,
+                key_hash=key.key_hash,
+                name=key.name,
+                scopes=Json(list(key.scopes)),
+                platforms=Json(list(key.platforms) if key.platforms is not None else None),
+                now=_now(),
+                actor=ctx.actor,
+                expires_at=key.expires_at,
+            )
+            created = self._key(rows)
+            if created is None:
+                raise KeyPrefixTaken(key.prefix)
+            return created
+
+        detail = {
+            "name": key.name,
+            "scopes": list(key.scopes),
+            "platforms": list(key.platforms) if key.platforms is not None else None,
+            "expires_at": key.expires_at.isoformat() if key.expires_at is not None else None,
+        }
+        return await self._audit.audited(
+            ctx, "key.create", key_target(key.prefix), work(), status_code=201, detail=detail
+        )
+
+    async def key_by_prefix(self, prefix: str) -> ApiKeyRecord | None:
+        return self._key(await self._executor.read(one(ACCESS.statement("key_by_prefix", prefix=prefix))))
+
+    async def list_keys(self, *, include_revoked: bool) -> list[ApiKeyRecord]:
+        rows = await self._executor.read(one(ACCESS.statement("all_keys", include_revoked=include_revoked)))
+        return [decode_key(self._dialect, row) for row in rows]
+
+    async def revoke_key(self, prefix: str, ctx: WriteContext) -> ApiKeyRecord:
+        def work() -> Transaction[ApiKeyRecord]:
+            yield ACCESS.statement("revoke_key", prefix=prefix, actor=ctx.actor, now=_now())
+            revoked = self._key((yield ACCESS.statement("key_by_prefix", prefix=prefix)))
+            if revoked is None:
+                raise NotFound(f"no API key {prefix!r}", slug="key-not-found")
+            return revoked
+
+        return await self._audit.audited(ctx, "key.revoke", key_target(prefix), work())
+
     async def touch_key(self, key_id: int, at: datetime, unless_since: datetime) -> None:
         """Set ``last_used_at`` unless it is already ``unless_since`` or later (a cheap, rare write)."""
-        ...
+        await self._executor.write(
+            one(ACCESS.statement("touch_key", id=key_id, at=at, unless_since=unless_since))
+        )
+
+    # ------------------------------------------------------------------ users
 
     async def create_user(
         self, username: str, password_hash: str, role: str, ctx: WriteContext
-    ) -> UserRecord: ...
-    async def user_by_name(self, username: str) -> UserRecord | None: ...
-    async def list_users(self) -> list[UserRecord]: ...
-    async def set_user_disabled(self, username: str, disabled: bool, ctx: WriteContext) -> UserRecord: ...
-    async def set_password(self, username: str, password_hash: str, ctx: WriteContext) -> UserRecord: ...
+    ) -> UserRecord:
+        def work() -> Transaction[UserRecord]:
+            rows = yield ACCESS.statement(
+                "create_user",
+                username=username, password_hash=password_hash, role=role, now=_now(), actor=ctx.actor,
+            )  # fmt: skip
+            created = self._user(rows)
+            if created is None:
+                raise Conflict(f"user {username!r} already exists", slug="user-exists")
+            return created
+
+        return await self._audit.audited(
+            ctx, "user.create", user_target(username), work(), status_code=201, detail={"role": role}
+        )
+
+    async def user_by_name(self, username: str) -> UserRecord | None:
+        return self._user(await self._executor.read(one(ACCESS.statement("user_by_name", username=username))))
+
+    async def list_users(self) -> list[UserRecord]:
+        rows = await self._executor.read(one(ACCESS.statement("all_users")))
+        return [decode_user(self._dialect, row) for row in rows]
+
+    async def _update_user(
+        self, ctx: WriteContext, action: str, username: str, statement: Statement
+    ) -> UserRecord:
+        def work() -> Transaction[UserRecord]:
+            updated = self._user((yield statement))
+            if updated is None:
+                raise NotFound(f"no user {username!r}", slug="user-not-found")
+            return updated
+
+        return await self._audit.audited(ctx, action, user_target(username), work())
+
+    async def set_user_disabled(self, username: str, disabled: bool, ctx: WriteContext) -> UserRecord:
+        if disabled:
+            statement = ACCESS.statement("disable_user", username=username, now=_now())
+            return await self._update_user(ctx, "user.disable", username, statement)
+        statement = ACCESS.statement("enable_user", username=username)
+        return await self._update_user(ctx, "user.enable", username, statement)
+
+    async def set_password(self, username: str, password_hash: str, ctx: WriteContext) -> UserRecord:
+        statement = ACCESS.statement(
+            "set_password", username=username, password_hash=password_hash, now=_now()
+        )
+        return await self._update_user(ctx, "user.password", username, statement)
+
     async def has_admin(self) -> bool:
         """Is there any usable admin credential (an active admin key or an enabled admin user)?"""
-        ...
+        rows = await self._executor.read(one(ACCESS.statement("has_admin", self._dialect, now=_now())))
+        return bool(rows[0]["found"])
 
-    async def list_audit(self, where: AuditFilter) -> list[AuditRecord]: ...
+    # ------------------------------------------------------------------ audit
+
+    async def list_audit(self, where: AuditFilter) -> list[AuditRecord]:
+        p = Params(self._dialect)
+        rows = await self._executor.read(one(Statement(audit_query(p, where), p.values)))
+        return [decode_audit(self._dialect, row) for row in rows]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------- SQL shared by both dialects
 
-KEY_COLUMNS = (
-    "id, prefix, key_hash, name, scopes, platforms, created_at, created_by, expires_at, last_used_at, "
-    "revoked_at, revoked_by"
-)
-USER_COLUMNS = (
-    "id, username, password_hash, role, token_version, created_at, created_by, password_changed_at, "
-    "disabled_at"
-)
 AUDIT_COLUMNS = (
     "id, at, actor, action, target, outcome, status_code, request_id, source, detail, repeats, last_at"
 )

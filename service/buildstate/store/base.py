@@ -6,9 +6,9 @@ Two implementations keep the same behaviour: ``SQLiteStore`` (the zero-configura
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from buildstate.models import (
     Build,
@@ -23,12 +23,13 @@ from buildstate.models import (
     Summary,
 )
 from buildstate.store.access import AccessStore
-from buildstate.store.sql import Dialect
+from buildstate.store.executor import Executor
 from buildstate.store.types import (
     AuditEntry,
     BuildCursor,
     BuildFilter,
     EventFilter,
+    PoolStats,
     SchemaStatus,
     WriteContext,
     WriteResult,
@@ -36,10 +37,20 @@ from buildstate.store.types import (
 
 
 class Store(Protocol):
-    """Everything the HTTP layer needs from storage. Writes are atomic and race-free across processes."""
+    """Everything the HTTP layer needs from storage. Writes are atomic and race-free across processes.
 
-    kind: str
-    dialect: Dialect
+    What differs between the databases is not asked for here: a capability is a method (``pool_stats``,
+    ``can_listen``), and repositories outside the store (``webhooks.store``) are written over ``executor``.
+    """
+
+    # For /ready and reports ("sqlite", "postgresql"); nothing decides anything by it.
+    name: str
+
+    @property
+    def executor(self) -> Executor:
+        """Runs transactions written once (``store.executor``): what repositories are written over."""
+        ...
+
     # API keys, users and audit queries, on the same connections (``store/access.py``).
     access: AccessStore
 
@@ -63,6 +74,15 @@ class Store(Protocol):
     async def purge_idempotency_keys(self, older_than: datetime) -> int: ...
     async def record_audit(self, entry: AuditEntry) -> None: ...
     async def max_seq(self) -> int: ...
-    async def run_batch(
-        self, statements: Sequence[tuple[str, Sequence[Any]]], *, write: bool = True
-    ) -> list[list[Any]]: ...
+
+    def pool_stats(self) -> PoolStats | None:
+        """The connection pool's sizes (in use, idle, at most), where the store has a pool."""
+        ...
+
+    def can_listen(self) -> bool:
+        """Whether ``listen`` hears committed events as they commit (else readers poll ``max_seq``)."""
+        ...
+
+    async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
+        """Call ``heard(payload)`` for each notification on ``channel`` until the connection is lost."""
+        ...

@@ -28,36 +28,24 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from buildstate.domain import EVENT_RULES, EventType, types_where
 from buildstate.errors import NotFound, Problem
-from buildstate.models import (
-    Build,
-    BuildCreate,
-    BuildPage,
-    Event,
-    EventPage,
-    FailureReport,
-    History,
-    ResetRequest,
-    StateChange,
-    Summary,
-)
+from buildstate.models import Build, BuildCreate, Event
 from buildstate.store import plan, sql
-from buildstate.store.access import AccessStore
+from buildstate.store.audit import insert as audit_row
+from buildstate.store.builds import event_statement
 from buildstate.store.migrate import PostgresMigrator
-from buildstate.store.postgres_access import PostgresAccess
-from buildstate.store.postgres_executor import PostgresExecutor, insert_audit
+from buildstate.store.postgres_executor import PostgresExecutor, execute
+from buildstate.store.sqlstore import SqlStore
 from buildstate.store.types import (
     AuditEntry,
-    BuildCursor,
-    BuildFilter,
-    EventFilter,
     Idempotency,
+    PoolStats,
     SchemaStatus,
     WriteContext,
     WriteResult,
@@ -143,17 +131,6 @@ ON CONFLICT (build_id) DO NOTHING
 RETURNING created_at
 """
 
-# One branch per state code, each with the code as a literal: the planner then sees from the column's
-# statistics which codes are common (read backwards along the primary key, the newest rows are the ones
-# wanted) and which are rare or unused (events_steps finds them, or finds none, at once). A single lateral
-# join with a parameter gets one generic plan, and for an unused code that plan walks the whole table.
-_STEP_SAMPLES = " UNION ALL ".join(
-    f"(SELECT {code} AS state_code, state_code AS to_state_code, duration_ms FROM events "
-    f"WHERE type = 'state' AND from_state_code = {code} AND duration_ms IS NOT NULL "
-    f"ORDER BY seq DESC LIMIT {sql.STEP_SAMPLES})"
-    for code in range(0, 100, 5)
-)
-
 _DIALECT = sql.PostgresDialect()
 # The type of a build's first event (what a repeated create answers with).
 _FIRST = sql.types_in(types_where(lambda rule: rule.creates_build))
@@ -233,9 +210,8 @@ def append_args(
     ]
 
 
-class PostgresStore:
-    kind = "postgresql"
-    dialect: sql.Dialect = _DIALECT
+class PostgresStore(SqlStore):
+    executor: PostgresExecutor
 
     def __init__(
         self,
@@ -245,25 +221,24 @@ class PostgresStore:
         max_size: int = 4,
         timeout: float = 5.0,
     ) -> None:
-        self.executor = PostgresExecutor(dsn, min_size=min_size, max_size=max_size, timeout=timeout)
+        super().__init__(PostgresExecutor(dsn, min_size=min_size, max_size=max_size, timeout=timeout))
         self._lookup_ids: dict[tuple[str, str], int] = {}
-        self.access: AccessStore = PostgresAccess(self.executor)
-
-    async def open(self) -> None:
-        await self.executor.open()
-
-    async def close(self) -> None:
-        await self.executor.close()
 
     @property
     def pool(self) -> asyncpg.Pool:
         return self.executor.pool
 
-    async def _with_conn(self, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
-        return await self.executor.run(work)
+    def pool_stats(self) -> PoolStats | None:
+        return self.executor.pool_stats()
+
+    def can_listen(self) -> bool:
+        return True
 
     async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
         await self.executor.listen(channel, heard)
+
+    async def _with_conn(self, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+        return await self.executor.run(work)
 
     async def schema_status(self) -> SchemaStatus:
         async def work(conn: asyncpg.Connection) -> SchemaStatus:
@@ -292,7 +267,7 @@ class PostgresStore:
                 replayed = await self._claim(conn, idem) if idem is not None else None
                 if replayed is not None:
                     entry = AuditEntry.of(ctx, action_name, target, replayed.status_code, "replayed")
-                    await insert_audit(conn, entry)
+                    await execute(conn, audit_row(entry))
                     return replayed
                 outcome = await action(conn, AuditEntry.of(ctx, action_name, target, 200, "allowed"))
                 if isinstance(outcome, Appended):
@@ -301,7 +276,7 @@ class PostgresStore:
                     outcome = outcome.result()
                 else:  # nothing appended (the current state again): the audit row is still to write
                     entry = AuditEntry.of(ctx, action_name, target, outcome.status_code, "allowed")
-                    await insert_audit(conn, entry)
+                    await execute(conn, audit_row(entry))
                 if idem is not None:
                     await conn.execute(
                         "UPDATE idempotency_keys SET status_code = $3, body = $4 "
@@ -316,16 +291,9 @@ class PostgresStore:
         try:
             done: WriteResult | Appended = await self._with_conn(work)
         except Problem as refused:
-            if refused.status < 500:
-                await self.record_audit(AuditEntry.of(ctx, action_name, target, refused.status, "refused"))
+            await self.audit.refused(ctx, action_name, target, refused)
             raise
         return done.result() if isinstance(done, Appended) else done
-
-    async def record_audit(self, entry: AuditEntry) -> None:
-        async def work(conn: asyncpg.Connection) -> None:
-            await insert_audit(conn, entry)
-
-        await self._with_conn(work)
 
     async def _claim(self, conn: asyncpg.Connection, idem: Idempotency) -> WriteResult | None:
         """Take the key for this transaction, or return the response first recorded under it.
@@ -484,7 +452,7 @@ class PostgresStore:
             draft = decide(build)
             if draft is None:  # event rows never change: the build's last one is still its last one read
                 current = await self._event(conn, build.last_event_seq)
-                await insert_audit(conn, audit)
+                await execute(conn, audit_row(audit))
                 return WriteResult.of(plan.with_event(build, current))
             return await self._append_event(
                 conn,
@@ -501,28 +469,9 @@ class PostgresStore:
         try:
             done: WriteResult | Appended | None = await self._with_conn(work)
         except Problem as refused:
-            if refused.status < 500:
-                await self.record_audit(AuditEntry.of(ctx, action_name, ref, refused.status, "refused"))
+            await self.audit.refused(ctx, action_name, ref, refused)
             raise
         return done.result() if isinstance(done, Appended) else done
-
-    async def record_state(self, ref: str, request: StateChange, ctx: WriteContext) -> WriteResult:
-        prepared = plan.prepare(request)  # here, not on the writer or under a lock
-        return await self._transition(
-            ref, ctx, EVENT_RULES[EventType.STATE].action, lambda b: plan.state(b, prepared)
-        )
-
-    async def record_failure(self, ref: str, request: FailureReport, ctx: WriteContext) -> WriteResult:
-        prepared = plan.prepare(request)
-        return await self._transition(
-            ref, ctx, EVENT_RULES[EventType.FAILURE].action, lambda b: plan.failure(b, prepared)
-        )
-
-    async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult:
-        prepared = plan.prepare(request)
-        return await self._transition(
-            ref, ctx, EVENT_RULES[EventType.RESET].action, lambda b: plan.reset(b, prepared)
-        )
 
     async def _lock_build(
         self, conn: asyncpg.Connection, ref: str, *, lock: bool = True, by_build_id: bool = False
@@ -539,108 +488,13 @@ class PostgresStore:
         return row
 
     async def _event(self, conn: asyncpg.Connection, seq: int) -> Event:
-        p = sql.Params(_DIALECT)
-        row = await conn.fetchrow(sql.event_query(p, seq), *p.values)
-        if row is None:
+        rows = await execute(conn, event_statement(_DIALECT, seq))
+        if not rows:
             raise NotFound(f"no event {seq}", slug="event-not-found")
-        return sql.decode_event(_DIALECT, row)
+        return sql.decode_event(_DIALECT, rows[0])
 
     async def _first_event(self, conn: asyncpg.Connection, build_uuid: uuid.UUID) -> Event:
         seq = await conn.fetchval(
             f"SELECT min(seq) FROM events WHERE build_uuid = $1 AND type IN {_FIRST}", build_uuid
         )
         return await self._event(conn, seq)
-
-    # ------------------------------------------------------------------ reads
-
-    async def _fetch(self, query: str, values: list[Any]) -> list[asyncpg.Record]:
-        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-            rows: list[asyncpg.Record] = await conn.fetch(query, *values)
-            return rows
-
-        result: list[asyncpg.Record] = await self._with_conn(work)
-        return result
-
-    async def get_build(self, ref: str) -> Build:
-        p = sql.Params(_DIALECT)
-        rows = await self._fetch(sql.build_query(p, ref), p.values)
-        if not rows:
-            raise NotFound(f"no build {ref!r}", slug="build-not-found")
-        return sql.decode_build(_DIALECT, rows[0])
-
-    async def list_builds(self, where: BuildFilter, limit: int, cursor: BuildCursor | None) -> BuildPage:
-        p = sql.Params(_DIALECT)
-        rows = await self._fetch(sql.build_list_query(p, where, limit + 1, cursor), p.values)
-        builds = [sql.decode_build(_DIALECT, row) for row in rows[:limit]]
-        next_cursor = None
-        if len(rows) > limit:
-            last = builds[-1]
-            next_cursor = BuildCursor(last.updated_at, last.id).encode()
-        return BuildPage(builds=builds, next_cursor=next_cursor)
-
-    async def history(self, ref: str) -> History:
-        build = await self.get_build(ref)
-        p = sql.Params(_DIALECT)
-        rows = await self._fetch(sql.history_query(p, build.id), p.values)
-        return History(build=build, events=[sql.decode_event(_DIALECT, row) for row in rows])
-
-    async def list_events(
-        self, where: EventFilter, *, after: int, before: int | None, limit: int, newest_first: bool
-    ) -> EventPage:
-        p = sql.Params(_DIALECT)
-        query = sql.event_list_query(
-            p, where, after=after, before=before, limit=limit + 1, newest_first=newest_first
-        )
-        rows = await self._fetch(query, p.values)
-        events = [sql.decode_event(_DIALECT, row) for row in rows[:limit]]
-        return EventPage(
-            events=events,
-            next_after=events[-1].seq if events else after,
-            has_more=len(rows) > limit,
-        )
-
-    async def get_event(self, seq: int) -> Event:
-        async def work(conn: asyncpg.Connection) -> Event:
-            return await self._event(conn, seq)
-
-        event: Event = await self._with_conn(work)
-        return event
-
-    async def summary(self, window_hours: int) -> Summary:
-        since = datetime.now(UTC) - timedelta(hours=window_hours)
-
-        async def work(conn: asyncpg.Connection) -> Summary:
-            async with conn.transaction(readonly=True, isolation="repeatable_read"):
-                counts = await conn.fetch("SELECT status, n FROM status_counts")
-                matrix = await conn.fetch(sql.MATRIX_QUERY)
-                p = sql.Params(_DIALECT)
-                groups = await conn.fetch(sql.failure_groups_query(p, since), *p.values)
-                steps = await conn.fetch(_STEP_SAMPLES)
-            return sql.build_summary(_DIALECT, counts, matrix, groups, steps, window_hours)
-
-        result: Summary = await self._with_conn(work)
-        return result
-
-    async def run_batch(
-        self, statements: Sequence[tuple[str, Sequence[Any]]], *, write: bool = True
-    ) -> list[list[Any]]:
-        """Statements built with ``sql.Params(store.dialect)``, run in one transaction; rows of each."""
-
-        async def work(conn: asyncpg.Connection) -> list[list[Any]]:
-            async with conn.transaction(readonly=not write):
-                return [list(await conn.fetch(query, *values)) for query, values in statements]
-
-        result: list[list[Any]] = await self._with_conn(work)
-        return result
-
-    async def max_seq(self) -> int:
-        rows = await self._fetch("SELECT COALESCE(max(seq), 0) AS seq FROM events", [])
-        return int(rows[0]["seq"])
-
-    async def purge_idempotency_keys(self, older_than: datetime) -> int:
-        async def work(conn: asyncpg.Connection) -> int:
-            status: str = await conn.execute("DELETE FROM idempotency_keys WHERE created_at < $1", older_than)
-            return int(status.rsplit(maxsplit=1)[-1])
-
-        deleted: int = await self._with_conn(work)
-        return deleted

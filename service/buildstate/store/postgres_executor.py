@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import asyncpg
 
 from buildstate import __version__
 from buildstate.errors import ServiceUnavailable
-from buildstate.store.sql import PostgresDialect
-from buildstate.store.types import AuditEntry
+from buildstate.store.executor import BatchRunner, Json, Statement, Transaction
+from buildstate.store.sql import Dialect, PostgresDialect
+from buildstate.store.types import AuditEntry, PoolStats
+
+T = TypeVar("T")
 
 # What a database that is down, restarting or shutting down looks like to asyncpg: 503, never 500.
 _UNAVAILABLE = (
@@ -41,6 +46,53 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Connections hold no session state (advisory locks are transaction-level), so skip the reset."""
 
 
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@functools.lru_cache(maxsize=512)
+def _numbered(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``:name`` parameters as asyncpg's ``$1``, ``$2``... (each name one number), and the names in order.
+    ``::jsonb`` casts are left alone."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match[1]
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _NAMED.sub(number, sql), tuple(names)
+
+
+def _arguments(statement: Statement) -> tuple[str, list[Any]]:
+    params = statement.params
+    if not isinstance(params, Mapping):
+        return statement.sql, list(params)
+    query, names = _numbered(statement.sql)
+    return query, [_param(params[name]) for name in names]
+
+
+def _param(value: Any) -> Any:
+    return value.value if isinstance(value, Json) else value
+
+
+async def execute(conn: asyncpg.Connection, statement: Statement) -> list[Any]:
+    """One statement on ``conn``: its rows."""
+    query, args = _arguments(statement)
+    rows: list[Any] = await conn.fetch(query, *args)
+    return rows
+
+
+async def drive_async(work: Transaction[T], conn: asyncpg.Connection) -> T:
+    """Run ``work`` to its end on ``conn``."""
+    try:
+        statement = next(work)
+        while True:
+            statement = work.send(await execute(conn, statement))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
 async def insert_audit(conn: asyncpg.Connection, entry: AuditEntry) -> None:
     await conn.execute(
         "INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source, detail, "
@@ -58,10 +110,10 @@ async def insert_audit(conn: asyncpg.Connection, entry: AuditEntry) -> None:
     )
 
 
-class PostgresExecutor:
+class PostgresExecutor(BatchRunner):
     """One database: a pool sized per worker, and a connection of its own per LISTEN."""
 
-    dialect = PostgresDialect()
+    dialect: Dialect = PostgresDialect()
 
     def __init__(self, dsn: str, *, min_size: int, max_size: int, timeout: float) -> None:
         self._dsn = dsn
@@ -117,6 +169,31 @@ class PostgresExecutor:
             raise ServiceUnavailable(
                 "the database refuses connections; retry shortly", slug="database-unavailable"
             ) from exc
+
+    async def read(self, work: Transaction[T], *, snapshot: bool = False) -> T:
+        async def run(conn: asyncpg.Connection) -> T:
+            if not snapshot:
+                return await drive_async(work, conn)
+            async with conn.transaction(readonly=True, isolation="repeatable_read"):
+                return await drive_async(work, conn)
+
+        result: T = await self.run(run)
+        return result
+
+    async def write(self, work: Transaction[T]) -> T:
+        async def run(conn: asyncpg.Connection) -> T:
+            async with conn.transaction():
+                return await drive_async(work, conn)
+
+        result: T = await self.run(run)
+        return result
+
+    def pool_stats(self) -> PoolStats | None:
+        """The pool's connections in use, idle and at most (None when it is not open)."""
+        if self._pool is None:
+            return None
+        size, idle = self._pool.get_size(), self._pool.get_idle_size()
+        return PoolStats(in_use=size - idle, idle=idle, maximum=self._pool.get_max_size())
 
     async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
         """Call ``heard(payload)`` for each NOTIFY on ``channel`` until the connection is lost.

@@ -32,6 +32,8 @@ Row = Mapping[str, Any]
 class Dialect:
     """Placeholder style and value conversions of one driver."""
 
+    # Which SQL variant a repository picks (``queries.Queries``), and the store's name in /ready.
+    name: str = ""
     numbered: bool = False
 
     def time_param(self, value: datetime) -> Any:
@@ -51,6 +53,7 @@ class Dialect:
 
 
 class SqliteDialect(Dialect):
+    name = "sqlite"
     numbered = False
 
     def time_param(self, value: datetime) -> str:
@@ -67,6 +70,7 @@ class SqliteDialect(Dialect):
 
 
 class PostgresDialect(Dialect):
+    name = "postgresql"
     numbered = True
 
 

@@ -1,49 +1,31 @@
 """SQLite store: the zero-configuration default, safe with several gunicorn workers on one file.
 
 How it reaches the file (WAL, ``BEGIN IMMEDIATE``, the writers' ``flock``, group commit, one thread hop per
-transaction) is ``store.sqlite_executor``. With one writer at a time, ``AUTOINCREMENT`` hands out event
-numbers in commit order: the feed cannot skip.
+transaction) is ``store.sqlite_executor``; the reads, keys, users and audit are written once
+(``store.sqlstore``). What is here is the write path of builds, per dialect because it is the hot path: it
+runs as one synchronous function on the writer thread, inside the group commit's savepoint, where the
+PostgreSQL store instead packs the append into one statement that holds the feed lock as briefly as it can.
+With one writer at a time, ``AUTOINCREMENT`` hands out event numbers in commit order: the feed cannot skip.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from buildstate.domain import EVENT_RULES, EventType, types_where
 from buildstate.errors import NotFound, Problem
-from buildstate.models import (
-    Build,
-    BuildCreate,
-    BuildPage,
-    Event,
-    EventPage,
-    FailureReport,
-    History,
-    ResetRequest,
-    StateChange,
-    Summary,
-)
+from buildstate.models import Build, BuildCreate, Event
 from buildstate.store import plan, sql
-from buildstate.store.access import AccessStore
+from buildstate.store.audit import insert as audit_row
+from buildstate.store.builds import event_statement
 from buildstate.store.migrate import SqliteMigrator
-from buildstate.store.sqlite_access import SqliteAccess
-from buildstate.store.sqlite_executor import SqliteExecutor, dumps, insert_audit, transaction
-from buildstate.store.types import (
-    AuditEntry,
-    BuildCursor,
-    BuildFilter,
-    EventFilter,
-    Idempotency,
-    SchemaStatus,
-    WriteContext,
-    WriteResult,
-    replay,
-)
+from buildstate.store.sqlite_executor import SqliteExecutor, dumps, execute
+from buildstate.store.sqlstore import SqlStore
+from buildstate.store.types import AuditEntry, Idempotency, SchemaStatus, WriteContext, WriteResult, replay
 
 _DIALECT = sql.SqliteDialect()
 # The type of a build's first event (what a repeated create answers with).
@@ -54,25 +36,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class SQLiteStore:
-    kind = "sqlite"
-    dialect: sql.Dialect = _DIALECT
+class SQLiteStore(SqlStore):
+    executor: SqliteExecutor
 
     def __init__(
         self, path: Path, *, timeout: float = 5.0, readers: int = 4, synchronous: str = "FULL"
     ) -> None:
         self.path = path
-        self.executor = SqliteExecutor(path, timeout=timeout, readers=readers, synchronous=synchronous)
-        self.access: AccessStore = SqliteAccess(self.executor)
-
-    async def open(self) -> None:
-        await self.executor.open()
-
-    async def close(self) -> None:
-        await self.executor.close()
+        super().__init__(SqliteExecutor(path, timeout=timeout, readers=readers, synchronous=synchronous))
 
     async def schema_status(self) -> SchemaStatus:
-        return await self.executor.read(SqliteMigrator.status_on)
+        return await self.executor.run_read(SqliteMigrator.status_on)
 
     # ------------------------------------------------------------------ writes
 
@@ -97,18 +71,14 @@ class SQLiteStore:
                         (outcome.status_code, outcome.body.decode(), idem.actor, idem.key),
                     )
             kind = "replayed" if outcome.replayed else "allowed"
-            insert_audit(conn, AuditEntry.of(ctx, action_name, target, outcome.status_code, kind))
+            execute(conn, audit_row(AuditEntry.of(ctx, action_name, target, outcome.status_code, kind)))
             return outcome
 
         try:
             return await self.executor.grouped(body)
         except Problem as refused:
-            if refused.status < 500:
-                await self.record_audit(AuditEntry.of(ctx, action_name, target, refused.status, "refused"))
+            await self.audit.refused(ctx, action_name, target, refused)
             raise
-
-    async def record_audit(self, entry: AuditEntry) -> None:
-        await self.executor.write(lambda conn: insert_audit(conn, entry))
 
     @staticmethod
     def _claim(conn: sqlite3.Connection, idem: Idempotency) -> WriteResult | None:
@@ -250,11 +220,10 @@ class SQLiteStore:
 
     @staticmethod
     def _event(conn: sqlite3.Connection, seq: int) -> Event:
-        p = sql.Params(_DIALECT)
-        row = conn.execute(sql.event_query(p, seq), p.values).fetchone()
-        if row is None:
+        rows = execute(conn, event_statement(_DIALECT, seq))
+        if not rows:
             raise NotFound(f"no event {seq}", slug="event-not-found")
-        return sql.decode_event(_DIALECT, row)
+        return sql.decode_event(_DIALECT, rows[0])
 
     async def create_build(self, request: BuildCreate, ctx: WriteContext) -> WriteResult:
         prepared = plan.prepare(request)  # here, not on the writer thread
@@ -316,139 +285,3 @@ class SQLiteStore:
             )
 
         return await self._write(ctx, action_name, ref, action)
-
-    async def record_state(self, ref: str, request: StateChange, ctx: WriteContext) -> WriteResult:
-        prepared = plan.prepare(request)  # here, not on the writer or under a lock
-        return await self._transition(
-            ref, ctx, EVENT_RULES[EventType.STATE].action, lambda b: plan.state(b, prepared)
-        )
-
-    async def record_failure(self, ref: str, request: FailureReport, ctx: WriteContext) -> WriteResult:
-        prepared = plan.prepare(request)
-        return await self._transition(
-            ref, ctx, EVENT_RULES[EventType.FAILURE].action, lambda b: plan.failure(b, prepared)
-        )
-
-    async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult:
-        prepared = plan.prepare(request)
-        return await self._transition(
-            ref, ctx, EVENT_RULES[EventType.RESET].action, lambda b: plan.reset(b, prepared)
-        )
-
-    # ------------------------------------------------------------------ reads
-
-    async def get_build(self, ref: str) -> Build:
-        def work(conn: sqlite3.Connection) -> Build:
-            p = sql.Params(_DIALECT)
-            row = conn.execute(sql.build_query(p, ref), p.values).fetchone()
-            if row is None:
-                raise NotFound(f"no build {ref!r}", slug="build-not-found")
-            return sql.decode_build(_DIALECT, row)
-
-        return await self.executor.read(work)
-
-    async def list_builds(self, where: BuildFilter, limit: int, cursor: BuildCursor | None) -> BuildPage:
-        def work(conn: sqlite3.Connection) -> BuildPage:
-            p = sql.Params(_DIALECT)
-            rows = conn.execute(sql.build_list_query(p, where, limit + 1, cursor), p.values).fetchall()
-            builds = [sql.decode_build(_DIALECT, row) for row in rows[:limit]]
-            next_cursor = None
-            if len(rows) > limit:
-                next_cursor = BuildCursor(builds[-1].updated_at, builds[-1].id).encode()
-            return BuildPage(builds=builds, next_cursor=next_cursor)
-
-        return await self.executor.read(work)
-
-    async def history(self, ref: str) -> History:
-        def work(conn: sqlite3.Connection) -> History:
-            conn.execute("BEGIN")  # one snapshot for the build and its events
-            try:
-                p = sql.Params(_DIALECT)
-                row = conn.execute(sql.build_query(p, ref), p.values).fetchone()
-                if row is None:
-                    raise NotFound(f"no build {ref!r}", slug="build-not-found")
-                build = sql.decode_build(_DIALECT, row)
-                p = sql.Params(_DIALECT)
-                rows = conn.execute(sql.history_query(p, str(build.id)), p.values).fetchall()
-            finally:
-                conn.execute("COMMIT")
-            return History(build=build, events=[sql.decode_event(_DIALECT, r) for r in rows])
-
-        return await self.executor.read(work)
-
-    async def list_events(
-        self, where: EventFilter, *, after: int, before: int | None, limit: int, newest_first: bool
-    ) -> EventPage:
-        def work(conn: sqlite3.Connection) -> EventPage:
-            p = sql.Params(_DIALECT)
-            query = sql.event_list_query(
-                p, where, after=after, before=before, limit=limit + 1, newest_first=newest_first
-            )
-            rows = conn.execute(query, p.values).fetchall()
-            events = [sql.decode_event(_DIALECT, row) for row in rows[:limit]]
-            return EventPage(
-                events=events,
-                next_after=events[-1].seq if events else after,
-                has_more=len(rows) > limit,
-            )
-
-        return await self.executor.read(work)
-
-    async def get_event(self, seq: int) -> Event:
-        return await self.executor.read(lambda conn: self._event(conn, seq))
-
-    async def summary(self, window_hours: int) -> Summary:
-        since = _now() - timedelta(hours=window_hours)
-
-        def work(conn: sqlite3.Connection) -> Summary:
-            conn.execute("BEGIN")
-            try:
-                counts = conn.execute("SELECT status, n FROM status_counts").fetchall()
-                matrix = conn.execute(sql.MATRIX_QUERY).fetchall()
-                p = sql.Params(_DIALECT)
-                groups = conn.execute(sql.failure_groups_query(p, since), p.values).fetchall()
-                steps: list[dict[str, int]] = []
-                for code in range(0, 100, 5):
-                    steps.extend(
-                        {"state_code": code, "to_state_code": r[1], "duration_ms": r[0]}
-                        for r in conn.execute(
-                            "SELECT duration_ms, state_code FROM events WHERE type = 'state' "
-                            "AND from_state_code = ? AND duration_ms IS NOT NULL "
-                            "ORDER BY seq DESC LIMIT ?",
-                            (code, sql.STEP_SAMPLES),
-                        )
-                    )
-            finally:
-                conn.execute("COMMIT")
-            return sql.build_summary(_DIALECT, counts, matrix, groups, steps, window_hours)
-
-        return await self.executor.read(work)
-
-    async def run_batch(
-        self, statements: Sequence[tuple[str, Sequence[Any]]], *, write: bool = True
-    ) -> list[list[Any]]:
-        """Statements built with ``sql.Params(store.dialect)``, run in one transaction; rows of each."""
-
-        def run(conn: sqlite3.Connection) -> list[list[Any]]:
-            return [conn.execute(query, values).fetchall() for query, values in statements]
-
-        def snapshot(conn: sqlite3.Connection) -> list[list[Any]]:
-            with transaction(conn, "BEGIN"):
-                return run(conn)
-
-        return await (self.executor.write(run) if write else self.executor.read(snapshot))
-
-    async def max_seq(self) -> int:
-        row = await self.executor.read(
-            lambda conn: conn.execute("SELECT COALESCE(max(seq), 0) FROM events").fetchone()
-        )
-        return int(row[0])
-
-    async def purge_idempotency_keys(self, older_than: datetime) -> int:
-        def work(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "DELETE FROM idempotency_keys WHERE created_at < ?", (sql.format_time(older_than),)
-            )
-            return cursor.rowcount
-
-        return await self.executor.write(work)

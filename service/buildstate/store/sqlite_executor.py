@@ -32,17 +32,18 @@ import logging
 import os
 import sqlite3
 import threading
+import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from buildstate.errors import Problem, ServiceUnavailable
-from buildstate.store.sql import SqliteDialect, format_time
-from buildstate.store.types import AuditEntry
+from buildstate.store.executor import BatchRunner, Json, Statement, Transaction, drive
+from buildstate.store.sql import Dialect, SqliteDialect, format_time
 
 T = TypeVar("T")
 log = logging.getLogger("buildstate.store")
@@ -133,30 +134,30 @@ def dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
-def insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
-    conn.execute(
-        "INSERT INTO audit_log (at, actor, action, target, outcome, status_code, request_id, source, "
-        "detail, repeat_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (repeat_key) DO UPDATE SET repeats = audit_log.repeats + 1, last_at = excluded.at",
-        (
-            format_time(datetime.now(UTC)),
-            entry.actor,
-            entry.action,
-            entry.target,
-            entry.outcome,
-            entry.status_code,
-            entry.request_id,
-            entry.source,
-            dumps(entry.detail),
-            entry.repeat_key,
-        ),
-    )
+def _param(value: Any) -> Any:
+    """A Python value as the stdlib driver stores it here: fixed-width UTC text for times, text for UUIDs
+    and JSON."""
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Json):
+        return dumps(value.value)
+    return value
 
 
-class SqliteExecutor:
+def execute(conn: sqlite3.Connection, statement: Statement) -> list[Any]:
+    """One statement on ``conn`` (on this executor's thread): its rows."""
+    params = statement.params
+    if isinstance(params, Mapping):
+        return conn.execute(statement.sql, {k: _param(v) for k, v in params.items()}).fetchall()
+    return conn.execute(statement.sql, params).fetchall()
+
+
+class SqliteExecutor(BatchRunner):
     """One database file: a writer thread (with the writers' lock and group commit) and a reader pool."""
 
-    dialect = SqliteDialect()
+    dialect: Dialect = SqliteDialect()
 
     def __init__(self, path: Path, *, timeout: float, readers: int, synchronous: str) -> None:
         self.path = path
@@ -229,10 +230,23 @@ class SqliteExecutor:
 
         return await asyncio.get_running_loop().run_in_executor(pool, call)
 
-    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def run_read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work`` on a reader thread, with no transaction of its own (the store's hot reads)."""
         return await self._run(self._readers, work)
 
-    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, work: Transaction[T], *, snapshot: bool = False) -> T:
+        def run(conn: sqlite3.Connection) -> T:
+            if not snapshot:
+                return drive(work, lambda statement: execute(conn, statement))
+            with transaction(conn, "BEGIN"):
+                return drive(work, lambda statement: execute(conn, statement))
+
+        return await self._run(self._readers, run)
+
+    async def write(self, work: Transaction[T]) -> T:
+        return await self.run_write(lambda conn: drive(work, lambda statement: execute(conn, statement)))
+
+    async def run_write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work`` alone in one ``BEGIN IMMEDIATE`` transaction on the writer thread, under the lock."""
 
         def transacted(conn: sqlite3.Connection) -> T:

@@ -164,6 +164,15 @@ class BuildCursor:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A connection pool's sizes, for the metrics (a store without a pool has none)."""
+
+    in_use: int
+    idle: int
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
 class SchemaStatus:
     current: int | None
     expected: int

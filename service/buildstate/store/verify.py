@@ -163,13 +163,13 @@ def _event_page(p: Params, after: int, upto: int) -> str:
 
 
 async def _rows(store: Store, query: str, values: Sequence[Any] = ()) -> list[Any]:
-    [rows] = await store.run_batch([(query, list(values))], write=False)
+    [rows] = await store.executor.run_batch([(query, list(values))], write=False)
     return rows
 
 
 async def verify(store: Store) -> Report:
     """Every check above, on an open store; nothing is written."""
-    report = Report(store=store.kind)
+    report = Report(store=store.name)
     [counts] = await _rows(store, COUNTS)
     report.checked = {name: int(counts[name]) for name in ("builds", "events", "failures", "max_seq")}
     await _check_tables(store, report)
@@ -243,7 +243,7 @@ async def _check_tables(store: Store, report: Report) -> None:
 
 async def _check_failures(store: Store, report: Report, upto: int) -> None:
     """Each failures row holds what its event recorded (the two are written together, never changed)."""
-    dialect = store.dialect
+    dialect = store.executor.dialect
     after = 0
     while True:
         p = Params(dialect)
@@ -270,7 +270,7 @@ async def _replay(store: Store, report: Report, upto: int) -> None:
     """Each build's events, replayed through ``domain``'s rules: each must be the change the rules make
     from the state before it (a created event first; no move backwards, after success or on a failed
     build; a reset one attempt on)."""
-    dialect = store.dialect
+    dialect = store.executor.dialect
     current: dict[str, domain.Current] = {}
     after = 0
     while True:

@@ -22,7 +22,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 
@@ -126,17 +125,9 @@ def _log_request(request: web.Request, route: str, status: int, seconds: float) 
 
 def sample_pool(app: web.Application) -> None:
     """Copy the PostgreSQL pool's sizes into the gauges (SQLite has no pool: nothing to report)."""
-    store = app[STORE]
-    if store.kind != "postgresql":
-        return
-    try:
-        pool: Any = getattr(store, "pool", None)
-    except RuntimeError:  # not open (yet, or any more)
-        return
-    if pool is None:
-        return
-    size, idle = pool.get_size(), pool.get_idle_size()
-    app[METRICS].record_pool(in_use=size - idle, idle=idle, maximum=pool.get_max_size())
+    stats = app[STORE].pool_stats()
+    if stats is not None:
+        app[METRICS].record_pool(in_use=stats.in_use, idle=stats.idle, maximum=stats.maximum)
 
 
 async def pool_sampler(app: web.Application) -> AsyncIterator[None]:
@@ -148,7 +139,8 @@ async def pool_sampler(app: web.Application) -> AsyncIterator[None]:
             sample_pool(app)
             await asyncio.sleep(POOL_SAMPLE_SECONDS)
 
-    task = asyncio.create_task(sample_forever()) if app[STORE].kind == "postgresql" else None
+    # The store is open by now (its cleanup_ctx runs first): a store with a pool reports its sizes.
+    task = asyncio.create_task(sample_forever()) if app[STORE].pool_stats() is not None else None
     yield
     if task is not None:
         task.cancel()

@@ -1,14 +1,15 @@
 """Subscriptions, the delivery outbox and its attempt log, on either database.
 
-Everything here is plain SQL over ``Store.run_batch``: each call is one transaction, and the statements are
-written once with ``sql.Params`` so that SQLite and PostgreSQL run the same text (PostgreSQL adds
-``FOR UPDATE SKIP LOCKED`` to the claim so that dispatchers in many processes never take the same row).
+Everything here is plain SQL over the store's executor (``executor.run_batch``): each call is one
+transaction, and the statements are written once with ``sql.Params`` so that SQLite and PostgreSQL run the
+same text (PostgreSQL adds ``FOR UPDATE SKIP LOCKED`` to the claim so that dispatchers in many processes
+never take the same row). The audit rows are ``store.audit``'s.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from buildstate.errors import NotFound
 from buildstate.redaction import redact
 from buildstate.store import Store
+from buildstate.store.audit import insert as audit_row
 from buildstate.store.sql import Params
 from buildstate.store.types import AuditEntry, WriteContext
 from buildstate.webhooks.models import Delivery, DeliveryAttempt, DeliveryPage, Webhook, WebhookKind
@@ -65,7 +67,7 @@ class Claimed:
 class WebhookStore:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.dialect = store.dialect
+        self.dialect = store.executor.dialect
 
     def _params(self) -> Params:
         return Params(self.dialect)
@@ -108,14 +110,10 @@ class WebhookStore:
 
     def _audit(
         self, ctx: WriteContext, action: str, target: str, now: datetime, status: int = 200
-    ) -> tuple[str, list[Any]]:
-        p = self._params()
-        query = (
-            "INSERT INTO audit_log (at, actor, action, target, outcome, status_code, request_id, source) "
-            f"VALUES ({p.time(now)}, {p(ctx.actor)}, {p(action)}, {p(target)}, 'allowed', {p(status)}, "
-            f"{p(ctx.request_id)}, {p(ctx.source)})"
-        )
-        return query, p.values
+    ) -> tuple[str, Mapping[str, Any] | Sequence[Any]]:
+        """The change's ``allowed`` audit row (``store.audit``'s one insert), for its own batch."""
+        statement = audit_row(AuditEntry.of(ctx, action, target, status, "allowed"), at=now)
+        return statement.sql, statement.params
 
     def _audit_if(
         self, ctx: WriteContext, action: str, target: str, now: datetime, *, found: Query, missing: NotFound
@@ -134,14 +132,14 @@ class WebhookStore:
         query += f"CASE WHEN EXISTS ({found(p)}) THEN NULL ELSE "
         detail = {"reason": missing.detail}
         query += (
-            f"{p(detail)}::jsonb END" if self.store.kind == "postgresql" else f"{p(json.dumps(detail))} END"
+            f"{p(detail)}::jsonb END" if self.dialect.name == "postgresql" else f"{p(json.dumps(detail))} END"
         )
         return query, p.values
 
     def _lock(self, found: Query) -> list[tuple[str, list[Any]]]:
         """PostgreSQL: hold the rows ``found`` selects for the transaction, so that ``_audit_if`` sees
         what the change saw (SQLite's writer already holds the whole database)."""
-        if self.store.kind != "postgresql":
+        if self.dialect.name != "postgresql":
             return []
         p = self._params()
         return [(f"{found(p)} FOR UPDATE", p.values)]
@@ -181,20 +179,20 @@ class WebhookStore:
             f"{p(_as_text(filters.get('states')))}, {p(_as_text(filters.get('event_types')))}, "
             f"{p(secret_encrypted)}, true, 0, {p.time(now)}, {p(ctx.actor)}) RETURNING {WEBHOOK_COLUMNS}"
         )
-        [rows, _] = await self.store.run_batch(
+        [rows, _] = await self.store.executor.run_batch(
             [(query, p.values), self._audit(ctx, "webhook.create", f"webhook:{name}", now, status=201)]
         )
         return self._webhook(rows[0])
 
     async def all(self) -> list[StoredWebhook]:
-        [rows] = await self.store.run_batch(
+        [rows] = await self.store.executor.run_batch(
             [(f"SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY id", [])], write=False
         )
         return [self._webhook(row) for row in rows]
 
     async def get(self, webhook_id: int) -> StoredWebhook:
         p = self._params()
-        [rows] = await self.store.run_batch(
+        [rows] = await self.store.executor.run_batch(
             [(f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = {p(webhook_id)}", p.values)], write=False
         )
         if not rows:
@@ -215,7 +213,7 @@ class WebhookStore:
         def found(q: Params) -> str:
             return f"SELECT 1 FROM webhooks WHERE id = {q(webhook_id)}"
 
-        *_, rows, _ = await self.store.run_batch(
+        *_, rows, _ = await self.store.executor.run_batch(
             [
                 *self._lock(found),
                 (query, p.values),
@@ -231,7 +229,7 @@ class WebhookStore:
     async def claim(self, *, now: datetime, lease: timedelta, limit: int) -> list[Claimed]:
         """Take up to ``limit`` due deliveries (or ones whose holder's lease ran out) for this process."""
         p = self._params()
-        lock = " FOR UPDATE OF d SKIP LOCKED" if self.store.kind == "postgresql" else ""
+        lock = " FOR UPDATE OF d SKIP LOCKED" if self.dialect.name == "postgresql" else ""
         query = (
             f"UPDATE webhook_deliveries SET status = 'delivering', attempts = attempts + 1, "
             f"lease_until = {p.time(now + lease)} WHERE id IN ("
@@ -241,7 +239,7 @@ class WebhookStore:
             f"ORDER BY d.next_attempt_at LIMIT {p(limit)}{lock}"
             ") RETURNING id, webhook_id, event_seq, message_id, attempts, created_at"
         )
-        [rows] = await self.store.run_batch([(query, p.values)])
+        [rows] = await self.store.executor.run_batch([(query, p.values)])
         return [
             Claimed(
                 id=row["id"],
@@ -309,7 +307,7 @@ class WebhookStore:
                     p.values,
                 )
             )
-        await self.store.run_batch(statements)
+        await self.store.executor.run_batch(statements)
 
     async def deliveries(
         self, webhook_id: int, *, status: str | None, before: int | None, limit: int
@@ -324,7 +322,7 @@ class WebhookStore:
             f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE {' AND '.join(conditions)} "
             f"ORDER BY id DESC LIMIT {p(limit + 1)}"
         )
-        [rows] = await self.store.run_batch([(query, p.values)], write=False)
+        [rows] = await self.store.executor.run_batch([(query, p.values)], write=False)
         page = [self._delivery(row) for row in rows[:limit]]
         return DeliveryPage(deliveries=page, next_before=page[-1].id if len(rows) > limit else None)
 
@@ -339,7 +337,7 @@ class WebhookStore:
             "SELECT attempt, at, status_code, duration_ms, error FROM webhook_attempts "
             f"WHERE delivery_id = {q(delivery_id)} ORDER BY attempt, id"
         )
-        [rows, attempt_rows] = await self.store.run_batch(
+        [rows, attempt_rows] = await self.store.executor.run_batch(
             [(found, p.values), (attempts, q.values)], write=False
         )
         if not rows:
@@ -378,7 +376,7 @@ class WebhookStore:
             )
 
         target = f"delivery:{delivery_id}"
-        *_, rows, _ = await self.store.run_batch(
+        *_, rows, _ = await self.store.executor.run_batch(
             [
                 *self._lock(found),
                 (query, p.values),

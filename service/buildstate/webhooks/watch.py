@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from buildstate.errors import ServiceUnavailable
 from buildstate.store import Store
@@ -54,8 +53,7 @@ class FeedWatcher:
     async def start(self) -> None:
         with contextlib.suppress(ServiceUnavailable):
             self.bump(await self._store.max_seq())
-        listen = getattr(self._store, "listen", None)
-        runner = self._listen(listen) if listen is not None else self._poll()
+        runner = self._listen() if self._store.can_listen() else self._poll()
         self._task = asyncio.create_task(runner, name="feed-watcher")
 
     async def stop(self) -> None:
@@ -73,14 +71,14 @@ class FeedWatcher:
                 log.debug("feed poll skipped: database unavailable")
             await asyncio.sleep(self._poll_seconds)
 
-    async def _listen(self, listen: Any) -> None:
+    async def _listen(self) -> None:
         def heard(payload: str) -> None:
             with contextlib.suppress(ValueError):
                 self.bump(int(payload))
 
         while True:
             try:
-                await listen(CHANNEL, heard)  # returns when the connection is lost
+                await self._store.listen(CHANNEL, heard)  # returns when the connection is lost
             except Exception as exc:  # notifications are only a hint: never let them kill the worker
                 log.info("event notifications interrupted (%s); reconnecting", type(exc).__name__)
             with contextlib.suppress(ServiceUnavailable):

@@ -35,7 +35,7 @@ async def ready(request: web.Request) -> web.Response:
         return json_response(
             Ready(
                 status="unavailable",
-                store=store.kind,
+                store=store.name,
                 schema_version=None,
                 expected_schema_version=0,
                 detail=f"database unreachable: {type(exc).__name__}",
@@ -46,7 +46,7 @@ async def ready(request: web.Request) -> web.Response:
     return json_response(
         Ready(
             status="ready" if ok else "unavailable",
-            store=store.kind,
+            store=store.name,
             schema_version=status.current,
             expected_schema_version=status.expected,
             detail=None if ok else f"pending migrations: {', '.join(status.pending)}",

@@ -1,0 +1,125 @@
+"""Builds and events, read the same way on both databases: one repository over the store's executor.
+
+The queries are ``store/sql.py``'s (their filters are assembled from the request, with ``sql.Params``);
+only the dashboard's step samples have a dialect variant. The writes are per dialect (``sqlite.py``,
+``postgres.py``): the event append is the hot path, and each database's way of making it fast differs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from buildstate.errors import NotFound
+from buildstate.models import Build, BuildPage, Event, EventPage, History, Summary
+from buildstate.store import sql
+from buildstate.store.executor import Executor, Statement, Transaction, one
+from buildstate.store.types import BuildCursor, BuildFilter, EventFilter
+
+# One branch per state code, each with the code as a literal: the planner then sees from the column's
+# statistics which codes are common (read backwards along the primary key, the newest rows are the ones
+# wanted) and which are rare or unused (events_steps finds them, or finds none, at once). A single lateral
+# join with a parameter gets one generic plan, and for an unused code that plan walks the whole table.
+# SQLite takes no ORDER BY/LIMIT inside a UNION's branches: it runs one statement per code.
+STEP_SAMPLES = " UNION ALL ".join(
+    f"(SELECT {code} AS state_code, state_code AS to_state_code, duration_ms FROM events "
+    f"WHERE type = 'state' AND from_state_code = {code} AND duration_ms IS NOT NULL "
+    f"ORDER BY seq DESC LIMIT {sql.STEP_SAMPLES})"
+    for code in range(0, 100, 5)
+)
+_STEP_SAMPLE_SQLITE = (
+    "SELECT {code} AS state_code, state_code AS to_state_code, duration_ms FROM events WHERE type = 'state' "
+    "AND from_state_code = {code} AND duration_ms IS NOT NULL ORDER BY seq DESC LIMIT {limit}"
+)
+
+
+def event_statement(dialect: sql.Dialect, seq: int) -> Statement:
+    p = sql.Params(dialect)
+    return Statement(sql.event_query(p, seq), p.values)
+
+
+def build_statement(dialect: sql.Dialect, ref: str) -> Statement:
+    p = sql.Params(dialect)
+    return Statement(sql.build_query(p, ref), p.values)
+
+
+class BuildReads:
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._dialect = executor.dialect
+
+    def _build(self, rows: list[Any], ref: str) -> Build:
+        if not rows:
+            raise NotFound(f"no build {ref!r}", slug="build-not-found")
+        return sql.decode_build(self._dialect, rows[0])
+
+    async def get_build(self, ref: str) -> Build:
+        return self._build(await self._executor.read(one(build_statement(self._dialect, ref))), ref)
+
+    async def list_builds(self, where: BuildFilter, limit: int, cursor: BuildCursor | None) -> BuildPage:
+        p = sql.Params(self._dialect)
+        statement = Statement(sql.build_list_query(p, where, limit + 1, cursor), p.values)
+        rows = await self._executor.read(one(statement))
+        builds = [sql.decode_build(self._dialect, row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            next_cursor = BuildCursor(builds[-1].updated_at, builds[-1].id).encode()
+        return BuildPage(builds=builds, next_cursor=next_cursor)
+
+    async def history(self, ref: str) -> History:
+        def work() -> Transaction[History]:
+            build = self._build((yield build_statement(self._dialect, ref)), ref)
+            p = sql.Params(self._dialect)
+            rows = yield Statement(sql.history_query(p, self._dialect.uuid_param(build.id)), p.values)
+            return History(build=build, events=[sql.decode_event(self._dialect, row) for row in rows])
+
+        return await self._executor.read(work(), snapshot=True)  # the build and its events, one state
+
+    async def list_events(
+        self, where: EventFilter, *, after: int, before: int | None, limit: int, newest_first: bool
+    ) -> EventPage:
+        p = sql.Params(self._dialect)
+        query = sql.event_list_query(
+            p, where, after=after, before=before, limit=limit + 1, newest_first=newest_first
+        )
+        rows = await self._executor.read(one(Statement(query, p.values)))
+        events = [sql.decode_event(self._dialect, row) for row in rows[:limit]]
+        return EventPage(
+            events=events, next_after=events[-1].seq if events else after, has_more=len(rows) > limit
+        )
+
+    async def get_event(self, seq: int) -> Event:
+        rows = await self._executor.read(one(event_statement(self._dialect, seq)))
+        if not rows:
+            raise NotFound(f"no event {seq}", slug="event-not-found")
+        return sql.decode_event(self._dialect, rows[0])
+
+    async def summary(self, window_hours: int) -> Summary:
+        since = datetime.now(UTC) - timedelta(hours=window_hours)
+
+        def work() -> Transaction[Summary]:
+            counts = yield Statement("SELECT status, n FROM status_counts")
+            matrix = yield Statement(sql.MATRIX_QUERY)
+            p = sql.Params(self._dialect)
+            groups = yield Statement(sql.failure_groups_query(p, since), p.values)
+            steps: list[Any] = []
+            if self._dialect.name == "postgresql":
+                steps = yield Statement(STEP_SAMPLES)
+            else:
+                for code in range(0, 100, 5):
+                    query = _STEP_SAMPLE_SQLITE.format(code=code, limit=sql.STEP_SAMPLES)
+                    steps.extend((yield Statement(query)))
+            return sql.build_summary(self._dialect, counts, matrix, groups, steps, window_hours)
+
+        return await self._executor.read(work(), snapshot=True)
+
+    async def max_seq(self) -> int:
+        rows = await self._executor.read(one(Statement("SELECT COALESCE(max(seq), 0) AS seq FROM events")))
+        return int(rows[0]["seq"])
+
+    async def purge_idempotency_keys(self, older_than: datetime) -> int:
+        statement = Statement(
+            "DELETE FROM idempotency_keys WHERE created_at < :older_than RETURNING 1",
+            {"older_than": older_than},
+        )
+        return len(await self._executor.write(one(statement)))
