@@ -1,14 +1,17 @@
 """buildstate: where every VM image build stands.
 
-Layout (each module has one reason to change):
+Layout (each module has one reason to change), top layer first; a layer imports only those below it
+(``lint-imports``, docs/architecture.md):
 
-- ``config``      settings from the environment (``BUILDSTATE_*``)
-- ``domain``      the state-machine rules, pure functions, no I/O
+- ``cli``, ``gunicorn_conf``   the ``buildstate`` console command (serve, migrate, ...), the gunicorn master
+- ``web/``        the aiohttp application, and the only aiohttp server code: app, routing, requests,
+                  middlewares, one route module per resource, the observe middleware
+- ``auth/``, ``webhooks/``, ``observability/``   who may do what; live updates; metrics and logs
+- ``console``     what the store-side commands share
+- ``store/``      the ``Store`` interface, an executor per database, repositories written once, SQL
 - ``models``      pydantic models: request validation, responses, OpenAPI
+- ``domain``, ``config``   the state-machine rules and event types (pure, no I/O); settings (``BUILDSTATE_*``)
 - ``errors``      the problem+json error hierarchy
-- ``store/``      one ``Store`` interface, SQLite and PostgreSQL implementations, SQL migrations
-- ``web/``        the aiohttp application: routes, middlewares, OpenAPI document
-- ``cli``         the ``buildstate`` console command (serve, migrate, ...)
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -1,4 +1,13 @@
-"""Storage: ``Store`` (the interface) and ``create_store``/``migrate`` (pick SQLite or PostgreSQL by URL)."""
+"""Storage: ``Store`` (the interface) and ``create_store``/``migrate`` (pick SQLite or PostgreSQL by URL).
+
+- ``base``, ``types``      the interface, and the values that cross it
+- ``executor``             how repositories are written: transactions as generators of ``Statement``s
+- ``sqlite_executor``, ``postgres_executor``   connections, threads, locks, the pool, LISTEN, per database
+- ``builds``, ``access``, ``audit``            repositories written once; their SQL in ``queries/<area>.sql``
+- ``sqlstore``             what both stores share; ``sqlite``, ``postgres``: the event append, per database
+- ``plan``, ``sql``        a write's event from the rules; the query builders of the filtered reads
+- ``migrate``, ``migrations/``, ``verify``   schema versions, their SQL, and the consistency check
+"""
 
 from __future__ import annotations
 

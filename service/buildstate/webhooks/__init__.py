@@ -13,6 +13,6 @@ Nothing here serves HTTP (the dispatcher and ``events tail`` use aiohttp's clien
 ``buildstate.web.routes.webhooks`` and ``web.routes.stream`` (which ends when its credential does).
 
 The outbox row for each matching subscription is written by the event append itself, in the same
-transaction as the event (``store/postgres.py``, ``store/sqlite.py``): a committed event cannot miss its
-webhooks, and a rolled-back one sends none.
+transaction as the event (the append of ``store/postgres.py`` and ``store/sqlite.py``): a committed event
+cannot miss its webhooks, and a rolled-back one sends none.
 """
