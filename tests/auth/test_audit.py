@@ -60,6 +60,30 @@ async def test_denied_attempts_are_audited_without_the_secret(
     assert all(forged not in str(r) and reader not in str(r) for r in rows)
 
 
+async def test_a_change_that_was_already_true_is_audited_as_replayed_on_both_stores(
+    client: TestClient[Any, Any], store: Store
+) -> None:
+    """The same requests gave 'replayed' on SQLite and 'allowed' on PostgreSQL."""
+    assert (await client.post("/builds", json=BUILD)).status == 201
+    for message in ("a", "b"):
+        assert (
+            await client.post("/builds/b-1/state", json={"state_code": 10, "message": message})
+        ).status == 200
+    assert (await client.post("/builds", json=BUILD)).status == 200
+    idem = {"Idempotency-Key": "k-1"}
+    for _ in range(2):
+        assert (await client.post("/builds/b-1/state", json={"state_code": 15}, headers=idem)).status == 200
+    rows = [r for r in await store.access.list_audit(AuditFilter()) if r.target == "b-1"]
+    assert [(r.action, r.outcome) for r in reversed(rows)] == [
+        ("build.create", "allowed"),
+        ("build.state", "allowed"),
+        ("build.state", "replayed"),  # state 10 again: nothing recorded
+        ("build.create", "replayed"),  # the build exists: nothing recorded
+        ("build.state", "allowed"),
+        ("build.state", "replayed"),  # the Idempotency-Key again
+    ]
+
+
 async def test_rule_refusals_are_audited_as_refused(client: TestClient[Any, Any], store: Store) -> None:
     await client.post("/builds", json=BUILD)
     await client.post("/builds/b-1/state", json={"state_code": 50})
