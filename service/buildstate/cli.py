@@ -24,7 +24,7 @@ import asyncpg
 from buildstate import __version__
 from buildstate.auth.cli import add_commands as add_access_commands
 from buildstate.auth.secret import MissingSecretError, jwt_secret
-from buildstate.config import Settings
+from buildstate.config import Settings, SettingsError, load_settings
 from buildstate.console import announce_store
 from buildstate.errors import Problem
 from buildstate.observability.logging import configure as configure_logging
@@ -191,7 +191,11 @@ BROKEN_PIPE_EXIT = 141
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"buildstate: settings: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
         result: int = args.run(settings, args)
@@ -200,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Whatever is still buffered would fail again at exit: stdout goes to /dev/null instead.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE_EXIT
+    except SettingsError as exc:
+        print(f"buildstate: settings: {exc}", file=sys.stderr)
+        return 2
     except (OSError, asyncpg.PostgresError, Problem) as exc:  # the store is unreachable or refuses us
         reason = exc.detail if isinstance(exc, Problem) else f"{type(exc).__name__}: {exc}"
         print(f"buildstate: store {describe_store(settings)}: {reason}", file=sys.stderr)

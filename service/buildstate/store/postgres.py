@@ -275,7 +275,8 @@ class PostgresStore(SqlStore):
                         return outcome  # the body is built after COMMIT, with the feed lock released
                     outcome = outcome.result()
                 else:  # nothing appended (the current state again): the audit row is still to write
-                    entry = AuditEntry.of(ctx, action_name, target, outcome.status_code, "allowed")
+                    kind = "replayed" if outcome.replayed else "allowed"
+                    entry = AuditEntry.of(ctx, action_name, target, outcome.status_code, kind)
                     await execute(conn, audit_row(entry))
                 if idem is not None:
                     await conn.execute(
@@ -452,7 +453,7 @@ class PostgresStore(SqlStore):
             draft = decide(build)
             if draft is None:  # event rows never change: the build's last one is still its last one read
                 current = await self._event(conn, build.last_event_seq)
-                await execute(conn, audit_row(audit))
+                await execute(conn, audit_row(AuditEntry.of(ctx, action_name, ref, 200, "replayed")))
                 return WriteResult.of(plan.with_event(build, current))
             return await self._append_event(
                 conn,
