@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from buildstate.observability.logging import ParserRejections
+from buildstate.web.parser_log import ParserRejections
 
 Client = TestClient[Any, Any]
 
