@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from buildstate.config import Settings
+from buildstate.files import unwritable
 from buildstate.store.base import Store
 from buildstate.store.migrate import PostgresMigrator, SqliteMigrator
 
@@ -45,7 +47,11 @@ def migrate(settings: Settings) -> list[str]:
     url = settings.effective_database_url
     if _is_postgres(url):
         return asyncio.run(PostgresMigrator.migrate(url))
-    return SqliteMigrator.migrate(sqlite_path(url))
+    path = sqlite_path(url)
+    try:
+        return SqliteMigrator.migrate(path)
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise unwritable(path.parent.absolute(), exc) or exc from exc
 
 
 def describe_url(url: str) -> str:
