@@ -186,7 +186,7 @@ def build(context: Path, dockerfile: str, tag: str, *extra: str) -> dict[str, An
     target (so each stage of a file is proven to build); the time, size and how much came from cache."""
     started = time.monotonic()
     done = docker(
-        "build", "-f", dockerfile, "-t", tag, *extra, ".",
+        "build", "--force-rm", "-f", dockerfile, "-t", tag, *extra, ".",
         cwd=context, timeout=1200, env={**os.environ, "DOCKER_BUILDKIT": "0"},
     )  # fmt: skip
     steps = len(re.findall(r"^Step \d+/\d+ :", done.stdout, re.MULTILINE))
