@@ -7,10 +7,11 @@ the pipeline tests import them, so documentation, pipelines and code cannot drif
 """
 
 import contextlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import log
 from .errors import ConfigError
@@ -132,9 +133,17 @@ def parse_source(raw: object) -> Source:
             "source.url is required (the buildstate service, e.g. https://buildstate.example.com)"
         )
     url = string(source["url"], "source.url").rstrip("/")
-    parts = urlsplit(url)
+    _register_url_credentials(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # e.g. an unclosed IPv6 bracket
+        raise ConfigError(f"source.url is not a URL ({error}), got {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"source.url must be an http:// or https:// URL, got {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"source.url may not hold a user or password (got {url!r}): put the API key in source.api_key"
+        )
     filters = tuple(
         (key, string(source[key], f"source.{key}")) for key in FILTER_KEYS if source.get(key) is not None
     )
@@ -162,6 +171,21 @@ def _api_key(value: object) -> str | None:
     log.add_secret(value)
     log.add_secret(value.strip())
     return value.strip()
+
+
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://(?P<userinfo>[^/?#]*)@")
+
+
+def _register_url_credentials(url: str) -> None:
+    """A password in ``source.url`` is a secret like the API key: redacted from every line before any
+    line can show the URL (read without ``urlsplit``, which may refuse the URL before saying why)."""
+    match = _USERINFO.match(url)
+    if match is None:
+        return
+    _, colon, password = match["userinfo"].partition(":")
+    if colon and password:
+        log.add_secret(password)
+        log.add_secret(unquote(password))
 
 
 def _as_list(value: object) -> list[object]:

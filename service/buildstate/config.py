@@ -89,8 +89,12 @@ class Settings(BaseSettings):
     # (`python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`):
     # required in production; in development one is generated once into <data_dir>/webhook.key.
     webhook_key: SecretStr | None = None
-    # Hosts webhooks may target ("ci.example.com", "*.example.com"); empty: any host.
+    # Hosts webhooks may target ("ci.example.com", "*.example.com", or an address or network such as
+    # 10.20.0.0/16); empty: any host. A host or network named here may be private (webhooks/targets.py).
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Webhooks may reach loopback, private, link-local and other non-public addresses (a Concourse on the
+    # same private network, tests on 127.0.0.1). Off: only public addresses and the allow-list's.
+    webhook_allow_private: bool = False
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # First retry after about this long, doubling (with jitter) up to an hour, until webhook_max_age_hours.
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
@@ -103,6 +107,9 @@ class Settings(BaseSettings):
     # Event stream: SSE comment heartbeat, and the SQLite poll for new events.
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
     stream_poll_seconds: float = Field(default=0.25, gt=0)
+    # How often an open stream checks its credential again (a revoked or expired key, a disabled user, a
+    # withdrawn or expired token ends it within this long, with a final "end" event saying why).
+    stream_recheck_seconds: float = Field(default=10.0, gt=0, le=300)
 
     @field_validator("data_dir", mode="before")
     @classmethod

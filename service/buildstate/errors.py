@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from buildstate.redaction import redact
+
 PROBLEM_BASE = "https://buildstate.dev/problems/"
 
 
@@ -44,14 +46,16 @@ class Problem(Exception):
         self.headers = headers or {}
 
     def to_dict(self, instance: str | None = None) -> dict[str, Any]:
+        # Details and the path echo what the client sent: a key pasted into a path (or a field) must not
+        # come back in an answer that proxies and browser tools keep.
         body: dict[str, Any] = {
             "type": PROBLEM_BASE + self.type_slug,
             "title": self.title,
             "status": self.status,
-            "detail": self.detail,
+            "detail": redact(self.detail),
         }
         if instance:
-            body["instance"] = instance
+            body["instance"] = redact(instance)
         body.update(self.extra)
         return body
 

@@ -8,12 +8,30 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from buildstate.domain import MAX_STATE, STATE_STEP, build_uuid_of
+
+
+class Credential:
+    """``Annotated[str, Credential()]``: a response field that holds a secret (an API key, a token, a
+    signing secret), shown once. Every answer of a route whose response model has one is sent
+    ``Cache-Control: no-store`` (``web.routes.Route.carries_secret``), so no cache keeps it."""
+
+
+def holds_credential(model: type[BaseModel]) -> bool:
+    """Whether ``model`` (or a model inside it) has a ``Credential`` field."""
+    for info in model.model_fields.values():
+        if any(isinstance(meta, Credential) for meta in info.metadata):
+            return True
+        for inner in (info.annotation, *get_args(info.annotation)):
+            if isinstance(inner, type) and issubclass(inner, BaseModel) and holds_credential(inner):
+                return True
+    return False
+
 
 Slug = Annotated[
     str,

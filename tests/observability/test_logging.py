@@ -11,6 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from buildstate.observability.logging import JsonFormatter, TextFormatter, choose_format, scrub
+from buildstate.store import Store
+from buildstate.store.access import AuditFilter
 
 Client = TestClient[Any, Any]
 SECRET_KEY = "bs_live_" + "s3cr3t" * 6
@@ -155,3 +157,19 @@ def test_a_line_break_in_a_path_cannot_start_a_log_line_of_its_own() -> None:
     text = TextFormatter().format(made)
     assert len(text.splitlines()) == 1
     assert "forged" in text
+
+
+async def test_a_key_pasted_into_a_path_is_neither_logged_nor_audited(
+    anon_client: Client, make_key: Any, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``curl -X POST $URL/builds/$KEY/state``: the path is the client's text, so it is redacted too, in the
+    access line's fields (not only its message) and in the audit row's target."""
+    caplog.set_level(logging.DEBUG)
+    key = await make_key("read", "write")
+    await anon_client.post(f"/builds/{key}/state", json={"state_code": 5})  # 401: audited as denied
+    await anon_client.post(f"/builds/{key}/state", json={"state_code": 5}, headers={"X-API-Key": key})
+    lines = [JsonFormatter().format(r) + TextFormatter().format(r) for r in caplog.records]
+    assert [line for line in lines if key[12:] in line] == []
+    assert any(f'"path": "/builds/{key[:12]}***/state"' in line for line in lines)
+    rows = await store.access.list_audit(AuditFilter())
+    assert {row.target for row in rows if row.action == "build.state"} == {f"{key[:12]}***"}

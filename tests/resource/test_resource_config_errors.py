@@ -125,3 +125,30 @@ def test_in_rejects_a_version_without_seq(fake_server: FakeServer, tmp_path: Pat
     run = harness.get({"url": fake_server.url}, {"build": "b-1"}, tmp_path)
 
     assert "has no usable 'seq'" in run.error()
+
+
+URL_PASSWORD = "hunter2-in-the-url"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://ci:{URL_PASSWORD}@127.0.0.1:9",
+        "http://ci:hunter2%2Din%2Dthe%2Durl@127.0.0.1:9",  # percent-encoded: the same password
+        f"ftp://ci:{URL_PASSWORD}@127.0.0.1:9",
+        f"http://ci:{URL_PASSWORD}@[::1",  # not even a URL
+    ],
+)
+@pytest.mark.parametrize("script", ["check", "in", "out"])
+def test_a_password_in_source_url_is_refused_and_never_shown(script: str, url: str, tmp_path: Path) -> None:
+    """credentials in source.url cannot work (urllib would look the whole user:password@host up as a
+    name); the error says so with the password redacted, even in debug, and nothing is sent."""
+    request = {"source": {"url": url, "debug": True}, "version": {"seq": "1"}, "params": {"build": "b"}}
+    run = harness.run_script(script, request, [str(tmp_path)], harness.build_env())
+    error = run.error()
+    assert "source.url" in error
+    for spelled in (URL_PASSWORD, "hunter2%2Din%2Dthe%2Durl"):
+        assert spelled not in run.stderr + run.stdout
+    if url.startswith("http://ci:") and not url.endswith("[::1"):
+        assert "may not hold a user or password" in error
+        assert "source.api_key" in error

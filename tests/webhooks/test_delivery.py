@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from standardwebhooks import Webhook as ReferenceVerifier
 from tests.conftest import make_settings
@@ -23,15 +22,20 @@ from buildstate.models import EventType, FailureReport, ResetRequest, StateChang
 from buildstate.store import Store, create_store
 from buildstate.store.base import WriteContext
 from buildstate.webhooks import cdevents, payloads
-from buildstate.webhooks.dispatcher import Dispatcher, next_attempt, retry_after_seconds, validate_target
+from buildstate.webhooks.dispatcher import Dispatcher, next_attempt, retry_after_seconds
 from buildstate.webhooks.models import WebhookKind
 from buildstate.webhooks.secrets import SecretBox, new_signing_secret
 from buildstate.webhooks.store import StoredWebhook, WebhookStore
+from buildstate.webhooks.targets import TargetPolicy
 
 
 @pytest.fixture
 def fast_settings(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(database_url, tmp_path, webhook_retry_base_seconds=0.01, webhook_timeout_seconds=3)
+    # The receivers listen on 127.0.0.1, which the target policy refuses unless private targets are allowed.
+    return make_settings(
+        database_url, tmp_path, webhook_retry_base_seconds=0.01, webhook_timeout_seconds=3,
+        webhook_allow_private=True,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -121,8 +125,9 @@ async def test_a_run_of_failures_disables_the_subscription(
     database_url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
     settings = make_settings(
-        database_url, tmp_path, webhook_retry_base_seconds=0.001, webhook_disable_after_failures=3
-    )
+        database_url, tmp_path, webhook_retry_base_seconds=0.001, webhook_disable_after_failures=3,
+        webhook_allow_private=True,
+    )  # fmt: skip
     store = create_store(settings)
     await store.open()
     try:
@@ -321,13 +326,13 @@ async def test_concourse_check_webhook_carries_the_token_only_on_the_wire(
 
 
 def test_targets_are_validated() -> None:
-    validate_target("https://hooks.example.com/x", [])
-    validate_target("https://a.example.com/x", ["*.example.com"])
+    TargetPolicy().check_url("https://hooks.example.com/x")
+    TargetPolicy(names=("*.example.com",)).check_url("https://a.example.com/x")
     for bad in ("ftp://example.com/x", "file:///etc/passwd", "https://user:pw@example.com/", "http:///x"):
         with pytest.raises(Unprocessable):
-            validate_target(bad, [])
+            TargetPolicy().check_url(bad)
     with pytest.raises(Unprocessable):
-        validate_target("https://evil.test/x", ["*.example.com", "ci.example.com"])
+        TargetPolicy(names=("*.example.com", "ci.example.com")).check_url("https://evil.test/x")
 
 
 async def test_redirects_are_not_followed(wstore: Store, fast_settings: Settings, receiver: Receiver) -> None:
@@ -344,7 +349,7 @@ async def test_unreachable_receiver_is_a_retry_not_a_crash(wstore: Store, fast_s
     hook = await subscribe(wstore, fast_settings, "http://127.0.0.1:9/nothing-listens-here")
     await create(wstore, "nowhere")
     dispatcher = Dispatcher(wstore, fast_settings)
-    async with aiohttp.ClientSession() as session:
+    async with dispatcher.session() as session:
         assert await dispatcher.run_once(session) == 1
     page = await WebhookStore(wstore).deliveries(hook.public.id, status=None, before=None, limit=10)
     assert page.deliveries[0].status == "pending"

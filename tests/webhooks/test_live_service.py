@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from standardwebhooks import Webhook as ReferenceVerifier
 from tests.support import CLI, ServiceProcess, admin_key, clean_env
 from tests.webhooks.conftest import SECRET, Receiver
@@ -28,6 +31,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
         BUILDSTATE_WEBHOOK_RETRY_BASE_SECONDS="0.2",
         BUILDSTATE_WEBHOOK_POLL_SECONDS="0.2",
         BUILDSTATE_WEBHOOK_TIMEOUT_SECONDS="2",
+        BUILDSTATE_WEBHOOK_ALLOW_PRIVATE="true",  # the receiver is on 127.0.0.1
     )
 
 
@@ -142,3 +146,67 @@ async def test_events_tail_without_a_key_names_buildstate_api_key(
     last = tail.stderr.strip().splitlines()[-1]
     assert last.startswith(f"buildstate: GET {service.url}/events/stream: 401 Unauthorized: ")
     assert "set BUILDSTATE_API_KEY to a key with the read scope" in last
+
+
+@contextlib.asynccontextmanager
+async def not_buildstate(content_type: str, body: bytes) -> AsyncIterator[tuple[str, list[int]]]:
+    """A server on 127.0.0.1 that is not buildstate: every GET gets one canned 200; yields its URL and a
+    one-item list counting the requests."""
+    requests = [0]
+
+    async def handle(_request: web.Request) -> web.Response:
+        requests[0] += 1
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", requests  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+def run_tail(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**clean_env(tmp_path / "data"), "BUILDSTATE_API_KEY": "bs_canary_not_printed"}
+    return subprocess.run(
+        [CLI, "events", "tail", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "said"),
+    [
+        ("text/html", b"<html>a login page</html>", "answered 200 with text/html, not an event stream"),
+        ("text/event-stream", b"id: 1\ndata: {not json\n\n", "an event's data is not JSON"),
+        ("text/event-stream", b"id: 1\ndata: \xff\xfe\n\n", "the stream is not UTF-8 text"),
+    ],
+)
+async def test_events_tail_refuses_a_server_that_is_not_buildstate_at_once(
+    tmp_path: Path, content_type: str, body: bytes, said: str
+) -> None:
+    """A wrong --url that answers 200 to anything was reconnected to without pause, printing nothing."""
+    async with not_buildstate(content_type, body) as (url, requests):
+        tail = await asyncio.to_thread(run_tail, tmp_path, "--url", url)
+    assert tail.returncode == 1, tail.stderr
+    assert requests == [1]
+    assert said in tail.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in tail.stderr and "bs_canary_not_printed" not in tail.stderr + tail.stdout
+
+
+async def test_events_tail_backs_off_on_a_stream_that_closes_at_once(tmp_path: Path) -> None:
+    async with not_buildstate("text/event-stream", b"") as (url, requests):
+        tail = await asyncio.to_thread(run_tail, tmp_path, "--url", url, "--retry-seconds", "2")
+    assert tail.returncode == 1
+    assert requests[0] <= 3  # 1 s, then the next delay would pass --retry-seconds
+    assert "the stream closed before its first line" in tail.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "inf", "soon"])
+def test_events_tail_refuses_a_retry_period_that_is_not_seconds(tmp_path: Path, value: str) -> None:
+    tail = run_tail(tmp_path, "--retry-seconds", value)
+    assert tail.returncode == 2
+    assert "is not a number of seconds" in tail.stderr and "Traceback" not in tail.stderr

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from buildstate.auth.scopes import KeyScope, Role
-from buildstate.models import QueryTime, Slug
+from buildstate.models import Credential, QueryTime, Slug
 
 # No NUL: PostgreSQL text cannot hold it, and a form sign-in is not checked for it by read_body.
 Username = Annotated[
@@ -41,7 +41,7 @@ class TokenRequest(BaseModel):
 
 
 class TokenResponse(_Response):
-    access_token: str
+    access_token: Annotated[str, Credential()]
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     expires_in: int = Field(description="Seconds until the token expires.")
     scope: str
@@ -89,7 +89,9 @@ class ApiKeyInfo(_Response):
 
 
 class CreatedKey(ApiKeyInfo):
-    key: str = Field(description="The key itself: shown this once, stored only as a hash.")
+    key: Annotated[str, Credential()] = Field(
+        description="The key itself: shown this once, stored only as a hash."
+    )
 
 
 class KeyList(_Response):

@@ -26,7 +26,7 @@ from buildstate.auth.principal import Principal
 from buildstate.auth.ratelimit import Bucket, Decision, Limiter, client_key, create_limiter
 from buildstate.auth.scopes import ROLE_SCOPES, expand, spell
 from buildstate.auth.secret import jwt_secret
-from buildstate.auth.tokens import InvalidToken, TokenIssuer
+from buildstate.auth.tokens import ExpiredToken, InvalidToken, TokenIssuer
 from buildstate.config import Settings
 from buildstate.errors import BadRequest, ServiceUnavailable, TooManyRequests, Unauthorized
 from buildstate.store import Store
@@ -186,7 +186,8 @@ class Authenticator:
         try:
             claims = self.tokens.decode(token)
         except InvalidToken as exc:
-            raise unauthorized(str(exc), slug="invalid-token", error="invalid_token") from None
+            slug = "token-expired" if isinstance(exc, ExpiredToken) else "invalid-token"
+            raise unauthorized(str(exc), slug=slug, error="invalid_token") from None
         user = await self.store.access.user_by_name(claims.username)
         if user is None or user.disabled_at is not None:
             raise unauthorized(

@@ -25,6 +25,10 @@ class InvalidToken(Exception):
     """The token cannot be trusted; the message says why in words safe to show the caller."""
 
 
+class ExpiredToken(InvalidToken):
+    """The token was good and has run out (an open event stream ends saying so)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
     username: str
@@ -68,7 +72,7 @@ class TokenIssuer:
                 options={"require": list(REQUIRED_CLAIMS)},
             )
         except jwt.ExpiredSignatureError:
-            raise InvalidToken("the token has expired; sign in again at POST /token") from None
+            raise ExpiredToken("the token has expired; sign in again at POST /token") from None
         except jwt.MissingRequiredClaimError as exc:
             raise InvalidToken(f"the token lacks the {exc.claim!r} claim") from None
         except jwt.InvalidAlgorithmError:

@@ -6,8 +6,9 @@ Every record carries a UTC timestamp, the level, the logger name and the message
 ``REQUEST_FIELDS`` leave the process, so a stray ``extra=`` cannot leak a header or a body.
 
 Secrets: requests are logged by route and path, never with headers or bodies; as a second line of defence
-``scrub`` blanks passwords in URLs, Authorization values, API-key headers, and buildstate keys and JWTs
-anywhere in a message before it is written. aiohttp's refusals of malformed requests become one line each
+``scrub`` (``redaction.redact``) blanks anything shaped like a credential (URL passwords, secret-named query
+values, Authorization values of any scheme, API-key headers, API keys, JWTs, webhook secrets) from every
+line before it is written. aiohttp's refusals of malformed requests become one line each
 (``ParserRejections``).
 """
 
@@ -16,43 +17,21 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-REQUEST_FIELDS = ("request_id", "method", "route", "path", "status", "duration_ms", "actor", "remote")
+from buildstate.redaction import redact
 
-_SECRETS = (
-    # scheme://user:password@host -> scheme://user:***@host
-    (re.compile(r"(?P<keep>\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(?=@)", re.IGNORECASE), r"\g<keep>***"),
-    # Any Authorization header (Bearer, Basic, ...; Proxy-Authorization too): the scheme stays.
-    (
-        re.compile(r"(?P<keep>\bAuthorization[\"']?\s*[:=]\s*[\"']?(?:[A-Za-z-]+\s+)?)[^\s\"',;]+", re.I),
-        r"\g<keep>***",
-    ),
-    # A bearer or basic credential outside a header line; up to the next space or quote, so that an
-    # escaped byte in it (a parser error's repr: eyJ...\x01...) does not leave the rest in clear.
-    (re.compile(r"(?P<keep>\b(?:Bearer|Basic)\s+)[^\s\"',;]+", re.IGNORECASE), r"\g<keep>***"),
-    (re.compile(r"(?P<keep>\bX-API-Key[\"']?\s*[:=]\s*[\"']?)[^\s,\"';]+", re.IGNORECASE), r"\g<keep>***"),
-    # A buildstate key or a JWT wherever it stands: the key's public id stays (it is not a secret).
-    (re.compile(r"(?P<keep>\bbs_[0-9a-f]{8}_)[A-Za-z0-9_-]{8,}"), r"\g<keep>***"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*"), "***"),
-)
-# Every pattern above needs one of these (case-insensitively): text without any is returned as it is,
-# which spares the regular expressions on nearly every line (one access line a request).
-_HINTS = ("://", "bearer", "basic", "api-key", "authorization", "bs_", "eyj")
+REQUEST_FIELDS = ("request_id", "method", "route", "path", "status", "duration_ms", "actor", "remote")
+# The fields a client writes freely (the others are ours, a route template, or checked: the request id):
+# a key pasted into a path by mistake (curl $URL/builds/$KEY) is blanked there as in a message.
+CLIENT_TEXT_FIELDS = frozenset({"path"})
 
 
 def scrub(text: str) -> str:
-    """``text`` with credentials blanked: URL passwords, Authorization values of any scheme, API-key
-    header values, and buildstate keys and JWTs wherever they appear."""
-    lowered = text.lower()
-    if not any(hint in lowered for hint in _HINTS):
-        return text
-    for pattern, replacement in _SECRETS:
-        text = pattern.sub(replacement, text)
-    return text
+    """``text`` with credentials blanked: ``redaction.redact``, the one rule for every text that leaves."""
+    return redact(text)
 
 
 class ParserRejections(logging.Filter):
@@ -141,7 +120,7 @@ class JsonFormatter(logging.Formatter):
         for name in REQUEST_FIELDS:
             value = fields.get(name)
             if value is not None:
-                entry[name] = value
+                entry[name] = scrub(value) if name in CLIENT_TEXT_FIELDS else value
         return _ENCODE(entry).translate(_LINE_BREAKS_IN_JSON)
 
 
@@ -164,11 +143,13 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S.%f")[:-3]
-        fields = " ".join(
-            f"{name}={str(record.__dict__[name]).translate(_ONE_LINE_TEXT)}"
-            for name in REQUEST_FIELDS
-            if record.__dict__.get(name) is not None
-        )
+        values = {name: record.__dict__.get(name) for name in REQUEST_FIELDS}
+        shown = {
+            name: (scrub(str(value)) if name in CLIENT_TEXT_FIELDS else str(value)).translate(_ONE_LINE_TEXT)
+            for name, value in values.items()
+            if value is not None
+        }
+        fields = " ".join(f"{name}={value}" for name, value in shown.items())
         line = f"{stamp} {record.levelname:<7} {record.name}: {_message(record, one_line=True)}"
         return f"{line} {fields}" if fields else line
 

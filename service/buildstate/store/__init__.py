@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from buildstate.config import Settings
 from buildstate.files import unwritable
+from buildstate.redaction import redact
 from buildstate.store.base import Store
 from buildstate.store.migrate import PostgresMigrator, SqliteMigrator
 
@@ -39,7 +39,9 @@ def create_store(settings: Settings) -> Store:
         from buildstate.store.sqlite import SQLiteStore  # noqa: PLC0415
 
         return SQLiteStore(sqlite_path(url), timeout=settings.db_timeout_seconds)
-    raise ValueError(f"BUILDSTATE_DATABASE_URL must start with sqlite:/// or postgresql://, not {url!r}")
+    raise ValueError(
+        f"BUILDSTATE_DATABASE_URL must start with sqlite:/// or postgresql://, not {describe_url(url)!r}"
+    )
 
 
 def migrate(settings: Settings) -> list[str]:
@@ -55,18 +57,8 @@ def migrate(settings: Settings) -> list[str]:
 
 
 def describe_url(url: str) -> str:
-    """The database URL without its passwords (``user:***@``, ``?password=***``), fit for logs and stderr."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    secret_query = any("pass" in name.lower() for name, _ in query)  # password, sslpassword, passfile
-    if not parts.password and not secret_query:
-        return url  # as given: geturl() would also fold sqlite:////abs into sqlite://abs
-    if parts.password:
-        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
-    if secret_query:
-        shown = [(name, "***" if "pass" in name.lower() else value) for name, value in query]
-        parts = parts._replace(query=urlencode(shown, safe="*"))
-    return parts.geturl()
+    """The database URL without its passwords (``user:***@``, ``?sslpassword=***``), for logs and stderr."""
+    return redact(url)
 
 
 def describe_store(settings: Settings) -> str:

@@ -30,6 +30,7 @@ from buildstate.models import (
     Summary,
     utc_time,
 )
+from buildstate.redaction import redact
 
 if TYPE_CHECKING:
     from buildstate.store.access import AccessStore
@@ -76,6 +77,14 @@ class AuditEntry:
     # Entries with the same key are one row whose ``repeats`` counts them (repeated denials, see
     # auth.service.Authenticator.record_denial); None: a row of its own.
     repeat_key: str | None = None
+
+    def __post_init__(self) -> None:
+        # The target comes from the request's path: a key pasted there by mistake must not be kept.
+        if self.target is not None:
+            object.__setattr__(self, "target", redact(self.target))
+        if self.detail is not None:
+            detail = {k: redact(v) if isinstance(v, str) else v for k, v in self.detail.items()}
+            object.__setattr__(self, "detail", detail)
 
     @classmethod
     def of(

@@ -300,8 +300,10 @@ class PostgresStore:
         return self._pool
 
     async def _with_conn(self, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+        acquired = False
         try:
             async with self.pool.acquire(timeout=self._timeout) as conn:
+                acquired = True
                 try:
                     return await work(conn)
                 except _UNAVAILABLE:
@@ -312,6 +314,14 @@ class PostgresStore:
         except _UNAVAILABLE as exc:
             raise ServiceUnavailable(
                 "the database is unreachable; retry shortly", slug="database-unavailable"
+            ) from exc
+        except asyncpg.PostgresError as exc:
+            if acquired:
+                raise
+            # The server refused a new connection: too many clients, the database not accepting any,
+            # gone or renamed. Not this request's fault: 503 like any other outage, never a 500.
+            raise ServiceUnavailable(
+                "the database refuses connections; retry shortly", slug="database-unavailable"
             ) from exc
 
     async def schema_status(self) -> SchemaStatus:

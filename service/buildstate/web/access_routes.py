@@ -36,17 +36,10 @@ from buildstate.web.typedefs import ACTOR, AUTHENTICATOR, REQUEST_ID, STORE
 
 FORM = "application/x-www-form-urlencoded"
 FORM_FIELDS = 8  # grant_type, username, password, scope, client_id, ... with room to spare
-# RFC 6749 5.1: responses that carry credentials must not be cached.
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def _context(request: web.Request) -> WriteContext:
     return WriteContext(actor=request[ACTOR], request_id=request[REQUEST_ID], source=request.remote)
-
-
-def _no_store(response: web.Response) -> web.Response:
-    response.headers.update(NO_STORE)
-    return response
 
 
 async def _token_request(request: web.Request) -> TokenRequest:
@@ -87,7 +80,7 @@ async def issue_token(request: web.Request) -> web.Response:
     answer = TokenResponse(
         access_token=signed_in.token, expires_in=signed_in.expires_in, scope=signed_in.scope
     )
-    return _no_store(json_response(answer))
+    return json_response(answer)
 
 
 # ---------------------------------------------------------------- keys
@@ -131,7 +124,7 @@ async def create_key(request: web.Request) -> web.Response:
         ctx=_context(request),
     )
     created = CreatedKey(**ApiKeyInfo.of(record).model_dump(), key=key)
-    return _no_store(json_response(created, status=201))
+    return json_response(created, status=201)
 
 
 @route(

@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.on_shutdown.append(close_streams)
     # Fixed paths before templated ones, so that /events/stream is not taken for /events/{seq}.
     for r in sorted(ROUTES, key=lambda r: "{" in r.path):
-        app.router.add_route(r.method, r.path, r.handler, name=r.handler.__name__)
+        app.router.add_route(r.method, r.path, r.registered_handler(), name=r.handler.__name__)
 
     spec = json.dumps(openapi_document(settings)).encode()
 

@@ -38,6 +38,7 @@ from buildstate.models import (
     StateChange,
     Status,
     Summary,
+    holds_credential,
 )
 from buildstate.numbers import ascii_int
 from buildstate.observability.web import scrape
@@ -76,6 +77,24 @@ class Route:
     # Request headers the route reads, beyond credentials and Idempotency-Key: OpenAPI header parameters.
     headers: tuple[HeaderParam, ...] = ()
 
+    @property
+    def carries_secret(self) -> bool:
+        """A response holds a ``Credential`` field: every answer is sent ``Cache-Control: no-store``."""
+        return any(model is not None and holds_credential(model) for model in self.responses.values())
+
+    def registered_handler(self) -> Handler:
+        """The handler as the router gets it: with ``no-store`` on its answers if they carry a secret."""
+        if not self.carries_secret:
+            return self.handler
+        handler = self.handler
+
+        async def no_store(request: web.Request) -> web.StreamResponse:
+            response = await handler(request)
+            response.headers.update(NO_STORE)
+            return response
+
+        return no_store
+
 
 @dataclass(frozen=True)
 class HeaderParam:
@@ -85,6 +104,8 @@ class HeaderParam:
 
 
 ROUTES: list[Route] = []
+# RFC 6749 5.1 (and RFC 9111): answers that carry credentials must not be kept by any cache.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def route(

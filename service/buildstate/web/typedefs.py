@@ -11,6 +11,7 @@ from buildstate.auth.service import Authenticator
 from buildstate.config import Settings
 from buildstate.observability.metrics import Metrics
 from buildstate.store import Store
+from buildstate.webhooks.dispatcher import Dispatcher
 from buildstate.webhooks.watch import FeedWatcher
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,6 +21,8 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 # Live updates: what wakes event streams and the webhook dispatcher, and the flag that ends streams.
 WATCHER = web.AppKey("watcher", FeedWatcher)
+# Sends webhook deliveries (in the background, when BUILDSTATE_WEBHOOK_DISPATCHER is on) and test messages.
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 STREAMS_CLOSING = web.AppKey("streams_closing", asyncio.Event)
 
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -27,6 +27,7 @@ from buildstate.auth.cli import _fail, _operator, _print_json, _run, _when
 from buildstate.config import Settings
 from buildstate.errors import Problem
 from buildstate.webhooks import service
+from buildstate.webhooks.dispatcher import Dispatcher
 from buildstate.webhooks.models import WebhookCreate, WebhookKind
 from buildstate.webhooks.store import WebhookStore
 
@@ -79,7 +80,10 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
 
 def _test(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        result = _run(settings, lambda store: service.send_test(store, settings, args.webhook_id))
+        result = _run(
+            settings,
+            lambda store: service.send_test(Dispatcher(store, settings), args.webhook_id, _operator()),
+        )
     except Problem as problem:
         return _fail(problem)
     outcome = f"HTTP {result.status_code}" if result.status_code is not None else result.error
@@ -153,6 +157,15 @@ async def _problem(resp: aiohttp.ClientResponse) -> str:
     return f"{resp.status} {resp.reason}" + (f": {detail}" if detail else "")
 
 
+def _unusable(exc: ValueError) -> str:
+    """Why a stream could not be read, without echoing the bytes (a header carries the credential)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "the stream is not UTF-8 text: does --url name a buildstate service?"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"an event's data is not JSON ({exc.msg}): does --url name a buildstate service?"
+    return "a request header is not valid (a control character in BUILDSTATE_API_KEY or BUILDSTATE_TOKEN?)"
+
+
 def _no_credential_hint() -> str:
     command = paths.command()
     return (
@@ -185,20 +198,37 @@ async def _follow_once(
                 reason += f"; {_no_credential_hint()}"
             print(f"buildstate: GET {stream_url}: {reason}", file=sys.stderr)
             return 1
+        if resp.content_type != "text/event-stream":
+            print(
+                f"buildstate: GET {stream_url}: answered 200 with {resp.content_type or 'no content type'}, "
+                "not an event stream: does --url name a buildstate service?",
+                file=sys.stderr,
+            )
+            return 1
         data: list[str] = []
+        kind = ""
+        received = False
         async for raw in resp.content:
+            received = True
             line = raw.decode().rstrip("\r\n")
             if line.startswith("id:"):
                 progress.last_id = line[3:].strip()
+            elif line.startswith("event:"):
+                kind = line[6:].strip()
             elif line.startswith("data:"):
                 data.append(line[5:].strip())
             elif line == "" and data:
                 event = json.loads("\n".join(data))
-                data = []
+                data, ended, kind = [], kind == "end", ""
+                if ended:  # the credential no longer reads the feed: reconnecting cannot help
+                    print(f"buildstate: stream ended: {event.get('detail')}", file=sys.stderr)
+                    return 1
                 print(json.dumps(event) if args.json else _line(event), flush=True)
                 progress.shown += 1
                 if args.count is not None and progress.shown >= args.count:
                     return 0
+    if not received:  # a service closes a stream it opened only after a heartbeat at least
+        raise _Interrupted("the stream closed before its first line")
     return None
 
 
@@ -220,6 +250,9 @@ async def _tail(url: str, headers: dict[str, str], params: dict[str, str], args:
                 reason = _cause(exc)
             except _Interrupted as exc:
                 reason = str(exc)
+            except ValueError as exc:  # undecodable bytes or JSON in the stream, or a header aiohttp refuses
+                print(f"buildstate: GET {stream_url}: {_unusable(exc)}", file=sys.stderr)
+                return 1
             else:
                 if done is not None:
                     return done
@@ -239,6 +272,16 @@ async def _tail(url: str, headers: dict[str, str], params: dict[str, str], args:
                 return 1
             print(f"buildstate: {stream_url}: {reason}; retrying in {delay:g} s", file=sys.stderr, flush=True)
             await asyncio.sleep(delay)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
 
 
 def _events_tail(_settings: Settings, args: argparse.Namespace) -> int:
@@ -327,7 +370,7 @@ def add_commands(commands: Any) -> None:
     tail.add_argument("--json", action="store_true", help="one JSON event per line")
     tail.add_argument(
         "--retry-seconds",
-        type=float,
+        type=_seconds,
         default=30.0,
         help="how long to keep trying while the service cannot be reached, before giving up with the "
         "reason (default 30; 0: one attempt)",

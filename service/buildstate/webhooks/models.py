@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from buildstate.models import EventType, Slug
+from buildstate.models import Credential, EventType, Slug
 
 StateWord = Annotated[str, StringConstraints(pattern=r"^(100|[1-9]?[05]|failed|succeeded|reset)$")]
 
@@ -42,7 +42,10 @@ class Webhook(BaseModel):
 
     id: int
     name: str
-    url: str = Field(description="The target; a Concourse webhook_token is never shown.")
+    url: str = Field(
+        description="The target; a Concourse webhook_token is never shown, nor any credential-named query "
+        "value (token=***)."
+    )
     kind: WebhookKind
     platform: str | None
     os_version: str | None
@@ -57,7 +60,9 @@ class Webhook(BaseModel):
 
 
 class WebhookCreated(Webhook):
-    secret: str = Field(description="Shown once: verify signatures with it (Standard Webhooks).")
+    secret: Annotated[str, Credential()] = Field(
+        description="Shown once: verify signatures with it (Standard Webhooks); kind=concourse: the token."
+    )
 
 
 class WebhookList(BaseModel):

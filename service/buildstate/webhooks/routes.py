@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from aiohttp import web
-from aiohttp_sse import sse_response
+from aiohttp_sse import EventSourceResponse, sse_response
 from pydantic import BaseModel, ConfigDict, Field
 
+from buildstate.auth.scopes import READ
+from buildstate.errors import ServiceUnavailable, Unauthorized
+from buildstate.store.base import EventFilter
 from buildstate.web.routes import (
     EventFilters,
     HeaderParam,
@@ -24,7 +30,7 @@ from buildstate.web.routes import (
     route,
     write_context,
 )
-from buildstate.web.typedefs import SETTINGS, STORE, STREAMS_CLOSING, WATCHER
+from buildstate.web.typedefs import AUTHENTICATOR, DISPATCHER, SETTINGS, STORE, STREAMS_CLOSING, WATCHER
 from buildstate.webhooks import service
 from buildstate.webhooks.dispatcher import Dispatcher
 from buildstate.webhooks.models import (
@@ -38,6 +44,8 @@ from buildstate.webhooks.models import (
 )
 from buildstate.webhooks.store import WebhookStore
 from buildstate.webhooks.watch import FeedWatcher
+
+log = logging.getLogger("buildstate.stream")
 
 # ---------------------------------------------------------------- event stream
 
@@ -61,10 +69,43 @@ async def _resume_point(request: web.Request, query: StreamQuery) -> int:
     return await request.app[STORE].max_seq()
 
 
+class StreamCredential:
+    """The credential a stream was opened with, checked again while it stays open.
+
+    A stream lives for hours, its credential maybe not: every ``period`` seconds (and so before anything is
+    sent on a check older than that) the request's own headers go through ``Authenticator.identify`` again,
+    the same checks as a new request. The first failure ends the stream with a final ``end`` event that
+    says why (``key-revoked``, ``key-expired``, ``user-disabled``, ``token-withdrawn``, ``token-expired``,
+    ``missing-scope``, ...)."""
+
+    def __init__(self, request: web.Request, period: float) -> None:
+        self._request = request
+        self._period = period
+        self._checked_at = time.monotonic()  # the auth middleware has just checked it
+
+    @property
+    def wait_seconds(self) -> float:
+        return max(0.0, self._checked_at + self._period - time.monotonic())
+
+    async def lost(self) -> dict[str, str] | None:
+        """``None`` while the credential may still read the feed; otherwise why it may not."""
+        if self.wait_seconds > 0:
+            return None
+        try:
+            principal = await self._request.app[AUTHENTICATOR].identify(self._request.headers)
+        except Unauthorized as refused:
+            return {"reason": refused.type_slug, "detail": refused.detail}
+        self._checked_at = time.monotonic()
+        if not principal.has(READ):
+            return {"reason": "missing-scope", "detail": "this credential no longer has the 'read' scope"}
+        return None
+
+
 @route(
     "GET",
     "/events/stream",
-    summary="The event feed as Server-Sent Events: id = seq, event = type, data = the event; resumable",
+    summary="The event feed as Server-Sent Events: id = seq, event = type, data = the event; resumable. "
+    "Ends with an 'end' event ({reason, detail}) when the credential is revoked, expires or loses 'read'",
     scope="read",
     tag="events",
     query=StreamQuery,
@@ -83,24 +124,42 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     query = read_query(request, StreamQuery)
     cursor = await _resume_point(request, query)
     where = event_filter(query)
-    store, watcher = request.app[STORE], request.app[WATCHER]
-    settings, closing = request.app[SETTINGS], request.app[STREAMS_CLOSING]
+    settings = request.app[SETTINGS]
+    credential = StreamCredential(request, settings.stream_recheck_seconds)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     async with sse_response(
         request, headers=headers, ping_interval=settings.stream_heartbeat_seconds
     ) as stream:
         with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
-            while stream.is_connected() and not closing.is_set():
-                horizon = watcher.latest
-                page = await store.list_events(
-                    where, after=cursor, before=None, limit=STREAM_PAGE, newest_first=False
-                )
-                for event in page.events:
-                    await stream.send(event.model_dump_json(), id=str(event.seq), event=event.type.value)
-                    cursor = event.seq
-                if not page.has_more:
-                    await watcher.wait(horizon, max(settings.stream_heartbeat_seconds, 1.0))
+            try:
+                await _follow(stream, request, credential, cursor, where)
+            except ServiceUnavailable as exc:
+                # The answer has begun: a problem response is too late. End the stream cleanly so that the
+                # client reconnects with Last-Event-ID (at once, not when its read times out).
+                log.info("event stream ended: %s", exc.detail)
     return stream
+
+
+async def _follow(
+    stream: EventSourceResponse, request: web.Request, credential: StreamCredential, cursor: int,
+    where: EventFilter,
+) -> None:  # fmt: skip
+    store, watcher = request.app[STORE], request.app[WATCHER]
+    settings, closing = request.app[SETTINGS], request.app[STREAMS_CLOSING]
+    while stream.is_connected() and not closing.is_set():
+        if (lost := await credential.lost()) is not None:
+            await stream.send(json.dumps(lost), event="end")
+            return
+        horizon = watcher.latest
+        page = await store.list_events(
+            where, after=cursor, before=None, limit=STREAM_PAGE, newest_first=False
+        )
+        for event in page.events:
+            await stream.send(event.model_dump_json(), id=str(event.seq), event=event.type.value)
+            cursor = event.seq
+        if not page.has_more:
+            idle = max(settings.stream_heartbeat_seconds, 1.0)
+            await watcher.wait(horizon, min(idle, credential.wait_seconds))
 
 
 async def live_updates_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -109,9 +168,9 @@ async def live_updates_ctx(app: web.Application) -> AsyncIterator[None]:
     watcher = FeedWatcher(app[STORE], poll_seconds=settings.stream_poll_seconds)
     app[WATCHER] = watcher
     await watcher.start()
+    dispatcher = app[DISPATCHER] = Dispatcher(app[STORE], settings, watcher)
     dispatching = None
     if settings.webhook_dispatcher:
-        dispatcher = Dispatcher(app[STORE], settings, watcher)
         dispatching = asyncio.create_task(dispatcher.run(), name="webhook-dispatcher")
     yield
     if dispatching is not None:
@@ -207,7 +266,8 @@ async def enable_webhook(request: web.Request) -> web.Response:
     action="webhook.test",
 )  # fmt: skip
 async def test_webhook(request: web.Request) -> web.Response:
-    result = await service.send_test(request.app[STORE], request.app[SETTINGS], _webhook_id(request))
+    webhook_id = _webhook_id(request)
+    result = await service.send_test(request.app[DISPATCHER], webhook_id, write_context(request, b""))
     return json_response(result)
 
 

@@ -9,17 +9,23 @@ hashed. It is encrypted with Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptogra
 from __future__ import annotations
 
 import base64
+import binascii
 import os
+import re
 import secrets as random_secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+from standardwebhooks import Webhook as Signer
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from buildstate.config import Environment, Settings
-from buildstate.errors import ServiceUnavailable
+from buildstate.errors import ServiceUnavailable, Unprocessable
 from buildstate.files import private_dir
 
 KEY_FILE = "webhook.key"
+SIGNING_PREFIX = "whsec_"
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
 class SecretBox:
@@ -64,3 +70,18 @@ def _development_key(data_dir: Path) -> bytes:
 def new_signing_secret() -> str:
     """A Standard Webhooks secret: ``whsec_`` and 32 random bytes in base64."""
     return "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode()
+
+
+def check_signing_secret(secret: str) -> None:
+    """422 unless ``secret`` is a Standard Webhooks secret: ``whsec_`` (optional) and canonical base64.
+
+    Checked by the signer that will use it, and strictly, so that every receiver's library reads the same
+    key; a secret that cannot be read would otherwise fail every delivery of the webhook, forever."""
+    encoded = secret.removeprefix(SIGNING_PREFIX)
+    problem = "a signing secret is whsec_ followed by base64 (as new webhooks get when none is given)"
+    if not _BASE64.fullmatch(encoded):
+        raise Unprocessable(problem, slug="bad-webhook-secret")
+    try:
+        Signer(secret)
+    except (binascii.Error, ValueError, EmptyWebhookSecretError):
+        raise Unprocessable(problem, slug="bad-webhook-secret") from None

@@ -7,16 +7,21 @@ written once with ``sql.Params`` so that SQLite and PostgreSQL run the same text
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from buildstate.errors import NotFound
+from buildstate.redaction import redact
 from buildstate.store import Store
-from buildstate.store.base import WriteContext
+from buildstate.store.base import AuditEntry, WriteContext
 from buildstate.store.sql import Params
 from buildstate.webhooks.models import Delivery, DeliveryAttempt, DeliveryPage, Webhook, WebhookKind
 
+# A query assembled with the given parameters (a condition used in more than one statement).
+Query = Callable[[Params], str]
 WEBHOOK_COLUMNS = (
     "id, name, url, kind, platform, os_version, image_type, states, event_types, secret_encrypted, "
     "enabled, disabled_reason, consecutive_failures, created_at, created_by"
@@ -37,8 +42,12 @@ def _as_text(values: list[str] | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class StoredWebhook:
+    """``public`` is what answers show: its URL with credential-shaped query values masked
+    (``?token=***``), like the Concourse token that is never shown. ``url`` is where deliveries go."""
+
     public: Webhook
     secret_encrypted: str
+    url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +74,7 @@ class WebhookStore:
         public = Webhook(
             id=row["id"],
             name=row["name"],
-            url=row["url"],
+            url=redact(row["url"]),
             kind=WebhookKind(row["kind"]),
             platform=row["platform"],
             os_version=row["os_version"],
@@ -78,7 +87,7 @@ class WebhookStore:
             created_at=self.dialect.time_value(row["created_at"]),
             created_by=row["created_by"],
         )
-        return StoredWebhook(public, row["secret_encrypted"])
+        return StoredWebhook(public, row["secret_encrypted"], row["url"])
 
     def _delivery(self, row: Any) -> Delivery:
         time = self.dialect.time_value
@@ -97,14 +106,58 @@ class WebhookStore:
             delivered_at=None if row["delivered_at"] is None else time(row["delivered_at"]),
         )
 
-    def _audit(self, ctx: WriteContext, action: str, target: str, now: datetime) -> tuple[str, list[Any]]:
+    def _audit(
+        self, ctx: WriteContext, action: str, target: str, now: datetime, status: int = 200
+    ) -> tuple[str, list[Any]]:
         p = self._params()
         query = (
             "INSERT INTO audit_log (at, actor, action, target, outcome, status_code, request_id, source) "
-            f"VALUES ({p.time(now)}, {p(ctx.actor)}, {p(action)}, {p(target)}, 'allowed', {p(200)}, "
+            f"VALUES ({p.time(now)}, {p(ctx.actor)}, {p(action)}, {p(target)}, 'allowed', {p(status)}, "
             f"{p(ctx.request_id)}, {p(ctx.source)})"
         )
         return query, p.values
+
+    def _audit_if(
+        self, ctx: WriteContext, action: str, target: str, now: datetime, *, found: Query, missing: NotFound
+    ) -> tuple[str, list[Any]]:
+        """The audit row of a change that applies only to the rows ``found`` selects: ``allowed`` (200)
+        when there are any, ``refused`` (404, with the reason) when there are none, in the change's own
+        transaction. ``found`` must select a row after the change exactly when it did before."""
+        p = self._params()  # values bind in the order their placeholders appear (SQLite's "?")
+        query = (
+            "INSERT INTO audit_log (at, actor, action, target, outcome, status_code, request_id, source, "
+            f"detail) SELECT {p.time(now)}, {p(ctx.actor)}, {p(action)}, {p(target)}, "
+            f"CASE WHEN EXISTS ({found(p)}) THEN 'allowed' ELSE 'refused' END, "
+            f"CASE WHEN EXISTS ({found(p)}) THEN 200 ELSE {p(missing.status)} END, "
+            f"{p(ctx.request_id)}, {p(ctx.source)}, "
+        )
+        query += f"CASE WHEN EXISTS ({found(p)}) THEN NULL ELSE "
+        detail = {"reason": missing.detail}
+        query += (
+            f"{p(detail)}::jsonb END" if self.store.kind == "postgresql" else f"{p(json.dumps(detail))} END"
+        )
+        return query, p.values
+
+    def _lock(self, found: Query) -> list[tuple[str, list[Any]]]:
+        """PostgreSQL: hold the rows ``found`` selects for the transaction, so that ``_audit_if`` sees
+        what the change saw (SQLite's writer already holds the whole database)."""
+        if self.store.kind != "postgresql":
+            return []
+        p = self._params()
+        return [(f"{found(p)} FOR UPDATE", p.values)]
+
+    async def audited_get(self, webhook_id: int, action: str, ctx: WriteContext) -> StoredWebhook:
+        """``get``, with a ``refused`` audit row for ``action`` when there is no such webhook."""
+        try:
+            return await self.get(webhook_id)
+        except NotFound as missing:
+            await self.store.record_audit(
+                AuditEntry(
+                    ctx.actor, action, f"webhook:{webhook_id}", "refused", missing.status, ctx.request_id,
+                    ctx.source, {"reason": missing.detail},
+                )
+            )  # fmt: skip
+            raise
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -129,7 +182,7 @@ class WebhookStore:
             f"{p(secret_encrypted)}, true, 0, {p.time(now)}, {p(ctx.actor)}) RETURNING {WEBHOOK_COLUMNS}"
         )
         [rows, _] = await self.store.run_batch(
-            [(query, p.values), self._audit(ctx, "webhook.create", f"webhook:{name}", now)]
+            [(query, p.values), self._audit(ctx, "webhook.create", f"webhook:{name}", now, status=201)]
         )
         return self._webhook(rows[0])
 
@@ -157,11 +210,20 @@ class WebhookStore:
             f"consecutive_failures = 0 WHERE id = {p(webhook_id)} RETURNING {WEBHOOK_COLUMNS}"
         )
         action = "webhook.enable" if enabled else "webhook.disable"
-        [rows, _] = await self.store.run_batch(
-            [(query, p.values), self._audit(ctx, action, f"webhook:{webhook_id}", now)]
+        missing = NotFound(f"no webhook {webhook_id}", slug="webhook-not-found")
+
+        def found(q: Params) -> str:
+            return f"SELECT 1 FROM webhooks WHERE id = {q(webhook_id)}"
+
+        *_, rows, _ = await self.store.run_batch(
+            [
+                *self._lock(found),
+                (query, p.values),
+                self._audit_if(ctx, action, f"webhook:{webhook_id}", now, found=found, missing=missing),
+            ]
         )
         if not rows:
-            raise NotFound(f"no webhook {webhook_id}", slug="webhook-not-found")
+            raise missing
         return self._webhook(rows[0])
 
     # ------------------------------------------------------------------ deliveries
@@ -302,12 +364,26 @@ class WebhookStore:
             f"lease_until = NULL WHERE id = {p(delivery_id)} AND webhook_id = {p(webhook_id)} "
             "AND status <> 'delivering' RETURNING id"
         )
-        [rows, _] = await self.store.run_batch(
-            [(query, p.values), self._audit(ctx, "webhook.redeliver", f"delivery:{delivery_id}", now)]
+        missing = NotFound(
+            f"no finished delivery {delivery_id} for webhook {webhook_id} (in flight ones cannot be "
+            "redelivered)",
+            slug="delivery-not-found",
+        )
+
+        def found(q: Params) -> str:
+            # After the update the row is 'pending', so this selects it after exactly when it did before.
+            return (
+                f"SELECT 1 FROM webhook_deliveries WHERE id = {q(delivery_id)} "
+                f"AND webhook_id = {q(webhook_id)} AND status <> 'delivering'"
+            )
+
+        target = f"delivery:{delivery_id}"
+        *_, rows, _ = await self.store.run_batch(
+            [
+                *self._lock(found),
+                (query, p.values),
+                self._audit_if(ctx, "webhook.redeliver", target, now, found=found, missing=missing),
+            ]
         )
         if not rows:
-            raise NotFound(
-                f"no finished delivery {delivery_id} for webhook {webhook_id} (in flight ones cannot be "
-                "redelivered)",
-                slug="delivery-not-found",
-            )
+            raise missing
