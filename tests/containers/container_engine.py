@@ -3,12 +3,13 @@
 Order of preference, so that the same test runs on a developer's machine and on the CI machines:
 
 1. An engine that already answers ``docker info`` is used as it is.
-2. Otherwise, as root with the machine's container tools (``BUILDSTATE_CONTAINER_TOOLS``, else
-   ``../shared/tools/containers`` beside the checkout or its parent, else ``/work/shared/tools/containers``),
-   ``engine-up.sh`` installs and starts one (and a Compose v2 plugin). It is left running: its images and
-   build cache make the next run warm. ``engine-down.sh`` stops it.
+2. Otherwise (unless ``DOCKER_HOST`` names another engine), as root with the machine's container tools
+   (``BUILDSTATE_CONTAINER_TOOLS``, else ``../shared/tools/containers`` beside the checkout or its parent,
+   else ``/work/shared/tools/containers``), ``engine-up.sh`` installs and starts one (and a Compose v2
+   plugin). It is left running: its images and build cache make the next run warm. ``engine-down.sh``
+   stops it.
 3. The base images the Dockerfiles and compose files name: present locally, used; else ``docker pull``;
-   where the registry cannot be reached, ``make-base-images.sh`` builds local stand-ins (about 2-3 min, once
+   where the registry cannot be reached, ``make-base-images.sh`` builds local stand-ins (1.5-3 min, once
    per machine, kept by the engine).
 
 Anything missing (no engine, not root to start one, Compose older than 2.24) skips the suite with the
@@ -116,6 +117,8 @@ def ensure_engine() -> dict[str, Any]:
     tools = tools_dir()
     with machine_lock():
         if not _engine_answers() or (_compose_version() or (0,)) < COMPOSE_MIN:
+            if os.environ.get("DOCKER_HOST"):  # another engine was chosen: never start a local one instead
+                raise Unavailable(f"DOCKER_HOST={os.environ['DOCKER_HOST']} does not answer `docker info`")
             if tools is None:
                 raise Unavailable(
                     "no container engine answers `docker info` (with Compose 2.24+) and no engine-up.sh "
