@@ -126,7 +126,11 @@ def ensure_engine() -> dict[str, Any]:
                 )
             if os.geteuid() != 0:
                 raise Unavailable("no container engine answers `docker info`, and starting one needs root")
-            up = run(["bash", tools / "engine-up.sh"], timeout=900, check=False)
+            for _ in range(10):  # apt-get may find dpkg locked by another install (scripts/test's, say)
+                up = run(["bash", tools / "engine-up.sh"], timeout=900, check=False)
+                if up.returncode == 0 or "dpkg frontend lock" not in up.stderr + up.stdout:
+                    break
+                time.sleep(15)
             if up.returncode != 0 or not _engine_answers():
                 raise Unavailable(
                     f"engine-up.sh could not start an engine:\n{up.stdout}\n{up.stderr}"[-3000:]
