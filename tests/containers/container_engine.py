@@ -128,7 +128,7 @@ def ensure_engine() -> dict[str, Any]:
                 raise Unavailable("no container engine answers `docker info`, and starting one needs root")
             for _ in range(10):  # apt-get may find dpkg locked by another install (scripts/test's, say)
                 up = run(["bash", tools / "engine-up.sh"], timeout=900, check=False)
-                if up.returncode == 0 or "dpkg frontend lock" not in up.stderr + up.stdout:
+                if up.returncode == 0 or "/var/lib/dpkg/lock" not in up.stderr + up.stdout:
                     break
                 time.sleep(15)
             if up.returncode != 0 or not _engine_answers():
