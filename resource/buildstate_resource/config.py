@@ -144,6 +144,11 @@ def parse_source(raw: object) -> Source:
         raise ConfigError(
             f"source.url may not hold a user or password (got {url!r}): put the API key in source.api_key"
         )
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ConfigError(
+            f"source.url is the service's base URL, without a query or fragment (got {url!r}): "
+            "put the API key in source.api_key"
+        )
     filters = tuple(
         (key, string(source[key], f"source.{key}")) for key in FILTER_KEYS if source.get(key) is not None
     )
@@ -173,19 +178,24 @@ def _api_key(value: object) -> str | None:
     return value.strip()
 
 
+# A user part or a query value shorter than this ("ci", "v=1") is not hidden: it would blank ordinary words.
+MIN_SECRET_LENGTH = 4
 _USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://(?P<userinfo>[^/?#]*)@")
 
 
 def _register_url_credentials(url: str) -> None:
-    """A password in ``source.url`` is a secret like the API key: redacted from every line before any
-    line can show the URL (read without ``urlsplit``, which may refuse the URL before saying why)."""
+    """What may be a credential in ``source.url`` (the userinfo, a user part alone included, as in
+    ``https://TOKEN@host``, every query value and the fragment) is a secret like the API key: redacted
+    from every line before any line can show the URL (read without ``urlsplit``, which may refuse the URL
+    before saying why)."""
     match = _USERINFO.match(url)
-    if match is None:
-        return
-    _, colon, password = match["userinfo"].partition(":")
-    if colon and password:
-        log.add_secret(password)
-        log.add_secret(unquote(password))
+    userinfo = match["userinfo"] if match is not None else ""
+    user, _, password = userinfo.partition(":")
+    query = url.partition("?")[2].partition("#")[0]
+    values = [part.partition("=")[2] or part for part in query.split("&")] + [url.partition("#")[2]]
+    for secret in (password, *(piece for piece in (user, *values) if len(piece) >= MIN_SECRET_LENGTH)):
+        log.add_secret(secret)
+        log.add_secret(unquote(secret))
 
 
 def _as_list(value: object) -> list[object]:

@@ -70,7 +70,13 @@ def put(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
     response = client.post(change.path, body, key)
     event = _event_of(client, response, change.path)
     version = version_of(event)
-    log.info(f"recorded event {version['seq']}: build {version['build']} state {version['state']}")
+    if isinstance(response, dict) and response.get("replayed") is True:  # the change was already true
+        log.info(
+            f"nothing recorded: build {version['build']} is already at state {version['state']} "
+            f"(event {version['seq']}); the version is that event"
+        )
+    else:
+        log.info(f"recorded event {version['seq']}: build {version['build']} state {version['state']}")
     return {"version": version, "metadata": metadata_of(source.url, event)}
 
 

@@ -25,7 +25,7 @@ from buildstate import __version__
 from buildstate.auth.cli import add_commands as add_access_commands
 from buildstate.auth.cli import announce_store
 from buildstate.auth.secret import MissingSecretError, jwt_secret
-from buildstate.config import Settings
+from buildstate.config import Settings, SettingsError, load_settings
 from buildstate.errors import Problem
 from buildstate.files import DataDirUnwritable
 from buildstate.observability.logging import configure as configure_logging
@@ -192,7 +192,11 @@ BROKEN_PIPE_EXIT = 141
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"buildstate: settings: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
         result: int = args.run(settings, args)
@@ -201,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Whatever is still buffered would fail again at exit: stdout goes to /dev/null instead.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE_EXIT
+    except SettingsError as exc:
+        print(f"buildstate: settings: {exc}", file=sys.stderr)
+        return 2
     except (OSError, asyncpg.PostgresError, Problem) as exc:  # the store is unreachable or refuses us
         if isinstance(exc, Problem):
             reason = exc.detail

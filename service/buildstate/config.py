@@ -9,8 +9,9 @@ from enum import StrEnum
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from buildstate.paths import default_data_dir
@@ -125,6 +126,17 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        """It names this service in OpenAPI's servers and in every CDEvent's source (a URI reference)."""
+        parts = urlsplit(value)
+        if value and not (parts.scheme in ("http", "https") and parts.netloc and value.isprintable()):
+            raise ValueError("must be an absolute http:// or https:// URL, or empty")
+        if " " in value or parts.query or parts.fragment or parts.password is not None:
+            raise ValueError("must be an http(s) URL without spaces, query, fragment or password")
+        return value
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _split_proxies(cls, value: object) -> object:
@@ -140,3 +152,21 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'buildstate.db').resolve()}"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used, said without their values: a value may be a secret."""
+
+
+def load_settings() -> Settings:
+    """``Settings()`` from the environment; a value that does not validate is a ``SettingsError`` naming the
+    variable and the rule, never the value (pydantic's own message quotes it: a mistyped secret would be
+    printed)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        said = "; ".join(
+            f"BUILDSTATE_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        )
+        raise SettingsError(said) from None

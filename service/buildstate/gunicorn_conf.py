@@ -34,12 +34,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from buildstate.config import Settings
+from buildstate.config import Settings, load_settings
 from buildstate.observability.logging import logging_config
 from buildstate.store import describe_url, migrate
 from buildstate.web.runner import KEEPALIVE_SECONDS
 
-_settings = Settings()
+_settings = load_settings()
 
 bind = _settings.bind
 workers = _settings.workers
@@ -90,7 +90,7 @@ def prepare_metrics_dir(settings: Settings) -> Path:
 
 
 def on_starting(_server: Any) -> None:
-    settings = Settings()
+    settings = load_settings()
     applied = migrate(settings)
     target = describe_url(settings.effective_database_url)
     if applied:

@@ -86,7 +86,11 @@ async def test_wrong_credentials_get_the_same_401(
 
 
 async def test_a_disabled_user_cannot_sign_in(
-    client: TestClient[Any, Any], anon_client: TestClient[Any, Any], make_user: Any, password: str
+    client: TestClient[Any, Any],
+    anon_client: TestClient[Any, Any],
+    make_user: Any,
+    password: str,
+    store: Store,
 ) -> None:
     await make_user("alice")
     await client.post("/admin/users/alice/disable")
@@ -96,6 +100,13 @@ async def test_a_disabled_user_cannot_sign_in(
     wrong = await anon_client.post("/token", json={"username": "alice", "password": WRONG})
     assert await response.json() == await wrong.json()
     assert (await response.json())["detail"] == "wrong username or password"
+    # The audit log, for admins only, says which it was: the two are rows of their own, not repeats.
+    await anon_client.post("/token", json={"username": "alice", "password": password})
+    rows = await store.access.list_audit(AuditFilter(action="auth.token", outcome="denied"))
+    assert sorted((r.detail["reason"], r.repeats) for r in rows) == [
+        ("disabled user", 2),
+        ("wrong username or password", 1),
+    ]
 
 
 async def test_a_422_on_sign_in_never_echoes_the_password(anon_client: TestClient[Any, Any]) -> None:

@@ -103,3 +103,34 @@ def test_a_data_dir_it_cannot_write_is_one_line_that_says_what_to_make_writable(
         f"mount a volume on it (docker run -v buildstate-data:{data} ...), or set BUILDSTATE_DATA_DIR to a "
         "writable folder, or BUILDSTATE_DATABASE_URL to PostgreSQL"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        (
+            "BUILDSTATE_JWT_SECRET",
+            "a-mistyped-secret-2f9c",
+            "BUILDSTATE_JWT_SECRET: Value should have at least 32",
+        ),
+        (
+            "BUILDSTATE_DATABASE_URL",
+            "mysql://u:pw-2f9c@db/x",
+            "BUILDSTATE_DATABASE_URL must start with sqlite:///",
+        ),
+        ("BUILDSTATE_WORKERS", "many-2f9c", "BUILDSTATE_WORKERS: Input should be a valid integer"),
+        (
+            "BUILDSTATE_PUBLIC_URL",
+            "https://u:pw-2f9c@ci/",
+            "BUILDSTATE_PUBLIC_URL: Value error, must be an http(s) URL",
+        ),
+    ],
+)
+def test_a_setting_that_does_not_validate_is_one_line_without_its_value(
+    tmp_path: Path, name: str, value: str, said: str
+) -> None:
+    """pydantic's message quotes the value (a mistyped secret was printed) under a traceback."""
+    done = cli("keys", "list", cwd=tmp_path, env={**clean_env(tmp_path / "data"), name: value})
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].startswith("buildstate: settings: ") and said in done.stderr
+    assert "2f9c" not in done.stderr + done.stdout and "Traceback" not in done.stderr

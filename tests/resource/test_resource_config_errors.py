@@ -137,6 +137,10 @@ URL_PASSWORD = "hunter2-in-the-url"
         "http://ci:hunter2%2Din%2Dthe%2Durl@127.0.0.1:9",  # percent-encoded: the same password
         f"ftp://ci:{URL_PASSWORD}@127.0.0.1:9",
         f"http://ci:{URL_PASSWORD}@[::1",  # not even a URL
+        f"http://{URL_PASSWORD}@127.0.0.1:9",  # a token as the user part, no colon
+        f"http://127.0.0.1:9/?password={URL_PASSWORD}",  # was sent, and printed on every retry
+        f"http://127.0.0.1:9/?a=b&token={URL_PASSWORD}#x",
+        f"http://127.0.0.1:9/#{URL_PASSWORD}",
     ],
 )
 @pytest.mark.parametrize("script", ["check", "in", "out"])
@@ -151,4 +155,7 @@ def test_a_password_in_source_url_is_refused_and_never_shown(script: str, url: s
         assert spelled not in run.stderr + run.stdout
     if url.startswith("http://ci:") and not url.endswith("[::1"):
         assert "may not hold a user or password" in error
+    if "?" in url or "#" in url:
+        assert "without a query or fragment" in error
+    if not url.endswith("[::1") and not url.startswith("ftp:"):
         assert "source.api_key" in error

@@ -323,3 +323,17 @@ def test_check_without_an_api_key_names_source_api_key(source: dict[str, Any]) -
         "source.api_key is not set: the service needs an API key for every step "
         "(scope read for check and get, write for put)"
     )
+
+
+def test_a_put_of_the_current_state_says_nothing_was_recorded(
+    source: dict[str, Any], new_build: Build, api: Any, tmp_path: Path
+) -> None:
+    """It said "recorded event N" and dropped the new message without a word."""
+    build = new_build()
+    first = harness.put(source, {"build": build["build_id"], "state": 20}, tmp_path)
+    assert "recorded event" in first.stderr
+    again = harness.put(source, {"build": build["build_id"], "state": 20, "message": "again"}, tmp_path,
+                        harness.build_env(BUILD_ID="7001"))  # fmt: skip
+    assert again.result()["version"] == first.result()["version"]
+    assert "nothing recorded: build" in again.stderr and "is already at state 20" in again.stderr
+    assert "recorded event" not in again.stderr

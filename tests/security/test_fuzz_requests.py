@@ -71,6 +71,8 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         BUILDSTATE_LOG_LEVEL="DEBUG",
         BUILDSTATE_RATE_LIMIT_BURST="1000000",
         BUILDSTATE_RATE_LIMIT_PER_SECOND="1000000",
+        # Fuzzed requests with made-up credentials would be throttled (429) before reaching their handlers.
+        BUILDSTATE_AUTH_FAILURES_PER_CLIENT="1000000",
         # Webhooks may only target this machine, nothing is delivered in the background, and a /test
         # send gives up fast: fuzzed URLs go nowhere.
         BUILDSTATE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
@@ -170,6 +172,16 @@ NASTY = [
     "pending",
     "x" * 300,
     "x" * 5000,
+    "gzip",
+    "deflate",
+    "br",
+    "zstd",
+    "compress",
+    "identity",
+    "chunked",
+    "gzip, chunked",
+    "100-continue",
+    "100-continue\udcff",
 ]
 texts = st.one_of(
     st.sampled_from(NASTY),
@@ -237,7 +249,7 @@ ROUTE_TABLE += [("GET", "/no/such/route", None, None), ("GET", "//health", None,
 HEADER_NAMES = [
     "Last-Event-ID", "Idempotency-Key", "X-Request-ID", "Content-Type", "Origin", "X-Forwarded-For",
     "Accept", "Accept-Encoding", "If-None-Match", "Range", "Cookie", "Access-Control-Request-Method",
-    "X-Fuzz",
+    "X-Fuzz", "Content-Encoding", "Transfer-Encoding", "Expect",
 ]  # fmt: skip
 
 

@@ -122,6 +122,26 @@ async def test_a_revoked_key_ends_its_stream(anon_client: Client, admin: Client,
     assert final == {"reason": "key-revoked", "detail": f"the API key {key[:11]} has been revoked"}
 
 
+async def test_nothing_recorded_after_a_revocation_reaches_a_stream_between_its_periodic_checks(
+    make_client: ClientMaker, settings: Settings, admin: Client, make_key: KeyMaker
+) -> None:
+    """With a long period the stream sent events recorded after the revocation until the next periodic
+    check; before sending, a check older than a second is made again."""
+    key = await make_key("read")
+    slow = await make_client(settings.model_copy(update={"stream_recheck_seconds": 60.0}))
+    assert (await admin.post("/builds", json=BUILD)).status == 201
+    stream = await slow.get("/events/stream", headers={"X-API-Key": key})
+    assert stream.status == 200
+    assert (await admin.post("/builds/revoked-1/state", json={"state_code": 5})).status == 200
+    assert [m.get("event") for m in await messages_until(stream, 1)] == ["state"]
+    await asyncio.sleep(1.2)  # the last check is now older than a second, far younger than the period
+    assert (await admin.post(f"/admin/keys/{key[:11]}/revoke")).status == 200
+    assert (await admin.post("/builds/revoked-1/state", json={"state_code": 10})).status == 200
+    rest = await messages(stream, 5)
+    assert [m.get("event") for m in rest] == ["end"], rest
+    assert json.loads(rest[0]["data"])["reason"] == "key-revoked"
+
+
 async def test_an_expired_key_ends_its_stream(
     anon_client: Client, admin: Client, make_key: KeyMaker, store: Store
 ) -> None:

@@ -89,6 +89,14 @@ async def test_numbers_that_spell_an_address_are_refused_at_creation(client: Cli
     assert "not a name or an address" in (await answer.json())["detail"]
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1.", "8.8.8.8.", "127.1."])
+async def test_an_address_with_a_trailing_dot_is_refused_at_creation(client: Client, host: str) -> None:
+    """It was accepted, then every send called the URL unusable and disabled the webhook."""
+    answer = await client.post("/admin/webhooks", json={"name": "probe", "url": f"http://{host}:8080/"})
+    assert answer.status == 422
+    assert "with a dot after it" in (await answer.json())["detail"]
+
+
 @pytest.fixture
 def strict_settings(database_url: str, tmp_path: Path) -> Settings:
     """The default policy (private targets refused), quick retries."""

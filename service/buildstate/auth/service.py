@@ -212,13 +212,14 @@ class Authenticator:
         return await self.limiter.take(f"credential-failures:{client_key(source)}", self.credential_failures)
 
     async def record_denial(self, entry: AuditEntry, *, throttled: bool = False) -> None:
-        """The audit row of a denied request, shared with its repeats: one row per source, actor, action
-        and status within the window (``repeats`` counts them), so that a flood of made-up credentials
+        """The audit row of a denied request, shared with its repeats: one row per source, actor, action,
+        status and reason within the window (``repeats`` counts them), so that a flood of made-up credentials
         adds one row, not one per request. A ``throttled`` denial (a 429) is written at most once per
         window and key, whatever the rate. Best effort while the database is down."""
         window = int(time.time() // self.failure_window)
+        reason = str((entry.detail or {}).get("reason", ""))  # a disabled account and a wrong password differ
         key = "|".join(
-            (str(window), client_key(entry.source), entry.actor, entry.action, str(entry.status_code))
+            (str(window), client_key(entry.source), entry.actor, entry.action, str(entry.status_code), reason)
         )
         if throttled and not (await self.limiter.take(f"audit:{key}", self.throttled_audit)).allowed:
             return

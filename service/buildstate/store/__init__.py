@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from buildstate.config import Settings
+from buildstate.config import Settings, SettingsError
 from buildstate.files import unwritable
 from buildstate.redaction import redact
 from buildstate.store.base import Store
@@ -39,7 +39,7 @@ def create_store(settings: Settings) -> Store:
         from buildstate.store.sqlite import SQLiteStore  # noqa: PLC0415
 
         return SQLiteStore(sqlite_path(url), timeout=settings.db_timeout_seconds)
-    raise ValueError(
+    raise SettingsError(
         f"BUILDSTATE_DATABASE_URL must start with sqlite:/// or postgresql://, not {describe_url(url)!r}"
     )
 

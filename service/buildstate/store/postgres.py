@@ -359,7 +359,8 @@ class PostgresStore:
                         return outcome  # the body is built after COMMIT, with the feed lock released
                     outcome = outcome.result()
                 else:  # nothing appended (the current state again): the audit row is still to write
-                    entry = AuditEntry.of(ctx, action_name, target, outcome.status_code, "allowed")
+                    kind = "replayed" if outcome.replayed else "allowed"
+                    entry = AuditEntry.of(ctx, action_name, target, outcome.status_code, kind)
                     await self._insert_audit(conn, entry)
                 if idem is not None:
                     await conn.execute(
@@ -560,7 +561,7 @@ class PostgresStore:
             draft = decide(build)
             if draft is None:  # event rows never change: the build's last one is still its last one read
                 current = await self._event(conn, build.last_event_seq)
-                await self._insert_audit(conn, audit)
+                await self._insert_audit(conn, AuditEntry.of(ctx, action_name, ref, 200, "replayed"))
                 return WriteResult.of(plan.with_event(build, current))
             return await self._append_event(
                 conn,

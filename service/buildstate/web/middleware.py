@@ -13,7 +13,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_urldispatcher
+from aiohttp.http import HttpVersion11
 
 from buildstate.errors import (
     BadRequest,
@@ -33,6 +34,9 @@ PROBLEM_JSON = "application/problem+json"
 # nginx's "client closed request": what a request is counted and logged as when its client hung up first.
 CLIENT_CLOSED_REQUEST = 499
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+# The content codings aiohttp decodes without optional packages (br and zstd need Brotli and zstandard, and
+# its parser refuses them before any handler runs); any other coding would reach a handler undecoded.
+ACCEPTED_CODINGS = frozenset({"", "identity", "gzip", "deflate"})
 
 
 def problem_response(problem: Problem, request: web.Request | None = None) -> web.Response:
@@ -71,6 +75,33 @@ def _refuse_nul(request: web.Request) -> None:
         raise Unprocessable("query parameters may not contain the NUL character", slug="nul-character")
 
 
+def _refuse_coding(request: web.Request) -> None:
+    coding = request.headers.get("Content-Encoding")
+    if coding is not None and coding.strip().lower() not in ACCEPTED_CODINGS:
+        raise UnsupportedMediaType(
+            "send the body with Content-Encoding identity, gzip or deflate",
+            slug="unsupported-content-encoding",
+            headers={"Accept-Encoding": "gzip, deflate"},  # RFC 7694
+        )
+
+
+async def expect_continue(request: web.Request) -> None:
+    """Every route's ``Expect`` handler: ``100-continue`` is answered, any other expectation is ignored (RFC
+    9110 allows either that or a 417). aiohttp's own handler runs before the middlewares: it answered other
+    values with a text 417 that echoed them, and a 500 with a traceback for bytes it could not encode."""
+    if (
+        request.version == HttpVersion11
+        and request.headers.get("Expect", "").strip().lower() == "100-continue"
+    ):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer proper has not begun
+
+
+# aiohttp has no application-wide setting for it: routes (system routes for 404/405 included, made per
+# request) take the module's default when they are made.
+web_urldispatcher._default_expect_handler = expect_continue
+
+
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
@@ -101,6 +132,7 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     connected (the database's, an outbound call's) stays an unhandled 500."""
     try:
         _refuse_nul(request)
+        _refuse_coding(request)
         return await handler(request)
     except Problem as problem:
         return problem_response(problem, request)
@@ -110,6 +142,14 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         return problem_response(_from_http_exception(exc), request)
     except UnicodeDecodeError:
         return problem_response(BadRequest("the request is not valid UTF-8"), request)
+    except web.RequestPayloadError:
+        said = "the request body cannot be read: it does not match its Content-Encoding or Transfer-Encoding"
+        refused = problem_response(BadRequest(said, slug="unreadable-body"), request)
+        # The rest of the body cannot be parsed either: close the connection after this answer, and end the
+        # body here so that aiohttp does not read it again to keep the connection (and log a traceback).
+        refused.force_close()
+        request.content.feed_eof()
+        return refused
     except Exception as exc:
         if isinstance(exc, ConnectionError) and _client_gone(request):
             return web.Response(status=CLIENT_CLOSED_REQUEST)

@@ -15,7 +15,7 @@ import asyncio
 
 from aiohttp import web
 
-from buildstate.config import Settings
+from buildstate.config import Settings, load_settings
 
 # Longer than nginx's upstream keepalive_timeout (60 s): the proxy, not the app, closes idle connections,
 # so it never sends a request down a connection the app is closing.
@@ -48,5 +48,5 @@ async def gunicorn_app() -> GracefulRunner:
     'buildstate.web.runner:gunicorn_app'`` (``buildstate serve`` does the same)."""
     from buildstate.web.app import create_app  # noqa: PLC0415 - the worker builds the app after the fork
 
-    settings = Settings()
+    settings = load_settings()
     return graceful_runner(create_app(settings), settings)

@@ -16,9 +16,11 @@ failure       ``dev.cdevents.build.finished.0.3.0`` without an artifact
 The fields, as the 0.5.1 schemas allow them (each has ``additionalProperties: false``):
 
 - ``context.specversion`` is ``0.5.1`` (CDEvents 0.5 renamed 0.3's ``context.version`` to ``specversion`` and
-  dropped ``subject.type``: neither may appear). ``context.id`` is the event's ``seq``, the same for every
-  subscription, so that a receiver fed by two of them can de-duplicate; ``context.source`` is
-  ``BUILDSTATE_PUBLIC_URL`` (``urn:buildstate`` when unset); ``context.timestamp`` is when it was recorded.
+  dropped ``subject.type``: neither may appear). ``context.id`` is a UUID derived from the build's UUID and
+  the event's ``seq`` (``context_id``): the same for every subscription and redelivery, so that a receiver
+  fed by two of them can de-duplicate, and different across installs (a bare ``seq`` repeats across
+  installs and after a database is rebuilt). ``context.source`` is ``BUILDSTATE_PUBLIC_URL``
+  (``urn:buildstate`` when unset); ``context.timestamp`` is when it was recorded.
 - ``subject.id`` is ``builds/<uuid>/attempts/<n>``: one build run per attempt, since a reset starts the build
   over and CDEvents' build is a "run to completion" subject. ``subject.source`` is left out: it is the
   context's source (the spec asks for it only when the two differ).
@@ -35,6 +37,7 @@ are the CDEvent's, ``dataschema`` names the CDEvents schema, and ``data`` is the
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -103,13 +106,21 @@ def _content(kind: CDEventType, event: Event) -> dict[str, Any]:
     return {}
 
 
+# Fixed: a context id must stay the same for an event however often and from wherever it is sent.
+_CONTEXT_ID_NAMESPACE = uuid.UUID("9d3f5b2e-6c1a-4f4e-9b7d-2a8c1e0f4b61")
+
+
+def context_id(event: Event) -> str:
+    return str(uuid.uuid5(_CONTEXT_ID_NAMESPACE, f"{event.build.id}/{event.seq}"))
+
+
 def cdevent(event: Event, *, source: str) -> dict[str, Any]:
     """The CDEvent (what the CDEvents schema of its type validates)."""
     kind = cdevent_type(event)
     return {
         "context": {
             "specversion": SPEC_VERSION,
-            "id": str(event.seq),
+            "id": context_id(event),
             "source": source,
             "type": kind.name,
             "timestamp": event.recorded_at.isoformat(),

@@ -69,14 +69,19 @@ async def _resume_point(request: web.Request, query: StreamQuery) -> int:
     return await request.app[STORE].max_seq()
 
 
+# Before events are sent, the credential is checked again if its last check is older than this: a revoked
+# key reads at most this long after its revocation, however long the period between idle checks is.
+SEND_RECHECK_SECONDS = 1.0
+
+
 class StreamCredential:
     """The credential a stream was opened with, checked again while it stays open.
 
-    A stream lives for hours, its credential maybe not: every ``period`` seconds (and so before anything is
-    sent on a check older than that) the request's own headers go through ``Authenticator.identify`` again,
-    the same checks as a new request. The first failure ends the stream with a final ``end`` event that
-    says why (``key-revoked``, ``key-expired``, ``user-disabled``, ``token-withdrawn``, ``token-expired``,
-    ``missing-scope``, ...)."""
+    A stream lives for hours, its credential maybe not: every ``period`` seconds, and before events are sent
+    when the last check is older than ``SEND_RECHECK_SECONDS``, the request's own headers go through
+    ``Authenticator.identify`` again, the same checks as a new request. The first failure ends the stream
+    with a final ``end`` event that says why (``key-revoked``, ``key-expired``, ``user-disabled``,
+    ``token-withdrawn``, ``token-expired``, ``missing-scope``, ...)."""
 
     def __init__(self, request: web.Request, period: float) -> None:
         self._request = request
@@ -87,9 +92,11 @@ class StreamCredential:
     def wait_seconds(self) -> float:
         return max(0.0, self._checked_at + self._period - time.monotonic())
 
-    async def lost(self) -> dict[str, str] | None:
-        """``None`` while the credential may still read the feed; otherwise why it may not."""
-        if self.wait_seconds > 0:
+    async def lost(self, *, max_age: float | None = None) -> dict[str, str] | None:
+        """``None`` while the credential may still read the feed; otherwise why it may not. It is checked
+        again when the last check is older than ``max_age`` (default: the period)."""
+        age = time.monotonic() - self._checked_at
+        if age < (self._period if max_age is None else min(max_age, self._period)):
             return None
         try:
             principal = await self._request.app[AUTHENTICATOR].identify(self._request.headers)
@@ -154,6 +161,9 @@ async def _follow(
         page = await store.list_events(
             where, after=cursor, before=None, limit=STREAM_PAGE, newest_first=False
         )
+        if page.events and (lost := await credential.lost(max_age=SEND_RECHECK_SECONDS)) is not None:
+            await stream.send(json.dumps(lost), event="end")  # nothing reaches a credential revoked since
+            return
         for event in page.events:
             await stream.send(event.model_dump_json(), id=str(event.seq), event=event.type.value)
             cursor = event.seq

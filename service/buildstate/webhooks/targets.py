@@ -69,6 +69,14 @@ def _host_key(host: str) -> str:
     return host.lower().rstrip(".")
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _legacy_ipv4(host)
+    return True
+
+
 def _legacy_ipv4(host: str) -> bool:
     """``2130706433``, ``127.1``, ``0x7f.0.0.1``: numbers the C resolver reads as an IPv4 address."""
     if not host or not all(ch in "0123456789abcdefx." for ch in host):
@@ -130,6 +138,11 @@ class TargetPolicy:
                 "put credentials in the webhook secret, not in the URL", slug="bad-webhook-url"
             )
         host = parsed.host
+        if host.endswith(".") and _is_address(host[:-1]):  # a name to yarl, an address nowhere: unusable
+            raise Unprocessable(
+                f"webhook host {host!r} is an address with a dot after it: write it without the dot",
+                slug="bad-webhook-url",
+            )
         try:
             literal: IPAddress | None = ipaddress.ip_address(host)
         except ValueError:
