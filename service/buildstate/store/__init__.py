@@ -53,7 +53,10 @@ def migrate(settings: Settings) -> list[str]:
     try:
         return SqliteMigrator.migrate(path)
     except (OSError, sqlite3.OperationalError) as exc:
-        raise unwritable(path.parent.absolute(), exc) or exc from exc
+        hint = unwritable(path.parent.absolute(), exc)
+        if hint is None:
+            raise
+        raise hint from exc
 
 
 def describe_url(url: str) -> str:
