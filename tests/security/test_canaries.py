@@ -47,6 +47,7 @@ PASSWORD = "canary password 8d1f0c"
 WRONG_PASSWORD = "canary wrong password 77a3"
 REFUSED_SECRET = "canary refused secret, not base64 4c2e"
 URL_PASSWORD = "canary-url-password-19bd"
+RECEIVER_TOKEN = "canary-receiver-token-a3c9"  # a receiver that authenticates by a query value
 BUILD = {"platform": "aws", "os_version": "rhel-9", "image_type": "base"}
 
 
@@ -121,12 +122,12 @@ async def store_a_webhook_as_an_older_version_did(env: dict[str, str], url: str)
     settings = Settings(
         database_url=env.get("BUILDSTATE_DATABASE_URL", ""), data_dir=Path(env["BUILDSTATE_DATA_DIR"])
     )
-    store = create_store(settings)
+    store, box = create_store(settings), SecretBox.from_settings(settings)
     await store.open()
     try:
         await WebhookStore(store).create(
-            name="stored by an older version", url=url, kind=WebhookKind.CONCOURSE, filters={},
-            secret_encrypted=SecretBox.from_settings(settings).seal(CONCOURSE_TOKEN),
+            name="stored by an older version", url=url, url_sealed=box.seal(url), kind=WebhookKind.CONCOURSE,
+            filters={}, secret_encrypted=box.seal(CONCOURSE_TOKEN),
             ctx=WriteContext(actor="test:older-version"), now=datetime.now(UTC),
         )  # fmt: skip
     finally:
@@ -185,15 +186,18 @@ class Scenario:
         """Webhooks that answer, fail, time out, cannot be reached, cannot be parsed, or are refused."""
         closed = f"http://127.0.0.1:{free_port()}{CONCOURSE_PATH}"
         token = f"webhook_token={CONCOURSE_TOKEN}"
+        receiver_root = answering.removesuffix(CONCOURSE_PATH)
         hooks = {
-            "json": ({"url": answering.removesuffix(CONCOURSE_PATH) + "/json", "secret": WEBHOOK_SECRET},
+            "json": ({"url": f"{receiver_root}/json", "secret": WEBHOOK_SECRET},
                      "webhook secret"),
+            "json, token in the URL": ({"url": f"{receiver_root}/json?token={RECEIVER_TOKEN}",
+                                        "secret": WEBHOOK_SECRET}, "webhook secret"),
             "concourse": ({"url": f"{answering}?{token}"}, "concourse token"),
             "unreachable": ({"url": closed, "secret": CONCOURSE_TOKEN}, "concourse token"),
             "slow": ({"url": f"{slow}{CONCOURSE_PATH}?{token}"}, "concourse token"),
         }  # fmt: skip
         for name, (fields, shown) in hooks.items():
-            kind = "json" if name == "json" else "concourse"
+            kind = "json" if name.startswith("json") else "concourse"
             body = {"name": name, "kind": kind, **fields}
             status, hook = await self.call("POST", "/admin/webhooks", as_admin=True, shows=shown, json=body)
             assert status == 201, hook
@@ -312,6 +316,7 @@ async def test_no_planted_secret_reaches_any_sink(env: dict[str, str], tmp_path:
         "its URL cannot be parsed or used (check the host and the port)"
     }
     assert f"{CONCOURSE_PATH}?webhook_token={CONCOURSE_TOKEN}" in received  # the token went where it should
+    assert f"/json?token={RECEIVER_TOKEN}" in received  # so did the receiver's, kept sealed in between
     data = Path(env["BUILDSTATE_DATA_DIR"])
     canaries = {
         "webhook secret": WEBHOOK_SECRET,
@@ -325,6 +330,7 @@ async def test_no_planted_secret_reaches_any_sink(env: dict[str, str], tmp_path:
         "wrong password": WRONG_PASSWORD,
         "refused secret": REFUSED_SECRET,
         "password in source.url": URL_PASSWORD,
+        "token in a webhook URL": RECEIVER_TOKEN,
         "admin key": admin,
         "jwt secret": (data / "jwt-secret").read_text().strip(),
         "webhook key": (data / "webhook.key").read_text().strip(),

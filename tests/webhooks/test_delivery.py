@@ -54,9 +54,10 @@ async def subscribe(
     store: Store, settings: Settings, url: str, *, kind: WebhookKind = WebhookKind.JSON,
     secret: str = SECRET, **filters: Any,
 ) -> StoredWebhook:  # fmt: skip
-    sealed = SecretBox.from_settings(settings).seal(secret)
+    box = SecretBox.from_settings(settings)
     return await WebhookStore(store).create(
-        name="test", url=url, kind=kind, filters=filters, secret_encrypted=sealed,
+        name="test", url=url, url_sealed=box.seal(url), kind=kind, filters=filters,
+        secret_encrypted=box.seal(secret),
         ctx=WriteContext(actor="admin"), now=datetime.now(UTC),
     )  # fmt: skip
 

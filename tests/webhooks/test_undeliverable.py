@@ -95,8 +95,9 @@ async def test_a_stored_webhook_that_cannot_deliver_ends_dead_once_and_is_disabl
     }  # fmt: skip
     sealed_elsewhere = SecretBox(Fernet.generate_key()).seal("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     lost_key = await WebhookStore(store).create(
-        name="lost key", url=receiver.url, kind=WebhookKind.JSON, filters={},
-        secret_encrypted=sealed_elsewhere, ctx=WriteContext(actor="admin"), now=datetime.now(UTC),
+        name="lost key", url=receiver.url, url_sealed=SecretBox.from_settings(allowing).seal(receiver.url),
+        kind=WebhookKind.JSON, filters={}, secret_encrypted=sealed_elsewhere, ctx=WriteContext(actor="admin"),
+        now=datetime.now(UTC),
     )  # fmt: skip
     cases["secret sealed with another key"] = lost_key.public.id
     for number in range(3):

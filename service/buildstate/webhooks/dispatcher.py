@@ -195,10 +195,15 @@ class Dispatcher:
         await asyncio.gather(*sends)
         return len(claimed)
 
+    def target(self, hook: StoredWebhook) -> str:
+        """Where the webhook's deliveries go (its sealed URL, opened; ``usable_secret`` checked it opens)."""
+        return self.box.open(hook.url_sealed) if hook.url_sealed is not None else hook.url
+
     def usable_secret(self, hook: StoredWebhook) -> str:
         """The webhook's secret, once it is sure that it and the URL can be used at all."""
         try:
             secret = self.box.open(hook.secret_encrypted)
+            url = self.target(hook)
         except ServiceUnavailable as exc:
             if exc.type_slug != "webhook-key-mismatch":
                 raise  # no key at all (production without BUILDSTATE_WEBHOOK_KEY): every webhook waits
@@ -215,7 +220,7 @@ class Dispatcher:
                     webhook_fault=True,
                 ) from None
         try:
-            URL(hook.url).port  # noqa: B018 - yarl checks the port only when asked for it
+            URL(url).port  # noqa: B018 - yarl checks the port only when asked for it
         except (ValueError, TypeError):
             raise Undeliverable(UNPARSABLE, webhook_fault=True) from None
         return secret
@@ -268,7 +273,7 @@ class Dispatcher:
     def _request(self, hook: StoredWebhook, secret: str, event: Event, message_id: str) -> payloads.Request:
         try:
             return payloads.build_request(
-                hook.public.kind, hook.url, secret, event, message_id, source=self.source
+                hook.public.kind, self.target(hook), secret, event, message_id, source=self.source
             )
         except Exception as exc:  # whatever the event holds, one delivery must not stop the dispatcher
             raise Undeliverable(
@@ -336,10 +341,10 @@ class Dispatcher:
         try:
             secret = self.usable_secret(hook)
             if hook.public.kind == WebhookKind.CONCOURSE:
-                request = payloads.Request(url=payloads.with_token(hook.url, secret), body=b"")
+                request = payloads.Request(url=payloads.with_token(self.target(hook), secret), body=b"")
             else:
                 message_id = f"msg_test_{int(time.time() * 1000)}"
-                request = payloads.test_request(hook.url, secret, message_id, hook.public.id)
+                request = payloads.test_request(self.target(hook), secret, message_id, hook.public.id)
             async with self.session() as session:
                 attempt = await self.send(session, request, secret)
         except Undeliverable as fault:

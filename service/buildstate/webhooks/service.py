@@ -49,11 +49,13 @@ async def subscribe(
             )
         )  # fmt: skip
         raise
-    sealed = SecretBox.from_settings(settings).seal(secret)
+    box = SecretBox.from_settings(settings)
+    sealed = box.seal(secret)
     filters = body.model_dump(include={"platform", "os_version", "image_type", "states", "event_types"})
     stored = await WebhookStore(store).create(
         name=body.name,
         url=url,
+        url_sealed=box.seal(url),
         kind=body.kind,
         filters=filters,
         secret_encrypted=sealed,

@@ -23,8 +23,8 @@ from buildstate.webhooks.models import Delivery, DeliveryAttempt, DeliveryPage, 
 # A query assembled with the given parameters (a condition used in more than one statement).
 Query = Callable[[Params], str]
 WEBHOOK_COLUMNS = (
-    "id, name, url, kind, platform, os_version, image_type, states, event_types, secret_encrypted, "
-    "enabled, disabled_reason, consecutive_failures, created_at, created_by"
+    "id, name, url, url_sealed, kind, platform, os_version, image_type, states, event_types, "
+    "secret_encrypted, enabled, disabled_reason, consecutive_failures, created_at, created_by"
 )
 DELIVERY_COLUMNS = (
     "id, webhook_id, event_seq, message_id, status, attempts, next_attempt_at, last_status_code, "
@@ -43,11 +43,13 @@ def _as_text(values: list[str] | None) -> str | None:
 @dataclass(frozen=True, slots=True)
 class StoredWebhook:
     """``public`` is what answers show: its URL with credential-shaped query values masked
-    (``?token=***``), like the Concourse token that is never shown. ``url`` is where deliveries go."""
+    (``?token=***``), like the Concourse token that is never shown. Deliveries go to ``url_sealed`` opened
+    with the webhook key (``Dispatcher.target``), or to ``url`` for a row made before URLs were sealed."""
 
     public: Webhook
     secret_encrypted: str
     url: str
+    url_sealed: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +89,7 @@ class WebhookStore:
             created_at=self.dialect.time_value(row["created_at"]),
             created_by=row["created_by"],
         )
-        return StoredWebhook(public, row["secret_encrypted"], row["url"])
+        return StoredWebhook(public, row["secret_encrypted"], row["url"], row["url_sealed"])
 
     def _delivery(self, row: Any) -> Delivery:
         time = self.dialect.time_value
@@ -166,17 +168,19 @@ class WebhookStore:
         *,
         name: str,
         url: str,
+        url_sealed: str,
         kind: WebhookKind,
         filters: dict[str, Any],
         secret_encrypted: str,
         ctx: WriteContext,
         now: datetime,
     ) -> StoredWebhook:
+        """``url`` is sealed in ``url_sealed``; the ``url`` column keeps only its shown (redacted) form."""
         p = self._params()
         query = (
-            "INSERT INTO webhooks (name, url, kind, platform, os_version, image_type, states, event_types, "
-            "secret_encrypted, enabled, consecutive_failures, created_at, created_by) VALUES ("
-            f"{p(name)}, {p(url)}, {p(kind.value)}, {p(filters.get('platform'))}, "
+            "INSERT INTO webhooks (name, url, url_sealed, kind, platform, os_version, image_type, states, "
+            "event_types, secret_encrypted, enabled, consecutive_failures, created_at, created_by) VALUES ("
+            f"{p(name)}, {p(redact(url))}, {p(url_sealed)}, {p(kind.value)}, {p(filters.get('platform'))}, "
             f"{p(filters.get('os_version'))}, {p(filters.get('image_type'))}, "
             f"{p(_as_text(filters.get('states')))}, {p(_as_text(filters.get('event_types')))}, "
             f"{p(secret_encrypted)}, true, 0, {p.time(now)}, {p(ctx.actor)}) RETURNING {WEBHOOK_COLUMNS}"
