@@ -3,6 +3,7 @@ elsewhere, piped into other tools. Each test runs the installed command in a dir
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -79,6 +80,29 @@ def test_an_unreachable_store_is_one_line_that_never_shows_a_database_password(t
     refused = "ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 1)"
     assert ran.stderr.splitlines() == [f"buildstate: store {shown}", f"buildstate: store {shown}: {refused}"]
     assert "s3cret" not in ran.stdout + ran.stderr
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["serve", "--bind", "127.0.0.1:0"]], ids=" ".join)
+def test_a_data_dir_it_cannot_write_is_one_line_that_says_what_to_make_writable(
+    command: list[str], tmp_path: Path
+) -> None:
+    """As in a container with a read-only root and no volume on /var/lib/buildstate: SQLite alone would say
+    ``unable to open database file`` (or the OS "Read-only file system"), not which folder to fix."""
+    # A folder nobody may create files in, root included (the tests may run as root, whom modes never stop).
+    data = Path("/sys/kernel")
+    env = clean_env(
+        data, BUILDSTATE_ENV="production", BUILDSTATE_JWT_SECRET="x" * 40, BUILDSTATE_LOG_FORMAT="text"
+    )
+    ran = cli(*command, cwd=tmp_path, env=env)
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert "Traceback" not in ran.stderr
+    [line] = [line for line in ran.stderr.splitlines() if "cannot write" in line]
+    assert line == (
+        f"buildstate: store sqlite:///{data}/buildstate.db (BUILDSTATE_DATA_DIR): cannot write {data} "
+        f"(Permission denied): the SQLite database lives there, so it must be writable by uid {os.getuid()}: "
+        f"mount a volume on it (docker run -v buildstate-data:{data} ...), or set BUILDSTATE_DATA_DIR to a "
+        "writable folder, or BUILDSTATE_DATABASE_URL to PostgreSQL"
+    )
 
 
 @pytest.mark.parametrize(

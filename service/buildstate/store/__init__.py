@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 from buildstate.config import Settings, SettingsError
+from buildstate.files import unwritable
 from buildstate.redaction import redact
 from buildstate.store.base import Store
 from buildstate.store.migrate import PostgresMigrator, SqliteMigrator
@@ -47,7 +49,14 @@ def migrate(settings: Settings) -> list[str]:
     url = settings.effective_database_url
     if _is_postgres(url):
         return asyncio.run(PostgresMigrator.migrate(url))
-    return SqliteMigrator.migrate(sqlite_path(url))
+    path = sqlite_path(url)
+    try:
+        return SqliteMigrator.migrate(path)
+    except (OSError, sqlite3.OperationalError) as exc:
+        hint = unwritable(path.parent.absolute(), exc)
+        if hint is None:
+            raise
+        raise hint from exc
 
 
 def describe_url(url: str) -> str:
