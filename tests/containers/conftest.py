@@ -33,6 +33,7 @@ def container_engine() -> dict[str, Any]:
     try:
         ready = engine.ensure_engine()
         ready.update(engine.ensure_base_images())
+        engine.sweep_leftovers()
     except engine.Unavailable as reason:
         engine.unavailable(str(reason))
     engine.REPORT.update(ready)

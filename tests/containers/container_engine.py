@@ -18,6 +18,7 @@ reason, or fails it under CI (``CI`` set), where it must run.
 
 from __future__ import annotations
 
+import calendar
 import fcntl
 import json
 import os
@@ -82,8 +83,66 @@ def run(
     return done
 
 
+# Every container a test runs carries it, so that a run that was cut short can be swept by the next one.
+TEST_LABEL = "buildstate-tests=1"
+
+
 def docker(*args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return run(["docker", *args], **kwargs)
+    """``docker ...``; a foreground ``docker run`` gets a name and the test label, and is removed however it
+    ends: a timeout kills only the CLI, which left the container running."""
+    if not args or args[0] != "run" or "-d" in args:
+        return run(["docker", *args], **kwargs)
+    name = f"buildstate-test-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        return run(["docker", "run", "--name", name, "--label", TEST_LABEL, *args[1:]], **kwargs)
+    finally:
+        run(["docker", "rm", "-f", name], check=False, timeout=60)
+
+
+def _older_than(kind: str, ids: list[str], seconds: float) -> list[str]:
+    """Those of ``ids`` (containers, networks or volumes) created more than ``seconds`` ago."""
+    if not ids:
+        return []
+    done = docker(kind, "inspect", "--format", "{{.CreatedAt}}" if kind == "volume" else "{{.Created}}",
+                  *ids, check=False, timeout=60)  # fmt: skip
+    cutoff, old = time.time() - seconds, []
+    for ident, created in zip(ids, done.stdout.split("\n"), strict=False):
+        stamp = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)", created.strip().replace(" ", "T", 1))
+        if stamp and calendar.timegm(time.strptime(stamp[1], "%Y-%m-%dT%H:%M:%S")) < cutoff:
+            old.append(ident)
+    return old
+
+
+def sweep_leftovers(max_age_seconds: float = 2 * 3600) -> None:
+    """What runs that never got to clean up (a cancelled CI job, a killed pytest) left on the engine, made
+    over two hours ago (a concurrent run from another checkout is younger and keeps its own), is removed:
+    labelled containers, the containers, networks and volumes of ``buildstate-test-*`` compose projects, and
+    the dangling layers of earlier builds (the cache tags stay)."""
+
+    def listed(kind: str, *filters: str) -> list[str]:
+        args = [kind, "ls", "-q", *(f"--filter={f}" for f in filters)]
+        if kind == "container":
+            args = ["ps", "-aq", *(f"--filter={f}" for f in filters)]
+        return docker(*args, check=False, timeout=60).stdout.split()
+
+    project = "label=com.docker.compose.project"
+    mine = set(listed("container", f"label={TEST_LABEL}"))
+    for kind in ("container", "network", "volume"):
+        found = listed(kind, project)
+        lister = ["ps", "-a"] if kind == "container" else [kind, "ls"]
+        label = '{{.Label "com.docker.compose.project"}}'
+        named = docker(*lister, "--filter", project, "--format", label, check=False, timeout=60)
+        ours = [
+            i
+            for i, p in zip(found, named.stdout.split("\n"), strict=False)
+            if p.startswith("buildstate-test-")
+        ]
+        old = _older_than(kind, sorted(set(ours) | (mine if kind == "container" else set())), max_age_seconds)
+        if old:
+            docker(
+                *(["rm", "-f", "-v"] if kind == "container" else [kind, "rm"]), *old, check=False, timeout=120
+            )
+    docker("image", "prune", "-f", f"--filter=until={int(max_age_seconds)}s", check=False, timeout=120)
 
 
 def _engine_answers() -> bool:

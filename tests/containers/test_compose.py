@@ -67,6 +67,8 @@ def test_the_readme_first_steps_work_through_nginx(stack: Stack) -> None:
     cli = f"docker compose -p {stack.name} exec -T api buildstate"
     script = "\n".join(["set -euo pipefail", *blocks[1:3]])
     script = script.replace(".venv/bin/buildstate", cli).replace("http://127.0.0.1:8080", stack.url)
+    # The README's blocks are picked by position: if they change, fail here rather than call port 8080.
+    assert stack.url in script and "127.0.0.1:8080" not in script and cli in script, script
     ran = subprocess.run(
         ["bash", "-c", script], cwd=stack.directory, capture_output=True, text=True, timeout=180, check=False
     )

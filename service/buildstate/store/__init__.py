@@ -39,7 +39,11 @@ def create_store(settings: Settings) -> Store:
         from buildstate.store.sqlite import SQLiteStore  # noqa: PLC0415
 
         return SQLiteStore(sqlite_path(url), timeout=settings.db_timeout_seconds)
-    raise SettingsError(
+    raise _unknown_scheme(url)
+
+
+def _unknown_scheme(url: str) -> SettingsError:
+    return SettingsError(
         f"BUILDSTATE_DATABASE_URL must start with sqlite:/// or postgresql://, not {describe_url(url)!r}"
     )
 
@@ -49,6 +53,8 @@ def migrate(settings: Settings) -> list[str]:
     url = settings.effective_database_url
     if _is_postgres(url):
         return asyncio.run(PostgresMigrator.migrate(url))
+    if not url.startswith("sqlite:///"):
+        raise _unknown_scheme(url)  # never a SQLite file named like the URL (its password in the name)
     path = sqlite_path(url)
     try:
         return SqliteMigrator.migrate(path)
