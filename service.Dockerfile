@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The buildstate service: gunicorn with aiohttp workers (service/buildstate/gunicorn_conf.py).
 #
 #   docker build -f service.Dockerfile -t buildstate .

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,21 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / ".venv/bin/buildstate"
+
+
+def fresh_copy(target: Path) -> Path:
+    """The files a clone has: tracked ones, and new ones not ignored (this checkout's own work); no .venv,
+    no .env, no data."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
 
 
 def free_port() -> int:
@@ -213,7 +229,8 @@ class WriteLoad:
     every acknowledged event. Every request uses a fresh connection and is never retried, so a fault
     shows up as failures, and the log says exactly which writes the service promised to have stored.
 
-    ``clients`` bounds the requests in flight at any moment, and so the failures a crash may cause.
+    ``clients`` bounds the requests in flight at any moment, and so the failures a crash may cause;
+    ``limit`` (if set) the requests each client sends in all.
     """
 
     url: str
@@ -221,6 +238,7 @@ class WriteLoad:
     clients: int = 4
     platform: str = "aws"
     timeout: float = 30
+    limit: int | None = None
     acks: list[Ack] = field(default_factory=list)
     failures: list[Failed] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -242,7 +260,9 @@ class WriteLoad:
     def _client(self, index: int) -> None:
         number, code = 0, 100
         build_id = ""
-        while not self._stop.is_set():
+        sent = 0
+        while not self._stop.is_set() and (self.limit is None or sent < self.limit):
+            sent += 1
             if code == 100:
                 number += 1
                 build_id = f"load-{self.platform}-{index}-{number}-{uuid.uuid4().hex[:6]}"

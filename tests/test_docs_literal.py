@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -21,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support import ROOT, free_port
+from tests.support import free_port, fresh_copy
 
 # A fresh set-up (pip install into a new .venv, a minute or more) and a real server.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -31,20 +30,6 @@ TAIL = re.compile(r"`(BUILDSTATE_API_KEY=\$KEY \.venv/bin/buildstate events tail
 
 def sh_blocks(path: Path) -> list[str]:
     return FENCE.findall(path.read_text())
-
-
-def fresh_copy(target: Path) -> Path:
-    """The files a clone has: tracked ones, and new ones not ignored (this checkout's own work)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
-    for name in filter(None, listed):
-        source = ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    return target
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from buildstate.auth.secret import MissingSecretError, jwt_secret
 from buildstate.config import Settings, SettingsError, load_settings
 from buildstate.console import announce_store
 from buildstate.errors import Problem
+from buildstate.files import DataDirUnwritable
 from buildstate.observability.logging import configure as configure_logging
 from buildstate.store import create_store, describe_store, describe_url, migrate
 from buildstate.store.verify import Report, verify
@@ -208,7 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"buildstate: settings: {exc}", file=sys.stderr)
         return 2
     except (OSError, asyncpg.PostgresError, Problem) as exc:  # the store is unreachable or refuses us
-        reason = exc.detail if isinstance(exc, Problem) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, Problem):
+            reason = exc.detail
+        elif isinstance(exc, DataDirUnwritable):  # says itself what to do
+            reason = str(exc)
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
         print(f"buildstate: store {describe_store(settings)}: {reason}", file=sys.stderr)
         return 1
     return result

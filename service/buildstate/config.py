@@ -126,6 +126,13 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql:// (empty: SQLite in the data dir)")
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _absolute_url(cls, value: str) -> str:

@@ -10,8 +10,10 @@ database file's permissions, so a private database file makes them private too.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import sqlite3
 from pathlib import Path
 
 log = logging.getLogger("buildstate")
@@ -43,3 +45,33 @@ def private_file(path: Path) -> Path:
             )
             path.chmod(PRIVATE_FILE)
     return path
+
+
+class DataDirUnwritable(OSError):
+    """The folder of the SQLite database cannot be written; the message (one line) says what to do."""
+
+
+# The errors that mean "this process may not write here", from the OS or from SQLite itself.
+_UNWRITABLE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+_UNWRITABLE_SQLITE = ("unable to open database file", "readonly database")
+
+
+def unwritable(directory: Path, exc: BaseException) -> DataDirUnwritable | None:
+    """A ``DataDirUnwritable`` naming ``directory`` if ``exc`` means it cannot be written, else None.
+
+    The usual cause is a container: a read-only root file system (compose's ``read_only``, Kubernetes'
+    ``readOnlyRootFilesystem``) with no volume on the data directory, or a volume the image's user does not
+    own. Without this, SQLite only says ``unable to open database file``."""
+    if isinstance(exc, sqlite3.OperationalError):
+        if not any(text in str(exc) for text in _UNWRITABLE_SQLITE):
+            return None
+        reason = str(exc)
+    elif isinstance(exc, OSError) and exc.errno in _UNWRITABLE_ERRNOS:
+        reason = exc.strerror or str(exc)
+    else:
+        return None
+    return DataDirUnwritable(
+        f"cannot write {directory} ({reason}): the SQLite database lives there, so it must be writable by "
+        f"uid {os.getuid()}: mount a volume on it (docker run -v buildstate-data:{directory} ...), "
+        "or set BUILDSTATE_DATA_DIR to a writable folder, or BUILDSTATE_DATABASE_URL to PostgreSQL"
+    )

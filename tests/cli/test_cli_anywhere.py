@@ -3,6 +3,7 @@ elsewhere, piped into other tools. Each test runs the installed command in a dir
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -81,6 +82,31 @@ def test_an_unreachable_store_is_one_line_that_never_shows_a_database_password(t
     assert "s3cret" not in ran.stdout + ran.stderr
 
 
+@pytest.mark.parametrize("command", [["migrate"], ["serve", "--bind", "127.0.0.1:0"]], ids=" ".join)
+def test_a_data_dir_it_cannot_write_is_one_line_that_says_what_to_make_writable(
+    command: list[str], tmp_path: Path
+) -> None:
+    """As in a container with a read-only root and no volume on /var/lib/buildstate: SQLite alone would say
+    ``unable to open database file`` (or the OS "Read-only file system"), not which folder to fix."""
+    # A folder nobody may create files in, root included (the tests may run as root, whom modes never stop).
+    data = Path("/sys/kernel")
+    env = clean_env(
+        data, BUILDSTATE_ENV="production", BUILDSTATE_JWT_SECRET="x" * 40, BUILDSTATE_LOG_FORMAT="text"
+    )
+    ran = cli(*command, cwd=tmp_path, env=env)
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert "Traceback" not in ran.stderr
+    [line] = [line for line in ran.stderr.splitlines() if "cannot write" in line]
+    # /sys refuses writes even to root; where it is mounted read-only (inside a container) it says so.
+    line = line.replace("(Read-only file system)", "(Permission denied)")
+    assert line == (
+        f"buildstate: store sqlite:///{data}/buildstate.db (BUILDSTATE_DATA_DIR): cannot write {data} "
+        f"(Permission denied): the SQLite database lives there, so it must be writable by uid {os.getuid()}: "
+        f"mount a volume on it (docker run -v buildstate-data:{data} ...), or set BUILDSTATE_DATA_DIR to a "
+        "writable folder, or BUILDSTATE_DATABASE_URL to PostgreSQL"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "value", "said"),
     [
@@ -92,7 +118,7 @@ def test_an_unreachable_store_is_one_line_that_never_shows_a_database_password(t
         (
             "BUILDSTATE_DATABASE_URL",
             "mysql://u:pw-2f9c@db/x",
-            "BUILDSTATE_DATABASE_URL must start with sqlite:///",
+            "BUILDSTATE_DATABASE_URL: Value error, must start with sqlite:///",
         ),
         ("BUILDSTATE_WORKERS", "many-2f9c", "BUILDSTATE_WORKERS: Input should be a valid integer"),
         (
@@ -110,3 +136,5 @@ def test_a_setting_that_does_not_validate_is_one_line_without_its_value(
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1].startswith("buildstate: settings: ") and said in done.stderr
     assert "2f9c" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+    # A mysql:// URL made a SQLite file named like it, password and all, in the working directory.
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -1,4 +1,5 @@
-"""resource.Dockerfile, checked without a container engine: lint, and parity with the console scripts."""
+"""resource.Dockerfile without a container engine: lint, and parity with the console scripts (tests/containers
+builds and runs it)."""
 
 from __future__ import annotations
 

@@ -12,9 +12,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 from buildstate.config import Settings, SettingsError
+from buildstate.files import unwritable
 from buildstate.redaction import redact
 from buildstate.store.base import Store
 from buildstate.store.migrate import PostgresMigrator, SqliteMigrator
@@ -46,7 +48,11 @@ def create_store(settings: Settings) -> Store:
         from buildstate.store.sqlite import SQLiteStore  # noqa: PLC0415
 
         return SQLiteStore(sqlite_path(url), timeout=settings.db_timeout_seconds)
-    raise SettingsError(
+    raise _unknown_scheme(url)
+
+
+def _unknown_scheme(url: str) -> SettingsError:
+    return SettingsError(
         f"BUILDSTATE_DATABASE_URL must start with sqlite:/// or postgresql://, not {describe_url(url)!r}"
     )
 
@@ -56,7 +62,16 @@ def migrate(settings: Settings) -> list[str]:
     url = settings.effective_database_url
     if _is_postgres(url):
         return asyncio.run(PostgresMigrator.migrate(url))
-    return SqliteMigrator.migrate(sqlite_path(url))
+    if not url.startswith("sqlite:///"):
+        raise _unknown_scheme(url)  # never a SQLite file named like the URL (its password in the name)
+    path = sqlite_path(url)
+    try:
+        return SqliteMigrator.migrate(path)
+    except (OSError, sqlite3.OperationalError) as exc:
+        hint = unwritable(path.parent.absolute(), exc)
+        if hint is None:
+            raise
+        raise hint from exc
 
 
 def describe_url(url: str) -> str:
