@@ -21,6 +21,7 @@ from buildstate.web.requests import EventQuery
 from buildstate.web.routing import ROUTES
 from buildstate.webhooks import cdevents, cli, payloads
 from buildstate.webhooks.models import StateWord, WebhookKind
+from buildstate_resource import config as resource_config
 
 
 def _event(kind: EventType) -> Event:
@@ -91,3 +92,10 @@ def test_the_type_filter_refuses_what_is_not_an_event_type() -> None:
 def test_every_state_word_passes_the_states_filters(word: str) -> None:
     assert EventQuery.model_validate({"states": word}).states == word
     assert TypeAdapter(StateWord).validate_python(word) == word
+
+
+def test_the_concourse_resource_knows_every_event_type_and_state_word() -> None:
+    """The resource imports nothing of the service (the layers contract), so it spells the lists itself:
+    a new member would be refused by ``source.event_types`` or ``source.states`` without this test."""
+    assert set(resource_config.EVENT_TYPES) == {t.value for t in EventType}
+    assert set(resource_config.STATE_NAMES) == set(STATE_WORDS)

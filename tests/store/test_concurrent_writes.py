@@ -146,3 +146,15 @@ async def _compare_and_set_refuses_a_moved_build(store: PostgresStore) -> None:
     done = await store.record_state(build_id, StateChange(state_code=50), CTX)
     assert json.loads(done.body)["event"]["from_state_code"] == 25
     assert [e.state_code for e in (await store.history(build_id)).events] == [0, 10, 25, 50]
+
+
+async def test_a_grouped_write_whose_body_returns_nothing_is_acknowledged(store: Store) -> None:
+    """SQLite's group commit set a write's result only when it was not None: such a write never returned."""
+    if not isinstance(store, SQLiteStore):
+        pytest.skip("the group commit is SQLite's")
+    done = await asyncio.wait_for(store.executor.grouped(lambda conn: None), 10)
+    assert done is None
+    both = await asyncio.wait_for(
+        asyncio.gather(store.executor.grouped(lambda conn: None), store.executor.grouped(lambda conn: 7)), 10
+    )
+    assert both == [None, 7]

@@ -21,7 +21,7 @@ from buildstate import __version__
 from buildstate.errors import ServiceUnavailable
 from buildstate.store.executor import BatchRunner, Json, Statement, Transaction
 from buildstate.store.sql import Dialect, PostgresDialect
-from buildstate.store.types import AuditEntry, PoolStats
+from buildstate.store.types import PoolStats
 
 T = TypeVar("T")
 
@@ -91,23 +91,6 @@ async def drive_async(work: Transaction[T], conn: asyncpg.Connection) -> T:
             statement = work.send(await execute(conn, statement))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
-
-
-async def insert_audit(conn: asyncpg.Connection, entry: AuditEntry) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source, detail, "
-        "repeat_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9) ON CONFLICT (repeat_key) "
-        "DO UPDATE SET repeats = audit_log.repeats + 1, last_at = clock_timestamp()",
-        entry.actor,
-        entry.action,
-        entry.target,
-        entry.outcome,
-        entry.status_code,
-        entry.request_id,
-        entry.source,
-        entry.detail,
-        entry.repeat_key,
-    )
 
 
 class PostgresExecutor(BatchRunner):

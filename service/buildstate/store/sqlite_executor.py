@@ -74,6 +74,7 @@ class _Queued(Generic[T]):
     body: Callable[[sqlite3.Connection], T]
     future: asyncio.Future[T]
     outcome: T | None = None
+    ran: bool = False  # the body returned (its outcome may be None) and the group committed
     error: BaseException | None = None
 
 
@@ -93,8 +94,8 @@ def _settle(queued: _Queued[Any]) -> None:
         return
     if queued.error is not None:
         queued.future.set_exception(queued.error)
-    elif queued.outcome is not None:
-        queued.future.set_result(queued.outcome)
+    elif queued.ran:
+        queued.future.set_result(queued.outcome)  # T itself may be None
 
 
 @contextlib.contextmanager
@@ -304,7 +305,7 @@ class SqliteExecutor(BatchRunner):
                     for queued in group:
                         conn.execute("SAVEPOINT write")
                         try:
-                            queued.outcome = queued.body(conn)
+                            queued.outcome, queued.ran = queued.body(conn), True
                         except Exception as exc:
                             if not conn.in_transaction:  # SQLite rolled everything back (disk full, I/O)
                                 raise
@@ -315,4 +316,4 @@ class SqliteExecutor(BatchRunner):
                         conn.execute("RELEASE write")
         except Exception as exc:
             for queued in group:  # each request its own exception: handlers add their own headers to it
-                queued.outcome, queued.error = None, _group_failed(exc)
+                queued.outcome, queued.ran, queued.error = None, False, _group_failed(exc)
