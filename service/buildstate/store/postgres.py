@@ -16,8 +16,9 @@ that records the answer). A change without an ``Idempotency-Key`` keeps no trans
 reads the build, checks the rules, and appends in one statement that first locks the build row on
 condition that its last event is still the one read (compare-and-set, ``APPEND_EVENT_IF_CURRENT``),
 so the lock is held for that statement and its commit only; if another write won the race, it takes the
-locking transaction instead. ``tests/store/test_feed_order.py`` holds one writer's transaction open while
-another commits and shows the reader never skips.
+locking transaction instead. ``tests/store/test_feed.py``
+(``test_reader_never_skips_an_event_whose_writer_commits_late``) holds one writer's transaction open
+while another commits and shows the reader never skips.
 
 Lock order, which keeps writers free of deadlocks: idempotency key row, build row, feed lock, then the
 small summary tables (``status_counts``, ``combos``), which are only ever touched under the feed lock.
