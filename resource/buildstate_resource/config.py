@@ -49,7 +49,7 @@ FAILURE_KEYS = tuple(key for field in FAILURE_FIELDS for key in (field, f"{field
 RESET_KEYS = ("reason", "reason_file")
 
 STATE_NAMES = ("failed", "succeeded", "reset")
-EVENT_TYPES = ("created", "state", "failure", "reset")
+EVENT_TYPES = ("created", "state", "failure", "reset", "artifact")
 DEFAULT_TIMEOUT_SECONDS = 15.0
 DEFAULT_RETRY_SECONDS = 50.0
 

@@ -53,7 +53,7 @@ from buildstate.store.types import (
     replay,
 )
 
-FEED_LOCK = 0x6275696C64  # "build" in ASCII: the one advisory lock that orders event appends
+FEED_LOCK = sql.FEED_LOCK  # the one advisory lock that orders event appends (the artifacts' too)
 
 # The event append after the feed lock is taken (the CTE ``feed_lock``): the two statements below differ
 # only in how they get there.
