@@ -1,7 +1,7 @@
 """The example pipelines parse, use only what they declare, and give our resource valid config.
 
 ``source`` and ``put`` params are checked by the resource's own validation code (``parse_source``
-and ``plan_change``), so an example can never show a key or a shape that the resource rejects.
+and ``plan_put``), so an example can never show a key or a shape that the resource rejects.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from buildstate_resource.config import GET_PARAMS_KEYS, parse_source, reject_unknown_keys
-from buildstate_resource.put import plan_change
+from buildstate_resource.put import plan_put
 
 PIPELINES_DIR = Path(__file__).resolve().parents[2] / "pipelines"
 VARS_FILE = PIPELINES_DIR / "vars.yml"
@@ -152,7 +152,7 @@ def test_buildstate_steps_have_valid_params(path: Path, tmp_path: Path) -> None:
                 assert artifact in step["inputs"], f"{job}: {relative} is not among the put's inputs"
             (sources / relative).parent.mkdir(parents=True, exist_ok=True)
             (sources / relative).write_text("{}" if relative.endswith(".json") else "stand-in")
-        plan_change(step["params"], sources)
+        plan_put(step["params"], sources)
 
 
 def _files_named_in(params: Any) -> Iterator[str]:
