@@ -142,7 +142,7 @@ SECRET_IN_FILE = "custom-data-secret-hunter2"
     ("content", "expected"),
     [
         (f'{{"builds": [{{"custom_data": {{"token": "{SECRET_IN_FILE}"', "is not JSON (line 1, column"),
-        (b"[\"\xc3\x28\"]", "is not UTF-8 JSON"),
+        (b'["\xc3\x28"]', "is not UTF-8 JSON"),
         ('{"builds": [], "last_run_uuid": ""}', "is a Packer manifest without builds"),
         ('{"builds": {"a": 1}}', "is a Packer manifest without builds"),
         ('{"artifacts": [], "extra": 1}', "unknown key 'extra'"),
