@@ -24,7 +24,7 @@ from .errors import ApiError, ConfigError
 from .inputs import read_input
 
 # The service's bound of one request's list; the resource stops a longer one before sending it.
-MAX_ARTIFACTS = 500
+MAX_ARTIFACTS = 200
 # An artifacts_file larger than this is not an artifact list or a manifest an image build writes.
 MAX_FILE_BYTES = 4 << 20
 # Metadata in the Concourse UI: this many artifacts by name, then a count.

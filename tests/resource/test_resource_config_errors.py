@@ -111,7 +111,7 @@ CREATE = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base", "bu
             {"build": "b", "artifacts": [{**AMI, "region": 5}]},
             "params.artifacts[0].region must be a non-empty",
         ),
-        ({"build": "b", "artifacts": [AMI] * 501}, "lists 501 artifacts; one put records at most 500"),
+        ({"build": "b", "artifacts": [AMI] * 201}, "lists 201 artifacts; one put records at most 200"),
         (
             {"build": "b", "artifacts": [AMI], "artifacts_file": "f.json"},
             "artifacts or artifacts_file, not both",
