@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import resource_harness as harness
+import yaml
 from resource_fake_server import FakeServer, Recorded, Reply
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures/packer"
@@ -192,3 +194,124 @@ def test_a_url_id_is_shown_without_its_credentials(fake_server: FakeServer, tmp_
     shown = [pair["value"] for pair in fetched.result()["metadata"] if pair["name"] == "artifact"]
     assert shown == ["eu-west-1 azure-vhd https://acct.blob.core.windows.net/c/d.vhd"]
     assert "s3cr3tsig" not in fetched.stdout + fetched.stderr
+
+
+# ---------------------------------------------------------------- against the real service
+
+
+def _manifest(platform: str, *pairs: tuple[str, str]) -> dict[str, Any]:
+    """A manifest as amazon-ebs and the manifest post-processor write it (tests/fixtures/packer), in this
+    test's own regions so that no other test's AMIs answer its lookups."""
+    run = "7d0c4a52-1b2f-4e4e-9a55-0c6f3f0d2a10"
+    artifact_id = ",".join(f"{region}:{ami}" for region, ami in sorted(pairs))
+    build = {
+        "name": "amazon-ebs.rhel8",
+        "builder_type": "amazon-ebs",
+        "build_time": 1764590000,
+        "files": None,
+        "artifact_id": artifact_id,
+        "packer_run_uuid": run,
+        "custom_data": {"source_image_id": "ami-0fedcba9876543210", "test": platform},
+    }
+    return {"builds": [build], "last_run_uuid": run}
+
+
+def _with_manifest(workdir: Path, manifest: dict[str, Any]) -> Path:
+    sources = workdir / "put"
+    (sources / "packer-output").mkdir(parents=True)
+    (sources / "packer-output" / "packer-manifest.json").write_text(json.dumps(manifest, indent=2))
+    return sources
+
+
+def test_a_packer_manifest_put_then_get_writes_the_builds_amis(
+    source: dict[str, Any], new_build: Any, api: Any, platform: str, tmp_path: Path
+) -> None:
+    build = new_build()
+    regions = (f"{platform}-east", f"{platform}-west")
+    sources = _with_manifest(
+        tmp_path, _manifest(platform, (regions[0], "ami-0aaa1111"), (regions[1], "ami-0bbb2222"))
+    )
+    params = {"build": build["build_id"], "state": 25, "artifacts_file": "packer-output/packer-manifest.json"}
+
+    out = harness.put(source, params, sources).result()
+    fetched = harness.get(source, out["version"], tmp_path / "get").result()
+
+    assert out["version"]["state"] == "25"
+    assert fetched["version"] == out["version"]
+    written = json.loads((tmp_path / "get" / "artifacts.json").read_text())
+    assert [(a["platform"], a["region"], a["kind"], a["external_id"]) for a in written] == [
+        ("aws", regions[0], "ami", "ami-0aaa1111"),
+        ("aws", regions[1], "ami", "ami-0bbb2222"),
+    ]
+    assert written[0]["labels"]["source_image_id"] == "ami-0fedcba9876543210"
+    assert not (tmp_path / "get" / "artifact_id").exists(), "two AMIs: no single id"
+    history = api("GET", f"/builds/{build['build_id']}/history")
+    assert [event["type"] for event in history["events"]] == ["created", "artifact", "state"]
+    assert [pair["value"] for pair in out["metadata"] if pair["name"] == "artifacts"] == ["2"]
+
+
+def test_a_rerun_of_the_put_records_nothing_twice(
+    source: dict[str, Any], new_build: Any, api: Any, platform: str, tmp_path: Path
+) -> None:
+    build = new_build()
+    sources = _with_manifest(tmp_path, _manifest(platform, (f"{platform}-east", "ami-0ccc3333")))
+    params = {
+        "build": build["build_id"],
+        "state": 100,
+        "artifacts_file": "packer-output/packer-manifest.json",
+    }
+
+    first = harness.put(source, params, sources).result()
+    again = harness.put(source, params, sources).result()
+    from_another_build = harness.put(source, params, sources, harness.build_env(BUILD_ID="9001")).result()
+
+    assert again == first
+    assert from_another_build["version"] == first["version"]
+    history = api("GET", f"/builds/{build['build_id']}/history")
+    assert [event["type"] for event in history["events"]] == ["created", "artifact", "state"]
+    assert len(history["artifacts"]) == 1
+
+
+def test_the_deploy_pipelines_scripts_read_the_ami_from_the_get_and_the_lookup(
+    source: dict[str, Any], new_build: Any, api_key: str, platform: str, tmp_path: Path
+) -> None:
+    """pipelines/deploy.yml's two tasks that find the AMI, run as written (sh, curl) on what a put made."""
+    pipeline = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines/deploy.yml").read_text())
+    tasks = {
+        step["task"]: step
+        for job in pipeline["jobs"]
+        for step in job["plan"]
+        if isinstance(step, dict) and "task" in step
+    }
+    build = new_build(os_version="rhel-8.8", image_type="base")
+    region = f"{platform}-east"
+    sources = _with_manifest(tmp_path, _manifest(platform, (region, "ami-0ddd4444")))
+    params = {
+        "build": build["build_id"],
+        "state": 100,
+        "artifacts_file": "packer-output/packer-manifest.json",
+    }
+    out = harness.put(source, params, sources).result()
+    task_dir = tmp_path / "task"
+    harness.get(source, out["version"], task_dir / "image-builds").result()
+    (task_dir / "ami").mkdir()
+
+    def run_task(name: str, env: dict[str, str]) -> str:
+        script = tasks[name]["config"]["run"]["args"][-1]
+        subprocess.run(["sh", "-ec", script], cwd=task_dir, env={"PATH": "/usr/bin:/bin", **env}, check=True)
+        return (task_dir / "ami" / "id").read_text()
+
+    assert run_task("read-ami", {}) == "ami-0ddd4444"
+    (task_dir / "ami" / "id").unlink()
+    looked_up = run_task(
+        "look-up-ami",
+        {
+            "BUILDSTATE_URL": source["url"],
+            "BUILDSTATE_API_KEY": api_key,
+            "PLATFORM": "aws",
+            "OS_VERSION": "rhel-8.8",
+            "IMAGE_TYPE": "base",
+            "AWS_REGION": region,
+        },
+    )
+    assert looked_up.strip() == "ami-0ddd4444"
