@@ -15,38 +15,16 @@ from typing import Any
 
 import resource_harness as harness
 import yaml
-from resource_fake_server import FakeServer, Recorded, Reply
+from resource_fake_server import FakeServer, Recorded, Reply, event
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures/packer"
-BUILD_UUID = "6f1c0000-0000-4000-8000-000000000001"
+BUILD_UUID = event(1)["build"]["id"]
 AMI = {"region": "eu-west-1", "kind": "ami", "external_id": "ami-0123abcd", "labels": {"stage": "built"}}
 
 
 def _event(seq: int, kind: str = "state", state_code: int = 25, attempt: int = 1) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "type": kind,
-        "recorded_at": f"2026-12-01T10:00:{seq:02d}.000000Z",
-        "attempt": attempt,
-        "state_code": state_code,
-        "from_state_code": None,
-        "status": "running",
-        "message": None,
-        "failure": None,
-        "reason": None,
-        "actor": "ci",
-        "provenance": None,
-        "duration_ms": None,
-        "build": {
-            "id": BUILD_UUID,
-            "build_id": "rhel-8.8-base-1",
-            "platform": "aws",
-            "os_version": "rhel-8.8",
-            "image_type": "base",
-            "labels": {},
-            "created_at": "2026-12-01T09:00:00.000000Z",
-        },
-    }
+    recorded_at = f"2026-12-01T10:00:{seq:02d}.000000Z"
+    return event(seq, state_code, type=kind, attempt=attempt, recorded_at=recorded_at)
 
 
 def _recorded(seq: int, attempt: int = 1, **fields: Any) -> dict[str, Any]:
