@@ -129,6 +129,12 @@ async def test_a_platform_restricted_key_records_artifacts_only_on_its_builds(
     assert (await aws_only.post("/builds/rhel-8.8-base-1/artifacts", json=other_cloud)).status == 200
     refused = await assert_problem(await aws_only.post("/builds/azure-1/artifacts", json=AMIS), 403)
     assert refused["type"].endswith("/platform-not-allowed")
+    # What the aws key recorded is never what an azure deployer finds: the lookup's platform is the build's.
+    await post(client, "/builds/rhel-8.8-base-1/state", {"state_code": 100})
+    azure = "/artifacts/latest?platform=azure&os_version=rhel-8.8&image_type=base&kind=azure-image-version"
+    await assert_problem(await client.get(azure), 404)
+    found = await (await client.get(LATEST + "&kind=azure-image-version")).json()
+    assert (found["platform"], found["build"]["platform"]) == ("azure", "aws")
 
 
 async def test_the_lookup_answers_json_or_just_the_id(client: Client) -> None:
