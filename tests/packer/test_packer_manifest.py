@@ -387,6 +387,8 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ("builds.0.files", [{"size": 1}], "builds[0].files[0].name"),
     ("builds.0.files", [{"name": "a", "size": "big"}], "builds[0].files[0].size"),
     ("builds.0.files", [{"name": f"bad\n{SECRET}"}], "builds[0].files[0].name"),
+    # Not printable for the service's ExternalId (answered as one line of text/plain): refused here, by name.
+    ("builds.0.files", [{"name": "disk\u00a0.qcow2"}], "builds[0].files[0].name"),
     ("builds.0.files", [{"name": f"f{i}"} for i in range(MAX_FILES + 1)], "builds[0].files"),
     ("builds.0.custom_data", [SECRET], "builds[0].custom_data"),
     ("builds.0.custom_data", {f"has space {SECRET}": "v"}, "builds[0].custom_data"),
