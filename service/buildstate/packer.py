@@ -58,11 +58,13 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from pydantic import TypeAdapter, ValidationError
 
-from buildstate.models import MAX_ARTIFACTS_PER_REQUEST, ExternalId, LabelKey, LabelValue, Region
+from buildstate.models import MAX_ARTIFACTS_PER_BUILD, ExternalId, LabelKey, LabelValue, Region
 
 MAX_MANIFEST_BUILDS = 1000  # entries of all runs in the file (Packer without -force keeps appending)
 MAX_FILES = 256  # per build
-MAX_ARTIFACTS = MAX_ARTIFACTS_PER_REQUEST  # what one manifest may record: as one POST .../artifacts may
+# What parsing one manifest may produce: no build holds more. What one request may record (fewer) is the
+# record's rule (models.ArtifactsRecord), which the route applies with the exact count.
+MAX_ARTIFACTS = MAX_ARTIFACTS_PER_BUILD
 MAX_ARTIFACT_ID = 16 * 1024  # the raw artifact_id of one build (an AMI in every region is ~1.2k)
 MAX_EXTERNAL_ID = 2048  # one artifact's id (models.ExternalId): a path, a resource id, a URL
 MAX_NAME = 200  # name, builder_type
