@@ -1,4 +1,5 @@
-"""``out``: record one change (create, state, failure or reset) and print the event's version.
+"""``out``: record one change (create, state, failure or reset), with or without the build's artifacts
+(recorded first, ``artifacts``), and print the event's version.
 
 The printed version comes from the event the service returns, formatted by the same function that
 ``check`` uses, so the put's version and the checked version are the same Concourse version, and
@@ -76,16 +77,30 @@ def put(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
         response, event = _record(client, change, provenance)
         if change.records_artifacts:
             recorded = _recorded_artifacts(response)
-    version = version_of(event)
-    metadata = metadata_of(source.url, event) + artifacts.metadata_of(recorded)
-    if isinstance(response, dict) and response.get("replayed") is True:  # the change was already true
+        _report(change, response, version_of(event), len(recorded))
+    return {
+        "version": version_of(event),
+        "metadata": metadata_of(source.url, event) + artifacts.metadata_of(recorded),
+    }
+
+
+def _report(change: Change, response: object, version: Mapping[str, str], artifact_count: int) -> None:
+    """One line in the build log for what a request recorded, or that it was true already (a replay)."""
+    replayed = isinstance(response, Mapping) and response.get("replayed") is True
+    build, seq = version["build"], version["seq"]
+    if change.records_artifacts:
+        count = f"{artifact_count} artifact{'' if artifact_count == 1 else 's'}"
+        if replayed:
+            log.info(f"nothing recorded: build {build} has the {count} already (event {seq})")
+        else:
+            log.info(f"recorded event {seq}: {count} of build {build}")
+    elif replayed:
         log.info(
-            f"nothing recorded: build {version['build']} is already at state {version['state']} "
-            f"(event {version['seq']}); the version is that event"
+            f"nothing recorded: build {build} is already at state {version['state']} (event {seq}); "
+            "the version is that event"
         )
     else:
-        log.info(f"recorded event {version['seq']}: build {version['build']} state {version['state']}")
-    return {"version": version, "metadata": metadata}
+        log.info(f"recorded event {seq}: build {build} state {version['state']}")
 
 
 def _record(

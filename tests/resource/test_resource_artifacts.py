@@ -239,10 +239,14 @@ def test_a_rerun_of_the_put_records_nothing_twice(
         "artifacts_file": "packer-output/packer-manifest.json",
     }
 
-    first = harness.put(source, params, sources).result()
-    again = harness.put(source, params, sources).result()
+    first_run = harness.put(source, params, sources)
+    first = first_run.result()
+    again_run = harness.put(source, params, sources)
+    again = again_run.result()
     from_another_build = harness.put(source, params, sources, harness.build_env(BUILD_ID="9001")).result()
 
+    assert f"1 artifact of build {build['build_id']}" in first_run.stderr
+    assert f"nothing recorded: build {build['build_id']} has the 1 artifact already" in again_run.stderr
     assert again == first
     assert from_another_build["version"] == first["version"]
     history = api("GET", f"/builds/{build['build_id']}/history")
