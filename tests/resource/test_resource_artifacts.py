@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import resource_harness as harness
 import yaml
 from resource_fake_server import FakeServer, Recorded, Reply, event
@@ -255,46 +256,82 @@ def test_a_rerun_of_the_put_records_nothing_twice(
     assert len(history["artifacts"]) == 1
 
 
-def test_the_deploy_pipelines_scripts_read_the_ami_from_the_get_and_the_lookup(
-    source: dict[str, Any], new_build: Any, api_key: str, platform: str, tmp_path: Path
-) -> None:
-    """pipelines/deploy.yml's two tasks that find the AMI, run as written (sh, curl) on what a put made."""
-    pipeline = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines/deploy.yml").read_text())
-    tasks = {
-        step["task"]: step
-        for job in pipeline["jobs"]
-        for step in job["plan"]
-        if isinstance(step, dict) and "task" in step
-    }
+DEPLOY_TASKS = {
+    step["task"]: step["config"]["run"]["args"][-1]
+    for job in yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines/deploy.yml").read_text())[
+        "jobs"
+    ]
+    for step in job["plan"]
+    if isinstance(step, dict) and "task" in step
+}
+
+
+def _built(source: dict[str, Any], new_build: Any, workdir: Path, *pairs: tuple[str, str]) -> dict[str, Any]:
+    """A build at 100 whose Packer manifest (``pairs``) a put recorded; the put's output."""
     build = new_build(os_version="rhel-8.8", image_type="base")
-    region = f"{platform}-east"
-    sources = _with_manifest(tmp_path, _manifest(platform, (region, "ami-0ddd4444")))
+    sources = _with_manifest(workdir, _manifest(build["platform"], *pairs))
     params = {
         "build": build["build_id"],
         "state": 100,
         "artifacts_file": "packer-output/packer-manifest.json",
     }
-    out = harness.put(source, params, sources).result()
-    task_dir = tmp_path / "task"
-    harness.get(source, out["version"], task_dir / "image-builds").result()
-    (task_dir / "ami").mkdir()
+    out: dict[str, Any] = harness.put(source, params, sources).result()
+    return out
 
-    def run_task(name: str, env: dict[str, str]) -> str:
-        script = tasks[name]["config"]["run"]["args"][-1]
-        subprocess.run(["sh", "-ec", script], cwd=task_dir, env={"PATH": "/usr/bin:/bin", **env}, check=True)
-        return (task_dir / "ami" / "id").read_text()
 
-    assert run_task("read-ami", {}) == "ami-0ddd4444"
-    (task_dir / "ami" / "id").unlink()
-    looked_up = run_task(
-        "look-up-ami",
-        {
-            "BUILDSTATE_URL": source["url"],
-            "BUILDSTATE_API_KEY": api_key,
-            "PLATFORM": platform,  # the build's: the lookup walks its succeeded builds
-            "OS_VERSION": "rhel-8.8",
-            "IMAGE_TYPE": "base",
-            "AWS_REGION": region,
-        },
+def _run_task(name: str, task_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """One of pipelines/deploy.yml's tasks, its script run as written in a task's working directory."""
+    (task_dir / "ami").mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        ["sh", "-ec", DEPLOY_TASKS[name]],
+        cwd=task_dir,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    assert looked_up.strip() == "ami-0ddd4444"
+
+
+def test_the_deploy_pipeline_reads_the_ami_of_the_triggering_get(
+    source: dict[str, Any], new_build: Any, platform: str, tmp_path: Path
+) -> None:
+    one = _built(source, new_build, tmp_path / "one", (f"{platform}-east", "ami-0ddd4444"))
+    two = _built(
+        source, new_build, tmp_path / "two", (f"{platform}-east", "ami-0e1"), (f"{platform}-west", "ami-0e2")
+    )
+    for out, task_dir in ((one, tmp_path / "task-one"), (two, tmp_path / "task-two")):
+        harness.get(source, out["version"], task_dir / "image-builds").result()
+
+    single = _run_task("read-ami", tmp_path / "task-one", {})
+    several = _run_task("read-ami", tmp_path / "task-two", {})
+
+    assert single.returncode == 0, single.stderr
+    assert (tmp_path / "task-one" / "ami" / "id").read_text() == "ami-0ddd4444"
+    assert several.returncode != 0, "two AMIs: the task must not deploy an arbitrary one"
+    assert "made no single artifact; see image-builds/artifacts.json" in several.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("curl") is None, reason="deploy.yml's lookup task runs curl (not in the image)"
+)
+def test_the_deploy_pipeline_looks_the_ami_up_as_text(
+    source: dict[str, Any], new_build: Any, api_key: str, platform: str, tmp_path: Path
+) -> None:
+    region = f"{platform}-east"
+    _built(source, new_build, tmp_path / "put", (region, "ami-0ddd4444"))
+    env = {
+        "BUILDSTATE_URL": source["url"],
+        "BUILDSTATE_API_KEY": api_key,
+        "PLATFORM": platform,  # the build's platform (what keys are bound to), not the AMI's cloud
+        "OS_VERSION": "rhel-8.8",
+        "IMAGE_TYPE": "base",
+    }
+
+    found = _run_task("look-up-ami", tmp_path / "task", {**env, "AWS_REGION": region})
+    missing = _run_task("look-up-ami", tmp_path / "task-missing", {**env, "AWS_REGION": f"{platform}-north"})
+
+    assert found.returncode == 0, found.stderr
+    assert (tmp_path / "task" / "ami" / "id").read_text().strip() == "ami-0ddd4444"
+    assert "deploying ami-0ddd4444" in found.stdout
+    assert missing.returncode != 0, "a 404 fails the task (curl -f)"
+    assert api_key not in found.stdout + found.stderr + missing.stdout + missing.stderr
