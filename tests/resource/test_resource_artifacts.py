@@ -335,3 +335,36 @@ def test_the_deploy_pipeline_looks_the_ami_up_as_text(
     assert "deploying ami-0ddd4444" in found.stdout
     assert missing.returncode != 0, "a 404 fails the task (curl -f)"
     assert api_key not in found.stdout + found.stderr + missing.stdout + missing.stderr
+
+
+def test_a_get_writes_the_artifacts_of_its_events_attempt_as_of_that_event(
+    source: dict[str, Any], new_build: Any, platform: str, tmp_path: Path
+) -> None:
+    """in is cached per version: an earlier event's get never shows what came later, and a finished
+    attempt's get shows its own AMI, not one a failed attempt recorded."""
+    build = new_build()
+    ref = build["build_id"]
+    region = f"{platform}-east"
+    started = harness.put(source, {"build": ref, "state": 10}, tmp_path).result()
+    first = harness.put(
+        source, {"build": ref, "state": 25, "artifacts": [{**AMI, "region": region}]}, tmp_path
+    )
+    harness.put(source, {"build": ref, "failure": {"error_message": "ansible: exit 2"}}, tmp_path).result()
+    harness.put(source, {"build": ref, "reset": {"reason": "flaky mirror"}}, tmp_path).result()
+    second = {"region": region, "kind": "ami", "external_id": "ami-0beef"}
+    finished = harness.put(source, {"build": ref, "state": 100, "artifacts": [second]}, tmp_path).result()
+
+    def fetched(version: dict[str, str], name: str) -> tuple[list[dict[str, Any]], str | None]:
+        harness.get(source, version, tmp_path / name).result()
+        artifact_id = tmp_path / name / "artifact_id"
+        listed = json.loads((tmp_path / name / "artifacts.json").read_text())
+        return listed, artifact_id.read_text() if artifact_id.exists() else None
+
+    assert fetched(started["version"], "at-10") == ([], None)
+    at_25, at_25_id = fetched(first.result()["version"], "at-25")
+    assert [a["external_id"] for a in at_25] == ["ami-0123abcd"]
+    assert at_25_id == "ami-0123abcd"
+    at_100, at_100_id = fetched(finished["version"], "at-100")
+    assert [a["external_id"] for a in at_100] == ["ami-0beef"]
+    assert at_100_id == "ami-0beef"
+    assert at_100[0]["attempt"] == at_25[0]["attempt"] + 1
