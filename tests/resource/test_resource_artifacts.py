@@ -242,11 +242,14 @@ def test_a_rerun_of_the_put_records_nothing_twice(
 
     first_run = harness.put(source, params, sources)
     first = first_run.result()
-    again = harness.put(source, params, sources).result()  # the same requests, keys and answers
+    again_run = harness.put(source, params, sources)  # the same requests, keys and answers
+    again = again_run.result()
     another_run = harness.put(source, params, sources, harness.build_env(BUILD_ID="9001"))
     from_another_build = another_run.result()  # new keys: the service finds them true already
 
     assert f"1 artifact of build {build['build_id']}" in first_run.stderr
+    assert again_run.stderr.count("nothing recorded: this put ran before in this Concourse build") == 2
+    assert "recorded event" not in again_run.stderr
     assert f"nothing recorded: build {build['build_id']} has the 1 artifact already" in another_run.stderr
     assert "is already at state 100" in another_run.stderr
     assert again == first
