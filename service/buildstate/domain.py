@@ -34,6 +34,9 @@ class EventType(StrEnum):
     STATE = "state"
     FAILURE = "failure"
     RESET = "reset"
+    CHANNEL = "channel"
+    REVOKED = "revoked"
+    RESTORED = "restored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,9 @@ class EventRule:
     creates_build: bool = False
     # What ``buildstate events tail`` shows for it instead of the build's status ("": the status).
     label: str = ""
+    # It moves the build (state, status, attempt): else the event copies the build's current state and the
+    # build row is left as it is (a channel move, a revocation; ``store/release.py``).
+    changes_state: bool = True
 
 
 EVENT_RULES: dict[EventType, EventRule] = {
@@ -57,6 +63,13 @@ EVENT_RULES: dict[EventType, EventRule] = {
     EventType.STATE: EventRule("build.state"),
     EventType.FAILURE: EventRule("build.failure", state_word=FAILED, records_failure=True, label="FAILED"),
     EventType.RESET: EventRule("build.reset", state_word="reset", label="RESET"),
+    EventType.CHANNEL: EventRule(
+        "channel.assign", state_word="channel", label="CHANNEL", changes_state=False
+    ),
+    EventType.REVOKED: EventRule("build.revoke", state_word="revoked", label="REVOKED", changes_state=False),
+    EventType.RESTORED: EventRule(
+        "build.restore", state_word="restored", label="RESTORED", changes_state=False
+    ),
 }
 # The words a ``states`` filter takes besides state codes: each type's word, and succeeded (a code of 100).
 STATE_WORDS: tuple[str, ...] = (*(r.state_word for r in EVENT_RULES.values() if r.state_word), SUCCEEDED)

@@ -24,6 +24,7 @@ from buildstate.models import (
 )
 from buildstate.store.access import AccessStore
 from buildstate.store.executor import Executor
+from buildstate.store.release import ReleaseStore
 from buildstate.store.types import (
     AuditEntry,
     BuildCursor,
@@ -53,6 +54,8 @@ class Store(Protocol):
 
     # API keys, users and audit queries, on the same connections (``store/access.py``).
     access: AccessStore
+    # Ancestry, channels and revocations (``store/release.py``).
+    release: ReleaseStore
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

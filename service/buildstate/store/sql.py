@@ -111,7 +111,7 @@ BUILD_FROM = """
 """
 EVENT_COLUMNS = """
     e.seq, e.type, e.recorded_at, e.attempt, e.state_code, e.from_state_code, e.status,
-    e.message, e.failure, e.reason, e.actor, e.provenance, e.duration_ms,
+    e.message, e.failure, e.reason, e.actor, e.provenance, e.duration_ms, e.detail,
     b.id AS b_id, b.build_id AS b_build_id, p.name AS b_platform, o.name AS b_os_version,
     t.name AS b_image_type, b.labels AS b_labels, b.created_at AS b_created_at
 """
@@ -302,6 +302,7 @@ def decode_event(dialect: Dialect, row: Row) -> Event:
         actor=row["actor"],
         provenance=dialect.json_value(row["provenance"]),
         duration_ms=row["duration_ms"],
+        detail=dialect.json_value(row["detail"]),
         build=EventBuild(
             id=dialect.uuid_value(row["b_id"]),
             build_id=row["b_build_id"],
