@@ -17,7 +17,7 @@ from buildstate.store.types import WriteContext
 BUCKET = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base"}
 
 
-async def _run(url: str, start: Any, job: str, builds: list[str], rounds: int, seed: int) -> list[str]:
+async def _run(url: str, start: Any, job: str, builds: list[str], *, rounds: int, seed: int) -> list[str]:
     store = create_store(Settings(database_url=url, redis_url=None))
     await store.open()
     outcomes: list[str] = []
@@ -47,5 +47,6 @@ async def _run(url: str, start: Any, job: str, builds: list[str], rounds: int, s
     return outcomes
 
 
-def work(url: str, start: Any, job: str, builds: list[str], rounds: int, seed: int) -> list[str]:
-    return asyncio.run(_run(url, start, job, builds, rounds, seed))
+def work(url: str, start: Any, job: tuple[str, list[str], int], seed: int) -> list[str]:
+    kind, builds, rounds = job
+    return asyncio.run(_run(url, start, kind, builds, rounds=rounds, seed=seed))

@@ -3,6 +3,7 @@ assignments to one channel, assignments against revocations, scheduled revocatio
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -24,10 +25,7 @@ def _race(url: str, jobs: list[tuple[str, list[str], int]]) -> list[list[str]]:
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager, ProcessPoolExecutor(len(jobs), mp_context=context) as pool:
         start = manager.Event()
-        futures = [
-            pool.submit(work, url, start, job, builds, rounds, seed)
-            for seed, (job, builds, rounds) in enumerate(jobs)
-        ]
+        futures = [pool.submit(work, url, start, job, seed) for seed, job in enumerate(jobs)]
         start.set()
         return [future.result(timeout=600) for future in futures]
 
@@ -62,7 +60,7 @@ async def test_concurrent_assignments_end_in_one_head_and_every_move_in_order(
     detail = await store.release.channel("production", BUCKET, 500)
     history = list(reversed(detail.history))
     assert len(history) == moved == detail.channel.moves
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in itertools.pairwise(history):
         assert before.to_build == after.from_build  # each move starts where the previous one ended
         assert before.id < after.id and before.event_seq < after.event_seq  # type: ignore[operator]
     assert detail.channel.head is not None and history[-1].to_build is not None
