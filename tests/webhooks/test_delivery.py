@@ -19,7 +19,15 @@ from tests.webhooks.conftest import SECRET, Receiver
 
 from buildstate.config import Settings
 from buildstate.errors import Unprocessable
-from buildstate.models import EventType, FailureReport, ResetRequest, StateChange
+from buildstate.models import (
+    ChannelAssign,
+    EventType,
+    FailureReport,
+    ResetRequest,
+    RestoreRequest,
+    RevokeRequest,
+    StateChange,
+)
 from buildstate.store import Store, create_store
 from buildstate.store.types import WriteContext
 from buildstate.webhooks import cdevents, payloads
@@ -271,7 +279,11 @@ async def test_every_cdevent_validates_against_the_cdevents_schemas(
     await create(wstore, "cde-failed")
     await wstore.record_failure("cde-failed", FailureReport(error_message="x", error_code="E1"), CTX)
     await wstore.reset_build("cde-failed", ResetRequest(reason="retry"), CTX)
-    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 7)
+    bucket = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base"}
+    await wstore.release.assign("production", ChannelAssign(build="cde-done", reason="go", **bucket), CTX)
+    await wstore.release.revoke("cde-done", RevokeRequest(reason="CVE"), CTX)  # and the channel emptied
+    await wstore.release.restore("cde-done", RestoreRequest(reason="fine"), CTX)
+    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 11)
 
     seen: list[tuple[str, str, str, dict[str, Any]]] = []
     for headers, body, _ in receiver.received:
@@ -290,7 +302,7 @@ async def test_every_cdevent_validates_against_the_cdevents_schemas(
         assert envelope["type"] == kind
         assert envelope["source"] == event["context"]["source"] == "urn:buildstate"
         assert envelope["subject"] == event["subject"]["id"]
-        assert envelope["dataschema"].startswith("https://cdevents.dev/0.5.1/schema/build-")
+        assert envelope["dataschema"].startswith("https://cdevents.dev/0.5.1/schema/")
         seen.append((custom["build"]["build_id"], custom["type"], kind, event["subject"]))
 
     assert {s[2] for s in seen} == {t.name for t in cdevents.TYPES}
@@ -299,12 +311,23 @@ async def test_every_cdevent_validates_against_the_cdevents_schemas(
         ("cde-done", "created", "queued"), ("cde-done", "state", "started"),
         ("cde-done", "state", "finished"), ("cde-failed", "created", "queued"),
         ("cde-failed", "failure", "finished"), ("cde-failed", "reset", "queued"),
+        ("cde-done", "channel", "modified"), ("cde-done", "revoked", "deleted"),
+        ("cde-done", "restored", "published"),
     }  # fmt: skip
     subjects = {(build, subject["id"]) for build, _, _, subject in seen}
     assert ("cde-done", f"builds/{done['id']}/attempts/1") in subjects
     assert len({sid for build, sid in subjects if build == "cde-failed"}) == 2  # a reset: a new run
-    artifacts = [(etype, subject["content"]) for _, etype, _, subject in seen if subject["content"]]
-    assert artifacts == [("state", {"artifactId": "pkg:generic/aws/rhel-8.8/base@cde-done"})]
+    purl = "pkg:generic/aws/rhel-8.8/base@cde-done"
+    contents = [(etype, subject["content"]) for _, etype, _, subject in seen if subject["content"]]
+    assert sorted(contents, key=repr) == sorted([
+        ("state", {"artifactId": purl}),
+        ("channel", {"name": "production"}),
+        ("revoked", {"user": "tester"}),
+        ("channel", {"name": "production"}),
+        ("restored", {"user": "tester"}),
+    ], key=repr)  # fmt: skip
+    assert ("cde-done", "channels/production/aws/rhel-8.8/base") in subjects
+    assert ("cde-done", purl) in subjects  # a revocation's subject is the image
 
 
 def test_the_cdevents_mapping_covers_every_event_type_with_a_published_schema() -> None:
