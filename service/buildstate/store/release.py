@@ -371,11 +371,7 @@ class ReleaseStore:
                 actor=actor, now=now,
             )  # fmt: skip
             moves.append((int(added[0]["id"]), row["name"], head, reason))
-        pending = yield Statement(
-            "SELECT r.*, b.build_id AS revoked_by_build_id FROM revocations r "
-            "JOIN builds b ON b.id = r.revoked_by WHERE r.fired_at IS NOT NULL AND r.lifted_at IS NULL "
-            "AND r.event_seq IS NULL ORDER BY r.id"
-        )
+        pending = yield RELEASE.statement("unannounced")
         revocations = [self._revocation(row) for row in pending]
         builds = yield from self._builds([r.build for r in revocations] + [m[2] for m in moves])
         for revocation in revocations:
@@ -576,10 +572,12 @@ class ReleaseStore:
                     extra={"missing_labels": missing},
                 )
             head = None if row["head_uuid"] is None else self._dialect.uuid_value(row["head_uuid"])
-            if head == build.id:
-                yield RELEASE.statement("set_requirements", id=row["id"], labels=Json(labels), now=now)
+            if head == build.id:  # the same head again: a replay, unless it changes the requirements
+                unchanged = labels == self._dialect.json_value(row["required_labels"])
+                if not unchanged:
+                    yield RELEASE.statement("set_requirements", id=row["id"], labels=Json(labels), now=now)
                 channel = yield from self._channel_by_id(int(row["id"]))
-                return ChannelAssigned(channel=channel, move=None, replayed=True), True
+                return ChannelAssigned(channel=channel, move=None, replayed=unchanged), unchanged
             yield RELEASE.statement("set_head", id=row["id"], head=build.id, labels=Json(labels), now=now)
             added = yield RELEASE.statement(
                 "add_move", channel=row["id"], from_build=head, to_build=build.id, cause="assign",
@@ -602,9 +600,8 @@ class ReleaseStore:
             history = yield from self._history(int(row["id"]), 1)
             return ChannelAssigned(channel=channel, move=history[0]), False
 
-        return await self._write(
-            ctx, EVENT_RULES[EventType.CHANNEL].action, f"channel:{name}", work, ChannelAssigned
-        )
+        target = f"channel:{name}@{request.platform}/{request.os_version}/{request.image_type}"
+        return await self._write(ctx, EVENT_RULES[EventType.CHANNEL].action, target, work, ChannelAssigned)
 
     def _channel_rows(
         self, condition: Callable[[sql.Params], list[str]], limit: int

@@ -144,6 +144,11 @@ SELECT COALESCE(r.cause_id, r.id) AS cause, r.revoked_by, r.reason, r.actor, r.a
 FROM revocations r WHERE r.build_uuid = :build AND r.fired_at IS NOT NULL AND r.lifted_at IS NULL
 ORDER BY r.id
 
+-- name: unannounced
+-- Revocations in force that have no event yet: the ones this transaction fired.
+SELECT r.*, b.build_id AS revoked_by_build_id FROM revocations r JOIN builds b ON b.id = r.revoked_by
+WHERE r.event_seq IS NULL AND r.fired_at IS NOT NULL AND r.lifted_at IS NULL ORDER BY r.id
+
 -- name: set_event
 UPDATE revocations SET event_seq = :seq WHERE id = :id
 
