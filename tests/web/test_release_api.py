@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -135,3 +137,24 @@ async def test_release_needs_the_release_scope_an_operator_has(
         await client.post("/token", json={"username": "olga", "password": "a-good-password"})
     ).json()
     assert "release" in token["scope"].split()
+
+
+async def test_each_worker_fires_due_revocations_on_its_own(
+    make_client: Any, settings: Any, admin_key: str
+) -> None:
+    """The app's background task, not a test's call, fires a scheduled revocation once it is due."""
+    fast = settings.model_copy(update={"revocation_poll_seconds": 0.05})
+    client = await make_client(fast, headers={"X-API-Key": admin_key})
+    base = await build(client, "base-1")
+    soon = (datetime.now(UTC) + timedelta(milliseconds=300)).isoformat()
+    scheduled = await client.post(f"/builds/{base}/revoke", json={"reason": "EOL", "at": soon})
+    assert (await scheduled.json())["state"] == "scheduled"
+    events: list[Any] = []
+    for _ in range(400):  # bounded: at most about 20 s
+        events = (await (await client.get("/events", params={"type": "revoked"})).json())["events"]
+        if events:
+            break
+        await asyncio.sleep(0.05)
+    assert [(e["build"]["build_id"], e["actor"]) for e in events] == [("base-1", "key:" + admin_key[:11])]
+    audit = await (await client.get("/audit", params={"action": "build.revoke.scheduled"})).json()
+    assert [(a["actor"], a["detail"]) for a in audit["entries"]] == [("scheduler", {"fired": 1})]
