@@ -11,8 +11,10 @@ history rows in order and one head; an assignment and a revocation of the same b
 revoked build never stays a head (a revocation empties every channel its builds head, and an assignment
 refuses a revoked build); a scheduled revocation is claimed by the transaction that fires it, once. These
 writes are rare (people and promotion jobs); the build writes, the hot path, never take the lock. Lock
-order: idempotency key, release lock, then whatever the build writes take (their rows, the feed lock), and
-the events of a transaction are appended last, so the feed lock is held as briefly as here possible.
+order: idempotency key, release lock, the build rows (``FOR KEY SHARE``: those its inserts refer to, and
+``hold_builds`` for those it appends events for), then the feed lock: a transaction appends its events last,
+so it never waits for a build row while holding the feed lock that a build write holding that row waits
+for, and holds the feed lock as briefly as it can.
 
 **A revoked head leaves its channel empty** (no head), never the previous head: whatever came before was
 replaced for a reason (often the fix the revoked build carried), so falling back would deploy something
@@ -211,6 +213,12 @@ class ReleaseStore:
         rows = yield RELEASE.statement(name, **params)
         return self._revocation(rows[0]) if rows else None
 
+    def _hold(self, uuids: Sequence[UUID]) -> Transaction[None]:
+        """Hold the builds this transaction appends events for, before its first append takes the feed lock
+        (``queries/release.sql``, ``hold_builds``)."""
+        if uuids:
+            yield RELEASE.statement("hold_builds", self._dialect, uuids=_ids(uuids))
+
     # ------------------------------------------------------------------ ancestry
 
     async def add_parents(self, ref: str, parents: Sequence[ParentItem], ctx: WriteContext) -> Released:
@@ -374,6 +382,7 @@ class ReleaseStore:
         pending = yield RELEASE.statement("unannounced")
         revocations = [self._revocation(row) for row in pending]
         builds = yield from self._builds([r.build for r in revocations] + [m[2] for m in moves])
+        yield from self._hold(list(builds))
         for revocation in revocations:
             seq = yield from self._append(
                 plan.SideEvent(
@@ -477,6 +486,7 @@ class ReleaseStore:
                 (int(r["id"]), self._dialect.uuid_value(r["build_uuid"])) for r in lifted if r["fired_at"]
             ]
             builds = yield from self._builds([u for _, u in fired])
+            yield from self._hold(list(builds))
             still = yield RELEASE.statement("still_revoked", self._dialect, uuids=_ids(builds))
             still_revoked = {self._dialect.uuid_value(r["build_uuid"]) for r in still}
             for revocation_id, uuid in fired:
