@@ -34,6 +34,7 @@ class EventType(StrEnum):
     STATE = "state"
     FAILURE = "failure"
     RESET = "reset"
+    ARTIFACT = "artifact"
     CHANNEL = "channel"
     REVOKED = "revoked"
     RESTORED = "restored"
@@ -53,8 +54,11 @@ class EventRule:
     creates_build: bool = False
     # What ``buildstate events tail`` shows for it instead of the build's status ("": the status).
     label: str = ""
-    # It moves the build (state, status, attempt): else the event copies the build's current state and the
-    # build row is left as it is (a channel move, a revocation; ``store/release.py``).
+    # It moves the build (state, status, attempt, message, failure, ``updated_at``, ``last_event_seq``).
+    # An event that does not (``artifact``, ``channel``, ``revoked``, ``restored``) copies the build's
+    # state into its row and leaves the build row as it is. A ``states`` filter matches it by its own word
+    # only (``revoked``), never by the code it copies: ``states=100`` asks for the moment a build reached
+    # 100, not for what was recorded about it afterwards.
     changes_state: bool = True
 
 
@@ -63,6 +67,7 @@ EVENT_RULES: dict[EventType, EventRule] = {
     EventType.STATE: EventRule("build.state"),
     EventType.FAILURE: EventRule("build.failure", state_word=FAILED, records_failure=True, label="FAILED"),
     EventType.RESET: EventRule("build.reset", state_word="reset", label="RESET"),
+    EventType.ARTIFACT: EventRule("build.artifacts", label="artifacts", changes_state=False),
     EventType.CHANNEL: EventRule(
         "channel.assign", state_word="channel", label="CHANNEL", changes_state=False
     ),
@@ -186,6 +191,20 @@ def decide_failure(current: Current, failure: dict[str, Any]) -> Change | None:
         attempt=current.attempt,
         from_state_code=current.state_code,
     )
+
+
+def allow_artifacts(current: Current) -> None:
+    """New artifacts are recorded while a build runs and after it succeeded; a failed build keeps what it
+    recorded but takes no more: what a failed attempt made is not an image anyone should find, and its
+    pipeline records the artifacts of the next attempt after a reset. (Artifacts it already has are a
+    replay, whatever the build's status: a retry of a write that was accepted is answered the same.)"""
+    if current.status == FAILED:
+        raise Conflict(
+            f"build {current.ref} is failed at state {current.state_code} (attempt {current.attempt}); "
+            f"artifacts are recorded while a build runs or after it succeeded; {_reset_hint(current.ref)}",
+            slug="build-failed",
+            extra={"state_code": current.state_code, "build_status": current.status},
+        )
 
 
 def decide_reset(current: Current) -> Change:

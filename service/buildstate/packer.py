@@ -62,9 +62,9 @@ from buildstate.models import LabelKey, LabelValue
 
 MAX_MANIFEST_BUILDS = 1000  # entries of all runs in the file (Packer without -force keeps appending)
 MAX_FILES = 256  # per build
-MAX_ARTIFACTS = 500  # what one manifest may record
+MAX_ARTIFACTS = 200  # what one manifest may record: as many as one POST /builds/{ref}/artifacts
 MAX_ARTIFACT_ID = 16 * 1024  # the raw artifact_id of one build (an AMI in every region is ~1.2k)
-MAX_EXTERNAL_ID = 1024  # one artifact's id: a path, a resource id, a URL
+MAX_EXTERNAL_ID = 2048  # one artifact's id: a path, a resource id, a URL
 MAX_NAME = 200  # name, builder_type
 MAX_RUN_UUID = 64
 MAX_LABELS = 64  # as models.Labels

@@ -1,7 +1,7 @@
 """Ancestry, channels and revocations: which build is built on which, which to use, which never to use again.
 
-One repository over the store's executor (SQL in ``queries/release.sql``); only the event append is the
-dialect's (``sqlite.side_event``, ``postgres.side_event``: an event that leaves its build's state as it is).
+One repository over the store's executor (SQL in ``queries/release.sql``); its events leave their builds as
+they are (``builds.append_side_event``, as an artifact's).
 
 Every write here runs in one transaction under the **release lock**, taken first: on PostgreSQL a
 transaction-level advisory lock, on SQLite the one writer it has anyway. Assignments, revocations,
@@ -57,6 +57,7 @@ from buildstate.models import (
 from buildstate.store import plan, sql
 from buildstate.store.audit import AuditLog
 from buildstate.store.audit import insert as audit_row
+from buildstate.store.builds import append_side_event
 from buildstate.store.executor import Executor, Json, Row, Statement, Transaction
 from buildstate.store.queries import Queries
 from buildstate.store.types import AuditEntry, WriteContext
@@ -64,7 +65,6 @@ from buildstate.store.types import AuditEntry, WriteContext
 RELEASE = Queries("release")
 RELEASE_LOCK = 0x72656C65617365  # "release" in ASCII
 M = TypeVar("M", bound=BaseModel)
-SideAppend = Callable[[plan.SideEvent], Transaction[int]]
 
 # Bounds: one answer's relatives, how far a walk goes, how many builds one revocation may reach, the
 # history one answer lists, the scheduled revocations one pass fires.
@@ -98,11 +98,14 @@ def bucket_of(build: Build) -> str:
 
 
 class ReleaseStore:
-    def __init__(self, executor: Executor, audit: AuditLog, append: SideAppend) -> None:
+    def __init__(self, executor: Executor, audit: AuditLog) -> None:
         self._executor = executor
         self._audit = audit
-        self._append = append
         self._dialect = executor.dialect
+
+    def _append(self, event: plan.SideEvent) -> Transaction[int]:
+        appended = yield from append_side_event(self._dialect, event)
+        return int(appended["seq"])
 
     # ------------------------------------------------------------------ the write path
 

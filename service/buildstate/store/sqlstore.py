@@ -9,6 +9,7 @@ from datetime import datetime
 from buildstate.domain import EVENT_RULES, EventType
 from buildstate.models import (
     Build,
+    BuildDetail,
     BuildPage,
     Event,
     EventPage,
@@ -20,10 +21,11 @@ from buildstate.models import (
 )
 from buildstate.store import plan
 from buildstate.store.access import AccessStore
+from buildstate.store.artifacts import ArtifactStore
 from buildstate.store.audit import AuditLog
 from buildstate.store.builds import BuildReads
 from buildstate.store.executor import Executor
-from buildstate.store.release import ReleaseStore, SideAppend
+from buildstate.store.release import ReleaseStore
 from buildstate.store.types import (
     AuditEntry,
     BuildCursor,
@@ -38,15 +40,15 @@ from buildstate.store.types import (
 class SqlStore:
     """The part of both stores that is the same; a subclass adds ``create_build`` and ``_transition``."""
 
-    def __init__(self, executor: Executor, append: SideAppend) -> None:
+    def __init__(self, executor: Executor) -> None:
         self.executor = executor
         # For /ready and reports only: what decides behaviour is an explicit capability (pool_stats, listen).
         self.name = executor.dialect.name
         self.audit = AuditLog(executor)
         self.access = AccessStore(executor, self.audit)
         self.reads = BuildReads(executor)
-        # Ancestry, channels and revocations, appending their events the dialect's way.
-        self.release = ReleaseStore(executor, self.audit, append)
+        self.artifacts = ArtifactStore(executor, self.audit)
+        self.release = ReleaseStore(executor, self.audit)
 
     async def open(self) -> None:
         await self.executor.open()
@@ -81,6 +83,9 @@ class SqlStore:
 
     async def get_build(self, ref: str) -> Build:
         return await self.reads.get_build(ref)
+
+    async def build_detail(self, ref: str) -> BuildDetail:
+        return await self.reads.build_detail(ref)
 
     async def list_builds(self, where: BuildFilter, limit: int, cursor: BuildCursor | None) -> BuildPage:
         return await self.reads.list_builds(where, limit, cursor)

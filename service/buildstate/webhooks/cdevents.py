@@ -1,7 +1,7 @@
 """Our events as CDEvents 0.5.1 (https://cdevents.dev), in a CloudEvents 1.0 envelope.
 
-Which CDEvent each event becomes (``MAPPING``, one row per buildstate event type; a new event type, such as
-the artifacts' ``artifact.published``, is one more ``CDEventType`` and one more row):
+Which CDEvent each event becomes (``MAPPING``, one row per buildstate event type; a new event type is one
+more ``CDEventType`` and one more row):
 
 ============  ==================================================================
 created       ``dev.cdevents.build.queued.0.3.0``: registered, at state 0
@@ -11,10 +11,12 @@ state < 100   ``dev.cdevents.build.started.0.3.0``: the first state change of an
               predicate; ``customData.from_state_code`` is 0 on the first one)
 state 100     ``dev.cdevents.build.finished.0.3.0`` with ``subject.content.artifactId``
 failure       ``dev.cdevents.build.finished.0.3.0`` without an artifact
+artifact      ``dev.cdevents.artifact.published.0.3.0``: the build's image (its purl, as ``artifactId`` of
+              ``build.finished``) published; the artifacts recorded are ``customData.detail.artifacts``
 channel       ``dev.cdevents.environment.modified.0.3.0``: the channel (``channels/<name>/<platform>/
               <os_version>/<image_type>``, ``content.name`` its name) has a new head, or none
 revoked       ``dev.cdevents.artifact.deleted.0.2.0``: the image (its purl) must not be used any more
-restored      ``dev.cdevents.artifact.published.0.3.0``: the image may be used again
+restored      ``dev.cdevents.artifact.published.0.3.0``: the image may be used again (published again)
 ============  ==================================================================
 
 The fields, as the 0.5.1 schemas allow them (each has ``additionalProperties: false``):
@@ -26,7 +28,8 @@ The fields, as the 0.5.1 schemas allow them (each has ``additionalProperties: fa
   installs and after a database is rebuilt). ``context.source`` is ``BUILDSTATE_PUBLIC_URL``
   (``urn:buildstate`` when unset); ``context.timestamp`` is when it was recorded.
 - ``subject.id`` is ``builds/<uuid>/attempts/<n>``: one build run per attempt, since a reset starts the build
-  over and CDEvents' build is a "run to completion" subject. ``subject.source`` is left out: it is the
+  over and CDEvents' build is a "run to completion" subject; an ``artifact.published``'s is the image's purl
+  (CDEvents names an artifact by its purl). ``subject.source`` is left out: it is the
   context's source (the spec asks for it only when the two differ).
 - ``subject.content`` is empty, except ``artifactId`` on ``build.finished`` of a build that reached 100 (the
   only place 0.5.1 allows it): a purl naming the image, ``pkg:generic/<platform>/<os_version>/
@@ -89,6 +92,7 @@ MAPPING: dict[EventType, Callable[[Event], CDEventType]] = {
     EventType.RESET: lambda _event: BUILD_QUEUED,
     EventType.STATE: _state,
     EventType.FAILURE: lambda _event: BUILD_FINISHED,
+    EventType.ARTIFACT: lambda _event: ARTIFACT_PUBLISHED,
     EventType.CHANNEL: lambda _event: ENVIRONMENT_MODIFIED,
     EventType.REVOKED: lambda _event: ARTIFACT_DELETED,
     EventType.RESTORED: lambda _event: ARTIFACT_PUBLISHED,
@@ -97,9 +101,9 @@ TYPES = (
     BUILD_QUEUED,
     BUILD_STARTED,
     BUILD_FINISHED,
+    ARTIFACT_PUBLISHED,
     ENVIRONMENT_MODIFIED,
     ARTIFACT_DELETED,
-    ARTIFACT_PUBLISHED,
 )
 
 
@@ -123,7 +127,7 @@ def channel_id(event: Event) -> str:
 def subject_id(event: Event) -> str:
     if event.type == EventType.CHANNEL:
         return channel_id(event)
-    if event.type in {EventType.REVOKED, EventType.RESTORED}:
+    if cdevent_type(event) in {ARTIFACT_PUBLISHED, ARTIFACT_DELETED}:
         return artifact_id(event)  # the artifact events' subject is the artifact (the image's purl)
     return f"builds/{event.build.id}/attempts/{event.attempt}"
 

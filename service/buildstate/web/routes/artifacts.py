@@ -1,0 +1,90 @@
+"""Artifacts: record what a build made (``POST /builds/{ref}/artifacts``), read them
+(``GET /builds/{ref}/artifacts``), and the deployers' lookup (``GET /artifacts/latest``), which answers
+JSON or, with ``Accept: text/plain``, just the external id."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from buildstate.domain import EVENT_RULES, EventType
+from buildstate.models import ArtifactList, ArtifactMatch, ArtifactsRecord, ArtifactsWritten
+from buildstate.store.artifacts import ArtifactLookup
+from buildstate.web.requests import (
+    LABEL_FILTER,
+    LatestQuery,
+    json_response,
+    label_filters,
+    negotiate,
+    read_body,
+    read_query,
+    write_context,
+    written,
+)
+from buildstate.web.routes.builds import WRITE_ERRORS
+from buildstate.web.routing import route
+from buildstate.web.typedefs import STORE
+
+TEXT, JSON = "text/plain", "application/json"
+
+
+@route(
+    "POST",
+    "/builds/{ref}/artifacts",
+    summary="Record what a build made (new ones with one artifact event; known ones replay)",
+    scope="write",
+    tag="artifacts",
+    body=ArtifactsRecord,
+    responses={200: ArtifactsWritten},
+    errors=WRITE_ERRORS,
+    action=EVENT_RULES[EventType.ARTIFACT].action,
+)
+async def post_artifacts(request: web.Request) -> web.Response:
+    body, raw = await read_body(request, ArtifactsRecord)
+    result = await request.app[STORE].artifacts.record(
+        request.match_info["ref"], body, write_context(request, raw)
+    )
+    return written(request, result)
+
+
+@route(
+    "GET",
+    "/builds/{ref}/artifacts",
+    summary="A build's artifacts, in the order they were recorded",
+    scope="read",
+    tag="artifacts",
+    responses={200: ArtifactList},
+    errors=(404,),
+)
+async def get_artifacts(request: web.Request) -> web.Response:
+    return json_response(await request.app[STORE].artifacts.of_build(request.match_info["ref"]))
+
+
+@route(
+    "GET",
+    "/artifacts/latest",
+    summary="The newest succeeded build's matching artifact (Accept: text/plain: just its external_id)",
+    scope="read",
+    tag="artifacts",
+    query=LatestQuery,
+    responses={200: ArtifactMatch},
+    errors=(404, 422),
+    query_patterns=(LABEL_FILTER,),
+    alternates=(TEXT,),
+)
+async def latest_artifact(request: web.Request) -> web.Response:
+    query = read_query(request, LatestQuery)
+    lookup = ArtifactLookup(
+        platform=query.platform,
+        os_version=query.os_version,
+        image_type=query.image_type,
+        region=query.region,
+        kind=query.kind,
+        labels=label_filters(request.query),
+    )
+    found = await request.app[STORE].artifacts.latest(lookup)
+    if negotiate(request.headers.get("Accept"), (JSON, TEXT)) == TEXT:
+        response = web.Response(text=found.external_id + "\n", content_type=TEXT, charset="utf-8")
+    else:
+        response = json_response(found)
+    response.headers["Vary"] = "Accept"
+    return response
