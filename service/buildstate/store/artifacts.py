@@ -59,6 +59,7 @@ from buildstate.store.builds import (
 )
 from buildstate.store.executor import Executor, Json, Statement, Transaction
 from buildstate.store.release import ReleaseStore, live_revocations
+from buildstate.store.sql import Dialect
 from buildstate.store.types import AuditEntry, Idempotency, WriteContext, WriteResult, replay
 
 ACTION = EVENT_RULES[EventType.ARTIFACT].action
@@ -184,6 +185,12 @@ def _named(build: Build, request: ArtifactsRecord) -> dict[Key, dict[str, Any]]:
         named.setdefault(key, artifact)
         where.setdefault(key, index)
     return named
+
+
+def latest_statement(dialect: Dialect, params: dict[str, Any]) -> Statement:
+    """``latest`` over the bucket's succeeded builds, or over the channel's head when ``params`` has one."""
+    builds = ARTIFACTS.sql("head_build" if "head" in params else "latest_builds")
+    return Statement(ARTIFACTS.sql("latest", dialect).replace("{builds}", builds), params)
 
 
 class ArtifactStore:
@@ -358,33 +365,29 @@ class ArtifactStore:
 
     async def latest(self, lookup: ArtifactLookup) -> ArtifactMatch:
         """The newest matching artifact of the newest succeeded build of the lookup's platform x OS
-        version x image type that has one; 404 naming what was not found."""
+        version x image type that has one (with ``channel``: of that channel's head); 404 naming what was not
+        found, 410 when that build is revoked (unless ``include_revoked``)."""
         bucket = {
             "platform": lookup.platform,
             "os_version": lookup.os_version,
             "image_type": lookup.image_type,
         }
-
         filters = {"region": lookup.region, "kind": lookup.kind, "labels": Json(dict(lookup.labels))}
 
         def work() -> Transaction[ArtifactMatch]:
+            head: dict[str, Any] = {}
             if lookup.channel is not None:
                 heads = yield ARTIFACTS.statement("channel_head", **bucket, channel=lookup.channel)
                 if not heads or heads[0]["build"] is None:
                     raise lookup.no_head(bool(heads))
-                chosen = heads[0]["build"]
-            else:
-                newest = yield ARTIFACTS.statement("newest_matching", self._dialect, **bucket, **filters)
-                if not newest:
-                    succeeded = yield ARTIFACTS.statement("succeeded_in_bucket", **bucket)
-                    raise lookup.not_found(bool(succeeded))
-                chosen = newest[0]["build"]
-            rows = yield ARTIFACTS.statement("match_of_build", self._dialect, build=chosen, **filters)
+                head = {"head": heads[0]["build"]}
+            rows = yield latest_statement(self._dialect, {**bucket, **head, **filters})
             if not rows:
-                raise lookup.not_found(True)
+                succeeded = [True] if head else (yield ARTIFACTS.statement("succeeded_in_bucket", **bucket))
+                raise lookup.not_found(bool(succeeded))
             found = sql.decode_artifact(self._dialect, rows[0])
-            builds = yield build_statement(self._dialect, str(rows[0]["build"]))
-            build = sql.decode_build(self._dialect, builds[0])
+            made = yield build_statement(self._dialect, str(rows[0]["build"]))
+            build = sql.decode_build(self._dialect, made[0])
             if not lookup.include_revoked:
                 live = yield from live_revocations(self._dialect, [build.id])
                 if build.id in live:
