@@ -90,10 +90,11 @@ class Client:
         url = self.base_url + path + (f"?{urlencode(query)}" if query else "")
         return self._request("GET", url, None, {})
 
-    def post(self, path: str, body: Mapping[str, Any], idempotency_key: str) -> Any:
+    def send(self, method: str, path: str, body: Mapping[str, Any], idempotency_key: str) -> Any:
+        """A write (``POST``, ``PUT``) with its key, so that a retry of it is safe."""
         data = json.dumps(body, sort_keys=True).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
-        return self._request("POST", self.base_url + path, data, headers)
+        return self._request(method, self.base_url + path, data, headers)
 
     def _request(self, method: str, url: str, data: bytes | None, extra: dict[str, str]) -> Any:
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **extra}
