@@ -123,5 +123,7 @@ def _moved(event: Event) -> list[tuple[str, object]]:
             ("cause", detail.get("cause")),
         ]
     if event.get("type") in ("revoked", "restored"):
-        return [("revoked_by", detail.get("revoked_by_build_id")), ("inherited", detail.get("inherited"))]
+        inherited = detail.get("inherited")
+        shown = None if not isinstance(inherited, bool) else str(inherited).lower()
+        return [("revoked_by", detail.get("revoked_by_build_id")), ("inherited", shown)]
     return []
