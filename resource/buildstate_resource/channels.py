@@ -51,7 +51,13 @@ def head_event(client: Client, name: str, bucket: Mapping[str, str]) -> Event | 
         return None
     # The newest move made the head (a move to no head would have left none).
     latest = history[0] if history else None
-    if not isinstance(latest, Mapping) or not isinstance(latest.get("event_seq"), int):
+    to_build = latest.get("to_build") if isinstance(latest, Mapping) else None
+    if (
+        not isinstance(latest, Mapping)
+        or not isinstance(latest.get("event_seq"), int)
+        or not isinstance(to_build, Mapping)
+        or to_build.get("id") != head.get("id")
+    ):
         raise ApiError(f"GET /channels/{name} named a head without the move that made it")
     return event_at(client, int(latest["event_seq"]))
 

@@ -99,7 +99,7 @@ def put(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
         )
     elif change.channel:
         log.info(
-            f"recorded event {version['seq']}: channel {change.channel} now points at build {version['build']}"
+            f"recorded event {version['seq']}: channel {change.channel} points at build {version['build']}"
         )
     elif replayed:
         log.info(
