@@ -286,7 +286,7 @@ def test_the_deploy_pipelines_scripts_read_the_ami_from_the_get_and_the_lookup(
         {
             "BUILDSTATE_URL": source["url"],
             "BUILDSTATE_API_KEY": api_key,
-            "PLATFORM": "aws",
+            "PLATFORM": platform,  # the build's: the lookup walks its succeeded builds
             "OS_VERSION": "rhel-8.8",
             "IMAGE_TYPE": "base",
             "AWS_REGION": region,
