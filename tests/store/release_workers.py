@@ -10,9 +10,9 @@ from typing import Any
 
 from buildstate.config import Settings
 from buildstate.errors import Conflict
-from buildstate.models import ChannelAssign, RestoreRequest, RevokeRequest
+from buildstate.models import ChannelAssign, ResetRequest, RestoreRequest, RevokeRequest
 from buildstate.store import create_store
-from buildstate.store.types import WriteContext
+from buildstate.store.types import Idempotency, WriteContext
 
 BUCKET = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base"}
 
@@ -37,6 +37,11 @@ async def _run(url: str, start: Any, job: str, builds: list[str], *, rounds: int
                     await store.release.revoke(build, RevokeRequest(reason=f"r{n}"), ctx)
                     await store.release.restore(build, RestoreRequest(reason=f"ok{n}"), ctx)
                     outcomes.append("cycled")
+                elif job == "churn":  # the locking path of a build write (a key), against revocations
+                    key = Idempotency.for_request(ctx.actor, f"{seed}-{n}", "POST", "/reset", b"")
+                    keyed = WriteContext(actor=ctx.actor, idem=key)
+                    await store.reset_build(builds[n % len(builds)], ResetRequest(reason="again"), keyed)
+                    outcomes.append("reset")
                 else:  # fire: until nothing is due, a bounded number of times
                     outcomes.extend(["fired"] * await store.release.fire_due(ctx))
                     time.sleep(0.01)

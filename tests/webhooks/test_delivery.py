@@ -327,9 +327,10 @@ async def test_every_cdevent_validates_against_the_cdevents_schemas(
     assert ("cde-done", f"builds/{done['id']}/attempts/1") in subjects
     # An artifact is named by its purl; what was recorded rides in customData, like every event's fields.
     assert ("cde-done", "pkg:generic/aws/rhel-8.8/base@cde-done") in subjects
-    customs = [json.loads(body)["data"]["customData"] for _, body, _ in receiver.received]
-    recorded = [custom["detail"] for custom in customs if custom["type"] == "artifact"]
-    assert [detail["artifacts"][0]["external_id"] for detail in recorded] == ["ami-0abc"]
+    published = [body for _, body, _ in receiver.received if b'"type":"artifact"' in body.replace(b" ", b"")]
+    assert (
+        json.loads(published[0])["data"]["customData"]["detail"]["artifacts"][0]["external_id"] == "ami-0abc"
+    )
     assert len({sid for build, sid in subjects if build == "cde-failed"}) == 2  # a reset: a new run
     purl = "pkg:generic/aws/rhel-8.8/base@cde-done"
     contents = [(etype, subject["content"]) for _, etype, _, subject in seen if subject["content"]]

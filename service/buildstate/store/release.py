@@ -1,7 +1,7 @@
 """Ancestry, channels and revocations: which build is built on which, which to use, which never to use again.
 
-One repository over the store's executor (SQL in ``queries/release.sql``); only the event append is the
-dialect's (``sqlite.side_event``, ``postgres.side_event``: an event that leaves its build's state as it is).
+One repository over the store's executor (SQL in ``queries/release.sql``); its events leave their builds as
+they are (``builds.append_side_event``, as an artifact's).
 
 Every write here runs in one transaction under the **release lock**, taken first: on PostgreSQL a
 transaction-level advisory lock, on SQLite the one writer it has anyway. Assignments, revocations,
@@ -11,8 +11,10 @@ history rows in order and one head; an assignment and a revocation of the same b
 revoked build never stays a head (a revocation empties every channel its builds head, and an assignment
 refuses a revoked build); a scheduled revocation is claimed by the transaction that fires it, once. These
 writes are rare (people and promotion jobs); the build writes, the hot path, never take the lock. Lock
-order: idempotency key, release lock, then whatever the build writes take (their rows, the feed lock), and
-the events of a transaction are appended last, so the feed lock is held as briefly as here possible.
+order: idempotency key, release lock, the build rows (``FOR KEY SHARE``: those its inserts refer to, and
+``hold_builds`` for those it appends events for), then the feed lock: a transaction appends its events last,
+so it never waits for a build row while holding the feed lock that a build write holding that row waits
+for, and holds the feed lock as briefly as it can.
 
 **A revoked head leaves its channel empty** (no head), never the previous head: whatever came before was
 replaced for a reason (often the fix the revoked build carried), so falling back would deploy something
@@ -55,6 +57,7 @@ from buildstate.models import (
 from buildstate.store import plan, sql
 from buildstate.store.audit import AuditLog
 from buildstate.store.audit import insert as audit_row
+from buildstate.store.builds import append_side_event
 from buildstate.store.executor import Executor, Json, Row, Statement, Transaction
 from buildstate.store.queries import Queries
 from buildstate.store.types import AuditEntry, WriteContext
@@ -62,7 +65,6 @@ from buildstate.store.types import AuditEntry, WriteContext
 RELEASE = Queries("release")
 RELEASE_LOCK = 0x72656C65617365  # "release" in ASCII
 M = TypeVar("M", bound=BaseModel)
-SideAppend = Callable[[plan.SideEvent], Transaction[int]]
 
 # Bounds: one answer's relatives, how far a walk goes, how many builds one revocation may reach, the
 # history one answer lists, the scheduled revocations one pass fires.
@@ -96,11 +98,14 @@ def bucket_of(build: Build) -> str:
 
 
 class ReleaseStore:
-    def __init__(self, executor: Executor, audit: AuditLog, append: SideAppend) -> None:
+    def __init__(self, executor: Executor, audit: AuditLog) -> None:
         self._executor = executor
         self._audit = audit
-        self._append = append
         self._dialect = executor.dialect
+
+    def _append(self, event: plan.SideEvent) -> Transaction[int]:
+        appended = yield from append_side_event(self._dialect, event)
+        return int(appended["seq"])
 
     # ------------------------------------------------------------------ the write path
 
@@ -210,6 +215,12 @@ class ReleaseStore:
     def _one_revocation(self, name: str, **params: Any) -> Transaction[Revocation | None]:
         rows = yield RELEASE.statement(name, **params)
         return self._revocation(rows[0]) if rows else None
+
+    def _hold(self, uuids: Sequence[UUID]) -> Transaction[None]:
+        """Hold the builds this transaction appends events for, before its first append takes the feed lock
+        (``queries/release.sql``, ``hold_builds``)."""
+        if uuids:
+            yield RELEASE.statement("hold_builds", self._dialect, uuids=_ids(uuids))
 
     # ------------------------------------------------------------------ ancestry
 
@@ -374,6 +385,7 @@ class ReleaseStore:
         pending = yield RELEASE.statement("unannounced")
         revocations = [self._revocation(row) for row in pending]
         builds = yield from self._builds([r.build for r in revocations] + [m[2] for m in moves])
+        yield from self._hold(list(builds))
         for revocation in revocations:
             seq = yield from self._append(
                 plan.SideEvent(
@@ -477,6 +489,7 @@ class ReleaseStore:
                 (int(r["id"]), self._dialect.uuid_value(r["build_uuid"])) for r in lifted if r["fired_at"]
             ]
             builds = yield from self._builds([u for _, u in fired])
+            yield from self._hold(list(builds))
             still = yield RELEASE.statement("still_revoked", self._dialect, uuids=_ids(builds))
             still_revoked = {self._dialect.uuid_value(r["build_uuid"]) for r in still}
             for revocation_id, uuid in fired:

@@ -115,14 +115,13 @@ STRAY_FAILURES = """
     SELECT f.seq FROM failures f
     WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = f.seq AND e.type = 'failure') ORDER BY f.seq
 """
-# The events that move a build: the others (a channel move, a revocation) copy its state and leave it be.
-_MOVES = types_in(types_where(lambda rule: rule.changes_state))
+_CHANGING = types_in(types_where(lambda rule: rule.changes_state))
 BUILD_VS_LAST_EVENT = f"""
     SELECT b.id, b.build_id, b.state_code, b.status, b.attempt, b.last_event_seq,
            e.seq AS e_seq, e.state_code AS e_state_code, e.status AS e_status, e.attempt AS e_attempt
     FROM builds b
     LEFT JOIN events e ON e.seq = (
-        SELECT MAX(e2.seq) FROM events e2 WHERE e2.build_uuid = b.id AND e2.type IN {_MOVES}
+        SELECT MAX(e2.seq) FROM events e2 WHERE e2.build_uuid = b.id AND e2.type IN {_CHANGING}
     )
     WHERE e.seq IS NULL OR b.last_event_seq <> e.seq OR b.state_code <> e.state_code
        OR b.status <> e.status OR b.attempt <> e.attempt OR b.message IS DISTINCT FROM e.message
@@ -189,8 +188,7 @@ def _artifact_rows(p: Params, first: int, last: int) -> str:
 def _event_page(p: Params, after: int, upto: int) -> str:
     return f"""
         SELECT e.seq, e.build_uuid, e.type, e.attempt, e.state_code, e.from_state_code, e.status, e.failure
-        FROM events e WHERE e.seq > {p(after)} AND e.seq <= {p(upto)} AND e.type IN {_MOVES}
-        ORDER BY e.seq LIMIT {p(REPLAY_PAGE)}
+        FROM events e WHERE e.seq > {p(after)} AND e.seq <= {p(upto)} ORDER BY e.seq LIMIT {p(REPLAY_PAGE)}
     """
 
 

@@ -10,6 +10,16 @@ SELECT pg_advisory_xact_lock(:lock::bigint)
 -- SQLite's writer is one at a time already (BEGIN IMMEDIATE and the writers' flock).
 SELECT 1
 
+-- name: hold_builds.postgresql
+-- Before a transaction's first event: the builds it appends events for, held against a change that locks
+-- one of them (FOR UPDATE) and then waits for the feed lock this transaction is about to take. Lock order:
+-- builds before the feed lock, as every write.
+SELECT id FROM builds WHERE id = ANY(:uuids::uuid[]) ORDER BY id FOR KEY SHARE
+
+-- name: hold_builds.sqlite
+-- One writer at a time: nothing to hold.
+SELECT 1
+
 -- name: claim_key
 INSERT INTO idempotency_keys (actor, key, fingerprint, created_at) VALUES (:actor, :key, :fingerprint, :now)
 ON CONFLICT DO NOTHING RETURNING 1 AS claimed
