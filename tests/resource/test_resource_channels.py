@@ -8,14 +8,13 @@ build's idempotency key, so a rerun of the same build replays instead of moving 
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import resource_harness as harness
-from tests.support import CLI
+from tests.support import cli_key
 
 Build = Callable[..., dict[str, Any]]
 BUCKET = {"os_version": "rhel-8.8", "image_type": "base"}  # and the test's own platform (conftest)
@@ -24,12 +23,7 @@ BUCKET = {"os_version": "rhel-8.8", "image_type": "base"}  # and the test's own 
 @pytest.fixture(scope="session")
 def promoter_key(service_env: dict[str, str], service_url: str) -> str:
     """What a promotion pipeline's resource holds: read (check, get), write (state), release (channels)."""
-    created = subprocess.run(
-        [CLI, "keys", "create", "--name", "resource-promoter", "--scope", "read", "--scope", "write",
-         "--scope", "release"],
-        env=service_env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return created.stdout.strip().splitlines()[-1]
+    return cli_key(service_env, "resource-promoter", "read", "write", "release")
 
 
 @pytest.fixture
