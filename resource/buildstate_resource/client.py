@@ -34,7 +34,7 @@ BACKOFF_SCALE_ENV = "BUILDSTATE_RESOURCE_BACKOFF_SCALE"
 USER_AGENT = "buildstate-concourse-resource/0.1"
 NO_KEY_HINT = (
     "source.api_key is not set: the service needs an API key for every step "
-    "(scope read for check and get, write for put)"
+    "(scope read for check and get, write for put, release for assign_channel)"
 )
 
 
