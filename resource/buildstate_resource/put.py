@@ -114,7 +114,7 @@ def put(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
 def _record(
     client: Client, change: Change, provenance: dict[str, Any] | None
 ) -> tuple[object, Mapping[str, Any]]:
-    """POST one change with its idempotency key: the answer, and the event it recorded (or replayed)."""
+    """Send one change with its idempotency key: the answer, and the event it recorded (or replayed)."""
     body = (
         {**change.body, "provenance": provenance} if provenance and change.carries_provenance else change.body
     )
@@ -122,7 +122,7 @@ def _record(
     log.info(f"recording {change.summary}")
     response = client.send(change.method, change.path, body, key)
     if change.channel:
-        bucket = {key: str(body[key]) for key in BUCKET_KEYS}
+        bucket = {name: str(body[name]) for name in BUCKET_KEYS}
         return response, channels.assignment_event(client, response, change.channel, bucket)
     return response, _event_of(client, response, change.path)
 
