@@ -1,5 +1,6 @@
-"""``out``: record one change (create, state, failure or reset), artifacts, a channel assignment, and
-print the last event's version.
+"""``out``: record one change (create, state, failure or reset), with or without the build's artifacts
+(recorded first, ``artifacts``) and a channel assignment (last, ``assign_channel``), and print the last
+event's version.
 
 The printed version comes from the event the service returns, formatted by the same function that
 ``check`` uses, so the put's version and the checked version are the same Concourse version, and
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import artifacts, channels, log
-from .client import Client, path_for
+from .client import Answer, Client, path_for
 from .config import (
     ASSIGN_CHANNEL_KEYS,
     BUCKET_KEYS,
@@ -80,51 +81,71 @@ def put(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
     provenance = provenance_from_env(os.environ)
     client = Client(source)
     recorded: list[Mapping[str, Any]] = []
-    events: list[Event] = []
+    last: Event | None = None
     # The version is the last change's event: the assignment's, else the action's (artifacts go first).
     for planned in plan_put(params, sources, source.channel):
-        last = events[-1] if events else None
         change = _with_bucket(client, source, planned, last) if planned.channel else planned
-        response, event = _record(client, change, provenance)
-        events.append(event)
+        answer, event = _record(client, change, provenance)
+        last = event
         if change.records_artifacts:
-            recorded = _recorded_artifacts(response)
-    version = version_of(event)
-    metadata = metadata_of(source.url, event) + artifacts.metadata_of(recorded)
-    replayed = isinstance(response, dict) and response.get("replayed") is True  # the change was already true
-    if replayed and change.channel:
+            recorded = _recorded_artifacts(answer.body)
+        _report(change, answer, version_of(event), len(recorded))
+    return {
+        "version": version_of(event),
+        "metadata": metadata_of(source.url, event) + artifacts.metadata_of(recorded),
+    }
+
+
+def _report(change: Change, answer: Answer, version: Mapping[str, str], artifact_count: int) -> None:
+    """One line in the build log for what a request recorded; or that it had been sent before (the same
+    Idempotency-Key: a re-run put, answered as the first time with ``Idempotent-Replayed``); or that what
+    it asks was true already (``replayed`` in the answer)."""
+    body = answer.body
+    already = isinstance(body, Mapping) and body.get("replayed") is True
+    build, seq, state = version["build"], version["seq"], version["state"]
+    if change.channel:
+        what = f"channel {change.channel} pointing at build {build}"
+    elif change.records_artifacts:
+        what = f"{artifact_count} artifact{'' if artifact_count == 1 else 's'}"
+    else:
+        what = f"state {state}"
+    if answer.replayed and not already:
         log.info(
-            f"nothing recorded: build {version['build']} already heads channel {change.channel} "
-            f"(event {version['seq']}); the version is that event"
+            f"nothing recorded: this put ran before in this Concourse build; event {seq} recorded {what}"
+        )
+    elif already and change.channel:
+        log.info(
+            f"nothing recorded: build {build} already heads channel {change.channel} (event {seq}); the "
+            "version is that event"
+        )
+    elif already and change.records_artifacts:
+        log.info(f"nothing recorded: build {build} has the {what} already (event {seq})")
+    elif already:
+        log.info(
+            f"nothing recorded: build {build} is already at {what} (event {seq}); the version is that event"
         )
     elif change.channel:
-        log.info(
-            f"recorded event {version['seq']}: channel {change.channel} points at build {version['build']}"
-        )
-    elif replayed:
-        log.info(
-            f"nothing recorded: build {version['build']} is already at state {version['state']} "
-            f"(event {version['seq']}); the version is that event"
-        )
+        log.info(f"recorded event {seq}: channel {change.channel} points at build {build}")
+    elif change.records_artifacts:
+        log.info(f"recorded event {seq}: {what} of build {build}")
     else:
-        log.info(f"recorded event {version['seq']}: build {version['build']} state {version['state']}")
-    return {"version": version, "metadata": metadata}
+        log.info(f"recorded event {seq}: build {build} {what}")
 
 
 def _record(
     client: Client, change: Change, provenance: dict[str, Any] | None
-) -> tuple[object, Mapping[str, Any]]:
+) -> tuple[Answer, Mapping[str, Any]]:
     """Send one change with its idempotency key: the answer, and the event it recorded (or replayed)."""
     body = (
         {**change.body, "provenance": provenance} if provenance and change.carries_provenance else change.body
     )
     key = idempotency_key(os.environ, change.method, change.path, body)
     log.info(f"recording {change.summary}")
-    response = client.send(change.method, change.path, body, key)
+    answer = client.send(change.method, change.path, body, key)
     if change.channel:
         bucket = {name: str(body[name]) for name in BUCKET_KEYS}
-        return response, channels.assignment_event(client, response, change.channel, bucket)
-    return response, _event_of(client, response, change.path)
+        return answer, channels.assignment_event(client, answer.body, change.channel, bucket)
+    return answer, _event_of(client, answer.body, change.path)
 
 
 def _with_bucket(client: Client, source: Source, change: Change, last: Event | None) -> Change:
