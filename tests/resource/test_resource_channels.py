@@ -8,12 +8,14 @@ build's idempotency key, so a rerun of the same build replays instead of moving 
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import resource_harness as harness
+import yaml
 from tests.support import cli_key
 
 Build = Callable[..., dict[str, Any]]
@@ -249,3 +251,80 @@ def test_a_revocations_resource_triggers_once_per_revoked_build_and_in_writes_it
     assert (metadata["revoked_by"], metadata["inherited"]) == (bad["build_id"], "true")
     assert metadata["reason"] == "CVE-2026-0003"
     assert (tmp_path / "get" / "build_id").read_text() == child["build_id"]
+
+
+PROMOTE = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines/promote.yml").read_text())
+
+
+def _promote_step(job_name: str, kind: str, name: str) -> dict[str, Any]:
+    (job,) = [job for job in PROMOTE["jobs"] if job["name"] == job_name]
+    (step,) = [step for step in job["plan"] if step.get(kind) == name]
+    return dict(step)
+
+
+def _put_step(source: dict[str, Any], step: dict[str, Any], job: Path) -> dict[str, Any]:
+    """A put step in a job's build directory (its inputs are the artifacts there), then its implicit get."""
+    assert all((job / name).is_dir() for name in step["inputs"])
+    out: dict[str, Any] = harness.put(source, step["params"], job).result()
+    assert harness.get(source, out["version"], job / step["put"]).result()["version"] == out["version"]
+    return out
+
+
+def _promote_sources(url: str, key: str, bucket: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """promote.yml's buildstate resources on the test service: its ((vars)) are the service, the key (one
+    that may do all of it) and the bucket."""
+    return {
+        resource["name"]: {**resource["source"], "url": url, "api_key": key, **bucket}
+        for resource in PROMOTE["resources"]
+        if resource["type"] == "buildstate"
+    }
+
+
+def test_promote_yml_as_written_moves_a_tested_build_to_staging_then_production(
+    new_build: Build,
+    api: Any,
+    release_api: Any,
+    *,
+    service_url: str,
+    promoter_key: str,
+    bucket: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Each job's steps as the ATC runs them, in order: the triggering get, the smoke test's script, the
+    put to staging, the manual job's get and put to production; then a revocation reaches the clean-up job."""
+    sources = _promote_sources(service_url, promoter_key, bucket)
+    build = new_build()  # as build-image.yml makes it: the AMI recorded, then state 100
+    api("POST", f"/builds/{build['build_id']}/artifacts",
+        {"artifacts": [{"region": "eu-west-1", "kind": "ami", "external_id": "ami-0promote"}]})  # fmt: skip
+    api("POST", f"/builds/{build['build_id']}/state", {"state_code": 100})
+
+    # test-image: triggered by the build that reached 100.
+    (finished,) = harness.check(sources["finished-builds"]).result()
+    job = tmp_path / "test-image"
+    harness.get(sources["finished-builds"], finished, job / "finished-builds").result()
+    smoke = _promote_step("test-image", "task", "smoke-test")["config"]["run"]["args"][-1]
+    task_env = {"PATH": "/usr/bin:/bin", "AWS_REGION": "eu-west-1"}
+    ran = subprocess.run(
+        ["sh", "-ec", smoke], cwd=job, env=task_env, capture_output=True, text=True, check=False
+    )
+    assert ran.returncode == 0 and "testing ami-0promote in eu-west-1" in ran.stdout, ran.stderr
+    to_staging = _promote_step("test-image", "put", "staging")
+    staged = _put_step(sources["staging"], to_staging, job)
+
+    # promote-to-production: by hand, the build staging points at.
+    assert harness.check(sources["staging"]).result() == [staged["version"]]
+    manual = tmp_path / "promote-to-production"
+    harness.get(sources["staging"], staged["version"], manual / "staging").result()
+    to_production = _promote_step("promote-to-production", "put", "production")
+    promoted = _put_step(sources["production"], to_production, manual)
+
+    assert promoted["version"]["build"] == staged["version"]["build"] == build["build_id"]
+    assert harness.check(sources["production"]).result() == [promoted["version"]]
+
+    # withdraw-revoked-image: the revocation empties both channels and is the clean-up job's version.
+    release_api("POST", f"/builds/{build['build_id']}/revoke", {"reason": "CVE-2026-0004"})
+    (revoked,) = harness.check(sources["revocations"]).result()
+    harness.get(sources["revocations"], revoked, tmp_path / "withdraw" / "revocations").result()
+    written = json.loads((tmp_path / "withdraw" / "revocations" / "artifacts.json").read_text())
+    assert [(item["region"], item["external_id"]) for item in written] == [("eu-west-1", "ami-0promote")]
+    assert harness.check(sources["production"]).result() == harness.check(sources["staging"]).result() == []
