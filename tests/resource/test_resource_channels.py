@@ -270,14 +270,16 @@ def _put_step(source: dict[str, Any], step: dict[str, Any], job: Path) -> dict[s
     return out
 
 
-def _promote_sources(url: str, key: str, bucket: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """promote.yml's buildstate resources on the test service: its ((vars)) are the service, the key (one
-    that may do all of it) and the bucket."""
+def _promote_sources(url: str, keys: dict[str, str], bucket: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """promote.yml's buildstate resources on the test service: its ((vars)) are the service, the keys (by
+    the credential's name) and the bucket."""
     return {
-        resource["name"]: {**resource["source"], "url": url, "api_key": key, **bucket}
+        resource["name"]: {
+            **resource["source"], "url": url, "api_key": keys[resource["source"]["api_key"]], **bucket
+        }
         for resource in PROMOTE["resources"]
         if resource["type"] == "buildstate"
-    }
+    }  # fmt: skip
 
 
 def test_promote_yml_as_written_moves_a_tested_build_to_staging_then_production(
@@ -285,14 +287,20 @@ def test_promote_yml_as_written_moves_a_tested_build_to_staging_then_production(
     api: Any,
     release_api: Any,
     *,
+    service_env: dict[str, str],
     service_url: str,
-    promoter_key: str,
+    api_key: str,
     bucket: dict[str, str],
     tmp_path: Path,
 ) -> None:
     """Each job's steps as the ATC runs them, in order: the triggering get, the smoke test's script, the
-    put to staging, the manual job's get and put to production; then a revocation reaches the clean-up job."""
-    sources = _promote_sources(service_url, promoter_key, bucket)
+    put to staging, the manual job's get and put to production; then a revocation reaches the clean-up job.
+    The channels' key has the scopes the pipeline's comment asks for, read and release."""
+    keys = {
+        "((buildstate_api_key))": api_key,
+        "((buildstate_release_key))": cli_key(service_env, "promote-images", "read", "release"),
+    }
+    sources = _promote_sources(service_url, keys, bucket)
     build = new_build()  # as build-image.yml makes it: the AMI recorded, then state 100
     api("POST", f"/builds/{build['build_id']}/artifacts",
         {"artifacts": [{"region": "eu-west-1", "kind": "ami", "external_id": "ami-0promote"}]})  # fmt: skip
