@@ -60,6 +60,7 @@ from buildstate.store.audit import insert as audit_row
 from buildstate.store.builds import append_side_event
 from buildstate.store.executor import Executor, Json, Row, Statement, Transaction
 from buildstate.store.queries import Queries
+from buildstate.store.sql import Dialect
 from buildstate.store.types import AuditEntry, WriteContext
 
 RELEASE = Queries("release")
@@ -181,36 +182,10 @@ class ReleaseStore:
         return {b.id: b for b in found}
 
     def _revocation(self, row: Row) -> Revocation:
-        d = self._dialect
-
-        def time(name: str) -> datetime | None:
-            return None if row[name] is None else d.time_value(row[name])
-
-        return Revocation(
-            id=row["id"],
-            build=d.uuid_value(row["build_uuid"]),
-            revoked_by=BuildIdent(id=d.uuid_value(row["revoked_by"]), build_id=row["revoked_by_build_id"]),
-            inherited=row["cause_id"] is not None,
-            reason=row["reason"],
-            actor=row["actor"],
-            at=d.time_value(row["at"]),
-            created_at=d.time_value(row["created_at"]),
-            fired_at=time("fired_at"),
-            lifted_at=time("lifted_at"),
-            lifted_by=row["lifted_by"],
-            lift_reason=row["lift_reason"],
-        )
+        return decode_revocation(self._dialect, row)
 
     def _live(self, uuids: Sequence[UUID]) -> Transaction[dict[UUID, Revocation]]:
-        """The revocation in force of each of these builds that has one (its own first)."""
-        if not uuids:
-            return {}
-        rows = yield RELEASE.statement("live_revocations", self._dialect, uuids=_ids(uuids))
-        live: dict[UUID, Revocation] = {}
-        for row in rows:
-            revocation = self._revocation(row)
-            live.setdefault(revocation.build, revocation)
-        return live
+        return (yield from live_revocations(self._dialect, uuids))
 
     def _one_revocation(self, name: str, **params: Any) -> Transaction[Revocation | None]:
         rows = yield RELEASE.statement(name, **params)
@@ -293,6 +268,32 @@ class ReleaseStore:
         if added:
             yield from self._settle(actor, now)
         return added
+
+    async def link_sources(self, build: UUID, external_ids: Sequence[str], ctx: WriteContext) -> Released:
+        """Link ``build`` to the builds that recorded an artifact with one of these external ids (source
+        ``artifact``): those it names as ``source_image_id``. One that is the build itself, would close a
+        cycle, or would pass ``MAX_PARENTS`` is left out: the artifacts are recorded already, and a link
+        that cannot be made must not make their answer a refusal."""
+        plain = WriteContext(actor=ctx.actor, request_id=ctx.request_id, source=ctx.source)
+
+        def work(now: datetime) -> Transaction[tuple[Ancestry, bool]]:
+            child = yield from self._build(str(build))
+            found = yield RELEASE.statement("sources", self._dialect, ids=Json(list(external_ids)))
+            present = yield RELEASE.statement("parents_of", child=child.id)
+            have = {self._dialect.uuid_value(r["parent_uuid"]) for r in present}
+            links: list[ParentItem] = []
+            for row in found:
+                parent = self._dialect.uuid_value(row["build"])
+                if parent in have or len(have) + len(links) >= MAX_PARENTS:
+                    continue
+                cycle = yield RELEASE.statement("is_ancestor", of=parent, candidate=child.id)
+                if not cycle:
+                    links.append(str(parent))
+            added = yield from self._link(child, links, ctx.actor, now, source="artifact")
+            ancestry = yield from self._ancestry(child.id)
+            return ancestry, not added
+
+        return await self._write(plain, "build.parents", str(build), work, Ancestry)
 
     async def ancestry(self, ref: str) -> Ancestry:
         def work() -> Transaction[Ancestry]:
@@ -690,6 +691,38 @@ class ReleaseStore:
             return ChannelDetail(channel=channel, history=history)
 
         return await self._executor.read(work(), snapshot=True)
+
+
+def decode_revocation(d: Dialect, row: Row) -> Revocation:
+    def time(name: str) -> datetime | None:
+        return None if row[name] is None else d.time_value(row[name])
+
+    return Revocation(
+        id=row["id"],
+        build=d.uuid_value(row["build_uuid"]),
+        revoked_by=BuildIdent(id=d.uuid_value(row["revoked_by"]), build_id=row["revoked_by_build_id"]),
+        inherited=row["cause_id"] is not None,
+        reason=row["reason"],
+        actor=row["actor"],
+        at=d.time_value(row["at"]),
+        created_at=d.time_value(row["created_at"]),
+        fired_at=time("fired_at"),
+        lifted_at=time("lifted_at"),
+        lifted_by=row["lifted_by"],
+        lift_reason=row["lift_reason"],
+    )
+
+
+def live_revocations(d: Dialect, uuids: Sequence[UUID]) -> Transaction[dict[UUID, Revocation]]:
+    """The revocation in force of each of these builds that has one (its own first)."""
+    if not uuids:
+        return {}
+    rows = yield RELEASE.statement("live_revocations", d, uuids=_ids(uuids))
+    live: dict[UUID, Revocation] = {}
+    for row in rows:
+        revocation = decode_revocation(d, row)
+        live.setdefault(revocation.build, revocation)
+    return live
 
 
 def _revocation_detail(revocation: Revocation) -> dict[str, Any]:

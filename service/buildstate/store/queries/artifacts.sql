@@ -42,14 +42,12 @@ FROM jsonb_array_elements(:artifacts) WITH ORDINALITY AS j (value, n) ORDER BY j
 -- last key (a.id) is of one build's artifacts at a time, so the LIMIT stops the walk at the first build
 -- with a match (SQLite: "TEMP B-TREE FOR RIGHT PART OF ORDER BY"; PostgreSQL: an incremental sort). A
 -- filter left NULL matches anything; each of :labels must be the artifact's label, or its build's when
--- the artifact has none of that name. The build itself is read after, with build_statement.
+-- the artifact has none of that name. The build itself is read after, with build_statement. {builds} is
+-- latest_builds (the bucket's succeeded builds), or head_build for ?channel= (the channel's head).
 SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq, a.recorded_at,
        a.actor
 FROM builds b JOIN artifacts a ON a.build = b.id
-WHERE b.platform_id = (SELECT id FROM platforms WHERE name = :platform)
-  AND b.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
-  AND b.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
-  AND b.status = 'succeeded'
+WHERE {builds}
   AND (:region IS NULL OR a.region = :region) AND (:kind IS NULL OR a.kind = :kind)
   AND NOT EXISTS (
       SELECT 1 FROM json_each(:labels) f
@@ -62,13 +60,28 @@ ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1
 SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq, a.recorded_at,
        a.actor
 FROM builds b JOIN artifacts a ON a.build = b.id
-WHERE b.platform_id = (SELECT id FROM platforms WHERE name = :platform)
-  AND b.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
-  AND b.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
-  AND b.status = 'succeeded'
+WHERE {builds}
   AND (:region::text IS NULL OR a.region = :region) AND (:kind::text IS NULL OR a.kind = :kind)
   AND (b.labels || a.labels) @> :labels
 ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1
+
+-- name: latest_builds
+b.platform_id = (SELECT id FROM platforms WHERE name = :platform)
+  AND b.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
+  AND b.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
+  AND b.status = 'succeeded'
+
+-- name: head_build
+b.id = :head
+
+-- name: channel_head
+-- GET /artifacts/latest?channel=: the head of that channel of the platform x OS version x image type (NULL
+-- when it has none); no row: no such channel.
+SELECT c.head_uuid AS build FROM channels c
+WHERE c.name = :channel
+  AND c.platform_id = (SELECT id FROM platforms WHERE name = :platform)
+  AND c.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
+  AND c.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
 
 -- name: succeeded_in_bucket
 -- What a 404 of the lookup says: whether the platform x OS version x image type has a succeeded build.

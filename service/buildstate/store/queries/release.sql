@@ -37,6 +37,16 @@ INSERT INTO build_parents (child_uuid, parent_uuid, channel, source, actor, crea
 VALUES (:child, :parent, :channel, :source, :actor, :now)
 ON CONFLICT DO NOTHING RETURNING parent_uuid
 
+-- name: parents_of
+SELECT parent_uuid FROM build_parents WHERE child_uuid = :child
+
+-- name: sources.postgresql
+-- The builds that recorded an artifact with one of these external ids (artifacts_external_id).
+SELECT DISTINCT build FROM artifacts WHERE external_id = ANY(:ids::text[]) ORDER BY build
+
+-- name: sources.sqlite
+SELECT DISTINCT build FROM artifacts WHERE external_id IN (SELECT value FROM json_each(:ids)) ORDER BY build
+
 -- name: parent_count
 SELECT count(*) AS n FROM build_parents WHERE child_uuid = :child
 
