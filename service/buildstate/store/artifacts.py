@@ -244,8 +244,7 @@ class ArtifactStore:
                     f"build {ref} already has {describe(key)} with other labels; an artifact's labels are "
                     "recorded once",
                     slug="artifact-exists",
-                    extra={"labels": stored[key].labels},
-                )
+                )  # the stored labels are not shown: a write-only key may not read them
         new = [artifact for key, artifact in named.items() if key not in stored]
         if new:
             domain.allow_artifacts(
