@@ -249,9 +249,13 @@ ArtifactKind = Annotated[
 Region = Annotated[
     str,
     StringConstraints(pattern=r"^([A-Za-z0-9][A-Za-z0-9._:/-]{0,127})?$"),
+    # One region, one spelling: `EU-West-1` and `eu-west-1` would otherwise be two artifacts of one AMI,
+    # and a lookup in the other case would miss it. Recorded and looked up in lower case.
+    AfterValidator(str.lower),
     Field(
         description="The cloud's region (`eu-west-1`, `westeurope`, `europe-west1`), or empty for a "
-        "region-less target; letters, digits, '.', '_', ':', '/', '-', at most 128 characters."
+        "region-less target; letters, digits, '.', '_', ':', '/', '-', at most 128 characters; "
+        "case-insensitive (recorded and compared in lower case)."
     ),
 ]
 ExternalId = Annotated[

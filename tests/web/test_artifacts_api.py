@@ -159,6 +159,25 @@ async def test_the_lookup_answers_json_or_just_the_id(client: Client) -> None:
         assert answer.content_type == "application/json", accept
 
 
+async def test_a_region_in_another_case_is_the_same_region(client: Client) -> None:
+    """``EU-West-1`` and ``eu-west-1`` are one region: recorded once (the second is a replay), and found
+    whichever spelling the lookup uses."""
+    await post(client, "/builds", SEED_BUILD)
+    path = "/builds/rhel-8.8-base-1/artifacts"
+    one = {"artifacts": [{"region": "EU-West-1", "kind": "ami", "external_id": "ami-0eu"}]}
+    status, first, _ = await post(client, path, one)
+    assert status == 200 and [a["region"] for a in first["artifacts"]] == ["eu-west-1"]
+    again = {"artifacts": [{"region": "eu-west-1", "kind": "ami", "external_id": "ami-0eu"}]}
+    status, second, _ = await post(client, path, again)
+    assert status == 200 and second["replayed"] is True
+    listed = await (await client.get(f"{path}")).json()
+    assert [a["region"] for a in listed["artifacts"]] == ["eu-west-1"]
+    await post(client, "/builds/rhel-8.8-base-1/state", {"state_code": 100})
+    for region in ("eu-west-1", "EU-WEST-1"):
+        text = await client.get(LATEST + f"&region={region}", headers={"Accept": "text/plain"})
+        assert text.status == 200 and await text.read() == b"ami-0eu\n", region
+
+
 async def test_the_lookup_404_names_what_was_not_found_whatever_the_accept(client: Client) -> None:
     await succeeded_build(client)
     response = await client.get(
