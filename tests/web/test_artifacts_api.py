@@ -105,6 +105,30 @@ async def test_bad_artifact_lists_are_422_naming_the_field_and_record_nothing(
     assert listed["artifacts"] == []
 
 
+@pytest.mark.parametrize(
+    "external_id",
+    [
+        "https://acct.blob.core.windows.net/images/rhel.vhd?sv=2022-11-02&sig=S3CR3TSIGNATURE",
+        "https://packer:S3CR3TPASSWORD@registry.example.com/images/rhel",
+        "https://storage.example.com/rhel.qcow2?X-Amz-Signature=S3CR3TSIGNATURE",
+    ],
+)
+async def test_an_external_id_carrying_a_credential_is_refused_and_never_echoed(
+    client: Client, external_id: str
+) -> None:
+    """A SAS token, a presigned signature or a URL's password in an external id would reach the feed, the
+    webhooks, the dashboard and the resource's files: refused (Packer's manifest drops them itself)."""
+    await post(client, "/builds", SEED_BUILD)
+    body = {"artifacts": [{"kind": "azure-vhd", "external_id": external_id}]}
+    response = await client.post("/builds/rhel-8.8-base-1/artifacts", json=body)
+    text = await response.text()
+    assert "S3CR3T" not in text
+    problem = await assert_problem(response, 422)
+    assert "artifacts.0.external_id" in {error["loc"] for error in problem["errors"]}, problem
+    listed = await (await client.get("/builds/rhel-8.8-base-1/artifacts")).json()
+    assert listed["artifacts"] == []
+
+
 async def test_refusals_are_problems(client: Client) -> None:
     await assert_problem(await client.post("/builds/nobody/artifacts", json=AMIS), 404)
     await assert_problem(await client.get("/builds/nobody/artifacts"), 404)
