@@ -219,6 +219,28 @@ async def test_the_lookup_404_names_what_was_not_found_whatever_the_accept(clien
 
 
 @pytest.mark.parametrize(
+    ("query", "field", "hint"),
+    [
+        ("&regoin=us-east-1", "regoin", "did you mean 'region'?"),  # a typo would match any region
+        ("&labels.arch=arm64", "labels.arch", None),  # not label.<key>: would match any arch
+        ("&region=eu-west-1&region=us-east-1", "region", None),  # which one?
+        ("&kind=ami&kind=file", "kind", None),
+    ],
+)
+async def test_a_lookup_parameter_it_does_not_know_or_twice_is_422_not_ignored(
+    client: Client, query: str, field: str, hint: str | None
+) -> None:
+    """A deployer's typo must not widen the lookup: ``regoin=us-east-1`` ignored would answer the AMI of
+    another region, and the script would deploy it."""
+    await succeeded_build(client)
+    for accept in ("application/json", "text/plain"):
+        response = await client.get(LATEST + query, headers={"Accept": accept})
+        problem = await assert_problem(response, 422)
+        [error] = [error for error in problem["errors"] if error["loc"] == field]
+        assert error.get("hint") == hint, error
+
+
+@pytest.mark.parametrize(
     ("query", "field"),
     [
         ("/artifacts/latest", "platform"),
