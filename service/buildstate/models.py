@@ -423,6 +423,9 @@ class MatrixCell(_Response):
     os_version: str
     image_type: str
     build: Build
+    artifacts_by_region: dict[str, int] = Field(
+        description="How many artifacts the build holds in each region ('' for region-less ones)."
+    )
 
 
 class FailureGroup(_Response):

@@ -260,6 +260,22 @@ MATRIX_QUERY = f"""
     )
     ORDER BY p.name, o.name, t.name
 """
+# How many artifacts the matrix's builds hold per region ('' for region-less ones): the latest build of
+# each combination is found first, as above, and its artifacts through the unique index's first column.
+MATRIX_ARTIFACTS_QUERY = """
+    WITH latest AS (
+        SELECT (
+            SELECT b2.id FROM builds b2
+            WHERE b2.platform_id = c.platform_id AND b2.os_version_id = c.os_version_id
+              AND b2.image_type_id = c.image_type_id
+            ORDER BY b2.created_at DESC, b2.id DESC LIMIT 1
+        ) AS build
+        FROM combos c
+    )
+    SELECT a.build, a.region, COUNT(*) AS n
+    FROM latest l JOIN artifacts a ON a.build = l.build
+    GROUP BY a.build, a.region
+"""
 RECENT_FAILURES_LIMIT = 1000
 STEP_SAMPLES = 500
 
@@ -355,6 +371,7 @@ def build_summary(  # noqa: PLR0917 - one row set per part of the summary
     dialect: Dialect,
     counts: Sequence[Row],
     matrix: Sequence[Row],
+    regions: Sequence[Row],
     groups: Sequence[Row],
     steps: Sequence[Row],
     window_hours: int,
@@ -366,6 +383,9 @@ def build_summary(  # noqa: PLR0917 - one row set per part of the summary
     for row in steps:
         samples.setdefault(row["state_code"], []).append(row["duration_ms"])
         pairs.setdefault((row["state_code"], row["to_state_code"]), []).append(row["duration_ms"])
+    by_region: dict[str, dict[str, int]] = {}
+    for row in regions:
+        by_region.setdefault(str(row["build"]), {})[row["region"]] = int(row["n"])
     cells = []
     for row in matrix:
         build = decode_build(dialect, row)
@@ -375,6 +395,7 @@ def build_summary(  # noqa: PLR0917 - one row set per part of the summary
                 os_version=build.os_version,
                 image_type=build.image_type,
                 build=build,
+                artifacts_by_region=by_region.get(str(build.id), {}),
             )
         )
     return Summary(
