@@ -79,12 +79,12 @@ export function errorNotice(error, retry) {
   );
 }
 
-export function labelChips(labels) {
+export function labelChips(labels, name = "Labels") {
   const entries = Object.entries(labels ?? {});
   if (entries.length === 0) return h("p", { class: "muted" }, "No labels");
   return h(
     "ul",
-    { class: "chips", "aria-label": "Labels" },
+    { class: "chips", "aria-label": name },
     entries.map(([key, value]) =>
       h("li", { class: "chip" }, h("span", { class: "chip-key" }, key), h("span", { class: "chip-value" }, value)),
     ),

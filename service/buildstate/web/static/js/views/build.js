@@ -1,6 +1,7 @@
 // One build: where it stands, its steps and how long each took, and every event of every attempt.
 
 import { ApiError, api } from "../api.js";
+import { artifactList, artifactsOf, mergeArtifacts } from "../artifacts.js";
 import {
   errorNotice, exactTime, failureBadge, labelChips, loading, progressBar, statusPill, timeAgo,
 } from "../components.js";
@@ -13,6 +14,7 @@ const TITLES = {
   state: (e) => (e.state_code === 100 ? `${e.from_state_code ?? "?"} → 100, succeeded` : `${e.from_state_code ?? "?"} → ${e.state_code}`),
   failure: (e) => `Failed at ${e.state_code}`,
   reset: (e) => `Reset: attempt ${e.attempt} starts at 0`,
+  artifact: (e) => `Recorded ${plural(artifactsOf(e).length, "artifact")}`,
 };
 
 function provenanceOf(events) {
@@ -70,6 +72,9 @@ function timelineItem(event) {
     ),
     showMessage ? h("p", { class: "tl-message" }, event.message) : null,
     event.type === "failure" ? failureDetails(event.failure) : null,
+    event.type === "artifact"
+      ? h("ul", { class: "tl-artifacts" }, artifactsOf(event).map((a) => h("li", {}, `${a.region || "no region"} · ${a.kind}: `, h("code", {}, a.external_id))))
+      : null,
     event.type === "reset" ? h("p", { class: "tl-reason" }, h("strong", {}, "Why: "), event.reason ?? "") : null,
     h(
       "p",
@@ -149,6 +154,8 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
   setTitle("Build");
   let build = null;
   let events = [];
+  let artifacts = [];
+  let lastSeq = 0; // events of other types than state changes leave build.last_event_seq as it was
   let medians = { steps: new Map(), states: new Map() };
   const heading = h("h1", { tabindex: "-1" }, route.ref);
   const body = h("div", { class: "build-body" }, loading());
@@ -178,6 +185,7 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
         ),
       ),
       build.failure ? h("section", { class: "card card-failed", "aria-labelledby": "failure-title" }, h("h2", { id: "failure-title" }, "Failure"), failureDetails(build.failure)) : null,
+      h("section", { class: "card", "aria-labelledby": "artifacts-title" }, h("h2", { id: "artifacts-title" }, "Artifacts", artifacts.length ? h("span", { class: "count" }, plural(artifacts.length, "artifact")) : null), artifactList(artifacts, announce)),
       h("section", { class: "card", "aria-labelledby": "labels-title" }, h("h2", { id: "labels-title" }, "Labels"), labelChips(build.labels)),
       h("section", { class: "card", "aria-labelledby": "steps-title" }, h("h2", { id: "steps-title" }, "Steps"), stepsTable(events, build, medians)),
       h("section", { class: "card", "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title" }, "Timeline"), timeline(events)),
@@ -195,6 +203,8 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
       if (!isCurrent()) return;
       build = history.build;
       events = history.events;
+      artifacts = history.artifacts ?? [];
+      lastSeq = Math.max(build.last_event_seq, ...events.map((e) => e.seq));
       medians = {
         steps: new Map((summary?.transition_durations ?? []).map((t) => [`${t.from_state_code}->${t.state_code}`, t.median_ms])),
         states: new Map((summary?.step_durations ?? []).map((s) => [s.state_code, s.median_ms])),
@@ -213,9 +223,11 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
   }
 
   function onEvent(event) {
-    if (!build || event.build.id !== build.id || event.seq <= build.last_event_seq) return;
+    if (!build || event.build.id !== build.id || event.seq <= lastSeq) return;
+    lastSeq = event.seq;
     events = [...events, event];
     build = buildAfter(event, build);
+    artifacts = mergeArtifacts(artifacts, artifactsOf(event));
     draw();
     body.querySelector(`[data-seq="${event.seq}"]`)?.classList.add("changed");
     announce(`This build ${describeEvent(event)}`);

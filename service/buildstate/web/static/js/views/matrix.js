@@ -1,11 +1,12 @@
 // The build matrix: the latest build of every platform x OS version x image type, kept live.
 
 import { api } from "../api.js";
+import { artifactsOf, countByRegion, regionBadge } from "../artifacts.js";
 import {
   STATUSES, errorNotice, failureBadge, loading, progressBar, selectField, statusPill, timeAgo,
 } from "../components.js";
 import { fill, h, swap } from "../dom.js";
-import { buildAfter, comboLabel, plural } from "../format.js";
+import { buildAfter, changesState, comboLabel, plural } from "../format.js";
 import { href } from "../router.js";
 
 export const WINDOWS = [
@@ -30,6 +31,9 @@ function newer(existing, incoming) {
   return new Date(incoming.created_at) >= new Date(existing.created_at) ? incoming : existing;
 }
 
+/** A summary cell's build, with the cell's artifact count per region. */
+const cellBuild = (item) => ({ ...item.build, artifacts_by_region: item.artifacts_by_region ?? {} });
+
 export function describeEvent(event) {
   switch (event.type) {
     case "created":
@@ -43,6 +47,8 @@ export function describeEvent(event) {
     }
     case "reset":
       return `reset to attempt ${event.attempt}`;
+    case "artifact":
+      return `recorded ${plural(artifactsOf(event).length, "artifact")}`;
     default:
       return event.type;
   }
@@ -66,6 +72,7 @@ function cell(build, key) {
       h("span", { class: "cell-build", title: build.build_id }, build.build_id),
       build.message ? h("span", { class: "cell-message", title: build.message }, build.message) : null,
       failureBadge(build.failure),
+      regionBadge(build.artifacts_by_region),
       h(
         "span",
         { class: "cell-meta" },
@@ -236,7 +243,11 @@ export function matrixView({ main, route, announce, setTitle, followLive, isCurr
       counts = { ...summary.counts, total: summary.total };
       for (const item of summary.matrix) {
         const key = comboKey(item.build);
-        cells.set(key, newer(cells.get(key), item.build));
+        const current = cells.get(key);
+        const fresh = cellBuild(item);
+        // Artifact events leave last_event_seq alone: for the same build the summary's counts are the truth.
+        const same = current?.id === fresh.id && newer(current, fresh) === current;
+        cells.set(key, same ? { ...current, artifacts_by_region: fresh.artifacts_by_region } : newer(current, fresh));
       }
       drawCounts();
     } catch {
@@ -254,7 +265,7 @@ export function matrixView({ main, route, announce, setTitle, followLive, isCurr
       ]);
       if (!isCurrent()) return;
       counts = { ...summary.counts, total: summary.total };
-      for (const item of summary.matrix) cells.set(comboKey(item.build), item.build);
+      for (const item of summary.matrix) cells.set(comboKey(item.build), cellBuild(item));
       activity = recent.events;
       drawCounts();
       drawFilters();
@@ -272,8 +283,15 @@ export function matrixView({ main, route, announce, setTitle, followLive, isCurr
     const key = comboKey(event.build);
     const existing = cells.get(key);
     const sameBuild = existing?.id === event.build.id;
-    const candidate = buildAfter(event, sameBuild ? existing : null);
-    if (newer(existing, candidate) !== candidate) return; // an older build of this cell, or a replay
+    let candidate;
+    if (changesState(event)) {
+      candidate = buildAfter(event, sameBuild ? existing : null);
+      if (newer(existing, candidate) !== candidate) return; // an older build of this cell, or a replay
+    } else {
+      if (!sameBuild) return; // about an older build of this cell (or one the matrix has not read yet)
+      candidate = buildAfter(event, existing);
+      candidate.artifacts_by_region = countByRegion(existing.artifacts_by_region, artifactsOf(event));
+    }
     const newCombo = !existing;
     cells.set(key, candidate);
     if (newCombo) drawFilters();
