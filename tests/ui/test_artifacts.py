@@ -110,7 +110,12 @@ def test_hostile_external_ids_and_labels_are_shown_as_text(
     build = admin_api.create("openstack", "rhel-9.4", "hostile", "os-hostile-1")
     admin_api.artifacts(
         build["id"],
-        {"region": "eu-west-1", "kind": "ami", "external_id": MARKUP, "labels": {"note": "<b>bold</b> <i>v</i>"}},
+        {
+            "region": "eu-west-1",
+            "kind": "ami",
+            "external_id": MARKUP,
+            "labels": {"note": "<b>bold</b> <i>v</i>"},
+        },
     )
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     sign_in(page, *VIEWER)

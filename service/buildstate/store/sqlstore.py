@@ -25,6 +25,7 @@ from buildstate.store.artifacts import ArtifactStore
 from buildstate.store.audit import AuditLog
 from buildstate.store.builds import BuildReads
 from buildstate.store.executor import Executor
+from buildstate.store.release import ReleaseStore, SideAppend
 from buildstate.store.types import (
     AuditEntry,
     BuildCursor,
@@ -39,7 +40,7 @@ from buildstate.store.types import (
 class SqlStore:
     """The part of both stores that is the same; a subclass adds ``create_build`` and ``_transition``."""
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, append: SideAppend) -> None:
         self.executor = executor
         # For /ready and reports only: what decides behaviour is an explicit capability (pool_stats, listen).
         self.name = executor.dialect.name
@@ -47,6 +48,8 @@ class SqlStore:
         self.access = AccessStore(executor, self.audit)
         self.reads = BuildReads(executor)
         self.artifacts = ArtifactStore(executor, self.audit)
+        # Ancestry, channels and revocations, appending their events the dialect's way.
+        self.release = ReleaseStore(executor, self.audit, append)
 
     async def open(self) -> None:
         await self.executor.open()
