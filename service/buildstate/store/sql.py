@@ -16,6 +16,8 @@ from buildstate.domain import EVENT_RULES, MAX_STATE, SUCCEEDED, EventType, buil
 from buildstate.models import (
     Artifact,
     Build,
+    BuildIdent,
+    CellRevocation,
     Event,
     EventBuild,
     Failure,
@@ -260,9 +262,8 @@ MATRIX_QUERY = f"""
     )
     ORDER BY p.name, o.name, t.name
 """
-# How many artifacts the matrix's builds hold per region ('' for region-less ones): the latest build of
-# each combination is found first, as above, and its artifacts through the unique index's first column.
-MATRIX_ARTIFACTS_QUERY = """
+# The latest build of each combination (as MATRIX_QUERY finds it), for what the matrix shows beside it.
+_MATRIX_LATEST = """
     WITH latest AS (
         SELECT (
             SELECT b2.id FROM builds b2
@@ -272,9 +273,21 @@ MATRIX_ARTIFACTS_QUERY = """
         ) AS build
         FROM combos c
     )
+"""
+# How many artifacts those builds hold per region ('' for region-less ones), through the unique index's
+# first column.
+MATRIX_ARTIFACTS_QUERY = f"""{_MATRIX_LATEST}
     SELECT a.build, a.region, COUNT(*) AS n
     FROM latest l JOIN artifacts a ON a.build = l.build
     GROUP BY a.build, a.region
+"""
+# The revocations in force of those builds, own ones first (revocations_live).
+MATRIX_REVOCATIONS_QUERY = f"""{_MATRIX_LATEST}
+    SELECT r.build_uuid AS build, r.reason, r.cause_id, r.revoked_by, rb.build_id AS revoked_by_build_id
+    FROM latest l JOIN revocations r ON r.build_uuid = l.build
+    JOIN builds rb ON rb.id = r.revoked_by
+    WHERE r.fired_at IS NOT NULL AND r.lifted_at IS NULL
+    ORDER BY r.build_uuid, CASE WHEN r.cause_id IS NULL THEN 0 ELSE 1 END, r.id
 """
 RECENT_FAILURES_LIMIT = 1000
 STEP_SAMPLES = 500
@@ -372,6 +385,7 @@ def build_summary(  # noqa: PLR0917 - one row set per part of the summary
     counts: Sequence[Row],
     matrix: Sequence[Row],
     regions: Sequence[Row],
+    revocations: Sequence[Row],
     groups: Sequence[Row],
     steps: Sequence[Row],
     window_hours: int,
@@ -386,6 +400,18 @@ def build_summary(  # noqa: PLR0917 - one row set per part of the summary
     by_region: dict[str, dict[str, int]] = {}
     for row in regions:
         by_region.setdefault(str(row["build"]), {})[row["region"]] = int(row["n"])
+    revoked: dict[str, CellRevocation] = {}
+    for row in revocations:
+        revoked.setdefault(
+            str(row["build"]),
+            CellRevocation(
+                reason=row["reason"],
+                inherited=row["cause_id"] is not None,
+                revoked_by=BuildIdent(
+                    id=dialect.uuid_value(row["revoked_by"]), build_id=row["revoked_by_build_id"]
+                ),
+            ),
+        )
     cells = []
     for row in matrix:
         build = decode_build(dialect, row)
@@ -396,6 +422,7 @@ def build_summary(  # noqa: PLR0917 - one row set per part of the summary
                 image_type=build.image_type,
                 build=build,
                 artifacts_by_region=by_region.get(str(build.id), {}),
+                revocation=revoked.get(str(build.id)),
             )
         )
     return Summary(

@@ -9,6 +9,8 @@ export function currentRoute() {
   if (parts.length === 0) return { name: "matrix", params, parts, hash: `#${raw}` };
   if (parts[0] === "sign-in") return { name: "sign-in", params, parts, hash: `#${raw}` };
   if (parts[0] === "failures") return { name: "failures", params, parts, hash: `#${raw}` };
+  if (parts[0] === "channels" && parts[1]) return { name: "channel", params, parts, hash: `#${raw}` };
+  if (parts[0] === "channels") return { name: "channels", params, parts, hash: `#${raw}` };
   if (parts[0] === "build" && parts[1]) return { name: "build", ref: parts[1], params, parts, hash: `#${raw}` };
   return { name: "not-found", params, parts, hash: `#${raw}` };
 }

@@ -1,13 +1,17 @@
 // One build: where it stands, its steps and how long each took, and every event of every attempt.
 
-import { ApiError, api } from "../api.js";
+import { ApiError, api, granted } from "../api.js";
 import { artifactList, artifactsOf, mergeArtifacts } from "../artifacts.js";
 import {
   errorNotice, exactTime, failureBadge, labelChips, loading, progressBar, statusPill, timeAgo,
 } from "../components.js";
 import { fill, h, safeHref } from "../dom.js";
 import { buildAfter, comboLabel, duration, plural } from "../format.js";
+import { RELEASE_EVENTS, ancestryTree, bucketKey, channelBadge, channelHref, revokedBanner } from "../release.js";
 import { describeEvent } from "./matrix.js";
+import { releaseControls } from "./release-controls.js";
+
+const RELOAD_MS = 300;
 
 const TITLES = {
   created: () => "Registered",
@@ -15,7 +19,12 @@ const TITLES = {
   failure: (e) => `Failed at ${e.state_code}`,
   reset: (e) => `Reset: attempt ${e.attempt} starts at 0`,
   artifact: (e) => `Recorded ${plural(artifactsOf(e).length, "artifact")}`,
+  channel: (e) => (e.detail?.to === e.build.id ? `Assigned to channel ${e.detail?.channel}` : `Left channel ${e.detail?.channel} (revoked)`),
+  revoked: (e) => (e.detail?.inherited ? `Revoked with ${e.detail?.revoked_by_build_id}, which it was built from` : "Revoked"),
+  restored: (e) => (e.detail?.inherited ? `Restored with ${e.detail?.revoked_by_build_id}` : "Restored"),
 };
+// Events whose reason the timeline shows as "Why:" (a failure has its own box).
+const EXPLAINED = new Set(["reset", "channel", "revoked", "restored"]);
 
 function provenanceOf(events) {
   for (let i = events.length - 1; i >= 0; i -= 1) {
@@ -57,7 +66,7 @@ function failureDetails(failure) {
 
 function timelineItem(event) {
   const title = (TITLES[event.type] ?? (() => event.type))(event);
-  const showMessage = event.message && event.type !== "failure" && event.type !== "reset";
+  const showMessage = event.message && event.type !== "failure" && !EXPLAINED.has(event.type);
   return h(
     "li",
     { class: ["tl-item", `tl-${event.type}`], dataset: { seq: event.seq } },
@@ -75,11 +84,11 @@ function timelineItem(event) {
     event.type === "artifact"
       ? h("ul", { class: "tl-artifacts" }, artifactsOf(event).map((a) => h("li", {}, `${a.region || "no region"} · ${a.kind}: `, h("code", {}, a.external_id))))
       : null,
-    event.type === "reset" ? h("p", { class: "tl-reason" }, h("strong", {}, "Why: "), event.reason ?? "") : null,
+    EXPLAINED.has(event.type) ? h("p", { class: "tl-reason" }, h("strong", {}, "Why: "), event.reason ?? "") : null,
     h(
       "p",
       { class: "tl-meta" },
-      event.type === "reset" ? h("strong", {}, "Who: ") : "by ",
+      EXPLAINED.has(event.type) ? h("strong", {}, "Who: ") : "by ",
       h("span", { class: "actor" }, event.actor),
       event.provenance?.build_url ? [" · ", concourseLink(event.provenance)] : null,
     ),
@@ -156,6 +165,10 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
   let events = [];
   let artifacts = [];
   let lastSeq = 0; // events of other types than state changes leave build.last_event_seq as it was
+  let ancestry = null; // GET /builds/{ref}/ancestry, or an Error to show in its section
+  let channels = []; // the channels of this build's bucket
+  let scheduled = null; // a revocation this page scheduled
+  let releaseTimer = null;
   let medians = { steps: new Map(), states: new Map() };
   const heading = h("h1", { tabindex: "-1" }, route.ref);
   const body = h("div", { class: "build-body" }, loading());
@@ -165,8 +178,11 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
     setTitle(build.build_id);
     heading.textContent = build.build_id;
     const provenance = provenanceOf(events);
+    const self = ancestry instanceof Error ? null : ancestry?.nodes.find((n) => n.relation === "self");
+    const heads = channels.filter((c) => c.head?.id === build.id);
     fill(
       body,
+      revokedBanner(self?.revocation),
       h(
         "section",
         { class: ["build-status", "card", `card-${build.status}`], "aria-label": "Current state" },
@@ -181,15 +197,45 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
           h("div", {}, h("dt", {}, "Last change"), h("dd", {}, timeAgo(build.updated_at))),
           h("div", {}, h("dt", {}, "Registered"), h("dd", {}, exactTime(build.created_at))),
           h("div", {}, h("dt", {}, "Concourse"), h("dd", {}, provenance ? concourseLink(provenance) : h("span", { class: "muted" }, "no link recorded"))),
+          h("div", {}, h("dt", {}, "Channels"), h("dd", {}, heads.length ? h("span", { class: "badges" }, heads.map((c) => h("a", { href: channelHref(c) }, channelBadge(c, true)))) : h("span", { class: "muted" }, "heads none"))),
           h("div", { class: "wide" }, h("dt", {}, "Id"), h("dd", {}, h("code", {}, build.id))),
         ),
       ),
       build.failure ? h("section", { class: "card card-failed", "aria-labelledby": "failure-title" }, h("h2", { id: "failure-title" }, "Failure"), failureDetails(build.failure)) : null,
       h("section", { class: "card", "aria-labelledby": "artifacts-title" }, h("h2", { id: "artifacts-title" }, "Artifacts", artifacts.length ? h("span", { class: "count" }, plural(artifacts.length, "artifact")) : null), artifactList(artifacts, announce)),
+      h("section", { class: "card", "aria-labelledby": "ancestry-title" }, h("h2", { id: "ancestry-title" }, "Ancestry"), ancestry instanceof Error ? errorNotice(ancestry, reloadRelease) : ancestry ? ancestryTree(ancestry) : loading()),
+      granted("release") && self
+        ? h("section", { class: "card release-card", "aria-labelledby": "release-title" }, h("h2", { id: "release-title" }, "Revocation"), releaseControls({ build, revocation: self.revocation, scheduled, done: released, announce }))
+        : null,
       h("section", { class: "card", "aria-labelledby": "labels-title" }, h("h2", { id: "labels-title" }, "Labels"), labelChips(build.labels)),
       h("section", { class: "card", "aria-labelledby": "steps-title" }, h("h2", { id: "steps-title" }, "Steps"), stepsTable(events, build, medians)),
       h("section", { class: "card", "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title" }, "Timeline"), timeline(events)),
     );
+  }
+
+  async function readRelease() {
+    const ref = encodeURIComponent(route.ref);
+    const [family, bucket] = await Promise.all([
+      api(`/builds/${ref}/ancestry`).catch((error) => (error.name === "Unauthorized" ? Promise.reject(error) : error)),
+      build ? api("/channels", { params: { platform: build.platform, os_version: build.os_version, image_type: build.image_type } }).catch(() => ({ channels: [] })) : { channels: [] },
+    ]);
+    ancestry = family;
+    channels = bucket.channels;
+  }
+
+  async function reloadRelease() {
+    try {
+      await readRelease();
+    } catch {
+      return; // a 401 has already sent the person to sign-in
+    }
+    if (isCurrent() && build) draw();
+  }
+
+  function released(answer) {
+    scheduled = answer?.state === "scheduled" ? answer.revocation : null;
+    if (answer?.state) announce(answer.state === "scheduled" ? "Revocation scheduled" : `This build is ${answer.state}`);
+    reloadRelease();
   }
 
   async function load() {
@@ -203,6 +249,8 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
       if (!isCurrent()) return;
       build = history.build;
       events = history.events;
+      await readRelease();
+      if (!isCurrent()) return;
       artifacts = history.artifacts ?? [];
       lastSeq = Math.max(build.last_event_seq, ...events.map((e) => e.seq));
       medians = {
@@ -223,6 +271,10 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
   }
 
   function onEvent(event) {
+    if (build && RELEASE_EVENTS.has(event.type) && touches(event)) {
+      clearTimeout(releaseTimer);
+      releaseTimer = setTimeout(reloadRelease, RELOAD_MS);
+    }
     if (!build || event.build.id !== build.id || event.seq <= lastSeq) return;
     lastSeq = event.seq;
     events = [...events, event];
@@ -233,6 +285,17 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
     announce(`This build ${describeEvent(event)}`);
   }
 
+  /** A release event about this build, one of its relatives, or a channel of its bucket. */
+  function touches(event) {
+    if (event.build.id === build.id || bucketKey(event.build) === bucketKey(build)) return true;
+    return !(ancestry instanceof Error) && Boolean(ancestry?.nodes.some((n) => n.build.id === event.build.id));
+  }
+
   load();
-  return { onEvent };
+  return {
+    onEvent,
+    destroy() {
+      clearTimeout(releaseTimer);
+    },
+  };
 }
