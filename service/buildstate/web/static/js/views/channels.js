@@ -37,7 +37,7 @@ function channelsTable(channels) {
     { class: "table-scroll" },
     h(
       "table",
-      { class: "channels" },
+      { class: ["listing", "channels"] },
       h("caption", { class: "visually-hidden" }, "Channels and the build each points at"),
       h("thead", {}, h("tr", {}, ["Channel", "Platform / OS version / image type", "Head", "Moves", "Last move"].map((t) => h("th", { scope: "col" }, t)))),
       h(
@@ -118,7 +118,7 @@ export function channelView({ main, route, setTitle, followLive, isCurrent }) {
           { class: "table-scroll" },
           h(
             "table",
-            { class: "history" },
+            { class: ["listing", "history"] },
             h("caption", { class: "visually-hidden" }, "Assignments, newest first"),
             h("thead", {}, h("tr", {}, ["When", "From → to", "What", "Reason", "Who"].map((t) => h("th", { scope: "col" }, t)))),
             h("tbody", {}, history.map(moveRow)),
