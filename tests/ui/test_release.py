@@ -99,6 +99,12 @@ def test_the_channels_page_lists_heads_and_a_channels_history_and_follows_moves_
     # ...and on the matrix both channels now point at the build it shows.
     expect(cell(matrix, "hyperv/ch-1/base").locator(".badge-channel-current")).to_have_count(2)
 
+    # The build page names the channels the build heads, each a link to its history.
+    page.get_by_role("link", name="hv-ch-1-base-2").first.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("hv-ch-1-base-2")
+    heads = page.get_by_role("region", name="Current state").locator(".badge-channel")
+    expect(heads).to_have_text(["Channel production (this build)", "Channel staging (this build)"])
+
     page.goto("/ui/#/channels")
     expect(page.locator('tr[data-channel="staging@hyperv/ch-1/base"]')).to_contain_text("hv-ch-1-base-2")
     assert page.locator("main img[src=x]").count() == 0
@@ -121,6 +127,9 @@ def test_a_revoked_build_says_so_and_why_everywhere_and_its_family_tree_shows_wh
     expect(banner.get_by_role("link", name="hv-rv-1-base-1")).to_have_attribute(
         "href", f"#/build/{builds['base-1']['id']}"
     )
+    status = page.get_by_role("region", name="Current state").locator(".badge-revoked")
+    expect(status).to_have_text("Revokedvia hv-rv-1-base-1")
+    expect(status).to_have_attribute("title", reason)
     tree = page.get_by_role("region", name="Ancestry")
     built_from = tree.get_by_role("group", name="Built from")
     expect(built_from.locator(".tree-node")).to_have_count(1)

@@ -7,7 +7,9 @@ import {
 } from "../components.js";
 import { fill, h, safeHref } from "../dom.js";
 import { buildAfter, comboLabel, duration, plural } from "../format.js";
-import { RELEASE_EVENTS, ancestryTree, bucketKey, channelBadge, channelHref, revokedBanner } from "../release.js";
+import {
+  RELEASE_EVENTS, ancestryTree, bucketKey, channelBadge, channelHref, revokedBadge, revokedBanner,
+} from "../release.js";
 import { describeEvent } from "./matrix.js";
 import { releaseControls } from "./release-controls.js";
 
@@ -179,7 +181,7 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
     heading.textContent = build.build_id;
     const provenance = provenanceOf(events);
     const self = ancestry instanceof Error ? null : ancestry?.nodes.find((n) => n.relation === "self");
-    const heads = channels.filter((c) => c.head?.id === build.id);
+    const heads = channels.filter((c) => c.head?.id === build.id).sort((a, b) => a.name.localeCompare(b.name));
     fill(
       body,
       revokedBanner(self?.revocation),
@@ -187,7 +189,7 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
         "section",
         { class: ["build-status", "card", `card-${build.status}`], "aria-label": "Current state" },
         h("p", { class: "combo" }, comboLabel(build)),
-        h("div", { class: "status-line" }, statusPill(build.status), h("span", { class: "big-code" }, `${build.state_code}`, h("span", { class: "muted" }, " / 100")), failureBadge(build.failure)),
+        h("div", { class: "status-line" }, statusPill(build.status), h("span", { class: "big-code" }, `${build.state_code}`, h("span", { class: "muted" }, " / 100")), failureBadge(build.failure), revokedBadge(self?.revocation)),
         progressBar(build),
         build.message ? h("p", { class: "build-message" }, build.message) : null,
         h(
@@ -197,7 +199,7 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
           h("div", {}, h("dt", {}, "Last change"), h("dd", {}, timeAgo(build.updated_at))),
           h("div", {}, h("dt", {}, "Registered"), h("dd", {}, exactTime(build.created_at))),
           h("div", {}, h("dt", {}, "Concourse"), h("dd", {}, provenance ? concourseLink(provenance) : h("span", { class: "muted" }, "no link recorded"))),
-          h("div", {}, h("dt", {}, "Channels"), h("dd", {}, heads.length ? h("span", { class: "badges" }, heads.map((c) => h("a", { href: channelHref(c) }, channelBadge(c, true)))) : h("span", { class: "muted" }, "heads none"))),
+          h("div", {}, h("dt", {}, "Channels"), h("dd", {}, heads.length ? h("span", { class: "badges" }, heads.map((c) => h("a", { href: channelHref(c) }, channelBadge(c, true)))) : h("span", { class: "muted" }, "none"))),
           h("div", { class: "wide" }, h("dt", {}, "Id"), h("dd", {}, h("code", {}, build.id))),
         ),
       ),
