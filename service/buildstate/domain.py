@@ -56,9 +56,9 @@ class EventRule:
     label: str = ""
     # It moves the build (state, status, attempt, message, failure, ``updated_at``, ``last_event_seq``).
     # An event that does not (``artifact``, a channel move, a revocation; ``store/release.py``) copies the
-    # build's state into its row, leaves the build row as it is, and is matched by a ``type`` filter only,
-    # never by a ``states`` filter: ``states=100`` asks for the moment a build reached 100, not for what
-    # was recorded about it afterwards.
+    # build's state into its row, leaves the build row as it is, and a ``states`` filter matches it only by
+    # its own word (``revoked``), never by a code: ``states=100`` asks for the moment a build reached 100,
+    # not for what was recorded about it afterwards.
     changes_state: bool = True
 
 

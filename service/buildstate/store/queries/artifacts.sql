@@ -75,54 +75,39 @@ FROM events e JOIN webhooks w ON w.enabled
 WHERE e.seq = :seq
 
 -- name: latest.sqlite
--- GET /artifacts/latest: among the succeeded builds of one platform x OS version x image type, newest
--- first (builds_latest_succeeded: `status = 'succeeded'` is written out for the partial index to apply),
--- the first with a matching artifact; then its newest matching artifact (the build itself is read
--- after, with build_statement). A filter left NULL matches anything; each of :labels must be the artifact's label, or its build's when the artifact has none of
--- that name.
+-- GET /artifacts/latest: the succeeded builds of one platform x OS version x image type, newest first
+-- (builds_latest_succeeded: `status = 'succeeded'` is written out for the partial index to apply), each
+-- probed for matching artifacts through the unique index; the first build's newest match. The sort of its
+-- last key (a.id) is of one build's artifacts at a time, so the LIMIT stops the walk at the first build
+-- with a match (SQLite: "TEMP B-TREE FOR RIGHT PART OF ORDER BY"; PostgreSQL: an incremental sort). A
+-- filter left NULL matches anything; each of :labels must be the artifact's label, or its build's when
+-- the artifact has none of that name. The build itself is read after, with build_statement.
 SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq, a.recorded_at,
        a.actor
-FROM artifacts a JOIN builds b ON b.id = a.build
-WHERE b.id = (
-    SELECT b2.id FROM builds b2
-    WHERE b2.platform_id = (SELECT id FROM platforms WHERE name = :platform)
-      AND b2.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
-      AND b2.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
-      AND b2.status = 'succeeded'
-      AND EXISTS (
-          SELECT 1 FROM artifacts a2
-          WHERE a2.build = b2.id AND (:region IS NULL OR a2.region = :region)
-            AND (:kind IS NULL OR a2.kind = :kind)
-            AND NOT EXISTS (
-                SELECT 1 FROM json_each(:labels) f
-                WHERE COALESCE(json_extract(a2.labels, '$."' || f.key || '"'),
-                               json_extract(b2.labels, '$."' || f.key || '"')) IS NOT f.value))
-    ORDER BY b2.updated_at DESC, b2.id DESC LIMIT 1)
+FROM builds b JOIN artifacts a ON a.build = b.id
+WHERE b.platform_id = (SELECT id FROM platforms WHERE name = :platform)
+  AND b.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
+  AND b.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
+  AND b.status = 'succeeded'
   AND (:region IS NULL OR a.region = :region) AND (:kind IS NULL OR a.kind = :kind)
   AND NOT EXISTS (
       SELECT 1 FROM json_each(:labels) f
       WHERE COALESCE(json_extract(a.labels, '$."' || f.key || '"'),
                      json_extract(b.labels, '$."' || f.key || '"')) IS NOT f.value)
-ORDER BY a.id DESC LIMIT 1
+ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1
 
 -- name: latest.postgresql
+-- The same; the artifact's labels over its build's are `b.labels || a.labels`.
 SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq, a.recorded_at,
        a.actor
-FROM artifacts a JOIN builds b ON b.id = a.build
-WHERE b.id = (
-    SELECT b2.id FROM builds b2
-    WHERE b2.platform_id = (SELECT id FROM platforms WHERE name = :platform)
-      AND b2.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
-      AND b2.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
-      AND b2.status = 'succeeded'
-      AND EXISTS (
-          SELECT 1 FROM artifacts a2
-          WHERE a2.build = b2.id AND (:region::text IS NULL OR a2.region = :region)
-            AND (:kind::text IS NULL OR a2.kind = :kind) AND (b2.labels || a2.labels) @> :labels)
-    ORDER BY b2.updated_at DESC, b2.id DESC LIMIT 1)
+FROM builds b JOIN artifacts a ON a.build = b.id
+WHERE b.platform_id = (SELECT id FROM platforms WHERE name = :platform)
+  AND b.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
+  AND b.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
+  AND b.status = 'succeeded'
   AND (:region::text IS NULL OR a.region = :region) AND (:kind::text IS NULL OR a.kind = :kind)
   AND (b.labels || a.labels) @> :labels
-ORDER BY a.id DESC LIMIT 1
+ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1
 
 -- name: succeeded_in_bucket
 -- What a 404 of the lookup says: whether the platform x OS version x image type has a succeeded build.
