@@ -223,3 +223,41 @@ def test_an_operator_revokes_and_restores_from_the_build_page_and_the_matrix_fol
     expect(page.get_by_role("region", name="Revocation")).to_contain_text(
         "This build is revoked because hv-op-1-base-1 is; restoring that build lifts it."
     )
+
+
+def test_channels_ancestry_artifacts_and_the_controls_fit_a_phone(
+    make_page: PageMaker, admin_api: Api, seeded: Seeded
+) -> None:
+    builds = family(admin_api, "ph-1")
+    assign(admin_api, "production", builds["hardened"], "phone check")
+    admin_api.artifacts(
+        builds["hardened"]["id"],
+        {
+            "region": "eu-west-1",
+            "kind": "ami",
+            "external_id": "ami-0" + "a" * 60,
+            "labels": {"arch": "x86_64"},
+        },
+    )
+    admin_api.call(
+        "POST", f"/builds/{builds['base-1']['id']}/revoke", {"reason": "CVE-" + "9" * 300}, expect=200
+    )
+    phone = make_page(390, 844, dark=True)
+    overflow = "document.documentElement.scrollWidth - window.innerWidth"
+    sign_in(phone, *ADMIN, start=f"/ui/#/build/{builds['hardened']['id']}")
+    expect(phone.get_by_role("region", name="Ancestry").locator(".tree-node").first).to_be_visible()
+    expect(phone.locator(".external-id")).to_be_visible()
+    assert phone.evaluate(overflow) <= 0, "no sideways scrolling on a phone"
+    screenshot(phone, "build-release-phone-dark")
+    phone.goto(f"/ui/#/build/{builds['base-2']['id']}")
+    expect(
+        phone.get_by_role("region", name="Revocation").get_by_role("button", name="Revoke")
+    ).to_be_visible()
+    assert phone.evaluate(overflow) <= 0
+    phone.goto("/ui/#/channels")
+    expect(phone.locator("table.channels tbody tr").first).to_be_visible()
+    assert phone.evaluate(overflow) <= 0
+    phone.get_by_role("link", name="production").first.click()
+    expect(phone.locator("table.history tbody tr").first).to_be_visible()
+    assert phone.evaluate(overflow) <= 0
+    screenshot(phone, "channel-phone-dark")

@@ -2,7 +2,7 @@
 // and how many regions they are in (the matrix). Events of type `artifact` carry the new ones in `detail`.
 
 import { copyText } from "./clipboard.js";
-import { labelChips, timeAgo } from "./components.js";
+import { dataTable, labelChips, timeAgo } from "./components.js";
 import { h } from "./dom.js";
 import { plural } from "./format.js";
 
@@ -108,16 +108,11 @@ export function artifactList(artifacts, announce) {
       "section",
       { class: "artifact-region", "aria-labelledby": headingId, dataset: { region } },
       h("h3", { id: headingId }, region || "No region", h("span", { class: "count" }, plural(list.length, "artifact"))),
-      h(
-        "div",
-        { class: "table-scroll" },
-        h(
-          "table",
-          { class: "artifacts" },
-          h("thead", {}, h("tr", {}, ["Kind", "External id", "Platform", "Labels", "Recorded"].map((t) => h("th", { scope: "col" }, t)))),
-          h("tbody", {}, list.map((artifact) => artifactRow(artifact, announce))),
-        ),
-      ),
+      dataTable({
+        className: "artifacts",
+        columns: ["Kind", "External id", "Platform", "Labels", "Recorded"],
+        rows: list.map((artifact) => artifactRow(artifact, announce)),
+      }),
     );
   });
 }

@@ -90,3 +90,18 @@ export function labelChips(labels, name = "Labels") {
     ),
   );
 }
+
+/** A table in a sideways-scrolling box: column headings, then the rows (<tr> nodes). */
+export function dataTable({ className, caption, columns, rows }) {
+  return h(
+    "div",
+    { class: "table-scroll" },
+    h(
+      "table",
+      { class: className },
+      caption ? h("caption", { class: "visually-hidden" }, caption) : null,
+      h("thead", {}, h("tr", {}, columns.map((text) => h("th", { scope: "col" }, text)))),
+      h("tbody", {}, rows),
+    ),
+  );
+}

@@ -3,7 +3,7 @@
 // or a revocation arrives on the feed.
 
 import { ApiError, api } from "../api.js";
-import { errorNotice, labelChips, loading, statusPill, timeAgo } from "../components.js";
+import { dataTable, errorNotice, labelChips, loading, statusPill, timeAgo } from "../components.js";
 import { fill, h } from "../dom.js";
 import { comboLabel, plural } from "../format.js";
 import { RELEASE_EVENTS, bucketKey, channelHref, moveRow } from "../release.js";
@@ -32,31 +32,22 @@ function headCell(head) {
 }
 
 function channelsTable(channels) {
-  return h(
-    "div",
-    { class: "table-scroll" },
-    h(
-      "table",
-      { class: ["listing", "channels"] },
-      h("caption", { class: "visually-hidden" }, "Channels and the build each points at"),
-      h("thead", {}, h("tr", {}, ["Channel", "Platform / OS version / image type", "Head", "Moves", "Last move"].map((t) => h("th", { scope: "col" }, t)))),
+  return dataTable({
+    className: ["listing", "channels"],
+    caption: "Channels and the build each points at",
+    columns: ["Channel", "Platform / OS version / image type", "Head", "Moves", "Last move"],
+    rows: channels.map((channel) =>
       h(
-        "tbody",
-        {},
-        channels.map((channel) =>
-          h(
-            "tr",
-            { dataset: { channel: `${channel.name}@${bucketKey(channel)}` } },
-            h("th", { scope: "row" }, h("a", { href: channelHref(channel) }, channel.name)),
-            h("td", {}, comboLabel(channel)),
-            headCell(channel.head),
-            h("td", { class: "num" }, String(channel.moves)),
-            h("td", {}, timeAgo(channel.updated_at)),
-          ),
-        ),
+        "tr",
+        { dataset: { channel: `${channel.name}@${bucketKey(channel)}` } },
+        h("th", { scope: "row" }, h("a", { href: channelHref(channel) }, channel.name)),
+        h("td", {}, comboLabel(channel)),
+        headCell(channel.head),
+        h("td", { class: "num" }, String(channel.moves)),
+        h("td", {}, timeAgo(channel.updated_at)),
       ),
     ),
-  );
+  });
 }
 
 export function channelsView({ main, setTitle, followLive, isCurrent }) {
@@ -113,17 +104,12 @@ export function channelView({ main, route, setTitle, followLive, isCurrent }) {
         "section",
         { class: "card", "aria-labelledby": "history-title" },
         h("h2", { id: "history-title" }, "History", h("span", { class: "count" }, plural(channel.moves, "move"))),
-        h(
-          "div",
-          { class: "table-scroll" },
-          h(
-            "table",
-            { class: ["listing", "history"] },
-            h("caption", { class: "visually-hidden" }, "Assignments, newest first"),
-            h("thead", {}, h("tr", {}, ["When", "From → to", "What", "Reason", "Who"].map((t) => h("th", { scope: "col" }, t)))),
-            h("tbody", {}, history.map(moveRow)),
-          ),
-        ),
+        dataTable({
+          className: ["listing", "history"],
+          caption: "Assignments, newest first",
+          columns: ["When", "From → to", "What", "Reason", "Who"],
+          rows: history.map(moveRow),
+        }),
         channel.moves > history.length ? h("p", { class: "muted" }, `The newest ${history.length} are shown.`) : null,
       ),
     );
