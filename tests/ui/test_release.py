@@ -175,6 +175,7 @@ def test_an_operator_revokes_and_restores_from_the_build_page_and_the_matrix_fol
     controls.get_by_role("button", name="Revoke").click()
     banner = page.get_by_role("region", name="Revoked: do not deploy this build")
     expect(banner).to_contain_text("Reason: Broken sshd config")
+    expect(banner.get_by_role("heading")).to_be_focused()  # where the form was, the keyboard goes on
     expect(banner).to_contain_text(f"By user:{ADMIN[0]}")
     # Its child inherited it: the viewer's matrix shows it without a reload.
     expect(cell(matrix, "hyperv/op-1/app").locator(".badge-revoked")).to_contain_text("via hv-op-1-hardened")

@@ -207,7 +207,7 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
       h("section", { class: "card", "aria-labelledby": "artifacts-title" }, h("h2", { id: "artifacts-title" }, "Artifacts", artifacts.length ? h("span", { class: "count" }, plural(artifacts.length, "artifact")) : null), artifactList(artifacts, announce)),
       h("section", { class: "card", "aria-labelledby": "ancestry-title" }, h("h2", { id: "ancestry-title" }, "Ancestry"), ancestry instanceof Error ? errorNotice(ancestry, reloadRelease) : ancestry ? ancestryTree(ancestry) : loading()),
       granted("release") && self
-        ? h("section", { class: "card release-card", "aria-labelledby": "release-title" }, h("h2", { id: "release-title" }, "Revocation"), releaseControls({ build, revocation: self.revocation, scheduled, done: released, announce }))
+        ? h("section", { class: "card release-card", "aria-labelledby": "release-title" }, h("h2", { id: "release-title", tabindex: "-1" }, "Revocation"), releaseControls({ build, revocation: self.revocation, scheduled, done: released, announce }))
         : null,
       h("section", { class: "card", "aria-labelledby": "labels-title" }, h("h2", { id: "labels-title" }, "Labels"), labelChips(build.labels)),
       h("section", { class: "card", "aria-labelledby": "steps-title" }, h("h2", { id: "steps-title" }, "Steps"), stepsTable(events, build, medians)),
@@ -234,10 +234,12 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
     if (isCurrent() && build) draw();
   }
 
-  function released(answer) {
+  async function released(answer) {
     scheduled = answer?.state === "scheduled" ? answer.revocation : null;
     if (answer?.state) announce(answer.state === "scheduled" ? "Revocation scheduled" : `This build is ${answer.state}`);
-    reloadRelease();
+    await reloadRelease();
+    // The form is gone: keyboard focus goes to what it changed, the banner or the controls' heading.
+    if (isCurrent()) body.querySelector("#revoked-title, #release-title")?.focus({ preventScroll: false });
   }
 
   async function load() {
