@@ -172,6 +172,14 @@ def test_an_operator_revokes_and_restores_from_the_build_page_and_the_matrix_fol
     controls.get_by_role("button", name="Revoke").click()
     expect(controls.get_by_role("alert")).to_contain_text("Say why")
     controls.get_by_label("Reason").fill("Broken sshd config")
+    # Events that redraw the page while someone types (an artifact, a channel move) keep what they typed.
+    admin_api.artifacts(
+        builds["hardened"]["id"], {"region": "eu-west-1", "kind": "ami", "external_id": "ami-h"}
+    )
+    expect(page.locator(".tl-artifact")).to_contain_text("Recorded 1 artifact")
+    assign(admin_api, "staging", builds["hardened"], "typing check")
+    expect(page.get_by_role("region", name="Current state").locator(".badge-channel")).to_have_count(1)
+    expect(controls.get_by_label("Reason")).to_have_value("Broken sshd config")
     controls.get_by_role("button", name="Revoke").click()
     banner = page.get_by_role("region", name="Revoked: do not deploy this build")
     expect(banner).to_contain_text("Reason: Broken sshd config")

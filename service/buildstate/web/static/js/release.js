@@ -28,7 +28,7 @@ export function revokedBanner(revocation) {
   return h(
     "section",
     { class: "card revoked-banner", "aria-labelledby": "revoked-title" },
-    h("h2", { id: "revoked-title", tabindex: "-1" }, "Revoked: do not deploy this build"),
+    h("h2", { id: "revoked-title", tabindex: "-1", dataset: { focusKey: "revoked-title" } }, "Revoked: do not deploy this build"),
     h("p", { class: "revoked-reason" }, h("strong", {}, "Reason: "), revocation.reason),
     h(
       "p",

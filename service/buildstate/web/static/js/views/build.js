@@ -171,6 +171,8 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
   let channels = []; // the channels of this build's bucket
   let scheduled = null; // a revocation this page scheduled
   let releaseTimer = null;
+  let releaseReads = 0; // only the newest read of ancestry and channels is shown (answers may cross)
+  let controls = { key: null, node: null }; // kept across redraws while they fit, so typing survives events
   let medians = { steps: new Map(), states: new Map() };
   const heading = h("h1", { tabindex: "-1" }, route.ref);
   const body = h("div", { class: "build-body" }, loading());
@@ -207,7 +209,7 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
       h("section", { class: "card", "aria-labelledby": "artifacts-title" }, h("h2", { id: "artifacts-title" }, "Artifacts", artifacts.length ? h("span", { class: "count" }, plural(artifacts.length, "artifact")) : null), artifactList(artifacts, announce)),
       h("section", { class: "card", "aria-labelledby": "ancestry-title" }, h("h2", { id: "ancestry-title" }, "Ancestry"), ancestry instanceof Error ? errorNotice(ancestry, reloadRelease) : ancestry ? ancestryTree(ancestry) : loading()),
       granted("release") && self
-        ? h("section", { class: "card release-card", "aria-labelledby": "release-title" }, h("h2", { id: "release-title", tabindex: "-1" }, "Revocation"), releaseControls({ build, revocation: self.revocation, scheduled, done: released, announce }))
+        ? h("section", { class: "card release-card", "aria-labelledby": "release-title" }, h("h2", { id: "release-title", tabindex: "-1", dataset: { focusKey: "release-title" } }, "Revocation"), controlsFor(self))
         : null,
       h("section", { class: "card", "aria-labelledby": "labels-title" }, h("h2", { id: "labels-title" }, "Labels"), labelChips(build.labels)),
       h("section", { class: "card", "aria-labelledby": "steps-title" }, h("h2", { id: "steps-title" }, "Steps"), stepsTable(events, build, medians)),
@@ -215,19 +217,33 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
     );
   }
 
+  /** The revoke or restore form for the build as it stands; the same node while that does not change. */
+  function controlsFor(self) {
+    const key = JSON.stringify([self.revocation?.id ?? null, Boolean(self.revocation?.inherited), scheduled?.id ?? null]);
+    if (controls.key !== key) {
+      controls = { key, node: h("div", {}, releaseControls({ build, revocation: self.revocation, scheduled, done: released, announce })) };
+    }
+    return controls.node;
+  }
+
+  /** Read ancestry and channels; false when a newer read started meanwhile (its answer wins). */
   async function readRelease() {
+    releaseReads += 1;
+    const mine = releaseReads;
     const ref = encodeURIComponent(route.ref);
     const [family, bucket] = await Promise.all([
       api(`/builds/${ref}/ancestry`).catch((error) => (error.name === "Unauthorized" ? Promise.reject(error) : error)),
       build ? api("/channels", { params: { platform: build.platform, os_version: build.os_version, image_type: build.image_type } }).catch(() => ({ channels: [] })) : { channels: [] },
     ]);
+    if (mine !== releaseReads) return false;
     ancestry = family;
     channels = bucket.channels;
+    return true;
   }
 
   async function reloadRelease() {
     try {
-      await readRelease();
+      if (!(await readRelease())) return;
     } catch {
       return; // a 401 has already sent the person to sign-in
     }

@@ -11,9 +11,9 @@ let forms = 0;
 function reasonForm({ path, title, action, hint, extra = [], bodyOf, done, announce }) {
   forms += 1;
   const id = `release-form-${forms}`;
-  const reason = h("textarea", { id: `${id}-reason`, name: "reason", required: true, maxlength: "2000", rows: "2" });
+  const reason = h("textarea", { id: `${id}-reason`, name: "reason", required: true, maxlength: "2000", rows: "2", dataset: { focusKey: "release-reason" } });
   const error = h("p", { class: "form-error", role: "alert", id: `${id}-error` });
-  const submit = h("button", { type: "submit", class: "primary danger" }, action);
+  const submit = h("button", { type: "submit", class: "primary danger", dataset: { focusKey: `release-${action}` } }, action);
   const form = h(
     "form",
     { class: "release-form", "aria-labelledby": `${id}-title`, "aria-describedby": `${id}-error`, novalidate: true },
@@ -70,7 +70,7 @@ export function releaseControls({ build, revocation, scheduled, done, announce }
       announce,
     });
   }
-  const at = h("input", { id: "revoke-at", name: "at", type: "datetime-local", step: "1" });
+  const at = h("input", { id: "revoke-at", name: "at", type: "datetime-local", step: "1", dataset: { focusKey: "release-at" } });
   return [
     scheduled
       ? h("p", { class: "notice" }, "A revocation is scheduled for ", exactTime(scheduled.at), `: ${scheduled.reason}`)
