@@ -55,10 +55,10 @@ class EventRule:
     # What ``buildstate events tail`` shows for it instead of the build's status ("": the status).
     label: str = ""
     # It moves the build (state, status, attempt, message, failure, ``updated_at``, ``last_event_seq``).
-    # An event that does not (``artifact``, a channel move, a revocation; ``store/release.py``) copies the
-    # build's state into its row, leaves the build row as it is, and a ``states`` filter matches it only by
-    # its own word (``revoked``), never by a code: ``states=100`` asks for the moment a build reached 100,
-    # not for what was recorded about it afterwards.
+    # An event that does not (``artifact``, ``channel``, ``revoked``, ``restored``) copies the build's
+    # state into its row and leaves the build row as it is. A ``states`` filter matches it by its own word
+    # only (``revoked``), never by the code it copies: ``states=100`` asks for the moment a build reached
+    # 100, not for what was recorded about it afterwards.
     changes_state: bool = True
 
 

@@ -423,8 +423,8 @@ class Event(_Response):
         default=None,
         description="What the event carries beyond the build's fields: for an `artifact` event, "
         '`{"artifacts": [...]}`, the artifacts it recorded (platform, region, kind, external_id, labels); '
-        "for a channel move (channel, from, to, cause), a revocation or a restore (revocation, revoked_by, "
-        "inherited, reason).",
+        "for a channel move its channel, from, to and cause; for a revocation or a restore the revocation, "
+        "revoked_by and whether it is inherited.",
     )
 
 

@@ -40,18 +40,14 @@ class Draft:
 @dataclass(frozen=True, slots=True)
 class SideEvent:
     """An event that leaves its build as it is (``EventRule.changes_state`` false): the event row copies the
-    build's state, and ``detail`` says what happened (a channel move, a revocation)."""
+    build's state, and ``detail`` says what happened (artifacts, a channel move, a revocation)."""
 
     type: EventType
     build: Build
     actor: str
     reason: str | None
     detail: dict[str, Any]
-
-    @property
-    def tokens(self) -> tuple[str, str | None]:
-        """What a ``states`` filter matches it by: its type's word."""
-        return EVENT_RULES[self.type].state_word or self.type.value, None
+    provenance: dict[str, Any] | None = None
 
 
 def _current(build: Build) -> domain.Current:

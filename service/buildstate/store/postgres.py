@@ -40,7 +40,6 @@ from buildstate.models import Build, BuildCreate, Event
 from buildstate.store import plan, sql
 from buildstate.store.audit import insert as audit_row
 from buildstate.store.builds import event_statement
-from buildstate.store.executor import Statement, Transaction
 from buildstate.store.migrate import PostgresMigrator
 from buildstate.store.postgres_executor import PostgresExecutor, execute
 from buildstate.store.sqlstore import SqlStore
@@ -55,26 +54,6 @@ from buildstate.store.types import (
 )
 
 FEED_LOCK = sql.FEED_LOCK  # the one advisory lock that orders event appends (the artifacts' too)
-
-
-def _outbox(kind: str, *bucket_and_tokens: str) -> str:
-    """The CTE ``outbox``: the webhook deliveries the event ``ev`` owes; the parameters of its type, then its
-    platform, OS version, image type and its two ``states`` tokens."""
-    platform, os_version, image_type, token, extra = bucket_and_tokens
-    return f"""outbox AS (
-    INSERT INTO webhook_deliveries (webhook_id, event_seq, message_id, status, next_attempt_at, created_at)
-    SELECT w.id, ev.seq, 'msg_' || ev.seq || '_' || w.id, 'pending', ev.recorded_at, ev.recorded_at
-    FROM ev JOIN webhooks w ON w.enabled
-        AND (w.platform IS NULL OR w.platform = {platform})
-        AND (w.os_version IS NULL OR w.os_version = {os_version})
-        AND (w.image_type IS NULL OR w.image_type = {image_type})
-        AND (w.event_types IS NULL OR w.event_types LIKE '%,' || {kind} || ',%')
-        AND (w.states IS NULL OR w.states LIKE '%,' || {token} || ',%'
-             OR w.states LIKE '%,' || {extra} || ',%')
-)"""
-
-
-_WAKE = "wake AS (SELECT pg_notify('buildstate_events', seq::text) FROM ev)"
 
 # The event append after the feed lock is taken (the CTE ``feed_lock``): the two statements below differ
 # only in how they get there.
@@ -110,12 +89,21 @@ combo AS (
     SELECT $14, $15, $16 FROM ev WHERE $3 IN {sql.types_in(types_where(lambda rule: rule.creates_build))}
     ON CONFLICT DO NOTHING
 ),
-{_outbox("$3", "$18", "$19", "$20", "$21", "$22")},
+outbox AS (
+    INSERT INTO webhook_deliveries (webhook_id, event_seq, message_id, status, next_attempt_at, created_at)
+    SELECT w.id, ev.seq, 'msg_' || ev.seq || '_' || w.id, 'pending', ev.recorded_at, ev.recorded_at
+    FROM ev JOIN webhooks w ON w.enabled
+        AND (w.platform IS NULL OR w.platform = $18)
+        AND (w.os_version IS NULL OR w.os_version = $19)
+        AND (w.image_type IS NULL OR w.image_type = $20)
+        AND (w.event_types IS NULL OR w.event_types LIKE '%,' || $3 || ',%')
+        AND (w.states IS NULL OR w.states LIKE '%,' || $21 || ',%' OR w.states LIKE '%,' || $22 || ',%')
+),
 audit AS (
     INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source)
     SELECT $11, $23, $24, 'allowed', $25, $26, $27 FROM ev WHERE $23::text IS NOT NULL
 ),
-{_WAKE}
+wake AS (SELECT pg_notify('buildstate_events', seq::text) FROM ev)
 SELECT ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake
 """
 
@@ -127,38 +115,6 @@ APPEND_EVENT_IF_CURRENT = (
     "WITH guard AS (SELECT 1 FROM builds WHERE id = $2 AND last_event_seq = $28::bigint FOR UPDATE),"
     " feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint) FROM guard),"
 ) + _APPEND_AFTER_LOCK
-
-# An event that leaves its build as it is (a channel move, a revocation: ``plan.SideEvent``), copying the
-# build's state: the feed lock, the row, its webhook deliveries and the wake-up, as every append.
-SIDE_EVENT = f"""
-WITH feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint)),
-ev AS (
-    INSERT INTO events (seq, build_uuid, type, attempt, state_code, from_state_code, status, reason, actor,
-                        platform_id, os_version_id, image_type_id, recorded_at, detail)
-    SELECT nextval('events_seq'), b.id, $3, b.attempt, b.state_code, NULL, b.status, $4, $5,
-           b.platform_id, b.os_version_id, b.image_type_id, clock_timestamp(), $6::jsonb
-    FROM feed_lock, builds b WHERE b.id = $2
-    RETURNING seq, recorded_at
-),
-{_outbox("$3", "$7", "$8", "$9", "$10", "$11")},
-{_WAKE}
-SELECT ev.seq FROM ev CROSS JOIN wake
-"""
-
-
-def side_event(event: plan.SideEvent) -> Transaction[int]:
-    """Append ``event`` in the caller's transaction (``store/release.py``); the feed lock is held from here
-    to its commit, so a transaction appends its side events last."""
-    build = event.build
-    rows = yield Statement(
-        SIDE_EVENT,
-        [
-            FEED_LOCK, build.id, event.type.value, event.reason, event.actor, event.detail,
-            build.platform, build.os_version, build.image_type, *event.tokens,
-        ],
-    )  # fmt: skip
-    return int(rows[0]["seq"])
-
 
 _READ_BUILD = f"""
 SELECT {sql.BUILD_COLUMNS}, b.platform_id, b.os_version_id, b.image_type_id
@@ -266,9 +222,7 @@ class PostgresStore(SqlStore):
         max_size: int = 4,
         timeout: float = 5.0,
     ) -> None:
-        super().__init__(
-            PostgresExecutor(dsn, min_size=min_size, max_size=max_size, timeout=timeout), side_event
-        )
+        super().__init__(PostgresExecutor(dsn, min_size=min_size, max_size=max_size, timeout=timeout))
         self._lookup_ids: dict[tuple[str, str], int] = {}
 
     @property

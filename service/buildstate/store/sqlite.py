@@ -22,7 +22,6 @@ from buildstate.models import Build, BuildCreate, Event
 from buildstate.store import plan, sql
 from buildstate.store.audit import insert as audit_row
 from buildstate.store.builds import event_statement
-from buildstate.store.executor import Json, Statement, Transaction
 from buildstate.store.migrate import SqliteMigrator
 from buildstate.store.sqlite_executor import SqliteExecutor, dumps, execute
 from buildstate.store.sqlstore import SqlStore
@@ -37,54 +36,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# The webhook deliveries an event owes (the transactional outbox), in the event's transaction.
-_OUTBOX = (
-    "INSERT INTO webhook_deliveries (webhook_id, event_seq, message_id, status, next_attempt_at, "
-    "created_at) SELECT w.id, :seq, 'msg_' || :seq || '_' || w.id, 'pending', :at, :at FROM webhooks w "
-    "WHERE w.enabled AND (w.platform IS NULL OR w.platform = :platform) "
-    "AND (w.os_version IS NULL OR w.os_version = :os_version) "
-    "AND (w.image_type IS NULL OR w.image_type = :image_type) "
-    "AND (w.event_types IS NULL OR w.event_types LIKE '%,' || :type || ',%') "
-    "AND (w.states IS NULL OR w.states LIKE '%,' || :token || ',%' OR w.states LIKE '%,' || :extra || ',%')"
-)
-
-
-def _outbox(seq: int, stamp: str, build: Build, kind: str, tokens: tuple[str, str | None]) -> Statement:
-    return Statement(
-        _OUTBOX,
-        {
-            "seq": seq, "at": stamp, "platform": build.platform, "os_version": build.os_version,
-            "image_type": build.image_type, "type": kind, "token": tokens[0], "extra": tokens[1],
-        },
-    )  # fmt: skip
-
-
-_SIDE_EVENT = (
-    "INSERT INTO events (build_uuid, type, attempt, state_code, from_state_code, status, reason, actor, "
-    "platform_id, os_version_id, image_type_id, recorded_at, detail) "
-    "SELECT b.id, :type, b.attempt, b.state_code, NULL, b.status, :reason, :actor, b.platform_id, "
-    "b.os_version_id, b.image_type_id, :at, :detail FROM builds b WHERE b.id = :build "
-    "RETURNING seq, recorded_at"
-)
-
-
-def side_event(event: plan.SideEvent) -> Transaction[int]:
-    """Append an event that leaves its build as it is (``EventRule.changes_state`` false: a channel move, a
-    revocation), copying the build's state, with its webhook deliveries; in the caller's transaction on
-    the writer, so that its number is taken in commit order like every other append."""
-    stamp = sql.format_time(_now())
-    rows = yield Statement(
-        _SIDE_EVENT,
-        {
-            "type": event.type.value, "reason": event.reason, "actor": event.actor, "at": stamp,
-            "detail": Json(event.detail), "build": str(event.build.id),
-        },
-    )  # fmt: skip
-    seq = int(rows[0]["seq"])
-    yield _outbox(seq, stamp, event.build, event.type.value, event.tokens)
-    return seq
-
-
 class SQLiteStore(SqlStore):
     executor: SqliteExecutor
 
@@ -92,9 +43,7 @@ class SQLiteStore(SqlStore):
         self, path: Path, *, timeout: float = 5.0, readers: int = 4, synchronous: str = "FULL"
     ) -> None:
         self.path = path
-        super().__init__(
-            SqliteExecutor(path, timeout=timeout, readers=readers, synchronous=synchronous), side_event
-        )
+        super().__init__(SqliteExecutor(path, timeout=timeout, readers=readers, synchronous=synchronous))
 
     async def schema_status(self) -> SchemaStatus:
         return await self.executor.run_read(SqliteMigrator.status_on)
@@ -227,7 +176,19 @@ class SQLiteStore(SqlStore):
                     stamp,
                 ),
             )
-        execute(conn, _outbox(seq, stamp, build, draft.type, plan.state_tokens(draft)))
+        token, extra_token = plan.state_tokens(draft)
+        conn.execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_seq, message_id, status, next_attempt_at, "
+            "created_at) SELECT w.id, ?, 'msg_' || ? || '_' || w.id, 'pending', ?, ? FROM webhooks w "
+            "WHERE w.enabled AND (w.platform IS NULL OR w.platform = ?) "
+            "AND (w.os_version IS NULL OR w.os_version = ?) AND (w.image_type IS NULL OR w.image_type = ?) "
+            "AND (w.event_types IS NULL OR w.event_types LIKE '%,' || ? || ',%') "
+            "AND (w.states IS NULL OR w.states LIKE '%,' || ? || ',%' OR w.states LIKE '%,' || ? || ',%')",
+            (
+                seq, seq, stamp, stamp, build.platform, build.os_version, build.image_type,
+                draft.type, token, extra_token,
+            ),
+        )  # fmt: skip
         if rule.creates_build:
             conn.execute(
                 "INSERT INTO combos (platform_id, os_version_id, image_type_id) VALUES (?, ?, ?) "

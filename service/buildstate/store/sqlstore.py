@@ -25,7 +25,7 @@ from buildstate.store.artifacts import ArtifactStore
 from buildstate.store.audit import AuditLog
 from buildstate.store.builds import BuildReads
 from buildstate.store.executor import Executor
-from buildstate.store.release import ReleaseStore, SideAppend
+from buildstate.store.release import ReleaseStore
 from buildstate.store.types import (
     AuditEntry,
     BuildCursor,
@@ -40,16 +40,15 @@ from buildstate.store.types import (
 class SqlStore:
     """The part of both stores that is the same; a subclass adds ``create_build`` and ``_transition``."""
 
-    def __init__(self, executor: Executor, append: SideAppend) -> None:
+    def __init__(self, executor: Executor) -> None:
         self.executor = executor
         # For /ready and reports only: what decides behaviour is an explicit capability (pool_stats, listen).
         self.name = executor.dialect.name
         self.audit = AuditLog(executor)
         self.access = AccessStore(executor, self.audit)
         self.reads = BuildReads(executor)
-        self.artifacts = ArtifactStore(executor, self.audit)
-        # Ancestry, channels and revocations, appending their events the dialect's way.
-        self.release = ReleaseStore(executor, self.audit, append)
+        self.release = ReleaseStore(executor, self.audit)
+        self.artifacts = ArtifactStore(executor, self.audit, self.release)
 
     async def open(self) -> None:
         await self.executor.open()

@@ -188,8 +188,7 @@ def _artifact_rows(p: Params, first: int, last: int) -> str:
 def _event_page(p: Params, after: int, upto: int) -> str:
     return f"""
         SELECT e.seq, e.build_uuid, e.type, e.attempt, e.state_code, e.from_state_code, e.status, e.failure
-        FROM events e WHERE e.seq > {p(after)} AND e.seq <= {p(upto)} AND e.type IN {_CHANGING}
-        ORDER BY e.seq LIMIT {p(REPLAY_PAGE)}
+        FROM events e WHERE e.seq > {p(after)} AND e.seq <= {p(upto)} ORDER BY e.seq LIMIT {p(REPLAY_PAGE)}
     """
 
 

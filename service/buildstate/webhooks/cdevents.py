@@ -16,7 +16,7 @@ artifact      ``dev.cdevents.artifact.published.0.3.0``: the build's image (its 
 channel       ``dev.cdevents.environment.modified.0.3.0``: the channel (``channels/<name>/<platform>/
               <os_version>/<image_type>``, ``content.name`` its name) has a new head, or none
 revoked       ``dev.cdevents.artifact.deleted.0.2.0``: the image (its purl) must not be used any more
-restored      ``dev.cdevents.artifact.published.0.3.0``: the image may be used again
+restored      ``dev.cdevents.artifact.published.0.3.0``: the image may be used again (published again)
 ============  ==================================================================
 
 The fields, as the 0.5.1 schemas allow them (each has ``additionalProperties: false``):
@@ -101,9 +101,9 @@ TYPES = (
     BUILD_QUEUED,
     BUILD_STARTED,
     BUILD_FINISHED,
+    ARTIFACT_PUBLISHED,
     ENVIRONMENT_MODIFIED,
     ARTIFACT_DELETED,
-    ARTIFACT_PUBLISHED,
 )
 
 
