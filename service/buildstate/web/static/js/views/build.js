@@ -269,14 +269,15 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
       if (!isCurrent()) return;
       build = history.build;
       events = history.events;
-      await readRelease();
-      if (!isCurrent()) return;
       artifacts = history.artifacts ?? [];
       lastSeq = Math.max(build.last_event_seq, ...events.map((e) => e.seq));
       medians = {
         steps: new Map((summary?.transition_durations ?? []).map((t) => [`${t.from_state_code}->${t.state_code}`, t.median_ms])),
         states: new Map((summary?.step_durations ?? []).map((s) => [s.state_code, s.median_ms])),
       };
+      // Ancestry and channels need the build's bucket; events arriving meanwhile apply to what is above.
+      await readRelease();
+      if (!isCurrent()) return;
       draw();
     } catch (error) {
       if (!isCurrent() || error.name === "Unauthorized") return;
