@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from buildstate import domain
@@ -47,7 +46,7 @@ from buildstate.models import (
     Revocation,
 )
 from buildstate.redaction import redact
-from buildstate.store import plan, sql
+from buildstate.store import idempotency, plan, sql
 from buildstate.store.audit import AuditLog
 from buildstate.store.audit import insert as audit_row
 from buildstate.store.builds import (
@@ -274,24 +273,14 @@ class ArtifactStore:
         if not new:
             yield audit_row(AuditEntry.of(ctx, ACTION, ref, result.status_code, "replayed"))
         if idem is not None:
-            yield ARTIFACTS.statement(
-                "record_answer",
-                actor=idem.actor,
-                key=idem.key,
-                status_code=result.status_code,
-                body=result.body.decode(),
-            )
+            yield idempotency.record(idem, result.status_code, result.body)
         return result
 
     def _claim(self, idem: Idempotency) -> Transaction[WriteResult | None]:
         """Take the key for this transaction, or the answer first recorded under it."""
-        claimed = yield ARTIFACTS.statement(
-            "claim_key", actor=idem.actor, key=idem.key, fingerprint=idem.fingerprint, now=datetime.now(UTC)
-        )
-        if claimed:
+        row = yield from idempotency.claim(idem)
+        if row is None:
             return None
-        rows = yield ARTIFACTS.statement("key_answer", actor=idem.actor, key=idem.key)
-        row = rows[0]
         return replay(idem, row["fingerprint"], row["status_code"], row["body"], ArtifactsWritten)
 
     def _append(

@@ -54,7 +54,7 @@ from buildstate.models import (
     RevocationResult,
     RevokeRequest,
 )
-from buildstate.store import plan, sql
+from buildstate.store import idempotency, plan, sql
 from buildstate.store.audit import AuditLog
 from buildstate.store.audit import insert as audit_row
 from buildstate.store.builds import append_side_event
@@ -116,7 +116,6 @@ class ReleaseStore:
         action: str,
         target: str,
         work: Callable[[datetime], Transaction[tuple[M, bool]]],
-        answer: type[M],
     ) -> Released:
         """``work(now)`` under the release lock with its idempotency record and audit row, in one
         transaction; ``work`` returns its answer and whether it was a replay (nothing changed)."""
@@ -125,26 +124,16 @@ class ReleaseStore:
         def transaction() -> Transaction[Released]:
             now = _now()
             if idem is not None:
-                claimed = yield RELEASE.statement(
-                    "claim_key", actor=idem.actor, key=idem.key, fingerprint=idem.fingerprint, now=now
-                )
-                if not claimed:
-                    rows = yield RELEASE.statement("key_answer", actor=idem.actor, key=idem.key)
-                    if rows[0]["fingerprint"] != idem.fingerprint:
-                        raise Unprocessable(
-                            "this Idempotency-Key was already used with a different request; use a new key",
-                            slug="idempotency-key-reused",
-                        )
-                    done = Released(str(rows[0]["body"]).encode(), int(rows[0]["status_code"]), True)
+                first = yield from idempotency.claim(idem)
+                if first is not None:
+                    done = Released(str(first["body"]).encode(), int(first["status_code"]), True)
                     yield audit_row(AuditEntry.of(ctx, action, target, done.status_code, "replayed"))
                     return done
             yield RELEASE.statement("release_lock", self._dialect, lock=RELEASE_LOCK)
             model, replayed = yield from work(now)
             body = model.model_dump_json().encode()
             if idem is not None:
-                yield RELEASE.statement(
-                    "save_answer", actor=idem.actor, key=idem.key, status_code=200, body=body.decode()
-                )
+                yield idempotency.record(idem, 200, body)
             outcome = "replayed" if replayed else "allowed"
             yield audit_row(AuditEntry.of(ctx, action, target, 200, outcome))
             return Released(body, 200, replayed)
@@ -209,7 +198,7 @@ class ReleaseStore:
             ancestry = yield from self._ancestry(child.id)
             return ancestry, not added
 
-        return await self._write(ctx, "build.parents", ref, work, Ancestry)
+        return await self._write(ctx, "build.parents", ref, work)
 
     async def link_created(self, build: UUID, parents: Sequence[ParentItem], ctx: WriteContext) -> None:
         """The parents named in ``POST /builds``, linked once the build exists (a replay links nothing)."""
@@ -293,7 +282,7 @@ class ReleaseStore:
             ancestry = yield from self._ancestry(child.id)
             return ancestry, not added
 
-        return await self._write(plain, "build.parents", str(build), work, Ancestry)
+        return await self._write(plain, "build.parents", str(build), work)
 
     async def ancestry(self, ref: str) -> Ancestry:
         def work() -> Transaction[Ancestry]:
@@ -461,7 +450,7 @@ class ReleaseStore:
             )  # fmt: skip
             return result, False
 
-        return await self._write(ctx, EVENT_RULES[EventType.REVOKED].action, ref, work, RevocationResult)
+        return await self._write(ctx, EVENT_RULES[EventType.REVOKED].action, ref, work)
 
     async def restore(self, ref: str, request: RestoreRequest, ctx: WriteContext) -> Released:
         def work(now: datetime) -> Transaction[tuple[RevocationResult, bool]]:
@@ -512,7 +501,7 @@ class ReleaseStore:
             )  # fmt: skip
             return result, False
 
-        return await self._write(ctx, EVENT_RULES[EventType.RESTORED].action, ref, work, RevocationResult)
+        return await self._write(ctx, EVENT_RULES[EventType.RESTORED].action, ref, work)
 
     async def fire_due(self, ctx: WriteContext) -> int:
         """Fire the scheduled revocations whose time has come (every worker of every instance calls this;
@@ -615,7 +604,7 @@ class ReleaseStore:
             return ChannelAssigned(channel=channel, move=history[0]), False
 
         target = f"channel:{name}@{request.platform}/{request.os_version}/{request.image_type}"
-        return await self._write(ctx, EVENT_RULES[EventType.CHANNEL].action, target, work, ChannelAssigned)
+        return await self._write(ctx, EVENT_RULES[EventType.CHANNEL].action, target, work)
 
     def _channel_rows(
         self, condition: Callable[[sql.Params], list[str]], limit: int

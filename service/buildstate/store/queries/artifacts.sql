@@ -5,20 +5,6 @@
 SELECT platform, region, kind, external_id, labels, attempt, event_seq, recorded_at, actor
 FROM artifacts WHERE build = :build ORDER BY id
 
--- name: claim_key
--- An Idempotency-Key, taken for this transaction; no row back: it was taken before (on PostgreSQL a
--- concurrent request with the same key waits here until the first one commits or rolls back).
-INSERT INTO idempotency_keys (actor, key, fingerprint, created_at)
-VALUES (:actor, :key, :fingerprint, :now)
-ON CONFLICT DO NOTHING
-RETURNING 1 AS claimed
-
--- name: key_answer
-SELECT fingerprint, status_code, body FROM idempotency_keys WHERE actor = :actor AND key = :key
-
--- name: record_answer
-UPDATE idempotency_keys SET status_code = :status_code, body = :body WHERE actor = :actor AND key = :key
-
 -- name: insert_artifacts.sqlite
 -- The new artifacts (a JSON list, the event's detail), each with the event that recorded them.
 INSERT INTO artifacts (build, attempt, platform, region, kind, external_id, labels, event_seq, recorded_at,

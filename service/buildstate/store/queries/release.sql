@@ -20,16 +20,6 @@ SELECT id FROM builds WHERE id = ANY(:uuids::uuid[]) ORDER BY id FOR KEY SHARE
 -- One writer at a time: nothing to hold.
 SELECT 1
 
--- name: claim_key
-INSERT INTO idempotency_keys (actor, key, fingerprint, created_at) VALUES (:actor, :key, :fingerprint, :now)
-ON CONFLICT DO NOTHING RETURNING 1 AS claimed
-
--- name: key_answer
-SELECT fingerprint, status_code, body FROM idempotency_keys WHERE actor = :actor AND key = :key
-
--- name: save_answer
-UPDATE idempotency_keys SET status_code = :status_code, body = :body WHERE actor = :actor AND key = :key
-
 -- ------------------------------------------------------------------ ancestry
 
 -- name: add_parent
