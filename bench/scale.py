@@ -70,11 +70,19 @@ def _queries(head: int) -> dict[str, tuple[Callable[[Any], Awaitable[Any]], Call
 
 
 def _summary_sql(p: sql.Params) -> str:
-    """The summary's three queries that can grow with the data (status_counts is three rows)."""
+    """The summary's queries that can grow with the data (status_counts is three rows)."""
     from buildstate.store.builds import STEP_SAMPLES  # noqa: PLC0415 - the store's own query
 
     since = datetime.now(UTC) - timedelta(hours=168)
-    return ";".join([sql.MATRIX_QUERY, sql.failure_groups_query(p, since), STEP_SAMPLES])
+    return ";".join(
+        [
+            sql.MATRIX_QUERY,
+            sql.MATRIX_ARTIFACTS_QUERY,
+            sql.MATRIX_REVOCATIONS_QUERY,
+            sql.failure_groups_query(p, since),
+            STEP_SAMPLES,
+        ]
+    )
 
 
 async def _time_queries(db: Database) -> tuple[dict[str, Any], dict[str, str]]:

@@ -169,6 +169,17 @@ async def test_a_succeeded_build_takes_artifacts(store: Store) -> None:
     await no_drift(store)
 
 
+async def test_the_summary_counts_the_artifacts_of_each_cells_newest_build_per_region(store: Store) -> None:
+    await create(store, "cell-old", platform="aws")
+    await record(store, "cell-old", EU, {**US, "external_id": "ami-old"}, {**US, "region": "ap-south-1"})
+    await create(store, "cell-new", platform="aws")  # the newest build of the cell: only its artifacts count
+    await record(store, "cell-new", EU, {**EU, "kind": "snapshot", "external_id": "snap-1"})
+    await record(store, "cell-new", {"kind": "file", "external_id": "disk.qcow2"})
+    await create(store, "bare", platform="gcp")
+    cells = {c.build.build_id: c.artifacts_by_region for c in (await store.summary(window_hours=24)).matrix}
+    assert cells == {"cell-new": {"eu-west-1": 2, "": 1}, "bare": {}}
+
+
 async def test_unknown_builds_and_too_many_artifacts_are_refused(store: Store) -> None:
     with pytest.raises(NotFound):
         await record(store, "nobody", EU)
