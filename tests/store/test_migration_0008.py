@@ -27,15 +27,16 @@ def _fill_version_7(path: Path) -> None:
                 f"INSERT INTO {table} (id, name) VALUES (1, ?)", ({"platforms": "aws"}.get(table, "x"),)
             )
         conn.execute(
-            "INSERT INTO builds (id, build_id, platform_id, os_version_id, image_type_id, state_code, status, "
-            "attempt, labels, created_at, updated_at, last_event_seq) "
+            "INSERT INTO builds (id, build_id, platform_id, os_version_id, image_type_id, state_code, "
+            "status, attempt, labels, created_at, updated_at, last_event_seq) "
             "VALUES (?, 'old-1', 1, 1, 1, 10, 'running', 1, '{}', ?, ?, 3)",
             (BUILD, STAMP, STAMP),
         )
         for seq, kind in ((1, "created"), (2, "failure"), (3, "reset")):
             conn.execute(
-                "INSERT INTO events (seq, build_uuid, type, attempt, state_code, status, actor, platform_id, "
-                "os_version_id, image_type_id, recorded_at) VALUES (?, ?, ?, 1, 10, 'running', 'old', 1, 1, 1, ?)",
+                "INSERT INTO events (seq, build_uuid, type, attempt, state_code, status, actor, "
+                "platform_id, os_version_id, image_type_id, recorded_at) "
+                "VALUES (?, ?, ?, 1, 10, 'running', 'old', 1, 1, 1, ?)",
                 (seq, BUILD, kind, STAMP),
             )
         conn.execute(
@@ -51,8 +52,8 @@ def _schema(path: Path) -> tuple[list[tuple[str, str]], list[object], list[objec
     conn = sqlite3.connect(path)
     try:
         indexes = conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL "
-            "ORDER BY name"
+            "SELECT name, sql FROM sqlite_master "
+            "WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL ORDER BY name"
         ).fetchall()
         fk = conn.execute("PRAGMA foreign_key_check").fetchall()
         integrity = conn.execute("PRAGMA integrity_check").fetchall()
