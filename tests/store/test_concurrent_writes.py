@@ -134,11 +134,9 @@ async def _compare_and_set_refuses_a_moved_build(store: PostgresStore) -> None:
     draft = plan.state(stale, plan.prepare(StateChange(state_code=50)))
     assert draft is not None
     before = await store.max_seq()
-    async with store.pool.acquire() as conn:
-        lost = await store._append_event(
-            conn, row, stale, draft, "tester", old_status=stale.status, previous_at=stale.updated_at,
-            if_current=True,
-        )  # fmt: skip
+    lost = await store._append_if_current(
+        row, stale, draft, "tester", old_status=stale.status, previous_at=stale.updated_at, audit=None
+    )
     assert lost is None
     assert await store.max_seq() == before  # no event, no seq drawn
     assert (await store.get_build(build_id)).state_code == 25

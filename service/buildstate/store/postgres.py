@@ -41,7 +41,7 @@ from buildstate.store import plan, sql
 from buildstate.store.audit import insert as audit_row
 from buildstate.store.builds import event_statement
 from buildstate.store.migrate import PostgresMigrator
-from buildstate.store.postgres_executor import PostgresExecutor, execute
+from buildstate.store.postgres_executor import PostgresExecutor, StatementGroup, execute
 from buildstate.store.sqlstore import SqlStore
 from buildstate.store.types import (
     AuditEntry,
@@ -104,17 +104,26 @@ audit AS (
     SELECT $11, $23, $24, 'allowed', $25, $26, $27 FROM ev WHERE $23::text IS NOT NULL
 ),
 wake AS (SELECT pg_notify('buildstate_events', seq::text) FROM ev)
-SELECT ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake
 """
 
-APPEND_EVENT = "WITH feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint))," + _APPEND_AFTER_LOCK
+APPEND_EVENT = (
+    "WITH feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint)),"
+    + _APPEND_AFTER_LOCK
+    + "SELECT ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake"
+)
 # The same append, on one condition: the build's last event is still the one its rules were checked
-# against ($28). The build row is locked first (the lock order above); if another write got there first,
-# the statement does nothing and returns no row.
+# against ($28); $29 is its place in its group (``StatementGroup``), returned as ``slot``. The build row
+# is locked first (the lock order above), and SKIP LOCKED: a statement of a group never waits for a
+# row lock while the group holds the feed lock (a transaction holding that row may be waiting for the
+# feed lock: a deadlock). If another write got there first, or holds the row, the statement does
+# nothing and returns no row; the caller then takes the locking path.
 APPEND_EVENT_IF_CURRENT = (
-    "WITH guard AS (SELECT 1 FROM builds WHERE id = $2 AND last_event_seq = $28::bigint FOR UPDATE),"
+    "WITH guard AS (SELECT 1 FROM builds WHERE id = $2 AND last_event_seq = $28::bigint"
+    " FOR UPDATE SKIP LOCKED),"
     " feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint) FROM guard),"
-) + _APPEND_AFTER_LOCK
+    + _APPEND_AFTER_LOCK
+    + "SELECT $29::int AS slot, ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake"
+)
 
 _READ_BUILD = f"""
 SELECT {sql.BUILD_COLUMNS}, b.platform_id, b.os_version_id, b.image_type_id
@@ -158,13 +167,6 @@ class Appended:
             duration_ms=self.duration_ms,
         )
         return WriteResult.of(written, created=EVENT_RULES[self.draft.type].creates_build)
-
-
-def _appended(appended: Appended | None) -> Appended:
-    """The event a locked transaction appended (only the compare-and-set statement can append nothing)."""
-    if appended is None:  # pragma: no cover
-        raise RuntimeError("event append returned no row")
-    return appended
 
 
 def append_args(
@@ -224,6 +226,8 @@ class PostgresStore(SqlStore):
     ) -> None:
         super().__init__(PostgresExecutor(dsn, min_size=min_size, max_size=max_size, timeout=timeout))
         self._lookup_ids: dict[tuple[str, str], int] = {}
+        # The compare-and-set appends of this process, committed in groups (the module's docstring).
+        self._appends = StatementGroup(self.executor, APPEND_EVENT_IF_CURRENT)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -347,12 +351,26 @@ class PostgresStore(SqlStore):
         old_status: str | None,
         previous_at: datetime | None,
         audit: AuditEntry | None = None,
-        if_current: bool = False,
-    ) -> Appended | None:
-        """Append ``draft``'s event (and ``audit``'s row, with the status a new event answers with). With
-        ``if_current``, only if the build's last event is still ``build.last_event_seq`` (else None);
-        without, the build row is locked by this transaction and the event always appended."""
-        args = append_args(
+    ) -> Appended:
+        """Append ``draft``'s event (and ``audit``'s row, with the status a new event answers with) in
+        the open transaction, which holds the build's row lock."""
+        args = self._append_args(row, build, draft, actor, old_status, previous_at, audit)
+        appended = await conn.fetchrow(APPEND_EVENT, *args)
+        return Appended(
+            build, draft, actor, appended["seq"], appended["recorded_at"], appended["duration_ms"]
+        )
+
+    @staticmethod
+    def _append_args(  # noqa: PLR0917 - the parts of one append
+        row: asyncpg.Record,
+        build: Build,
+        draft: plan.Draft,
+        actor: str,
+        old_status: str | None,
+        previous_at: datetime | None,
+        audit: AuditEntry | None,
+    ) -> list[Any]:
+        return append_args(
             draft,
             actor,
             build_uuid=build.id,
@@ -363,15 +381,6 @@ class PostgresStore(SqlStore):
             old_status=old_status,
             previous_at=previous_at,
             audit=audit,
-        )
-        if if_current:
-            appended = await conn.fetchrow(APPEND_EVENT_IF_CURRENT, *args, build.last_event_seq)
-        else:
-            appended = await conn.fetchrow(APPEND_EVENT, *args)
-        if appended is None:
-            return None
-        return Appended(
-            build, draft, actor, appended["seq"], appended["recorded_at"], appended["duration_ms"]
         )
 
     async def create_build(self, request: BuildCreate, ctx: WriteContext) -> WriteResult:
@@ -390,7 +399,7 @@ class PostgresStore(SqlStore):
                 plan.same_build(build, request)
                 created_event = await self._first_event(conn, build.id)
                 return WriteResult.of(plan.with_event(build, created_event))
-            appended = await self._append_event(
+            return await self._append_event(
                 conn,
                 row,
                 build,
@@ -400,7 +409,6 @@ class PostgresStore(SqlStore):
                 previous_at=None,
                 audit=audit,
             )
-            return _appended(appended)
 
         return await self._write(ctx, EVENT_RULES[EventType.CREATED].action, request.build_id, action)
 
@@ -424,11 +432,10 @@ class PostgresStore(SqlStore):
             if draft is None:
                 current = await self._event(conn, build.last_event_seq)
                 return WriteResult.of(plan.with_event(build, current))
-            appended = await self._append_event(
+            return await self._append_event(
                 conn, row, build, draft, ctx.actor,
                 old_status=build.status, previous_at=build.updated_at, audit=audit,
             )  # fmt: skip
-            return _appended(appended)
 
         return await self._write(ctx, action_name, ref, action)
 
@@ -440,15 +447,17 @@ class PostgresStore(SqlStore):
         decide: Callable[[Build], plan.Draft | None],
     ) -> WriteResult | None:
         """A change without an ``Idempotency-Key`` in two round trips instead of four: read the build,
-        check the rules, then append in one statement (its own transaction) on condition that the build's
-        last event is still the one read (compare-and-set). The feed lock is then held for the statement
-        and its commit only, as in the one-statement ceiling, never across a round trip to this process.
-        A change that is no change (the current state again) is answered with the build's current event,
-        as the locking path does. None when another write got there first: the caller then takes the
-        locking path, which judges the change again against the build as it is now."""
+        check the rules, then append in one statement on condition that the build's last event is still
+        the one read (compare-and-set), sent with the other such appends of this process waiting at the
+        same moment (``StatementGroup``): one implicit transaction, one COMMIT for the group. The feed
+        lock is then held for the group's statements and its commit only, never across a round trip to
+        this process, and one fsync serves the whole group. A change that is no change (the current
+        state again) is answered with the build's current event, as the locking path does. None when
+        another write got there first: the caller then takes the locking path, which judges the change
+        again against the build as it is now."""
         audit = AuditEntry.of(ctx, action_name, ref, 200, "allowed")
 
-        async def work(conn: asyncpg.Connection) -> WriteResult | Appended | None:
+        async def read(conn: asyncpg.Connection) -> WriteResult | tuple[asyncpg.Record, Build, plan.Draft]:
             row = await self._lock_build(conn, ref, lock=False)
             build = sql.decode_build(_DIALECT, row)
             draft = decide(build)
@@ -456,24 +465,43 @@ class PostgresStore(SqlStore):
                 current = await self._event(conn, build.last_event_seq)
                 await execute(conn, audit_row(AuditEntry.of(ctx, action_name, ref, 200, "replayed")))
                 return WriteResult.of(plan.with_event(build, current))
-            return await self._append_event(
-                conn,
-                row,
-                build,
-                draft,
-                ctx.actor,
-                old_status=build.status,
-                previous_at=build.updated_at,
-                audit=audit,
-                if_current=True,
-            )
+            return row, build, draft
 
         try:
-            done: WriteResult | Appended | None = await self._with_conn(work)
+            seen: WriteResult | tuple[asyncpg.Record, Build, plan.Draft] = await self._with_conn(read)
+            if isinstance(seen, WriteResult):
+                return seen
+            row, build, draft = seen
+            appended = await self._append_if_current(
+                row, build, draft, ctx.actor,
+                old_status=build.status, previous_at=build.updated_at, audit=audit,
+            )  # fmt: skip
         except Problem as refused:
             await self.audit.refused(ctx, action_name, ref, refused)
             raise
-        return done.result() if isinstance(done, Appended) else done
+        return None if appended is None else appended.result()
+
+    async def _append_if_current(
+        self,
+        row: asyncpg.Record,
+        build: Build,
+        draft: plan.Draft,
+        actor: str,
+        *,
+        old_status: str | None,
+        previous_at: datetime | None,
+        audit: AuditEntry | None,
+    ) -> Appended | None:
+        """Append ``draft``'s event (and ``audit``'s row) in this process's next group of appends, only
+        if the build's last event is still ``build.last_event_seq`` and no transaction holds its row
+        (else None: nothing written, no seq drawn)."""
+        args = self._append_args(row, build, draft, actor, old_status, previous_at, audit)
+        appended = await self._appends.fetchrow(*args, build.last_event_seq)
+        if appended is None:
+            return None
+        return Appended(
+            build, draft, actor, appended["seq"], appended["recorded_at"], appended["duration_ms"]
+        )
 
     async def _lock_build(
         self, conn: asyncpg.Connection, ref: str, *, lock: bool = True, by_build_id: bool = False

@@ -12,13 +12,13 @@ import contextlib
 import functools
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from buildstate import __version__
-from buildstate.errors import ServiceUnavailable
+from buildstate.errors import Problem, ServiceUnavailable
 from buildstate.store.executor import BatchRunner, Json, Statement, Transaction
 from buildstate.store.sql import Dialect, PostgresDialect
 from buildstate.store.types import PoolStats
@@ -212,3 +212,96 @@ class PostgresExecutor(BatchRunner):
             # terminate(), not close(): it never waits. A close() awaited while the worker shuts down can be
             # cancelled itself (or stall behind a cancelled query) and leave the socket open.
             conn.terminate()
+
+
+# Statements sent together at most (``StatementGroup``): bounds how long the last of a group waits.
+GROUP_MAX = 64
+
+
+def _fresh(exc: Exception) -> Exception:
+    """A fresh copy of ``exc`` for each member of a group (handlers add their own headers to it)."""
+    if isinstance(exc, Problem):
+        return type(exc)(exc.detail, slug=exc.type_slug, extra=dict(exc.extra), headers=dict(exc.headers))
+    return exc
+
+
+class StatementGroup:
+    """Concurrent runs of one statement in this process, sent to PostgreSQL together: group commit.
+
+    While a group is on its way, the runs that arrive wait; the next group takes all of them (at most
+    ``GROUP_MAX``) and sends them with ``fetchmany``: one round trip, one implicit transaction (the
+    extended protocol's statements up to one Sync), one COMMIT and one fsync for all. A run is answered
+    only after that COMMIT. The statement gets each run's position in its group as its last parameter
+    and must return it as ``slot``; a run it returns no row for gets None. If one statement of a group
+    fails, the group is rolled back and each of its runs sent again alone, so only that run fails; a
+    lost connection fails the whole group (503)."""
+
+    def __init__(self, executor: PostgresExecutor, query: str, *, most: int = GROUP_MAX) -> None:
+        self._executor = executor
+        self._query = query
+        self._most = most
+        self._waiting: list[tuple[Sequence[Any], asyncio.Future[asyncpg.Record | None]]] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    async def fetchrow(self, *args: Any) -> asyncpg.Record | None:
+        future: asyncio.Future[asyncpg.Record | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((args, future))
+        if self._sending is None:
+            self._sending = asyncio.create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        group: list[tuple[Sequence[Any], asyncio.Future[asyncpg.Record | None]]] = []
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
+                await self._run(group)
+        except asyncio.CancelledError:  # the worker stopping: nobody is left waiting for an answer
+            for _args, future in group + self._waiting:
+                _settle(future, error=ServiceUnavailable("the service is stopping; retry shortly"))
+            self._waiting = []
+            raise
+        finally:
+            self._sending = None
+
+    async def _run(self, group: list[tuple[Sequence[Any], asyncio.Future[asyncpg.Record | None]]]) -> None:
+        live = [(args, future) for args, future in group if not future.done()]
+        if not live:
+            return
+        batch = [(*args, slot) for slot, (args, _future) in enumerate(live)]
+
+        async def send(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            rows: list[asyncpg.Record] = await conn.fetchmany(self._query, batch)
+            return rows
+
+        try:
+            rows = await self._executor.run(send)
+        except asyncpg.PostgresError as refused:
+            if len(live) == 1:
+                _settle(live[0][1], error=refused)
+                return
+            for member in live:  # rolled back: each alone, so that only the one refused fails
+                await self._run([member])
+            return
+        except Exception as exc:  # every member gets it, as its own request would have
+            for _args, future in live:
+                _settle(future, error=_fresh(exc))
+            return
+        by_slot = {row["slot"]: row for row in rows}
+        for slot, (_args, future) in enumerate(live):
+            _settle(future, row=by_slot.get(slot))
+
+
+def _settle(
+    future: asyncio.Future[asyncpg.Record | None],
+    *,
+    row: asyncpg.Record | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """Hand a run its row or its error (unless its request is gone)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(row)
