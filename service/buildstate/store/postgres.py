@@ -40,6 +40,7 @@ from buildstate.models import Build, BuildCreate, Event
 from buildstate.store import plan, sql
 from buildstate.store.audit import insert as audit_row
 from buildstate.store.builds import event_statement
+from buildstate.store.key_changes import NotifiedKeyChanges
 from buildstate.store.migrate import PostgresMigrator
 from buildstate.store.postgres_executor import PostgresExecutor, StatementGroup, execute
 from buildstate.store.sqlstore import SqlStore
@@ -224,7 +225,8 @@ class PostgresStore(SqlStore):
         max_size: int = 4,
         timeout: float = 5.0,
     ) -> None:
-        super().__init__(PostgresExecutor(dsn, min_size=min_size, max_size=max_size, timeout=timeout))
+        executor = PostgresExecutor(dsn, min_size=min_size, max_size=max_size, timeout=timeout)
+        super().__init__(executor, NotifiedKeyChanges(executor))
         self._lookup_ids: dict[tuple[str, str], int] = {}
         # The compare-and-set appends of this process, committed in groups (the module's docstring).
         self._appends = StatementGroup(self.executor, APPEND_EVENT_IF_CURRENT)

@@ -178,8 +178,11 @@ class PostgresExecutor(BatchRunner):
         size, idle = self._pool.get_size(), self._pool.get_idle_size()
         return PoolStats(in_use=size - idle, idle=idle, maximum=self._pool.get_max_size())
 
-    async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
-        """Call ``heard(payload)`` for each NOTIFY on ``channel`` until the connection is lost.
+    async def listen(
+        self, channel: str, heard: Callable[[str], None], *, ready: Callable[[], None] | None = None
+    ) -> None:
+        """Call ``heard(payload)`` for each NOTIFY on ``channel`` until the connection is lost (and
+        ``ready()`` once the LISTEN is in place).
 
         Runs on its own connection, outside the pool (a LISTEN ties up its connection).
         """
@@ -199,6 +202,8 @@ class PostgresExecutor(BatchRunner):
         try:
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: heard(payload))
+            if ready is not None:
+                ready()
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(10):
