@@ -9,13 +9,16 @@ the feed stays gap-free (``tests/store/test_feed.py``'s late-commit test).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import pytest
-from tests.store.test_rules import CTX, create, state
+from tests.store.test_rules import CTX, create, new_build, state
 
+from buildstate.errors import Conflict
 from buildstate.models import StateChange
 from buildstate.store import plan, sql
 from buildstate.store.postgres import _READ_BUILD, PostgresStore
@@ -115,5 +118,43 @@ async def test_grouped_appends_keep_the_feed_and_the_counters_exact(pg_store: Po
     ).events
     seqs = [e.seq for e in events]
     assert seqs == sorted(set(seqs)) and len(seqs) == 24 * 3
+    report = await verify(pg_store)
+    assert report.ok, report.as_dict()
+
+
+async def test_creates_go_in_one_statement_and_repeats_still_answer_as_before(
+    pg_store: PostgresStore,
+) -> None:
+    """Once platform, OS and image type are known, a create without an Idempotency-Key is one statement
+    in a group; a build_id that exists (made earlier, or earlier in the same group) takes the locking
+    path: a repeat is answered with the first event, a different build is a conflict."""
+    sizes: list[int] = []
+    run = pg_store._creates._run
+
+    async def counting(members: list[Any]) -> None:
+        sizes.append(len(members))
+        await run(members)
+
+    pg_store._creates._run = counting  # type: ignore[method-assign]
+    for n in range(2):  # the first create adds the lookup rows, the second finds and keeps their ids
+        await create(pg_store, f"warm-{n}")
+    sizes.clear()
+    made = await asyncio.gather(*(pg_store.create_build(new_build(f"one-{n}"), CTX) for n in range(16)))
+    assert all(r.status_code == 201 and r.created for r in made)
+    assert sum(sizes) == 16 and len(sizes) < 16, sizes
+    twice = await asyncio.gather(
+        pg_store.create_build(new_build("same"), CTX), pg_store.create_build(new_build("same"), CTX)
+    )
+    assert sorted(r.status_code for r in twice) == [200, 201]
+    assert json.loads(twice[0].body)["id"] == json.loads(twice[1].body)["id"]
+    with pytest.raises(Conflict):
+        await pg_store.create_build(new_build("same", image_type="other"), CTX)
+    body = json.loads(made[0].body)
+    stored = await pg_store.get_build("one-0")
+    assert body["id"] == str(stored.id) and body["last_event_seq"] == stored.last_event_seq
+    assert datetime.fromisoformat(body["created_at"]) == stored.created_at
+    history = await pg_store.history("one-0")
+    assert [e.type for e in history.events] == ["created"]
+    assert history.events[0].seq == stored.last_event_seq
     report = await verify(pg_store)
     assert report.ok, report.as_dict()

@@ -126,6 +126,26 @@ APPEND_EVENT_IF_CURRENT = (
     + "SELECT $29::int AS slot, ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake"
 )
 
+# A create in one statement (``create_build`` without an Idempotency-Key, platform, OS and image type
+# already known): the event appended as above, then the build row written with it, as it is after its
+# first event (the append's UPDATE of the build sees no row: the row is this statement's own). Only if no
+# build has this build_id ($28; labels $29, place in its group $30); if one does, no row comes back and
+# the create takes the locking path, which answers a repeat or a conflict. A build made by a concurrent
+# create after this statement's snapshot fails it on the unique build_id: then too.
+CREATE_BUILD = (
+    "WITH guard AS (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM builds WHERE build_id = $28)),"
+    " feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint) FROM guard),"
+    + _APPEND_AFTER_LOCK
+    + """, new_build AS (
+    INSERT INTO builds (id, build_id, platform_id, os_version_id, image_type_id, state_code, status, attempt,
+                        labels, message, failure, created_at, updated_at, last_event_seq)
+    SELECT $2, $28, $14, $15, $16, $5, $7, $4, $29::jsonb, $8, $9::jsonb,
+           ev.recorded_at, ev.recorded_at, ev.seq
+    FROM ev
+)
+SELECT $30::int AS slot, ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake"""
+)
+
 _READ_BUILD = f"""
 SELECT {sql.BUILD_COLUMNS}, b.platform_id, b.os_version_id, b.image_type_id
 {sql.BUILD_FROM} WHERE {{ref}}
@@ -230,6 +250,7 @@ class PostgresStore(SqlStore):
         self._lookup_ids: dict[tuple[str, str], int] = {}
         # The compare-and-set appends of this process, committed in groups (the module's docstring).
         self._appends = StatementGroup(self.executor, APPEND_EVENT_IF_CURRENT)
+        self._creates = StatementGroup(self.executor, CREATE_BUILD)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -387,6 +408,10 @@ class PostgresStore(SqlStore):
 
     async def create_build(self, request: BuildCreate, ctx: WriteContext) -> WriteResult:
         prepared = plan.prepare(request)
+        if ctx.idem is None:
+            created = await self._create_in_one(request, prepared, ctx)
+            if created is not None:
+                return created
 
         async def action(conn: asyncpg.Connection, audit: AuditEntry) -> WriteResult | Appended:
             ids = [await self._lookup_id(conn, col, getattr(request, col)) for col in sql.LOOKUP_TABLES]
@@ -413,6 +438,58 @@ class PostgresStore(SqlStore):
             )
 
         return await self._write(ctx, EVENT_RULES[EventType.CREATED].action, request.build_id, action)
+
+    async def _create_in_one(
+        self, request: BuildCreate, prepared: plan.Prepared, ctx: WriteContext
+    ) -> WriteResult | None:
+        """A new build and its first event in one statement (``CREATE_BUILD``), sent with this process's
+        other creates of the moment: one round trip, one COMMIT. None (nothing written) when the lookup
+        ids are not known yet or a build has this build_id: the caller takes the transaction instead."""
+        ids = [self._lookup_ids.get((column, getattr(request, column))) for column in sql.LOOKUP_TABLES]
+        known = [ident for ident in ids if ident is not None]
+        if len(known) != len(ids):
+            return None
+        action_name = EVENT_RULES[EventType.CREATED].action
+        draft = plan.created(prepared)
+        build_uuid = uuid.uuid4()
+        args = append_args(
+            draft,
+            ctx.actor,
+            build_uuid=build_uuid,
+            platform=request.platform,
+            os_version=request.os_version,
+            image_type=request.image_type,
+            lookup_ids=known,
+            old_status=None,
+            previous_at=None,
+            audit=AuditEntry.of(ctx, action_name, request.build_id, 201, "allowed"),
+        )
+        try:
+            row = await self._creates.fetchrow(*args, request.build_id, request.labels)
+        except asyncpg.UniqueViolationError:
+            return None  # made by a concurrent create a moment ago
+        except Problem as refused:
+            await self.audit.refused(ctx, action_name, request.build_id, refused)
+            raise
+        if row is None:
+            return None
+        build = Build(
+            id=build_uuid,
+            build_id=request.build_id,
+            platform=request.platform,
+            os_version=request.os_version,
+            image_type=request.image_type,
+            state_code=draft.state_code,
+            status=draft.status,
+            attempt=draft.attempt,
+            labels=request.labels,
+            message=None,
+            failure=None,
+            created_at=row["recorded_at"],
+            updated_at=row["recorded_at"],
+            last_event_seq=row["seq"],
+        )
+        return Appended(build, draft, ctx.actor, row["seq"], row["recorded_at"], row["duration_ms"]).result()
 
     async def _transition(
         self,
