@@ -30,6 +30,7 @@ from bench import db as databases
 SCENARIOS = (
     "framework",
     "store",
+    "reference",
     "get",
     "check",
     "summary",
@@ -78,9 +79,10 @@ class Run:
     # ------------------------------------------------------------------ processes
 
     def database(self, kind: str) -> tuple[databases.Database, str, list[str]]:
-        """The service's database for ``kind`` (10k builds of history) and an API key."""
+        """The service's database for ``kind`` (10k builds of history) and an API key; ``reference``: the
+        reference server's, on PostgreSQL."""
         if kind not in self._services:
-            db = databases.create(kind, self.work)
+            db = databases.create("postgresql" if kind == "reference" else kind, self.work)
             loaded = dataset.load(db, HISTORY_BUILDS, keep_ids=True)
             key = servers.create_key(db, self.work / f"data-{kind}")
             self._services[kind] = (db, key, loaded.build_ids)
@@ -305,6 +307,60 @@ def _framework_bound(run: Run, name: str, path_list: Callable[[str, str], list[s
         )  # fmt: skip
 
 
+# Each service scenario and the script it runs, against the minimal server doing the same requests.
+REFERENCE_PAIRS = (
+    ("auth-ping", "get", CEILING_CONNECTIONS),
+    ("get-build", "get", CONNECTIONS),
+    ("post-state", "state", CONNECTIONS),
+    ("create", "create", CONNECTIONS),
+)
+
+
+def reference(run: Run) -> None:
+    """Every service scenario against the minimal aiohttp + asyncpg server (``bench/reference.py``): the
+    same requests, each write one statement, keys in memory, no audit, feed or idempotency; paired round
+    by round. PostgreSQL only (the reference server has no SQLite variant)."""
+    if "postgresql" not in run.stores:
+        print("  reference: PostgreSQL only; skipped", flush=True)
+        return
+    kind = "postgresql"
+    server, key, db, ids = run.service(kind)
+    ping = run.server(
+        "ping-reference",
+        lambda: servers.service_with_ping(db, run.work / f"data-{kind}", run.work / "ping-ref.log"),
+    )
+    ref_db, ref_key, ref_ids = run.database("reference")
+    ref = run.server("reference", lambda: servers.reference(ref_db, run.work / "reference.log"))
+
+    def env_for(scenario: str, which: str, api_key: str, build_ids: list[str], target: Any) -> dict[str, str]:
+        env = {"BENCH_API_KEY": api_key, "BENCH_RUN": f"{which}{time.time_ns()}"}
+        if scenario == "auth-ping":
+            env["BENCH_PATHS"] = run.paths_file(f"ping-{which}", ["/bench/ping"])
+        elif scenario == "get-build":
+            env["BENCH_PATHS"] = run.paths_file(f"builds-{which}", [f"/builds/{i}" for i in build_ids[::7]])
+        elif scenario == "post-state":
+            env["BENCH_BUILDS"] = _state_builds(run, which, target, "ref")
+        return env
+
+    for scenario, script, connections in REFERENCE_PAIRS:
+        url = ping.url if scenario == "auth-ping" else server.url
+
+        def bound(scenario: str = scenario, script: str = script, connections: int = connections) -> float:
+            env = env_for(scenario, "reference", ref_key, ref_ids, ref_db)
+            load = run.load(ref.url, script, env=env, connections=connections)
+            run._record_ceiling(f"reference-{scenario}", load.as_dict(), load.rps, "bench/reference.py")
+            return load.rps
+
+        def ours(
+            scenario: str = scenario, script: str = script, connections: int = connections, url: str = url
+        ) -> wrk.Load:
+            env = env_for(scenario, "service", key, ids, db)
+            return run.load(url, script, env=env, connections=connections)
+
+        run.paired(f"{scenario}-vs-reference", kind, f"reference-{scenario}", bound, ours)
+    run._servers.pop("ping-reference").stop()
+
+
 def get(run: Run) -> None:
     ids = {kind: run.database(kind)[2] for kind in run.stores}
     _framework_bound(
@@ -439,6 +495,7 @@ def scale_(run: Run) -> None:
 RUNNERS: dict[str, Callable[[Run], None]] = {
     "framework": framework,
     "store": store,
+    "reference": reference,
     "get": get,
     "check": check,
     "summary": summary,
@@ -470,8 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--key-cache-seconds",
         type=float,
-        default=1.0,
-        help="BUILDSTATE_KEY_CACHE_SECONDS of the services it starts (default 1, a cached key lookup)",
+        default=0.0,
+        help="BUILDSTATE_KEY_CACHE_SECONDS of the services it starts (default 0: the service's default, "
+        "the key cache every revocation invalidates; > 0: the older grace cache)",
     )
     args = parser.parse_args(argv)
     args.store = args.store or list(STORES)
