@@ -12,16 +12,29 @@ before it), which costs far less than hiding rows behind the oldest running tran
 every read. Since every append waits for that lock, its hold time bounds the write rate: the append
 statement therefore writes the audit row too, and the response body is built after COMMIT, so nothing
 but the statement and the commit happens while it is held (an ``Idempotency-Key`` adds the one UPDATE
-that records the answer). A change without an ``Idempotency-Key`` keeps no transaction open at all: it
-reads the build, checks the rules, and appends in one statement that first locks the build row on
-condition that its last event is still the one read (compare-and-set, ``APPEND_EVENT_IF_CURRENT``),
-so the lock is held for that statement and its commit only; if another write won the race, it takes the
-locking transaction instead. ``tests/store/test_feed.py``
-(``test_reader_never_skips_an_event_whose_writer_commits_late``) holds one writer's transaction open
-while another commits and shows the reader never skips.
+that records the answer).
+
+Group commit. Held through COMMIT, the lock let one fsync happen at a time: appends ran at the speed of
+one commit each. A change without an ``Idempotency-Key`` (and a create without one, ``CREATE_BUILD``)
+therefore keeps no transaction open at all: it reads the build, checks the rules, and hands its append
+to the process's ``StatementGroup``, which sends every append waiting at that moment in one round trip
+(``fetchmany``: one implicit transaction, one COMMIT, one fsync for all of them). Each append locks its
+build row on condition that its last event is still the one read (compare-and-set,
+``APPEND_EVENT_IF_CURRENT``); if another write won the race, it takes the locking transaction instead.
+The feed lock is still held from the first append of a group to its COMMIT, so the seqs a reader can
+see are still a gap-free prefix; it is only held for many appends at once. The other way, not holding
+the lock across COMMIT and serving readers only below the oldest writer in flight
+(``pg_snapshot_xmin``), was measured too: without the lock, one statement per commit reached no more
+than with it (each commit still pays its own WAL flush) and the counter rows (``status_counts``) then
+deadlocked between writers, while a group of N appends costs about one commit (docs/performance.md).
+``tests/store/test_feed.py`` (``test_reader_never_skips_an_event_whose_writer_commits_late``) holds one
+writer's transaction open while another commits and shows the reader never skips;
+``tests/store/test_pg_append_groups.py`` covers the groups.
 
 Lock order, which keeps writers free of deadlocks: idempotency key row, build row, feed lock, then the
-small summary tables (``status_counts``, ``combos``), which are only ever touched under the feed lock.
+small summary tables (``status_counts``, ``combos``), which are only ever touched under the feed lock. A
+group's later statements lock build rows while the group holds the feed lock: they never wait for one
+(``SKIP LOCKED``: a held row makes its append fall back to the locking path).
 """
 
 from __future__ import annotations
