@@ -28,6 +28,8 @@ from aiohttp import web
 BODY = b'{"ok":true}'
 _KEYS = web.AppKey("keys", frozenset)
 _POOL = web.AppKey("pool", asyncpg.Pool)
+_LOOKUPS = web.AppKey("lookups", dict)  # (table, name) -> id, as the service keeps them
+_TABLES = ("platforms", "os_versions", "image_types")
 
 _BUILD = """
 SELECT b.id, b.build_id, p.name AS platform, o.name AS os_version, t.name AS image_type, b.state_code,
@@ -63,9 +65,8 @@ _CREATE = """
 WITH b AS (
     INSERT INTO builds (id, build_id, platform_id, os_version_id, image_type_id, state_code, status, attempt,
                         labels, created_at, updated_at)
-    SELECT gen_random_uuid(), $1, p.id, o.id, t.id, 0, 'running', 1, $5::jsonb, clock_timestamp(),
-           clock_timestamp()
-    FROM platforms p, os_versions o, image_types t WHERE p.name = $2 AND o.name = $3 AND t.name = $4
+    VALUES (gen_random_uuid(), $1, $2, $3, $4, 0, 'running', 1, $5::jsonb,
+            clock_timestamp(), clock_timestamp())
     ON CONFLICT (build_id) DO NOTHING
     RETURNING id, platform_id, os_version_id, image_type_id, created_at
 ),
@@ -126,10 +127,17 @@ async def create(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _json({"title": "Unauthorized"}, 401)
     body = await request.json()
-    row = await request.app[_POOL].fetchrow(
-        _CREATE, body["build_id"], body["platform"], body["os_version"], body["image_type"],
-        json.dumps(body.get("labels") or {}),
-    )  # fmt: skip
+    pool, lookups = request.app[_POOL], request.app[_LOOKUPS]
+    ids = []
+    for table, name in zip(_TABLES, (body["platform"], body["os_version"], body["image_type"]), strict=True):
+        if (table, name) not in lookups:  # a name never seen: added once, as the service does
+            lookups[table, name] = await pool.fetchval(
+                f"INSERT INTO {table} (name) VALUES ($1) "
+                "ON CONFLICT (name) DO UPDATE SET name = $1 RETURNING id",
+                name,
+            )
+        ids.append(lookups[table, name])
+    row = await pool.fetchrow(_CREATE, body["build_id"], *ids, json.dumps(body.get("labels") or {}))
     if row is None:
         return _json({"title": "Conflict"}, 409)
     return _json({"id": row["id"], "build_id": body["build_id"], "event": {"seq": row["seq"]}}, 201)
@@ -145,6 +153,11 @@ async def _database(app: web.Application) -> Any:
     app[_POOL] = pool = await asyncpg.create_pool(dsn, min_size=size, max_size=size)
     digests = await pool.fetch("SELECT key_hash FROM api_keys WHERE revoked_at IS NULL")
     app[_KEYS] = frozenset(r["key_hash"] for r in digests)
+    app[_LOOKUPS] = {
+        (table, r["name"]): r["id"]
+        for table in _TABLES
+        for r in await pool.fetch(f"SELECT id, name FROM {table}")
+    }
     yield
     await pool.close()
 
