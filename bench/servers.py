@@ -17,7 +17,10 @@ from pathlib import Path
 from bench.db import Database
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = ROOT / ".venv/bin/buildstate"
+# The checkout whose service is measured (``BENCH_SERVICE_ROOT``, default this one): another worktree
+# with its own .venv gives a before/after with the same bench, ceilings and reference server.
+SERVICE_ROOT = Path(os.environ.get("BENCH_SERVICE_ROOT") or ROOT)
+CLI = SERVICE_ROOT / ".venv/bin/buildstate"
 # Far above any rate the bench reaches: the limiter still runs on every request, it just never refuses.
 BENCH_RATE_LIMIT = "1000000"
 # BUILDSTATE_KEY_CACHE_SECONDS of the servers this run starts (``--key-cache-seconds``): 0, the service's
@@ -54,7 +57,7 @@ def service_env(db: Database, data_dir: Path, workers: int) -> dict[str, str]:
         BUILDSTATE_RATE_LIMIT_BURST=BENCH_RATE_LIMIT,
         BUILDSTATE_JWT_SECRET=secrets.token_urlsafe(48),
         BUILDSTATE_KEY_CACHE_SECONDS=KEY_CACHE_SECONDS["value"],
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=f"{SERVICE_ROOT / 'service'}{os.pathsep}{ROOT}",
     )
     return env
 
