@@ -21,7 +21,7 @@ from tests.store.test_rules import CTX, create, new_build, state
 from buildstate.errors import Conflict
 from buildstate.models import StateChange
 from buildstate.store import plan, sql
-from buildstate.store.postgres import _READ_BUILD, PostgresStore
+from buildstate.store.postgres import _READ_BUILD, BUILD_ID_LOCK, PostgresStore
 from buildstate.store.postgres_executor import StatementGroup
 from buildstate.store.types import EventFilter
 from buildstate.store.verify import verify
@@ -158,3 +158,29 @@ async def test_creates_go_in_one_statement_and_repeats_still_answer_as_before(
     assert history.events[0].seq == stored.last_event_seq
     report = await verify(pg_store)
     assert report.ok, report.as_dict()
+
+
+async def test_a_grouped_create_never_waits_for_a_build_id_a_locking_create_holds(
+    pg_store: PostgresStore,
+) -> None:
+    """A create on the locking path takes the build_id's lock, then inserts the row, then waits for the
+    feed lock. A grouped create of the same build_id holds the feed lock: waiting for that row would be
+    a deadlock. It tries the build_id's lock instead and, refused, writes nothing."""
+    for n in range(2):
+        await create(pg_store, f"known-{n}")  # the lookup ids are known: the one-statement path is open
+    holder = await pg_store.pool.acquire()
+    transaction = holder.transaction()
+    await transaction.start()
+    try:
+        await holder.execute(
+            "SELECT pg_advisory_xact_lock($1::int, hashtext($2))", BUILD_ID_LOCK, "contended"
+        )
+        skipped = await asyncio.wait_for(
+            pg_store._create_in_one(new_build("contended"), plan.prepare(new_build("contended")), CTX), 10
+        )
+        assert skipped is None
+    finally:
+        await transaction.rollback()
+        await pg_store.pool.release(holder)
+    made = await pg_store._create_in_one(new_build("contended"), plan.prepare(new_build("contended")), CTX)
+    assert made is not None and made.status_code == 201  # the lock free: one statement

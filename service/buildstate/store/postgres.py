@@ -31,7 +31,8 @@ deadlocked between writers, while a group of N appends costs about one commit (d
 writer's transaction open while another commits and shows the reader never skips;
 ``tests/store/test_pg_append_groups.py`` covers the groups.
 
-Lock order, which keeps writers free of deadlocks: idempotency key row, build row, feed lock, then the
+Lock order, which keeps writers free of deadlocks: idempotency key row, a create's build_id lock, build
+row, feed lock, then the
 small summary tables (``status_counts``, ``combos``), which are only ever touched under the feed lock. A
 group's later statements lock build rows while the group holds the feed lock: they never wait for one
 (``SKIP LOCKED``: a held row makes its append fall back to the locking path).
@@ -68,6 +69,9 @@ from buildstate.store.types import (
 )
 
 FEED_LOCK = 0x6275696C64  # "build" in ASCII: the one advisory lock that orders event appends
+# The space of the per-build_id advisory locks (with ``hashtext(build_id)``) that creates take before they
+# insert a build row: two-key advisory locks never collide with the one-key FEED_LOCK.
+BUILD_ID_LOCK = 0x62696400  # "bid\0"
 
 # The event append after the feed lock is taken (the CTE ``feed_lock``): the two statements below differ
 # only in how they get there.
@@ -142,11 +146,15 @@ APPEND_EVENT_IF_CURRENT = (
 # A create in one statement (``create_build`` without an Idempotency-Key, platform, OS and image type
 # already known): the event appended as above, then the build row written with it, as it is after its
 # first event (the append's UPDATE of the build sees no row: the row is this statement's own). Only if no
-# build has this build_id ($28; labels $29, place in its group $30); if one does, no row comes back and
+# build has this build_id ($28; labels $29, place in its group $31); if one does, no row comes back and
 # the create takes the locking path, which answers a repeat or a conflict. A build made by a concurrent
-# create after this statement's snapshot fails it on the unique build_id: then too.
+# create after this statement's snapshot fails it on the unique build_id: then too. The build_id's own
+# lock ($30, ``BUILD_ID_LOCK``) is only tried: a create on the locking path that holds it (and may have
+# inserted the row, which this INSERT would wait for while holding the feed lock: a deadlock) makes this
+# one take the locking path too.
 CREATE_BUILD = (
-    "WITH guard AS (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM builds WHERE build_id = $28)),"
+    "WITH guard AS (SELECT 1 WHERE pg_try_advisory_xact_lock($30::int, hashtext($28))"
+    " AND NOT EXISTS (SELECT 1 FROM builds WHERE build_id = $28)),"
     " feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint) FROM guard),"
     + _APPEND_AFTER_LOCK
     + """, new_build AS (
@@ -156,7 +164,7 @@ CREATE_BUILD = (
            ev.recorded_at, ev.recorded_at, ev.seq
     FROM ev
 )
-SELECT $30::int AS slot, ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake"""
+SELECT $31::int AS slot, ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake"""
 )
 
 _READ_BUILD = f"""
@@ -428,6 +436,10 @@ class PostgresStore(SqlStore):
 
         async def action(conn: asyncpg.Connection, audit: AuditEntry) -> WriteResult | Appended:
             ids = [await self._lookup_id(conn, col, getattr(request, col)) for col in sql.LOOKUP_TABLES]
+            # The build_id's lock before its row, as CREATE_BUILD tries it (the lock order).
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1::int, hashtext($2))", BUILD_ID_LOCK, request.build_id
+            )
             inserted = await conn.fetchval(
                 _INSERT_BUILD, uuid.uuid4(), request.build_id, *ids, request.labels
             )
@@ -478,7 +490,7 @@ class PostgresStore(SqlStore):
             audit=AuditEntry.of(ctx, action_name, request.build_id, 201, "allowed"),
         )
         try:
-            row = await self._creates.fetchrow(*args, request.build_id, request.labels)
+            row = await self._creates.fetchrow(*args, request.build_id, request.labels, BUILD_ID_LOCK)
         except asyncpg.UniqueViolationError:
             return None  # made by a concurrent create a moment ago
         except Problem as refused:
