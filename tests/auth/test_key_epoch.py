@@ -184,3 +184,34 @@ async def test_a_lost_listen_connection_stops_the_cache_until_it_is_back(pg_url:
         with pytest.raises(asyncio.CancelledError):
             await watch
         await store.close()
+
+
+async def test_the_feed_and_the_key_cache_share_one_listen_connection_per_worker(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    heard: dict[str, list[str]] = {"feed_a": [], "keys_b": []}
+    ready = {name: asyncio.Event() for name in heard}
+    tasks = [
+        asyncio.create_task(store.executor.listen(name, heard[name].append, ready=ready[name].set))
+        for name in heard
+    ]
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in ready.values())), 10)
+        backends = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND application_name = ''"
+        )
+        assert backends == 1  # both channels on one connection, outside the pool
+        await conn.execute("SELECT pg_notify('feed_a', '1'), pg_notify('keys_b', '2')")
+        for _ in range(200):
+            if all(heard.values()):
+                break
+            await asyncio.sleep(0.01)
+        assert heard == {"feed_a": ["1"], "keys_b": ["2"]}
+    finally:
+        await conn.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await store.close()

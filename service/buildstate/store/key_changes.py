@@ -9,7 +9,8 @@ only under the epoch it was read in; ``None`` means "cannot tell", and then ever
   never for a revocation that rolled back), and each worker LISTENs on a connection of its own: the epoch
   is a counter of what it heard, and ``None`` while that connection is not up (at start, after a loss:
   a revocation sent meanwhile would be missed). The revoking worker waits, up to a second, to hear its
-  own notification before it answers, by which time PostgreSQL has sent it to every listener.
+  own notification, and a tenth of a second more, before it answers: by then PostgreSQL has sent it to
+  every listener.
 - SQLite: the revocation replaces the file ``<database>.keys`` after its COMMIT (a new inode each time);
   the epoch is that file's inode, mtime and size, one ``stat`` per check, and every process on the
   database's host sees the same file.
@@ -40,8 +41,11 @@ log = logging.getLogger("buildstate.store")
 CHANNEL = "buildstate_keys"
 # The longest a worker trusts a key it read, signal or not (a change made outside the service).
 MAX_AGE = 60.0
-# How long a revoking worker waits to hear its own notification before it answers anyway.
+# How long a revoking worker waits to hear its own notification before it answers anyway, and then a
+# little longer: PostgreSQL signals every listener at the same COMMIT, but each one's backend sends the
+# notification on its own, so the others' may arrive a moment after this one's.
 ECHO_SECONDS = 1.0
+SETTLE_SECONDS = 0.1
 
 
 class KeyChanges:
@@ -139,6 +143,8 @@ class NotifiedKeyChanges(KeyChanges):
                     await echo
             except TimeoutError:
                 log.warning("a key change was not heard back within %s s", ECHO_SECONDS)
+            else:
+                await asyncio.sleep(SETTLE_SECONDS)
         finally:
             self._echoes.pop(token, None)
 

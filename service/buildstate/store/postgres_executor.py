@@ -104,6 +104,9 @@ class PostgresExecutor(BatchRunner):
         self._max_size = max_size
         self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
+        self._listening: asyncio.Future[tuple[asyncpg.Connection, asyncio.Event]] | None = None
+        self._keeping: asyncio.Task[None] | None = None
+        self._talking = asyncio.Lock()
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
@@ -118,9 +121,25 @@ class PostgresExecutor(BatchRunner):
         )
 
     async def close(self) -> None:
+        await self._stop_listening()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+    async def _stop_listening(self) -> None:
+        """Drop the shared LISTEN connection; one still being made is let finish, then dropped (asyncpg
+        would leave a connection cancelled mid-connect open)."""
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._timeout):
+                    conn, _lost = await asyncio.shield(listening)
+                conn.terminate()
+        if self._keeping is not None:
+            self._keeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeping
+            self._keeping = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -184,39 +203,74 @@ class PostgresExecutor(BatchRunner):
         """Call ``heard(payload)`` for each NOTIFY on ``channel`` until the connection is lost (and
         ``ready()`` once the LISTEN is in place).
 
-        Runs on its own connection, outside the pool (a LISTEN ties up its connection).
+        Every channel of this executor shares one connection, outside the pool (a LISTEN ties up its
+        connection): the event feed and the key cache cost one connection per worker, not two.
         """
-        connecting = asyncio.ensure_future(asyncpg.connect(self._dsn, timeout=self._timeout))
+        conn, lost = await self._listener()
+
+        def callback(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            heard(payload)
+
         try:
-            conn = await asyncio.shield(connecting)
-        except asyncio.CancelledError:
-            # Cancelled mid-connect (a worker stopping right after it started): asyncpg would leave the
-            # half-made connection open. Let it finish, then drop it.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    (await connecting).terminate()
-            raise
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise ServiceUnavailable("cannot listen for events: database unreachable") from exc
-        lost = asyncio.Event()
-        try:
-            conn.add_termination_listener(lambda _conn: lost.set())
-            await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: heard(payload))
+            async with self._talking:  # one query at a time on the shared connection
+                await conn.add_listener(channel, callback)
             if ready is not None:
                 ready()
+            await lost.wait()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ServiceUnavailable("event notifications lost: database unreachable") from exc
+        finally:
+            if not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._unlisten(conn, channel, callback))
+
+    async def _unlisten(self, conn: asyncpg.Connection, channel: str, callback: Any) -> None:
+        async with self._talking:
+            await conn.remove_listener(channel, callback)
+
+    async def _listener(self) -> tuple[asyncpg.Connection, asyncio.Event]:
+        """The shared LISTEN connection and the event set when it is lost: connected by the first caller
+        (shielded: a caller that goes away does not leave a half-made connection behind)."""
+        if self._listening is None or _gone(self._listening):
+            self._listening = asyncio.ensure_future(self._connect_listener())
+        try:
+            return await asyncio.shield(self._listening)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ServiceUnavailable("cannot listen for events: database unreachable") from exc
+
+    async def _connect_listener(self) -> tuple[asyncpg.Connection, asyncio.Event]:
+        conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        self._keeping = asyncio.create_task(self._keep_listening(conn, lost))
+        return conn, lost
+
+    async def _keep_listening(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
+        """A dead server goes unnoticed on an idle connection: ask it something now and then."""
+        try:
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(10):
                         await lost.wait()
                 if not lost.is_set():
-                    # A dead server goes unnoticed on an idle connection: ask it something now and then.
-                    await conn.execute("SELECT 1", timeout=self._timeout)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise ServiceUnavailable("event notifications lost: database unreachable") from exc
+                    async with self._talking:
+                        await conn.execute("SELECT 1", timeout=self._timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass
         finally:
+            lost.set()
             # terminate(), not close(): it never waits. A close() awaited while the worker shuts down can be
             # cancelled itself (or stall behind a cancelled query) and leave the socket open.
             conn.terminate()
+
+
+def _gone(listening: asyncio.Future[tuple[asyncpg.Connection, asyncio.Event]]) -> bool:
+    """Whether a shared LISTEN connection failed to connect or has been lost since."""
+    if not listening.done():
+        return False
+    if listening.cancelled() or listening.exception() is not None:
+        return True
+    return listening.result()[1].is_set()
 
 
 # Statements sent together at most (``StatementGroup``): bounds how long the last of a group waits.
