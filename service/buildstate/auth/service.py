@@ -101,7 +101,10 @@ class Authenticator:
 
     # ------------------------------------------------------------------ request credentials
 
-    async def identify(self, headers: Mapping[str, str]) -> Principal:
+    async def identify(self, headers: Mapping[str, str], *, fresh: bool = False) -> Principal:
+        """The principal of the request's credential; ``fresh``: from the key's row as it is now, not
+        from this worker's memory (an open stream's rechecks: rare, and they must also see a change
+        made to ``api_keys`` by hand, which no epoch signals)."""
         api_key, authorization = headers.get("X-API-Key"), headers.get("Authorization")
         if api_key is not None and authorization is not None:
             raise unauthorized(
@@ -117,7 +120,7 @@ class Authenticator:
                     error="invalid_request",
                 )
         if api_key is not None:
-            return await self.from_api_key(api_key.strip())
+            return await self.from_api_key(api_key.strip(), fresh=fresh)
         if authorization is not None:
             scheme, _, token = authorization.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -132,10 +135,10 @@ class Authenticator:
             slug="no-credentials",
         )
 
-    async def from_api_key(self, presented: str) -> Principal:
+    async def from_api_key(self, presented: str, *, fresh: bool = False) -> Principal:
         digest = keys.digest(presented)
         epoch = self.key_changes.epoch() if self.key_cache else None
-        cached = self._principals.get(digest)
+        cached = None if fresh else self._principals.get(digest)
         if cached is not None:
             until, read_in, principal = cached
             # This very key passed every check below, within the entry's time, and (but for the grace
@@ -145,7 +148,7 @@ class Authenticator:
         public_id = keys.public_id(presented)
         if public_id is None:
             raise unauthorized("the X-API-Key value is not a buildstate key (bs_...)", slug="invalid-key")
-        read_at, record = await self._key_record(public_id, epoch)
+        read_at, record = await self._key_record(public_id, None if fresh else epoch)
         if record is None or not hmac.compare_digest(digest, record.key_hash):
             raise unauthorized("the API key is not valid", slug="invalid-key")
         # Only the holder of the full key gets to learn why it no longer works.
