@@ -42,14 +42,17 @@ PUT_PARAMS_KEYS = (
     "message_file",
     "failure",
     "reset",
+    "artifacts",
+    "artifacts_file",
 )
+ARTIFACT_KEYS = ("platform", "region", "kind", "external_id", "labels")
 CREATE_KEYS = ("platform", "os_version", "image_type", "build_id", "build_id_file", "labels")
 FAILURE_FIELDS = ("error_message", "error_code", "component", "details")
 FAILURE_KEYS = tuple(key for field in FAILURE_FIELDS for key in (field, f"{field}_file"))
 RESET_KEYS = ("reason", "reason_file")
 
 STATE_NAMES = ("failed", "succeeded", "reset")
-EVENT_TYPES = ("created", "state", "failure", "reset")
+EVENT_TYPES = ("created", "state", "failure", "reset", "artifact")
 DEFAULT_TIMEOUT_SECONDS = 15.0
 DEFAULT_RETRY_SECONDS = 50.0
 

@@ -5,11 +5,11 @@ version: it reads ``GET /events/{seq}``, never "the latest", and fails when that
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import log
+from . import artifacts, log
 from .client import Client, path_for
 from .config import GET_PARAMS_KEYS, parse_source, reject_unknown_keys, require_mapping
 from .errors import ApiError, ConfigError
@@ -42,16 +42,21 @@ def get(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
             f"event seq {seq} now belongs to build {event['build']['build_id']!r}, not "
             f"{expected_build!r}: the service's store was replaced; re-check the resource"
         )
-    write_files(destination, event)
+    recorded = artifacts.as_of(client, event)
+    write_files(destination, event, recorded)
     log.info(
         f"fetched event {seq}: build {event['build']['build_id']} state {event.get('state_code')} "
-        f"({event.get('status')})"
+        f"({event.get('status')}), {len(recorded)} artifact{'' if len(recorded) == 1 else 's'}"
     )
-    return {"version": version_of(event), "metadata": metadata_of(source.url, event)}
+    return {
+        "version": version_of(event),
+        "metadata": metadata_of(source.url, event) + artifacts.metadata_of(recorded),
+    }
 
 
-def write_files(destination: Path, event: Mapping[str, Any]) -> None:
-    """``build.json``, ``event.json`` and one plain value per file (no newline, for ``cat``)."""
+def write_files(destination: Path, event: Mapping[str, Any], recorded: Sequence[Mapping[str, Any]]) -> None:
+    """``build.json``, ``event.json``, ``artifacts.json`` and one plain value per file (no newline, for
+    ``cat``); ``artifact_id`` only for a single artifact (``artifacts.files_for``)."""
     destination.mkdir(parents=True, exist_ok=True)
     build = build_as_of(event)
     files = {
@@ -62,6 +67,7 @@ def write_files(destination: Path, event: Mapping[str, Any]) -> None:
         "state": str(build["state_code"]),
         "status": str(build["status"]),
         "seq": str(event["seq"]),
+        **artifacts.files_for(recorded),
     }
     for name, content in files.items():
         (destination / name).write_text(content, encoding="utf-8")

@@ -1,4 +1,5 @@
-"""``out``: record one change (create, state, failure or reset) and print the event's version.
+"""``out``: record one change (create, state, failure or reset), with or without the build's artifacts
+(recorded first, ``artifacts``), and print the event's version.
 
 The printed version comes from the event the service returns, formatted by the same function that
 ``check`` uses, so the put's version and the checked version are the same Concourse version, and
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import log
-from .client import Client, path_for
+from . import artifacts, log
+from .client import Answer, Client, path_for
 from .config import (
     CREATE_KEYS,
     FAILURE_FIELDS,
@@ -29,6 +30,7 @@ from .config import (
 )
 from .errors import ConfigError
 from .events import metadata_of, require_event, version_of
+from .inputs import read_input
 from .protocol import run
 from .provenance import idempotency_key, provenance_from_env
 
@@ -52,6 +54,12 @@ class Change:
     path: str
     body: dict[str, Any]
     summary: str
+    records_artifacts: bool = False
+
+    @property
+    def carries_provenance(self) -> bool:
+        """A manifest is sent as Packer wrote it; every other body takes the Concourse build's provenance."""
+        return not self.path.endswith("/packer-manifest")
 
 
 def put(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
@@ -61,33 +69,100 @@ def put(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
     source = parse_source(request.get("source"))
     log.set_debug(source.debug)
     params = require_mapping(request.get("params"), "params", allow_missing=True)
-    change = plan_change(params, sources)
     provenance = provenance_from_env(os.environ)
-    body = {**change.body, "provenance": provenance} if provenance else change.body
-    key = idempotency_key(os.environ, "POST", change.path, body)
     client = Client(source)
-    log.info(f"recording {change.summary}")
-    response = client.post(change.path, body, key)
-    event = _event_of(client, response, change.path)
-    version = version_of(event)
-    if isinstance(response, dict) and response.get("replayed") is True:  # the change was already true
+    recorded: list[Mapping[str, Any]] = []
+    # The version is the last change's event: the action's when there is one (artifacts go first).
+    for change in plan_put(params, sources):
+        answer, event = _record(client, change, provenance)
+        if change.records_artifacts:
+            recorded = _recorded_artifacts(answer.body)
+        _report(change, answer, version_of(event), len(recorded))
+    return {
+        "version": version_of(event),
+        "metadata": metadata_of(source.url, event) + artifacts.metadata_of(recorded),
+    }
+
+
+def _report(change: Change, answer: Answer, version: Mapping[str, str], artifact_count: int) -> None:
+    """One line in the build log for what a request recorded; or that it had been sent before (the same
+    Idempotency-Key: a re-run put, answered as the first time with ``Idempotent-Replayed``); or that what
+    it asks was true already (``replayed`` in the answer)."""
+    body = answer.body
+    already = isinstance(body, Mapping) and body.get("replayed") is True
+    build, seq, state = version["build"], version["seq"], version["state"]
+    what = (
+        f"{artifact_count} artifact{'' if artifact_count == 1 else 's'}"
+        if change.records_artifacts
+        else f"state {state}"
+    )
+    if answer.replayed and not already:
         log.info(
-            f"nothing recorded: build {version['build']} is already at state {version['state']} "
-            f"(event {version['seq']}); the version is that event"
+            f"nothing recorded: this put ran before in this Concourse build; event {seq} recorded {what}"
         )
+    elif already and change.records_artifacts:
+        log.info(f"nothing recorded: build {build} has the {what} already (event {seq})")
+    elif already:
+        log.info(
+            f"nothing recorded: build {build} is already at {what} (event {seq}); the version is that event"
+        )
+    elif change.records_artifacts:
+        log.info(f"recorded event {seq}: {what} of build {build}")
     else:
-        log.info(f"recorded event {version['seq']}: build {version['build']} state {version['state']}")
-    return {"version": version, "metadata": metadata_of(source.url, event)}
+        log.info(f"recorded event {seq}: build {build} {what}")
 
 
-def plan_change(params: Mapping[str, Any], sources: Path) -> Change:
-    """Validate ``params`` into one request, reading any ``*_file`` under ``sources``."""
+def _record(
+    client: Client, change: Change, provenance: dict[str, Any] | None
+) -> tuple[Answer, Mapping[str, Any]]:
+    """POST one change with its idempotency key: the answer, and the event it recorded (or replayed)."""
+    body = (
+        {**change.body, "provenance": provenance} if provenance and change.carries_provenance else change.body
+    )
+    key = idempotency_key(os.environ, "POST", change.path, body)
+    log.info(f"recording {change.summary}")
+    answer = client.post(change.path, body, key)
+    return answer, _event_of(client, answer.body, change.path)
+
+
+def _recorded_artifacts(response: object) -> list[Mapping[str, Any]]:
+    """The artifacts an artifacts POST answered with (the build's, or those it recorded)."""
+    listed = response.get("artifacts") if isinstance(response, Mapping) else None
+    return [item for item in listed if isinstance(item, Mapping)] if isinstance(listed, list) else []
+
+
+def plan_put(params: Mapping[str, Any], sources: Path) -> list[Change]:
+    """Validate ``params`` into the requests to send, in order, reading any ``*_file`` under ``sources``.
+
+    Artifacts are recorded before the state change or failure they come with, so a build is never seen
+    succeeded (by a check that triggers a deployer on 100) before its AMIs can be looked up.
+    """
     reject_unknown_keys(params, PUT_PARAMS_KEYS, "params")
+    has_artifacts = params.get("artifacts") is not None or params.get("artifacts_file") is not None
     chosen = [action for action in ACTIONS if params.get(action) is not None]
-    if len(chosen) != 1:
+    if len(chosen) > 1 or not (chosen or has_artifacts):
         given = ", ".join(chosen) or "none"
-        raise ConfigError(f"params needs exactly one of {', '.join(ACTIONS)} (given: {given})")
-    action = chosen[0]
+        raise ConfigError(
+            f"params needs exactly one of {', '.join(ACTIONS)}, or artifacts / artifacts_file alone "
+            f"(given: {given})"
+        )
+    if has_artifacts and chosen and chosen[0] in ("create", "reset"):
+        raise ConfigError(
+            f"params.artifacts and params.artifacts_file go with state or failure, or alone; not with "
+            f"{chosen[0]} (record them in a put of their own)"
+        )
+    changes: list[Change] = []
+    if has_artifacts:
+        ref = _build_ref(params, sources)
+        path, body = artifacts.from_params(params, sources, ref)
+        changes.append(Change(path, body, f"artifacts of build {ref}", records_artifacts=True))
+    if chosen:
+        changes.append(_action(chosen[0], params, sources))
+    return changes
+
+
+def _action(action: str, params: Mapping[str, Any], sources: Path) -> Change:
+    """The action of ``params`` (create, state, failure or reset) as a request."""
     if action != "state" and ("message" in params or "message_file" in params):
         raise ConfigError("params.message and params.message_file go with params.state only")
     if action == "create":
@@ -204,23 +279,9 @@ def _read_value(sources: Path, relative: object, where: str) -> str:
 
 
 def _read_file(sources: Path, relative: str, where: str) -> str:
-    path = Path(relative)
-    base = sources.resolve()
-    full = (base / path).resolve()
-    if path.is_absolute() or not full.is_relative_to(base):
-        raise ConfigError(
-            f"{where} must be a path under the put's inputs (like input/file), got {relative!r}"
-        )
-    try:
-        return full.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        first = path.parts[0] if path.parts else relative
-        raise ConfigError(
-            f"{where}: no file {relative!r} under the put's inputs; is {first!r} an output of "
-            "an earlier step and listed in the put's inputs?"
-        ) from None
-    except OSError as error:
-        raise ConfigError(f"{where}: cannot read {relative!r}: {error.strerror}") from None
+    """Text as ``open()`` reads it: invalid UTF-8 replaced, any line ending read as ``\\n``."""
+    text = read_input(sources, relative, where).decode("utf-8", errors="replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _tail(text: str, limit: int) -> str:

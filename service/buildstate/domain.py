@@ -34,6 +34,7 @@ class EventType(StrEnum):
     STATE = "state"
     FAILURE = "failure"
     RESET = "reset"
+    ARTIFACT = "artifact"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,11 @@ class EventRule:
     creates_build: bool = False
     # What ``buildstate events tail`` shows for it instead of the build's status ("": the status).
     label: str = ""
+    # It moves the build (state, status, attempt, message, failure, ``updated_at``, ``last_event_seq``).
+    # An event that does not (``artifact``) copies the build's state into its row, leaves the build row
+    # as it is, and is matched by a ``type`` filter only, never by a ``states`` filter: ``states=100``
+    # asks for the moment a build reached 100, not for what was recorded about it afterwards.
+    changes_state: bool = True
 
 
 EVENT_RULES: dict[EventType, EventRule] = {
@@ -57,6 +63,7 @@ EVENT_RULES: dict[EventType, EventRule] = {
     EventType.STATE: EventRule("build.state"),
     EventType.FAILURE: EventRule("build.failure", state_word=FAILED, records_failure=True, label="FAILED"),
     EventType.RESET: EventRule("build.reset", state_word="reset", label="RESET"),
+    EventType.ARTIFACT: EventRule("build.artifacts", label="artifacts", changes_state=False),
 }
 # The words a ``states`` filter takes besides state codes: each type's word, and succeeded (a code of 100).
 STATE_WORDS: tuple[str, ...] = (*(r.state_word for r in EVENT_RULES.values() if r.state_word), SUCCEEDED)
@@ -173,6 +180,20 @@ def decide_failure(current: Current, failure: dict[str, Any]) -> Change | None:
         attempt=current.attempt,
         from_state_code=current.state_code,
     )
+
+
+def allow_artifacts(current: Current) -> None:
+    """New artifacts are recorded while a build runs and after it succeeded; a failed build keeps what it
+    recorded but takes no more: what a failed attempt made is not an image anyone should find, and its
+    pipeline records the artifacts of the next attempt after a reset. (Artifacts it already has are a
+    replay, whatever the build's status: a retry of a write that was accepted is answered the same.)"""
+    if current.status == FAILED:
+        raise Conflict(
+            f"build {current.ref} is failed at state {current.state_code} (attempt {current.attempt}); "
+            f"artifacts are recorded while a build runs or after it succeeded; {_reset_hint(current.ref)}",
+            slug="build-failed",
+            extra={"state_code": current.state_code, "build_status": current.status},
+        )
 
 
 def decide_reset(current: Current) -> Change:

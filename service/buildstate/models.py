@@ -11,7 +11,15 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from buildstate.domain import (
     MAX_STATE,
@@ -185,6 +193,135 @@ class ResetRequest(_Request):
     provenance: Provenance | None = None
 
 
+# ---------------------------------------------------------------- artifacts
+
+# Artifacts one request may name, and one build may hold: every answer that lists a build's artifacts is
+# bounded, and so is the event that announces them.
+MAX_ARTIFACTS_PER_REQUEST = 200
+MAX_ARTIFACTS_PER_BUILD = 1000
+MAX_ARTIFACTS_TEXT = 128 * 1024
+
+
+def _one_line(value: str) -> str:
+    """An external id is answered as one line of text (``Accept: text/plain``): no control characters,
+    no line or paragraph separators, nothing invisible at either end."""
+    if not value.isprintable() or value != value.strip():
+        raise ValueError("an external id is one line of printable characters, without spaces at either end")
+    return value
+
+
+ArtifactKind = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$"),
+    Field(
+        description="What the artifact is: `ami`, `azure-image-version`, `azure-managed-image`, `gcp-image`, "
+        "`vsphere-template`, `vsphere-content-library-item`, `oci-image`, `file`, or another short slug "
+        "(lower-case letters, digits, '.', '_', '-'; 1 to 64 characters)."
+    ),
+]
+Region = Annotated[
+    str,
+    StringConstraints(pattern=r"^([A-Za-z0-9][A-Za-z0-9._:/-]{0,127})?$"),
+    Field(
+        description="The cloud's region (`eu-west-1`, `westeurope`, `europe-west1`), or empty for a "
+        "region-less target; letters, digits, '.', '_', ':', '/', '-', at most 128 characters."
+    ),
+]
+ExternalId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2048),
+    AfterValidator(_one_line),
+    Field(
+        description="The cloud's id of the artifact: `ami-0abc...`, a gallery image version's resource id, a "
+        "GCP image's name or self link, a vSphere inventory path; one line, at most 2048 characters."
+    ),
+]
+
+
+class ArtifactIn(_Request):
+    """One artifact to record. ``(platform, region, kind, external_id)`` names it within its build."""
+
+    platform: Slug | None = Field(
+        default=None, description="The cloud it lives in; the build's platform when left out."
+    )
+    region: Region = ""
+    kind: ArtifactKind
+    external_id: ExternalId
+    labels: Labels = Field(default_factory=dict)
+
+
+class ArtifactsRecord(_Request):
+    """Artifacts of a build: those it does not have yet are recorded with one ``artifact`` event; those it
+    has (with the same labels) are a replay."""
+
+    artifacts: Annotated[
+        list[ArtifactIn],
+        Field(
+            min_length=1,
+            max_length=MAX_ARTIFACTS_PER_REQUEST,
+            description=f"1 to {MAX_ARTIFACTS_PER_REQUEST} artifacts, with at most {MAX_ARTIFACTS_TEXT} "
+            "characters of external ids and labels in all.",
+        ),
+    ]
+    provenance: Provenance | None = None
+
+    @model_validator(mode="after")
+    def _bounded_text(self) -> ArtifactsRecord:
+        # The event that announces them carries them all, to every reader of the feed and every webhook.
+        text = sum(
+            len(item.external_id) + sum(len(key) + len(value) for key, value in item.labels.items())
+            for item in self.artifacts
+        )
+        if text > MAX_ARTIFACTS_TEXT:
+            raise ValueError(
+                f"the artifacts hold {text} characters of external ids and labels; at most "
+                f"{MAX_ARTIFACTS_TEXT} are recorded at once"
+            )
+        return self
+
+
+class PackerFile(BaseModel):
+    name: str
+    size: int | None = None
+
+
+class PackerManifestBuild(BaseModel):
+    """One entry of a Packer manifest's ``builds``, as the ``manifest`` post-processor writes it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(description="The build's name in the template.")
+    builder_type: str = Field(description="`amazon-ebs`, `azure-arm`, `googlecompute`, `vsphere-iso`, ...")
+    build_time: int | None = Field(default=None, description="Unix time of the build (0 with strip_time).")
+    files: list[PackerFile] | None = Field(default=None, description="What builders that make files made.")
+    artifact_id: str | None = Field(
+        default=None, description="The builder's artifact id (`us-east-1:ami-1,us-west-2:ami-2` for AWS)."
+    )
+    packer_run_uuid: str | None = Field(default=None, description="The run that wrote the entry.")
+    custom_data: dict[str, str] | None = Field(
+        default=None,
+        description="The post-processor's custom_data: the artifacts' labels (`region`: theirs).",
+    )
+
+
+class PackerManifest(BaseModel):
+    """``packer-manifest.json`` as Packer's ``manifest`` post-processor writes it: the builds of every run
+    it appended, and the last run's id; only the last run's builds are recorded. What is checked is
+    ``buildstate.packer``'s reading of it, whose 422 names the field (``builds[2].artifact_id``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    builds: list[PackerManifestBuild]
+    last_run_uuid: str | None = Field(default=None, description="The run whose builds are recorded.")
+
+
+class JsonObject(BaseModel):
+    """Any JSON object: a body read with every guard of ``web.requests.parse_body`` (size, NUL, values,
+    finite numbers) and checked by what reads it next."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
 # ---------------------------------------------------------------- responses
 
 
@@ -228,6 +365,18 @@ class EventBuild(_Response):
     created_at: datetime
 
 
+class Artifact(_Response):
+    platform: str
+    region: str = Field(description="Empty for a region-less target.")
+    kind: str
+    external_id: str
+    labels: dict[str, str]
+    attempt: int = Field(description="The build's attempt it was recorded in.")
+    event_seq: int = Field(description="The `artifact` event that recorded it.")
+    recorded_at: datetime
+    actor: str
+
+
 class Event(_Response):
     seq: int
     type: EventType
@@ -243,6 +392,11 @@ class Event(_Response):
     provenance: dict[str, Any] | None
     duration_ms: int | None = Field(description="Time since the build's previous event.")
     build: EventBuild
+    detail: dict[str, Any] | None = Field(
+        default=None,
+        description="What the event carries beyond the build's fields: for an `artifact` event, "
+        '`{"artifacts": [...]}`, the artifacts it recorded (platform, region, kind, external_id, labels).',
+    )
 
 
 class BuildWithEvent(Build):
@@ -253,6 +407,29 @@ class BuildWithEvent(Build):
         "same state code again, whatever its message; the same failure; the same build): `event` is the "
         "earlier event. The answer then carries `Idempotent-Replayed: true`.",
     )
+
+
+class BuildDetail(Build):
+    artifacts: list[Artifact] = Field(description="What the build made, in the order it was recorded.")
+
+
+class ArtifactsWritten(BuildWithEvent):
+    """The build, the ``artifact`` event this request recorded (on replay: the latest event that recorded
+    any of them), and the artifacts the request named, as recorded."""
+
+    artifacts: list[Artifact]
+
+
+class ArtifactList(_Response):
+    id: UUID
+    build_id: str
+    artifacts: list[Artifact]
+
+
+class ArtifactMatch(Artifact):
+    """``GET /artifacts/latest``: the artifact, and the build that made it."""
+
+    build: Build
 
 
 class BuildState(_Response):
@@ -280,6 +457,7 @@ class EventPage(_Response):
 class History(_Response):
     build: Build
     events: list[Event]
+    artifacts: list[Artifact] = Field(description="What the build made, in the order it was recorded.")
 
 
 class MatrixCell(_Response):

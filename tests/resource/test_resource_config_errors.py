@@ -83,10 +83,14 @@ def test_get_takes_no_params(fake_server: FakeServer, tmp_path: Path) -> None:
     assert "unknown key 'depth' in params; allowed keys: none" in run.error()
 
 
+AMI = {"region": "eu-west-1", "kind": "ami", "external_id": "ami-0123abcd"}
+CREATE = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base", "build_id": "b-1"}
+
+
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        (harness.OMIT, "exactly one of create, state, failure, reset (given: none)"),
+        (harness.OMIT, "exactly one of create, state, failure, reset, or artifacts / artifacts_file alone"),
         ({"build": "b", "state": 50, "reset": {"reason": "x"}}, "(given: state, reset)"),
         ({"state": 50}, "exactly one of build (a build id) and build_file"),
         ({"build": "b", "state": 42}, "params.state must be a state code 0..100 in steps of 5"),
@@ -95,6 +99,31 @@ def test_get_takes_no_params(fake_server: FakeServer, tmp_path: Path) -> None:
         ({"build": "b", "reset": {"reason": "x"}, "message": "m"}, "go with params.state only"),
         ({"build_file": "../etc/passwd", "state": 50}, "must be a path under the put's inputs"),
         ({"build_file": "state/build_id", "state": 50}, "is 'state' an output of an earlier step"),
+        ({"build": "b", "artifacts": []}, "params.artifacts must be a non-empty list"),
+        ({"build": "b", "artifacts": {"kind": "ami"}}, "params.artifacts must be a non-empty list"),
+        ({"build": "b", "artifacts": [{"kind": "ami"}]}, "params.artifacts[0].external_id is required"),
+        ({"build": "b", "artifacts": [AMI, {**AMI, "regoin": "x"}]}, "'regoin' in params.artifacts[1] (did"),
+        (
+            {"build": "b", "artifacts": [{**AMI, "labels": {"n": 1}}]},
+            "params.artifacts[0].labels.n must be a",
+        ),
+        (
+            {"build": "b", "artifacts": [{**AMI, "region": 5}]},
+            "params.artifacts[0].region must be a non-empty",
+        ),
+        ({"build": "b", "artifacts": [AMI] * 201}, "lists 201 artifacts; one put records at most 200"),
+        (
+            {"build": "b", "artifacts": [AMI], "artifacts_file": "f.json"},
+            "artifacts or artifacts_file, not both",
+        ),
+        ({"artifacts": [AMI]}, "exactly one of build (a build id) and build_file"),
+        ({"build": "b", "artifacts": [AMI], "reset": {"reason": "x"}}, "not with reset"),
+        ({"create": CREATE, "artifacts": [AMI]}, "not with create"),
+        (
+            {"build": "b", "artifacts_file": "packer/manifest.json"},
+            "is 'packer' an output of an earlier step",
+        ),
+        ({"build": "b", "artifacts_file": "/etc/passwd"}, "must be a path under the put's inputs"),
     ],
 )
 def test_put_params_are_validated_before_any_request(
@@ -103,6 +132,43 @@ def test_put_params_are_validated_before_any_request(
     run = harness.put({"url": fake_server.url}, params, tmp_path)
 
     assert expected in run.error()
+    assert fake_server.requests == []
+
+
+SECRET_IN_FILE = "custom-data-secret-hunter2"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (f'{{"builds": [{{"custom_data": {{"token": "{SECRET_IN_FILE}"', "is not JSON (line 1, column"),
+        (b'["\xc3\x28"]', "is not UTF-8 JSON"),
+        ('{"builds": [], "last_run_uuid": ""}', "is a Packer manifest without builds"),
+        ('{"builds": {"a": 1}}', "is a Packer manifest without builds"),
+        ('{"artifacts": [], "extra": 1}', "unknown key 'extra'"),
+        ('{"artifacts": []}', "must be a non-empty list"),
+        (f'"{SECRET_IN_FILE}"', "is neither a Packer manifest"),
+        ('[{"kind": "ami", "external_id": "ami-1", "lables": {}}]', "(did you mean 'labels'?)"),
+        (" " * (4 << 20) + "[]", "holds 4194306 bytes; at most 4194304 are read"),
+    ],
+)
+def test_an_artifacts_file_is_read_before_any_request_and_never_echoed(
+    fake_server: FakeServer, tmp_path: Path, content: str | bytes, expected: str
+) -> None:
+    (tmp_path / "packer").mkdir()
+    manifest = tmp_path / "packer" / "manifest.json"
+    if isinstance(content, bytes):
+        manifest.write_bytes(content)
+    else:
+        manifest.write_text(content)
+    params = {"build": "b", "state": 25, "artifacts_file": "packer/manifest.json"}
+
+    run = harness.put({"url": fake_server.url}, params, tmp_path)
+
+    error = run.error()
+    assert "params.artifacts_file 'packer/manifest.json'" in error
+    assert expected in error
+    assert SECRET_IN_FILE not in run.stderr
     assert fake_server.requests == []
 
 

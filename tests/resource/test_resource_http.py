@@ -10,35 +10,7 @@ from typing import Any
 import pytest
 import resource_harness as harness
 import trustme
-from resource_fake_server import FakeServer, Reply, problem
-
-
-def event(seq: int, state_code: int = 50, build_id: str = "rhel-8.8-base-1", **extra: Any) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "type": "state",
-        "recorded_at": "2026-11-27T06:41:10.001000Z",
-        "attempt": 1,
-        "state_code": state_code,
-        "from_state_code": None,
-        "status": "running",
-        "message": None,
-        "failure": None,
-        "reason": None,
-        "actor": "anonymous",
-        "provenance": None,
-        "duration_ms": None,
-        "build": {
-            "id": "6f1c0000-0000-4000-8000-000000000001",
-            "build_id": build_id,
-            "platform": "aws",
-            "os_version": "rhel-8.8",
-            "image_type": "base",
-            "labels": {},
-            "created_at": "2026-11-27T06:30:00.123456Z",
-        },
-        **extra,
-    }
+from resource_fake_server import FakeServer, Reply, event, problem
 
 
 def feed(*events: dict[str, Any], has_more: bool = False) -> Reply:

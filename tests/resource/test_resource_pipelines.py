@@ -1,7 +1,7 @@
 """The example pipelines parse, use only what they declare, and give our resource valid config.
 
 ``source`` and ``put`` params are checked by the resource's own validation code (``parse_source``
-and ``plan_change``), so an example can never show a key or a shape that the resource rejects.
+and ``plan_put``), so an example can never show a key or a shape that the resource rejects.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import pytest
 import yaml
 
 from buildstate_resource.config import GET_PARAMS_KEYS, parse_source, reject_unknown_keys
-from buildstate_resource.put import plan_change
+from buildstate_resource.put import plan_put
 
 PIPELINES_DIR = Path(__file__).resolve().parents[2] / "pipelines"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures/packer"
 VARS_FILE = PIPELINES_DIR / "vars.yml"
 PIPELINES = sorted(path for path in PIPELINES_DIR.glob("*.yml") if path != VARS_FILE)
 # Secrets come from the credential manager, never from the vars file.
@@ -91,7 +92,7 @@ def buildstate_resources(pipeline: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_there_are_example_pipelines() -> None:
-    assert {path.name for path in PIPELINES} >= {"build-image.yml", "publish.yml", "notify.yml"}
+    assert {path.name for path in PIPELINES} >= {"build-image.yml", "publish.yml", "notify.yml", "deploy.yml"}
 
 
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda path: path.name)
@@ -146,20 +147,27 @@ def test_buildstate_steps_have_valid_params(path: Path, tmp_path: Path) -> None:
             continue
         reject_unknown_keys(step.get("get_params") or {}, GET_PARAMS_KEYS, f"{job}: get_params")
         sources = tmp_path / f"put-{id(step)}"
-        for relative in _files_named_in(step["params"]):
+        for key, relative in _files_named_in(step["params"]):
             artifact = Path(relative).parts[0]
             if isinstance(step.get("inputs"), list):
                 assert artifact in step["inputs"], f"{job}: {relative} is not among the put's inputs"
             (sources / relative).parent.mkdir(parents=True, exist_ok=True)
-            (sources / relative).write_text("{}" if relative.endswith(".json") else "stand-in")
-        plan_change(step["params"], sources)
+            (sources / relative).write_text(_stand_in(key, relative))
+        plan_put(step["params"], sources)
 
 
-def _files_named_in(params: Any) -> Iterator[str]:
+def _stand_in(key: str, relative: str) -> str:
+    """What a step before the put would have written to ``relative``."""
+    if key == "artifacts_file":  # a Packer manifest (tests/fixtures/packer has one per builder)
+        return (FIXTURES / "amazon-ebs.json").read_text()
+    return "{}" if relative.endswith(".json") else "stand-in"
+
+
+def _files_named_in(params: Any) -> Iterator[tuple[str, str]]:
     if isinstance(params, dict):
         for key, value in params.items():
             if key.endswith("_file") and isinstance(value, str):
-                yield value
+                yield key, value
             else:
                 yield from _files_named_in(value)
 
@@ -196,3 +204,48 @@ def test_downstream_pipelines_trigger_on_every_matching_event(name: str, states:
     ]
     assert triggers
     assert all(step.get("version") == "every" for step in triggers)
+
+
+def _plan(pipeline: dict[str, Any], job_name: str) -> list[dict[str, Any]]:
+    (job,) = [job for job in pipeline["jobs"] if job["name"] == job_name]
+    return [found for step in job["plan"] for found in steps(step)]
+
+
+def test_image_pipeline_records_the_packer_manifest_of_the_packer_task() -> None:
+    pipeline, _used = load_pipeline(PIPELINES_DIR / "build-image.yml")
+    plan = _plan(pipeline, "build-image")
+    (packer,) = [index for index, step in enumerate(plan) if step.get("task") == "packer-build"]
+    outputs = {output["name"] for output in plan[packer]["config"]["outputs"]}
+    recording = [
+        (index, step)
+        for index, step in enumerate(plan)
+        if step.get("put") == "build-state" and "artifacts_file" in step["params"]
+    ]
+
+    assert len(recording) == 1, "one put records the manifest"
+    index, put = recording[0]
+    manifest_dir = Path(put["params"]["artifacts_file"]).parts[0]
+    assert index > packer, "after the Packer task"
+    assert manifest_dir in outputs and manifest_dir in put["inputs"]
+    assert "packer-manifest.json" in plan[packer]["config"]["run"]["args"][-1]
+    assert put["params"]["state"] < 100, "recorded before the build succeeds, so a deployer finds it"
+
+
+def test_deploy_pipeline_reads_the_ami_from_the_get_and_from_the_lookup() -> None:
+    pipeline, used = load_pipeline(PIPELINES_DIR / "deploy.yml")
+    (resource,) = buildstate_resources(pipeline).values()
+    triggered = _plan(pipeline, "deploy-new-image")
+    looked_up = _plan(pipeline, "deploy-current-image")
+
+    assert resource["source"]["states"] == [100]
+    assert any(step.get("get") == resource["name"] and step.get("trigger") is True for step in triggered)
+    scripts = {
+        step["task"]: step["config"]["run"]["args"][-1] for step in triggered + looked_up if "task" in step
+    }
+    assert f"{resource['name']}/artifact_id" in scripts["read-ami"]
+    assert "/artifacts/latest" in scripts["look-up-ami"]
+    assert "Accept: text/plain" in scripts["look-up-ami"]
+    assert "X-API-Key: ${BUILDSTATE_API_KEY}" in scripts["look-up-ami"]
+    (lookup,) = [step for step in looked_up if step.get("task") == "look-up-ami"]
+    assert lookup["config"]["params"]["BUILDSTATE_API_KEY"] == "stand-in-buildstate_api_key"
+    assert "buildstate_api_key" in used, "the key comes from the credential manager"

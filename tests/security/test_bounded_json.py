@@ -121,14 +121,15 @@ async def test_instance_vars_are_bounded_like_details(client: Client) -> None:
 
 
 def test_the_resource_sends_a_details_file_past_the_limit_as_the_tail_of_its_text(tmp_path: Any) -> None:
-    from buildstate_resource.put import DETAILS_TEXT_LIMIT, plan_change
+    from buildstate_resource.put import DETAILS_TEXT_LIMIT, plan_put
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out/small.json").write_text(json.dumps({"step": "ansible", "rc": 2}))
     (tmp_path / "out/big.json").write_text(json.dumps({"log": ["line"] * 20_000}))
     for name, expected in (("small", {"step": "ansible", "rc": 2}), ("big", None)):
         params = {"build": "b-1", "failure": {"error_message": "x", "details_file": f"out/{name}.json"}}
-        details = plan_change(params, tmp_path).body["details"]
+        (change,) = plan_put(params, tmp_path)
+        details = change.body["details"]
         if expected is not None:
             assert details == expected
         else:

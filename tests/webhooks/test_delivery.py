@@ -19,7 +19,7 @@ from tests.webhooks.conftest import SECRET, Receiver
 
 from buildstate.config import Settings
 from buildstate.errors import Unprocessable
-from buildstate.models import EventType, FailureReport, ResetRequest, StateChange
+from buildstate.models import ArtifactsRecord, EventType, FailureReport, ResetRequest, StateChange
 from buildstate.store import Store, create_store
 from buildstate.store.types import WriteContext
 from buildstate.webhooks import cdevents, payloads
@@ -259,6 +259,34 @@ async def test_filters_pick_which_events_queue_deliveries(
     ]
 
 
+async def test_artifact_events_queue_for_their_type_and_never_for_a_states_filter(
+    wstore: Store, fast_settings: Settings, receiver: Receiver
+) -> None:
+    """An artifact event changes no state, so a webhook's ``states`` filter never matches it (as the
+    ``states`` filter of ``/events`` does not); ``event_types`` and the build filters do."""
+    by_state = await subscribe(wstore, fast_settings, receiver.url, states=["100"])
+    by_type = await subscribe(wstore, fast_settings, receiver.url, event_types=["artifact"])
+    other_os = await subscribe(wstore, fast_settings, receiver.url, os_version="rhel-9")
+    everything = await subscribe(wstore, fast_settings, receiver.url)
+    await create(wstore, "hooked")
+    await wstore.record_state("hooked", StateChange(state_code=100), CTX)
+    amis = {"artifacts": [{"region": "eu-west-1", "kind": "ami", "external_id": "ami-0hook"}]}
+    await wstore.artifacts.record("hooked", ArtifactsRecord.model_validate(amis), CTX)
+    hooks = WebhookStore(wstore)
+
+    async def queued(hook: StoredWebhook) -> list[int]:
+        page = await hooks.deliveries(hook.public.id, status=None, before=None, limit=10)
+        return sorted(d.event_seq for d in page.deliveries)
+
+    [artifact_event] = (await wstore.history("hooked")).events[-1:]
+    assert artifact_event.type == "artifact"
+    assert artifact_event.seq not in await queued(by_state)
+    assert await queued(by_type) == [artifact_event.seq]
+    assert await queued(other_os) == []
+    assert artifact_event.seq in await queued(everything)
+    assert len(await queued(everything)) == 3
+
+
 async def test_every_cdevent_validates_against_the_cdevents_schemas(
     wstore: Store, fast_settings: Settings, receiver: Receiver
 ) -> None:
@@ -271,7 +299,11 @@ async def test_every_cdevent_validates_against_the_cdevents_schemas(
     await create(wstore, "cde-failed")
     await wstore.record_failure("cde-failed", FailureReport(error_message="x", error_code="E1"), CTX)
     await wstore.reset_build("cde-failed", ResetRequest(reason="retry"), CTX)
-    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 7)
+    ami = ArtifactsRecord.model_validate(
+        {"artifacts": [{"region": "eu-west-1", "kind": "ami", "external_id": "ami-0abc"}]}
+    )
+    await wstore.artifacts.record("cde-done", ami, CTX)
+    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 8)
 
     seen: list[tuple[str, str, str, dict[str, Any]]] = []
     for headers, body, _ in receiver.received:
@@ -290,7 +322,10 @@ async def test_every_cdevent_validates_against_the_cdevents_schemas(
         assert envelope["type"] == kind
         assert envelope["source"] == event["context"]["source"] == "urn:buildstate"
         assert envelope["subject"] == event["subject"]["id"]
-        assert envelope["dataschema"].startswith("https://cdevents.dev/0.5.1/schema/build-")
+        assert (
+            envelope["dataschema"]
+            == f"https://cdevents.dev/0.5.1/schema/{'-'.join(kind.split('.')[2:4])}-event"
+        )
         seen.append((custom["build"]["build_id"], custom["type"], kind, event["subject"]))
 
     assert {s[2] for s in seen} == {t.name for t in cdevents.TYPES}
@@ -299,9 +334,16 @@ async def test_every_cdevent_validates_against_the_cdevents_schemas(
         ("cde-done", "created", "queued"), ("cde-done", "state", "started"),
         ("cde-done", "state", "finished"), ("cde-failed", "created", "queued"),
         ("cde-failed", "failure", "finished"), ("cde-failed", "reset", "queued"),
+        ("cde-done", "artifact", "published"),
     }  # fmt: skip
     subjects = {(build, subject["id"]) for build, _, _, subject in seen}
     assert ("cde-done", f"builds/{done['id']}/attempts/1") in subjects
+    # An artifact is named by its purl; what was recorded rides in customData, like every event's fields.
+    assert ("cde-done", "pkg:generic/aws/rhel-8.8/base@cde-done") in subjects
+    published = [body for _, body, _ in receiver.received if b"artifact.published" in body]
+    assert (
+        json.loads(published[0])["data"]["customData"]["detail"]["artifacts"][0]["external_id"] == "ami-0abc"
+    )
     assert len({sid for build, sid in subjects if build == "cde-failed"}) == 2  # a reset: a new run
     artifacts = [(etype, subject["content"]) for _, etype, _, subject in seen if subject["content"]]
     assert artifacts == [("state", {"artifactId": "pkg:generic/aws/rhel-8.8/base@cde-done"})]

@@ -13,6 +13,7 @@ from typing import Protocol
 from buildstate.models import (
     Build,
     BuildCreate,
+    BuildDetail,
     BuildPage,
     Event,
     EventPage,
@@ -23,6 +24,7 @@ from buildstate.models import (
     Summary,
 )
 from buildstate.store.access import AccessStore
+from buildstate.store.artifacts import ArtifactStore
 from buildstate.store.executor import Executor
 from buildstate.store.types import (
     AuditEntry,
@@ -53,6 +55,9 @@ class Store(Protocol):
 
     # API keys, users and audit queries, on the same connections (``store/access.py``).
     access: AccessStore
+    # What builds made: recording them with their event, reading them, the deployers' lookup
+    # (``store/artifacts.py``).
+    artifacts: ArtifactStore
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -64,6 +69,7 @@ class Store(Protocol):
     async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult: ...
 
     async def get_build(self, ref: str) -> Build: ...
+    async def build_detail(self, ref: str) -> BuildDetail: ...
     async def list_builds(self, where: BuildFilter, limit: int, cursor: BuildCursor | None) -> BuildPage: ...
     async def history(self, ref: str) -> History: ...
     async def list_events(

@@ -1,7 +1,9 @@
 """Builds and events, read the same way on both databases: one repository over the store's executor.
 
 The queries are ``store/sql.py``'s (their filters are assembled from the request, with ``sql.Params``);
-only the dashboard's step samples have a dialect variant. The writes are per dialect (``sqlite.py``,
+only the dashboard's step samples have a dialect variant. A build's artifacts, read with it for its page
+and its history, are ``store/queries/artifacts.sql``'s (their writes and the lookup:
+``store/artifacts.py``). The writes are per dialect (``sqlite.py``,
 ``postgres.py``): the event append is the hot path, and each database's way of making it fast differs.
 """
 
@@ -11,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from buildstate.errors import NotFound
-from buildstate.models import Build, BuildPage, Event, EventPage, History, Summary
+from buildstate.models import Artifact, Build, BuildDetail, BuildPage, Event, EventPage, History, Summary
 from buildstate.store import sql
 from buildstate.store.executor import Executor, Statement, Transaction, one
+from buildstate.store.queries import Queries
 from buildstate.store.types import BuildCursor, BuildFilter, EventFilter
 
 # One branch per state code, each with the code as a literal: the planner then sees from the column's
@@ -43,6 +46,15 @@ def build_statement(dialect: sql.Dialect, ref: str) -> Statement:
     return Statement(sql.build_query(p, ref), p.values)
 
 
+ARTIFACTS = Queries("artifacts")
+
+
+def artifacts_of(dialect: sql.Dialect, build: Build) -> Transaction[list[Artifact]]:
+    """A build's artifacts, in the order they were recorded."""
+    rows = yield ARTIFACTS.statement("of_build", build=build.id)
+    return [sql.decode_artifact(dialect, row) for row in rows]
+
+
 class BuildReads:
     def __init__(self, executor: Executor) -> None:
         self._executor = executor
@@ -55,6 +67,16 @@ class BuildReads:
 
     async def get_build(self, ref: str) -> Build:
         return self._build(await self._executor.read(one(build_statement(self._dialect, ref))), ref)
+
+    async def build_detail(self, ref: str) -> BuildDetail:
+        """The build and its artifacts, as of one moment."""
+
+        def work() -> Transaction[BuildDetail]:
+            build = self._build((yield build_statement(self._dialect, ref)), ref)
+            artifacts = yield from artifacts_of(self._dialect, build)
+            return BuildDetail(**build.model_dump(), artifacts=artifacts)
+
+        return await self._executor.read(work(), snapshot=True)
 
     async def list_builds(self, where: BuildFilter, limit: int, cursor: BuildCursor | None) -> BuildPage:
         p = sql.Params(self._dialect)
@@ -71,9 +93,12 @@ class BuildReads:
             build = self._build((yield build_statement(self._dialect, ref)), ref)
             p = sql.Params(self._dialect)
             rows = yield Statement(sql.history_query(p, self._dialect.uuid_param(build.id)), p.values)
-            return History(build=build, events=[sql.decode_event(self._dialect, row) for row in rows])
+            events = [sql.decode_event(self._dialect, row) for row in rows]
+            artifacts = yield from artifacts_of(self._dialect, build)
+            return History(build=build, events=events, artifacts=artifacts)
 
-        return await self._executor.read(work(), snapshot=True)  # the build and its events, one state
+        # The build, its events and its artifacts, one state.
+        return await self._executor.read(work(), snapshot=True)
 
     async def list_events(
         self, where: EventFilter, *, after: int, before: int | None, limit: int, newest_first: bool

@@ -68,7 +68,7 @@ from buildstate.store.types import (
     replay,
 )
 
-FEED_LOCK = 0x6275696C64  # "build" in ASCII: the one advisory lock that orders event appends
+FEED_LOCK = sql.FEED_LOCK  # the one advisory lock that orders event appends (the artifacts' too)
 # The space of the per-build_id advisory locks (with ``hashtext(build_id)``) that creates take before they
 # insert a build row: two-key advisory locks never collide with the one-key FEED_LOCK.
 BUILD_ID_LOCK = 0x62696400  # "bid\0"

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from buildstate.domain import EVENT_RULES, MAX_STATE, SUCCEEDED, EventType, build_uuid_of, types_where
 from buildstate.models import (
+    Artifact,
     Build,
     Event,
     EventBuild,
@@ -27,6 +28,9 @@ from buildstate.models import (
 from buildstate.store.types import BuildCursor, BuildFilter, EventFilter
 
 Row = Mapping[str, Any]
+# PostgreSQL's transaction-level advisory lock that every event append takes before it draws its seq and
+# holds until COMMIT, so that seq order is commit order (store/postgres.py says why): "build" in ASCII.
+FEED_LOCK = 0x6275696C64
 
 
 class Dialect:
@@ -111,7 +115,7 @@ BUILD_FROM = """
 """
 EVENT_COLUMNS = """
     e.seq, e.type, e.recorded_at, e.attempt, e.state_code, e.from_state_code, e.status,
-    e.message, e.failure, e.reason, e.actor, e.provenance, e.duration_ms,
+    e.message, e.failure, e.reason, e.actor, e.provenance, e.duration_ms, e.detail,
     b.id AS b_id, b.build_id AS b_build_id, p.name AS b_platform, o.name AS b_os_version,
     t.name AS b_image_type, b.labels AS b_labels, b.created_at AS b_created_at
 """
@@ -137,6 +141,16 @@ def ref_condition(p: Params, ref: str, alias: str = "b") -> str:
 def build_id_condition(p: Params, build_id: str, alias: str = "b") -> str:
     """The build with exactly this ``build_id``: what a create looks for, whatever the text spells."""
     return f"{alias}.build_id = {p(build_id)}"
+
+
+def locked_build_query(p: Params, ref: str) -> str:
+    """The build ``ref`` names with its lookup ids, locked for the transaction on PostgreSQL (SQLite's
+    write transaction holds the database's write lock already)."""
+    lock = " FOR UPDATE OF b" if p.dialect.numbered else ""
+    return (
+        f"SELECT {BUILD_COLUMNS}, b.platform_id, b.os_version_id, b.image_type_id "
+        f"{BUILD_FROM} WHERE {ref_condition(p, ref)}{lock}"
+    )
 
 
 def _lookup_conditions(p: Params, alias: str, where: BuildFilter | EventFilter) -> list[str]:
@@ -176,9 +190,9 @@ def types_in(types: Sequence[EventType]) -> str:
 
 
 # What a ``states`` token matches (``domain.EVENT_RULES``): a type's word, succeeded, or a state code that
-# the types without a word are recorded at.
+# the types without a word are recorded at (never an event that changes no state, such as ``artifact``).
 _TYPE_OF_WORD = {rule.state_word: t for t, rule in EVENT_RULES.items() if rule.state_word is not None}
-_BY_CODE = types_in(types_where(lambda rule: rule.state_word is None))
+_BY_CODE = types_in(types_where(lambda rule: rule.state_word is None and rule.changes_state))
 
 
 def _state_condition(p: Params, state: int | str) -> str:
@@ -302,6 +316,7 @@ def decode_event(dialect: Dialect, row: Row) -> Event:
         actor=row["actor"],
         provenance=dialect.json_value(row["provenance"]),
         duration_ms=row["duration_ms"],
+        detail=dialect.json_value(row["detail"]),
         build=EventBuild(
             id=dialect.uuid_value(row["b_id"]),
             build_id=row["b_build_id"],
@@ -311,6 +326,20 @@ def decode_event(dialect: Dialect, row: Row) -> Event:
             labels=dialect.json_value(row["b_labels"]),
             created_at=dialect.time_value(row["b_created_at"]),
         ),
+    )
+
+
+def decode_artifact(dialect: Dialect, row: Row) -> Artifact:
+    return Artifact(
+        platform=row["platform"],
+        region=row["region"],
+        kind=row["kind"],
+        external_id=row["external_id"],
+        labels=dialect.json_value(row["labels"]),
+        attempt=row["attempt"],
+        event_seq=row["event_seq"],
+        recorded_at=dialect.time_value(row["recorded_at"]),
+        actor=row["actor"],
     )
 
 

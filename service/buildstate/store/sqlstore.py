@@ -9,6 +9,7 @@ from datetime import datetime
 from buildstate.domain import EVENT_RULES, EventType
 from buildstate.models import (
     Build,
+    BuildDetail,
     BuildPage,
     Event,
     EventPage,
@@ -20,6 +21,7 @@ from buildstate.models import (
 )
 from buildstate.store import plan
 from buildstate.store.access import AccessStore
+from buildstate.store.artifacts import ArtifactStore
 from buildstate.store.audit import AuditLog
 from buildstate.store.builds import BuildReads
 from buildstate.store.executor import Executor
@@ -47,6 +49,7 @@ class SqlStore:
         self.key_changes = key_changes
         self.access = AccessStore(executor, self.audit, key_changes)
         self.reads = BuildReads(executor)
+        self.artifacts = ArtifactStore(executor, self.audit)
 
     async def open(self) -> None:
         await self.executor.open()
@@ -81,6 +84,9 @@ class SqlStore:
 
     async def get_build(self, ref: str) -> Build:
         return await self.reads.get_build(ref)
+
+    async def build_detail(self, ref: str) -> BuildDetail:
+        return await self.reads.build_detail(ref)
 
     async def list_builds(self, where: BuildFilter, limit: int, cursor: BuildCursor | None) -> BuildPage:
         return await self.reads.list_builds(where, limit, cursor)

@@ -179,12 +179,19 @@ class SchemaStatus:
     pending: list[str] = field(default_factory=list)
 
 
-def replay(idem: Idempotency, fingerprint: str, status_code: int, body: str) -> WriteResult:
-    """The response first recorded under an idempotency key, if the request is the same one."""
+def replay(
+    idem: Idempotency,
+    fingerprint: str,
+    status_code: int,
+    body: str,
+    answer: type[BuildWithEvent] = BuildWithEvent,
+) -> WriteResult:
+    """The response first recorded under an idempotency key, if the request is the same one (``answer``:
+    what that route answers, a ``BuildWithEvent`` or a model that extends it)."""
     if fingerprint != idem.fingerprint:
         raise Unprocessable(
             "this Idempotency-Key was already used with a different request; use a new key",
             slug="idempotency-key-reused",
         )
-    build = BuildWithEvent.model_validate_json(body)
+    build = answer.model_validate_json(body)
     return WriteResult(build, appended=False, created=status_code == 201, key_replayed=True)

@@ -7,10 +7,14 @@ dashboard's counts, the failure groups, a build's state). ``verify`` recomputes 
 - ``status_counts``: the number of builds in each status;
 - ``combos``: one row per platform x OS version x image type that has a build, and no other;
 - ``failures``: one row per failure event, with that event's build and failure;
-- ``builds``: each build row equals its last event (state code, status, attempt, message, failure,
-  ``updated_at``, ``last_event_seq``) and its events carry its platform, OS version and image type;
+- ``builds``: each build row equals its last event that changes state (state code, status, attempt,
+  message, failure, ``updated_at``, ``last_event_seq``) and its events carry its platform, OS version and
+  image type;
 - ``history``: each build's first event is its one ``created`` event, and its events replayed through the
-  rules (``domain``) reach exactly the states they recorded, one after another;
+  rules (``domain``) reach exactly the states they recorded, one after another (an event that changes no
+  state, ``artifact``, copies the state it was recorded in);
+- ``artifacts``: each artifact row was recorded by an ``artifact`` event of its build and attempt, and each
+  such event lists exactly the rows that carry its seq (the two are written together, never changed);
 - ``ref_conflicts``: builds whose ``build_id`` reads as a UUID, recorded by migration 0005 (they are not
   drift: an operator has to look at them, see docs/operations.md).
 
@@ -27,9 +31,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from buildstate import domain
+from buildstate.domain import EVENT_RULES, EventType, types_where
 from buildstate.errors import Conflict
 from buildstate.store.base import Store
-from buildstate.store.sql import Params
+from buildstate.store.sql import Params, types_in
 
 # Findings listed per check at most (the count is always complete).
 SHOWN = 50
@@ -110,11 +115,14 @@ STRAY_FAILURES = """
     SELECT f.seq FROM failures f
     WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = f.seq AND e.type = 'failure') ORDER BY f.seq
 """
-BUILD_VS_LAST_EVENT = """
+_CHANGING = types_in(types_where(lambda rule: rule.changes_state))
+BUILD_VS_LAST_EVENT = f"""
     SELECT b.id, b.build_id, b.state_code, b.status, b.attempt, b.last_event_seq,
            e.seq AS e_seq, e.state_code AS e_state_code, e.status AS e_status, e.attempt AS e_attempt
     FROM builds b
-    LEFT JOIN events e ON e.seq = (SELECT MAX(e2.seq) FROM events e2 WHERE e2.build_uuid = b.id)
+    LEFT JOIN events e ON e.seq = (
+        SELECT MAX(e2.seq) FROM events e2 WHERE e2.build_uuid = b.id AND e2.type IN {_CHANGING}
+    )
     WHERE e.seq IS NULL OR b.last_event_seq <> e.seq OR b.state_code <> e.state_code
        OR b.status <> e.status OR b.attempt <> e.attempt OR b.message IS DISTINCT FROM e.message
        OR b.failure IS DISTINCT FROM e.failure OR b.updated_at <> e.recorded_at
@@ -136,9 +144,16 @@ CREATED_EVENTS = """
     WHERE h.created <> 1 OR h.first_created_seq <> h.first_seq
     ORDER BY b.created_at
 """
+STRAY_ARTIFACTS = """
+    SELECT a.id, a.event_seq, b.build_id FROM artifacts a JOIN builds b ON b.id = a.build
+    LEFT JOIN events e ON e.seq = a.event_seq
+    WHERE e.seq IS NULL OR e.type <> 'artifact' OR e.build_uuid <> a.build OR e.attempt <> a.attempt
+    ORDER BY a.id
+"""
 COUNTS = """
     SELECT (SELECT COUNT(*) FROM builds) AS builds, (SELECT COUNT(*) FROM events) AS events,
-           (SELECT COUNT(*) FROM failures) AS failures, (SELECT COALESCE(MAX(seq), 0) FROM events) AS max_seq
+           (SELECT COUNT(*) FROM failures) AS failures, (SELECT COUNT(*) FROM artifacts) AS artifacts,
+           (SELECT COALESCE(MAX(seq), 0) FROM events) AS max_seq
 """
 CONFLICTS = """
     SELECT c.build_uuid, c.build_id, c.spells_uuid, c.named_build_uuid FROM build_ref_conflicts c
@@ -152,6 +167,21 @@ def _failure_page(p: Params, after: int, upto: int) -> str:
                f.component, f.details
         FROM failures f JOIN events e ON e.seq = f.seq
         WHERE f.seq > {p(after)} AND f.seq <= {p(upto)} ORDER BY f.seq LIMIT {p(REPLAY_PAGE)}
+    """
+
+
+def _artifact_event_page(p: Params, after: int, upto: int) -> str:
+    return f"""
+        SELECT e.seq, e.detail FROM events e
+        WHERE e.type = 'artifact' AND e.seq > {p(after)} AND e.seq <= {p(upto)} ORDER BY e.seq
+        LIMIT {p(REPLAY_PAGE)}
+    """
+
+
+def _artifact_rows(p: Params, first: int, last: int) -> str:
+    return f"""
+        SELECT a.event_seq, a.platform, a.region, a.kind, a.external_id, a.labels FROM artifacts a
+        WHERE a.event_seq >= {p(first)} AND a.event_seq <= {p(last)}
     """
 
 
@@ -171,9 +201,12 @@ async def verify(store: Store) -> Report:
     """Every check above, on an open store; nothing is written."""
     report = Report(store=store.name)
     [counts] = await _rows(store, COUNTS)
-    report.checked = {name: int(counts[name]) for name in ("builds", "events", "failures", "max_seq")}
+    report.checked = {
+        name: int(counts[name]) for name in ("builds", "events", "failures", "artifacts", "max_seq")
+    }
     await _check_tables(store, report)
     await _check_failures(store, report, report.checked["max_seq"])
+    await _check_artifacts(store, report, report.checked["max_seq"])
     await _replay(store, report, report.checked["max_seq"])
     for row in await _rows(store, CONFLICTS):
         named = row["named_build_uuid"]
@@ -266,6 +299,50 @@ async def _check_failures(store: Store, report: Report, upto: int) -> None:
         after = rows[-1]["seq"]
 
 
+async def _check_artifacts(store: Store, report: Report, upto: int) -> None:
+    """Each artifact row belongs to an artifact event of its build and attempt, and each artifact event
+    lists exactly the rows recorded with its seq."""
+    for row in await _rows(store, STRAY_ARTIFACTS):
+        report.add(
+            Finding(
+                "artifacts",
+                f"artifact {row['id']} of build {row['build_id']!r}",
+                f"its event {row['event_seq']} is not an artifact event of its build and attempt",
+            )
+        )
+    dialect = store.executor.dialect
+    after = 0
+    while True:
+        p = Params(dialect)
+        events = await _rows(store, _artifact_event_page(p, after, upto), p.values)
+        if not events:
+            return
+        p = Params(dialect)
+        recorded: dict[int, list[Any]] = {}
+        query = _artifact_rows(p, events[0]["seq"], events[-1]["seq"])
+        for row in await _rows(store, query, p.values):
+            labels = dialect.json_value(row["labels"])
+            key = (row["platform"], row["region"], row["kind"], row["external_id"], labels)
+            recorded.setdefault(row["event_seq"], []).append(key)
+        for event in events:
+            listed = (dialect.json_value(event["detail"]) or {}).get("artifacts") or []
+            keys = [(a.get("platform"), a.get("region"), a.get("kind"), a.get("external_id"), a.get("labels"))
+                    for a in listed if isinstance(a, dict)]  # fmt: skip
+            kept = recorded.get(event["seq"], [])
+            if len(keys) != len(kept) or any(key not in kept for key in keys):
+                report.add(
+                    Finding(
+                        "artifacts",
+                        f"event {event['seq']}",
+                        f"the event lists {len(keys)} artifact(s), {len(kept)} row(s) carry its seq, "
+                        "and they differ",
+                    )
+                )
+        if len(events) < REPLAY_PAGE:
+            return
+        after = events[-1]["seq"]
+
+
 async def _replay(store: Store, report: Report, upto: int) -> None:
     """Each build's events, replayed through ``domain``'s rules: each must be the change the rules make
     from the state before it (a created event first; no move backwards, after success or on a failed
@@ -299,6 +376,12 @@ def _replay_one(
             current[build] = domain.Current(build, row["state_code"], row["status"], row["attempt"], failure)
             return f"the build's history is broken here: {problem}"
         expected: tuple[Any, ...] = ("created", 0, domain.RUNNING, 1, None)
+    elif not EVENT_RULES[EventType(row["type"])].changes_state:
+        # It copies the build's state as it was (and leaves the replayed state as it is).
+        expected = (row["type"], before.state_code, before.status, before.attempt, before.state_code)
+        if recorded != expected:
+            return f"recorded {recorded}, the build was {expected} (type, state, status, attempt, from)"
+        return None
     else:
         try:
             if row["type"] == "state":

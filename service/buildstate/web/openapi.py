@@ -47,17 +47,23 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 LICENSE = {"name": "Apache-2.0", "identifier": "Apache-2.0"}
 # What any route can answer whatever it is: a NUL character in the query is refused before any handler.
 _EVERY_ROUTE_ERRORS = (422,)
-_STREAM_SCHEMAS = {
+# Answers that are not JSON: what they hold.
+_MEDIA_SCHEMAS = {
     "text/event-stream": {
         "type": "string",
         "description": "Server-Sent Events: per event `id: <seq>`, `event: <type>`, `data: <Event as JSON>`, "
         "then a blank line; comment lines (`:`) keep the connection alive.",
     },
+    "text/plain": {
+        "type": "string",
+        "description": "Just the value asked for and a newline (`Accept: text/plain`), for `$(curl ...)` and "
+        "Terraform's `http` data source.",
+    },
 }
 
 
 def _success_content(media: str) -> dict[str, Any]:
-    schema = _STREAM_SCHEMAS.get(media, {"type": "string"})
+    schema = _MEDIA_SCHEMAS.get(media, {"type": "string"})
     return {media: {"schema": schema}}
 
 
@@ -92,13 +98,14 @@ def build_openapi(
             parameters.extend(_query_parameters(r.query))
         parameters.extend(
             {
-                "name": header.name,
-                "in": "header",
+                "name": param.name,
+                "in": where,
                 "required": False,
-                "schema": {"type": "string", "pattern": header.pattern},
-                "description": header.description,
+                "schema": {"type": "string", "pattern": param.pattern},
+                "description": param.description,
             }
-            for header in r.headers
+            for where, params in (("query", r.query_patterns), ("header", r.headers))
+            for param in params
         )
         if parameters:
             operation["parameters"] = parameters
@@ -118,6 +125,8 @@ def build_openapi(
             answer: dict[str, Any] = {"description": "OK" if status < 300 else "Not ready"}
             if model is not None:
                 answer["content"] = content(model, "serialization")
+                for media in r.alternates if status < 300 else ():
+                    answer["content"].update(_success_content(media))
             elif r.media is not None:
                 answer["content"] = _success_content(r.media)
             operation["responses"][str(status)] = answer

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
@@ -18,9 +18,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from buildstate.domain import EVENT_TYPE_TOKEN, STATE_TOKEN, STATE_WORDS
 from buildstate.errors import BadRequest, Unprocessable, UnsupportedMediaType
-from buildstate.models import MAX_JSON_VALUES, QueryTime, Slug, Status
+from buildstate.models import (
+    MAX_JSON_VALUES,
+    ArtifactKind,
+    LabelKey,
+    LabelValue,
+    QueryTime,
+    Region,
+    Slug,
+    Status,
+)
 from buildstate.numbers import ascii_int
 from buildstate.store.types import BuildFilter, EventFilter, Idempotency, WriteContext, WriteResult
+from buildstate.web.routing import HeaderParam
 from buildstate.web.typedefs import ACTOR, PARSED_BODY, REQUEST_ID, WRITE_RESULT
 
 M = TypeVar("M", bound=BaseModel)
@@ -276,3 +286,94 @@ def event_filter(query: EventFilters) -> EventFilter:
         max_state=query.max_state,
         updated_since=query.updated_since,
     )
+
+
+# ---------------------------------------------------------------- the artifact lookup
+
+LABEL_PREFIX = "label."
+MAX_LABEL_FILTERS = 16
+
+
+class LatestQuery(_Query):
+    platform: Slug
+    os_version: Slug
+    image_type: Slug
+    region: Region | None = Field(
+        default=None,
+        description="Only artifacts of this region ('' for region-less ones); any when left out.",
+    )
+    kind: ArtifactKind | None = Field(default=None, description="Only artifacts of this kind (`ami`, ...).")
+
+
+LABEL_FILTER = HeaderParam(
+    "label.{key}",
+    "Repeatable, one per label (`label.arch=arm64`): the artifact's label of that name, or its build's "
+    f"when the artifact has none, must have that value; at most {MAX_LABEL_FILTERS}.",
+    ".*",
+)
+
+
+class _LabelFilters(_Query):
+    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABEL_FILTERS)]
+
+
+def label_filters(query: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """``label.<key>=<value>`` parameters (a multidict: each key once), validated like build labels."""
+    labels: dict[str, str] = {}
+    for name, value in query.items():
+        if not name.startswith(LABEL_PREFIX):
+            continue
+        key = name[len(LABEL_PREFIX) :]
+        if key in labels:
+            raise Unprocessable(
+                f"{name} is given more than once; a label has one value",
+                extra={"errors": [{"loc": name, "type": "repeated", "msg": "given more than once"}]},
+            )
+        labels[key] = value
+    try:
+        _LabelFilters.model_validate({"labels": labels})
+    except ValidationError as exc:
+        errors = [
+            {"loc": LABEL_PREFIX + ".".join(str(part) for part in error["loc"][1:2]), "msg": error["msg"]}
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise Unprocessable(
+            f"{len(errors)} label filter(s) failed validation: keys like build labels' "
+            f"(letters, digits, '.', '_', '/', '-'), values of at most 1024 characters, at most "
+            f"{MAX_LABEL_FILTERS}",
+            extra={"errors": errors},
+        ) from None
+    return tuple(labels.items())
+
+
+# One media range of an Accept header (RFC 9110 12.5.1): type/subtype, then parameters, maybe a q.
+_QUALITY = re.compile(r"^(0(\.\d{0,3})?|1(\.0{0,3})?)$")
+
+
+def negotiate(accept: str | None, offered: Sequence[str]) -> str:
+    """The media type of ``offered`` that ``accept`` prefers: each offer takes the q of the most specific
+    range that matches it (``text/plain`` over ``text/*`` over ``*/*``); a tie, no header, or a header
+    that accepts none of them, gives the first offered (a 406 is never the answer: JSON is)."""
+    if not accept:
+        return offered[0]
+    ranges: list[tuple[str, float]] = []
+    for part in accept.split(","):  # as long as aiohttp lets a header be (8190 bytes)
+        media, *params = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                value = value.strip()
+                quality = float(value) if _QUALITY.match(value) else -1.0  # malformed: ignored
+        if quality >= 0:
+            ranges.append((media.lower(), quality))
+
+    def score(offer: str) -> float:
+        family = offer.split("/", maxsplit=1)[0] + "/*"
+        matches = [(3 if media == offer else 2 if media == family else 1, q)
+                   for media, q in ranges if media in (offer, family, "*/*")]  # fmt: skip
+        return max(matches)[1] if matches else 0.0
+
+    scores = [score(offer) for offer in offered]
+    best = max(range(len(offered)), key=lambda i: (scores[i], -i))
+    return offered[best] if scores[best] > 0 else offered[0]

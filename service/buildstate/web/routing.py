@@ -39,6 +39,10 @@ class Route:
     media: str | None = None
     # Request headers the route reads, beyond credentials and Idempotency-Key: OpenAPI header parameters.
     headers: tuple[HeaderParam, ...] = ()
+    # Query parameters whose names are a pattern (``label.{key}``), which a query model cannot declare.
+    query_patterns: tuple[HeaderParam, ...] = ()
+    # Media types a JSON success answer may also be sent as (chosen by ``Accept``), each a string.
+    alternates: tuple[str, ...] = ()
 
     @property
     def carries_secret(self) -> bool:
@@ -61,6 +65,8 @@ class Route:
 
 @dataclass(frozen=True)
 class HeaderParam:
+    """A header (or a query parameter named by a pattern) a route reads: its OpenAPI parameter."""
+
     name: str
     description: str
     pattern: str
@@ -85,6 +91,8 @@ def route(
     action: str | None = None,
     media: str | None = None,
     headers: tuple[HeaderParam, ...] = (),
+    query_patterns: tuple[HeaderParam, ...] = (),
+    alternates: tuple[str, ...] = (),
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         ROUTES.append(
@@ -102,6 +110,8 @@ def route(
                 action,
                 media,
                 headers,
+                query_patterns,
+                alternates,
             )
         )
         return handler

@@ -1,7 +1,7 @@
 """Our events as CDEvents 0.5.1 (https://cdevents.dev), in a CloudEvents 1.0 envelope.
 
-Which CDEvent each event becomes (``MAPPING``, one row per buildstate event type; a new event type, such as
-the artifacts' ``artifact.published``, is one more ``CDEventType`` and one more row):
+Which CDEvent each event becomes (``MAPPING``, one row per buildstate event type; a new event type is one
+more ``CDEventType`` and one more row):
 
 ============  ==================================================================
 created       ``dev.cdevents.build.queued.0.3.0``: registered, at state 0
@@ -11,6 +11,8 @@ state < 100   ``dev.cdevents.build.started.0.3.0``: the first state change of an
               predicate; ``customData.from_state_code`` is 0 on the first one)
 state 100     ``dev.cdevents.build.finished.0.3.0`` with ``subject.content.artifactId``
 failure       ``dev.cdevents.build.finished.0.3.0`` without an artifact
+artifact      ``dev.cdevents.artifact.published.0.3.0``: the build's image (its purl, as ``artifactId`` of
+              ``build.finished``) published; the artifacts recorded are ``customData.detail.artifacts``
 ============  ==================================================================
 
 The fields, as the 0.5.1 schemas allow them (each has ``additionalProperties: false``):
@@ -22,7 +24,8 @@ The fields, as the 0.5.1 schemas allow them (each has ``additionalProperties: fa
   installs and after a database is rebuilt). ``context.source`` is ``BUILDSTATE_PUBLIC_URL``
   (``urn:buildstate`` when unset); ``context.timestamp`` is when it was recorded.
 - ``subject.id`` is ``builds/<uuid>/attempts/<n>``: one build run per attempt, since a reset starts the build
-  over and CDEvents' build is a "run to completion" subject. ``subject.source`` is left out: it is the
+  over and CDEvents' build is a "run to completion" subject; an ``artifact.published``'s is the image's purl
+  (CDEvents names an artifact by its purl). ``subject.source`` is left out: it is the
   context's source (the spec asks for it only when the two differ).
 - ``subject.content`` is empty, except ``artifactId`` on ``build.finished`` of a build that reached 100 (the
   only place 0.5.1 allows it): a purl naming the image, ``pkg:generic/<platform>/<os_version>/
@@ -71,6 +74,7 @@ class CDEventType:
 BUILD_QUEUED = CDEventType("build", "queued", "0.3.0")
 BUILD_STARTED = CDEventType("build", "started", "0.3.0")
 BUILD_FINISHED = CDEventType("build", "finished", "0.3.0")
+ARTIFACT_PUBLISHED = CDEventType("artifact", "published", "0.3.0")
 
 
 def _state(event: Event) -> CDEventType:
@@ -82,8 +86,9 @@ MAPPING: dict[EventType, Callable[[Event], CDEventType]] = {
     EventType.RESET: lambda _event: BUILD_QUEUED,
     EventType.STATE: _state,
     EventType.FAILURE: lambda _event: BUILD_FINISHED,
+    EventType.ARTIFACT: lambda _event: ARTIFACT_PUBLISHED,
 }
-TYPES = (BUILD_QUEUED, BUILD_STARTED, BUILD_FINISHED)
+TYPES = (BUILD_QUEUED, BUILD_STARTED, BUILD_FINISHED, ARTIFACT_PUBLISHED)
 
 
 def cdevent_type(event: Event) -> CDEventType:
@@ -98,6 +103,8 @@ def artifact_id(event: Event) -> str:
 
 
 def subject_id(event: Event) -> str:
+    if cdevent_type(event) == ARTIFACT_PUBLISHED:
+        return artifact_id(event)
     return f"builds/{event.build.id}/attempts/{event.attempt}"
 
 

@@ -6,8 +6,8 @@ from aiohttp import web
 
 from buildstate.domain import EVENT_RULES, EventType
 from buildstate.models import (
-    Build,
     BuildCreate,
+    BuildDetail,
     BuildPage,
     BuildState,
     BuildWithEvent,
@@ -69,14 +69,14 @@ async def list_builds(request: web.Request) -> web.Response:
 @route(
     "GET",
     "/builds/{ref}",
-    summary="One build, by UUID or build_id",
+    summary="One build, by UUID or build_id, with its artifacts",
     scope="read",
     tag="builds",
-    responses={200: Build},
+    responses={200: BuildDetail},
     errors=(404,),
 )
 async def get_build(request: web.Request) -> web.Response:
-    return json_response(await request.app[STORE].get_build(request.match_info["ref"]))
+    return json_response(await request.app[STORE].build_detail(request.match_info["ref"]))
 
 
 @route(
