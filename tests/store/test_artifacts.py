@@ -26,8 +26,7 @@ from buildstate.models import (
 )
 from buildstate.store import Store, create_store, plan, sql
 from buildstate.store.access import AuditFilter
-from buildstate.store.artifacts import ArtifactLookup
-from buildstate.store.builds import ARTIFACTS
+from buildstate.store.artifacts import ArtifactLookup, latest_statement
 from buildstate.store.executor import Json, Statement, one
 from buildstate.store.postgres import PostgresStore
 from buildstate.store.postgres_executor import _arguments
@@ -410,9 +409,10 @@ async def test_the_lookup_walks_the_partial_index_of_succeeded_builds(store: Sto
     each is probed through the artifacts' unique index. PostgreSQL is told to avoid sequential scans,
     as a small test table would otherwise be scanned; what is checked is that the index can be used."""
     await succeeded(store, "plan-1", EU)
-    statement = ARTIFACTS.statement(
-        "latest", store.executor.dialect, platform="aws", os_version="rhel-8.8", image_type="base",
-        region="eu-west-1", kind="ami", labels=Json({}),
+    statement = latest_statement(
+        store.executor.dialect,
+        {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base", "region": "eu-west-1",
+         "kind": "ami", "labels": Json({})},
     )  # fmt: skip
     if isinstance(store, PostgresStore):
         query, args = _arguments(statement)

@@ -26,6 +26,7 @@ from buildstate.store.audit import AuditLog
 from buildstate.store.builds import BuildReads
 from buildstate.store.executor import Executor
 from buildstate.store.key_changes import KeyChanges
+from buildstate.store.release import ReleaseStore
 from buildstate.store.types import (
     AuditEntry,
     BuildCursor,
@@ -49,7 +50,8 @@ class SqlStore:
         self.key_changes = key_changes
         self.access = AccessStore(executor, self.audit, key_changes)
         self.reads = BuildReads(executor)
-        self.artifacts = ArtifactStore(executor, self.audit)
+        self.release = ReleaseStore(executor, self.audit)
+        self.artifacts = ArtifactStore(executor, self.audit, self.release)
 
     async def open(self) -> None:
         await self.executor.open()
