@@ -7,6 +7,11 @@ write path keeps them, so the dashboard sees a store the service could have prod
 
 Patterns by ``i % 20``: 14 succeeded (8 events), 3 failed at 95 (8 events), 2 failed, reset and running
 again (8 events), 1 still running (7 events).
+
+With ``artifacts=n`` every build also made ``n`` artifacts (an AMI, gallery version, GCP image... per
+region of its platform), recorded by one ``artifact`` event just before its last event, while it ran, as
+the write path allows (a failed build keeps what it recorded); the event copies the build's state and lists
+them in ``detail``, and each artifact row names it, as ``store/artifacts.py`` writes them.
 """
 
 from __future__ import annotations
@@ -35,6 +40,19 @@ SPACING = timedelta(days=30) / 1_000_000
 ACTOR = "key:bs_loader0"
 COMPONENTS = ("ansible", "packer", "qemu", "network", "tests")
 CHUNK = 20_000
+# Each platform's artifact kind and regions (the lookup benched asks for the second region of a platform).
+ARTIFACT_KINDS = {
+    "aws": "ami", "azure": "azure-image-version", "gcp": "gcp-image", "vsphere": "vsphere-template",
+    "openstack": "file",
+}  # fmt: skip
+REGIONS = {
+    "aws": ("us-east-1", "eu-west-1", "ap-southeast-2", "us-west-2", "eu-central-1"),
+    "azure": ("westeurope", "eastus", "southeastasia", "northeurope", "westus2"),
+    "gcp": ("europe-west1", "us-central1", "asia-east1", "us-east4", "europe-north1"),
+    "vsphere": ("dc-ams", "dc-fra", "dc-nyc", "dc-sin", "dc-syd"),
+    "openstack": ("region-one", "region-two", "region-three", "region-four", "region-five"),
+}
+ARTIFACT_LABELS = '{"arch": "x86_64"}'
 
 BUILD_COLUMNS = (
     "id", "build_id", "platform_id", "os_version_id", "image_type_id", "state_code", "status", "attempt",
@@ -43,7 +61,11 @@ BUILD_COLUMNS = (
 EVENT_COLUMNS = (
     "seq", "build_uuid", "type", "attempt", "state_code", "from_state_code", "status", "message", "failure",
     "reason", "actor", "provenance", "duration_ms", "platform_id", "os_version_id", "image_type_id",
-    "recorded_at",
+    "recorded_at", "detail",
+)  # fmt: skip
+ARTIFACT_COLUMNS = (
+    "build", "attempt", "platform", "region", "kind", "external_id", "labels", "event_seq", "recorded_at",
+    "actor",
 )  # fmt: skip
 FAILURE_COLUMNS = ("seq", "build_uuid", "error_message", "error_code", "component", "details", "recorded_at")
 
@@ -73,10 +95,41 @@ def pattern(i: int) -> list[tuple[str, int, str, int]]:
     return _RUNNING
 
 
+def _with_artifacts(steps: list[tuple[str, int, str, int]]) -> list[tuple[str, int, str, int]]:
+    """The steps with an ``artifact`` event before the last one, at the state of the one before it."""
+    _, code, status, attempt = steps[-2]
+    return [*steps[:-1], ("artifact", code, status, attempt), steps[-1]]
+
+
+_WITH_ARTIFACTS = {id(steps): _with_artifacts(steps) for steps in (_SUCCEEDED, _FAILED, _RESET, _RUNNING)}
+
+
+def steps_of(i: int, *, fresh: bool, artifacts: int) -> list[tuple[str, int, str, int]]:
+    if fresh:
+        return _FRESH
+    steps = pattern(i)
+    return _WITH_ARTIFACTS[id(steps)] if artifacts else steps
+
+
+def _artifacts(platform: str, build_id: str, count: int) -> list[dict[str, Any]]:
+    regions = REGIONS[platform]
+    return [
+        {
+            "platform": platform,
+            "region": regions[n % len(regions)],
+            "kind": ARTIFACT_KINDS[platform],
+            "external_id": f"{ARTIFACT_KINDS[platform]}-{build_id}-{n}",
+            "labels": {"arch": "x86_64"},
+        }
+        for n in range(count)
+    ]
+
+
 @dataclass
 class Loaded:
     builds: int = 0
     events: int = 0
+    artifacts: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     combos: set[tuple[int, int, int]] = field(default_factory=set)
     build_ids: list[str] = field(default_factory=list)
@@ -104,6 +157,20 @@ def _failure(i: int) -> dict[str, Any]:
     }
 
 
+Rows = list[tuple[Any, ...]]
+
+
+@dataclass
+class Chunk:
+    """Rows of some builds, times as datetimes, JSON as text, and their tally."""
+
+    builds: Rows = field(default_factory=list)
+    events: Rows = field(default_factory=list)
+    failures: Rows = field(default_factory=list)
+    artifacts: Rows = field(default_factory=list)
+    tally: Loaded = field(default_factory=Loaded)
+
+
 def rows(
     lookups: Lookups,
     prefix: str,
@@ -113,17 +180,18 @@ def rows(
     now: datetime,
     *,
     fresh: bool = False,
-) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]], Loaded]]:
-    """Chunks of (build rows, event rows, failure rows, tally); times as datetimes, JSON as text."""
+    artifacts: int = 0,
+) -> Iterator[Chunk]:
+    """The rows of builds ``start``.. ``start + count``, ``CHUNK`` builds at a time."""
     seq = first_seq
     for chunk_start in range(start, start + count, CHUNK):
-        builds, events, failures = [], [], []
-        tally = Loaded()
+        chunk = Chunk()
+        tally = chunk.tally
         for i in range(chunk_start, min(start + count, chunk_start + CHUNK)):
             p, o, t, pid, oid, tid = lookups.combo(i)
             build_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"{prefix}/{i}")
             build_id = f"{prefix}-{p}-{o}-{t}-{i:07d}"
-            steps = _FRESH if fresh else pattern(i)
+            steps = steps_of(i, fresh=fresh, artifacts=artifacts)
             created = now if fresh else now - (start + count - i) * SPACING
             gap = SPACING / 8
             previous_code: int | None = None
@@ -133,13 +201,25 @@ def rows(
                 failure = _failure(i) if kind == "failure" else None
                 failure_text = json.dumps(failure) if failure else None
                 message = failure["error_message"] if failure else (f"retry {i}" if kind == "reset" else None)
-                events.append((
+                detail = None
+                if kind == "artifact":
+                    made = _artifacts(p, build_id, artifacts)
+                    detail = json.dumps({"artifacts": made})
+                    chunk.artifacts.extend(
+                        (
+                            build_uuid, attempt, a["platform"], a["region"], a["kind"], a["external_id"],
+                            ARTIFACT_LABELS, seq, at, ACTOR,
+                        )
+                        for a in made
+                    )  # fmt: skip
+                    tally.artifacts += len(made)
+                chunk.events.append((
                     seq, build_uuid, kind, attempt, code, previous_code, status, message, failure_text,
                     f"retry {i}" if kind == "reset" else None, ACTOR, None,
-                    None if j == 0 else int(gap.total_seconds() * 1000), pid, oid, tid, at,
+                    None if j == 0 else int(gap.total_seconds() * 1000), pid, oid, tid, at, detail,
                 ))  # fmt: skip
                 if failure:
-                    failures.append((
+                    chunk.failures.append((
                         seq, build_uuid, failure["error_message"], failure["error_code"],
                         failure["component"], None, at,
                     ))  # fmt: skip
@@ -148,7 +228,7 @@ def rows(
             kind, code, status, attempt = steps[-1]
             last_at = created + (len(steps) - 1) * gap
             build_failure = json.dumps(_failure(i)) if status == "failed" else None
-            builds.append((
+            chunk.builds.append((
                 build_uuid, build_id, pid, oid, tid, code, status, attempt, "{}", None, build_failure,
                 created, last_at, seq - 1,
             ))  # fmt: skip
@@ -157,7 +237,7 @@ def rows(
             tally.statuses[status] += 1
             tally.combos.add((pid, oid, tid))
             tally.build_ids.append(build_id)
-        yield builds, events, failures, tally
+        yield chunk
 
 
 # ---------------------------------------------------------------------- PostgreSQL
@@ -177,7 +257,9 @@ async def _pg_lookups(conn: asyncpg.Connection) -> Lookups:
     return Lookups(**found)
 
 
-async def _load_pg(db: Database, prefix: str, count: int, fresh: bool, keep_ids: bool) -> Loaded:
+async def _load_pg(
+    db: Database, prefix: str, count: int, fresh: bool, keep_ids: bool, artifacts: int
+) -> Loaded:
     conn = await asyncpg.connect(db.url, timeout=10)
     total = Loaded()
     try:
@@ -185,19 +267,24 @@ async def _load_pg(db: Database, prefix: str, count: int, fresh: bool, keep_ids:
         # Reserve the whole range of seq values at once, under the feed lock that every append takes
         # before drawing one, so a write still finishing in the service cannot take a value in the range.
         # (Readers of the feed should not page through it while a load runs: its rows appear late.)
-        expected = count if fresh else sum(len(pattern(i)) for i in range(count))
+        expected = sum(len(steps_of(i, fresh=fresh, artifacts=artifacts)) for i in range(count))
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
             first = await conn.fetchval("SELECT nextval('events_seq')")
             await conn.execute("SELECT setval('events_seq', $1)", first + expected - 1)
         now = datetime.now(UTC)
-        for builds, events, failures, tally in rows(lookups, prefix, 0, count, first, now, fresh=fresh):
+        chunks = rows(lookups, prefix, 0, count, first, now, fresh=fresh, artifacts=artifacts)
+        for chunk in chunks:
             async with conn.transaction():
-                await conn.copy_records_to_table("builds", records=builds, columns=BUILD_COLUMNS)
-                await conn.copy_records_to_table("events", records=events, columns=EVENT_COLUMNS)
-                if failures:
-                    await conn.copy_records_to_table("failures", records=failures, columns=FAILURE_COLUMNS)
-            _add(total, tally, keep_ids)
+                await conn.copy_records_to_table("builds", records=chunk.builds, columns=BUILD_COLUMNS)
+                await conn.copy_records_to_table("events", records=chunk.events, columns=EVENT_COLUMNS)
+                for table, records, columns in (
+                    ("failures", chunk.failures, FAILURE_COLUMNS),
+                    ("artifacts", chunk.artifacts, ARTIFACT_COLUMNS),
+                ):
+                    if records:
+                        await conn.copy_records_to_table(table, records=records, columns=columns)
+            _add(total, chunk.tally, keep_ids)
         async with conn.transaction():
             await conn.executemany(
                 "UPDATE status_counts SET n = n + $2 WHERE status = $1", list(total.statuses.items())
@@ -216,7 +303,9 @@ async def _load_pg(db: Database, prefix: str, count: int, fresh: bool, keep_ids:
 # ---------------------------------------------------------------------- SQLite
 
 
-def _load_sqlite(db: Database, prefix: str, count: int, fresh: bool, keep_ids: bool) -> Loaded:
+def _load_sqlite(
+    db: Database, prefix: str, count: int, fresh: bool, keep_ids: bool, artifacts: int
+) -> Loaded:
     conn = sqlite3.connect(db.sqlite_path, timeout=30, isolation_level=None)
     total = Loaded()
     try:
@@ -234,23 +323,26 @@ def _load_sqlite(db: Database, prefix: str, count: int, fresh: bool, keep_ids: b
         first = conn.execute("SELECT COALESCE(max(seq), 0) + 1 FROM events").fetchone()[0]
         now = datetime.now(UTC)
         marks = ", ".join("?" * len(BUILD_COLUMNS))
-        for builds, events, failures, tally in rows(
-            Lookups(**found), prefix, 0, count, first, now, fresh=fresh
-        ):
+        event_marks = ", ".join("?" * len(EVENT_COLUMNS))
+        artifact_marks = ", ".join("?" * len(ARTIFACT_COLUMNS))
+        for chunk in rows(Lookups(**found), prefix, 0, count, first, now, fresh=fresh, artifacts=artifacts):
             conn.executemany(
                 f"INSERT INTO builds ({', '.join(BUILD_COLUMNS)}) VALUES ({marks})",
-                [(str(b[0]), *b[1:11], format_time(b[11]), format_time(b[12]), b[13]) for b in builds],
+                [(str(b[0]), *b[1:11], format_time(b[11]), format_time(b[12]), b[13]) for b in chunk.builds],
             )
-            event_marks = ", ".join("?" * len(EVENT_COLUMNS))
             conn.executemany(
                 f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({event_marks})",
-                [(e[0], str(e[1]), *e[2:16], format_time(e[16])) for e in events],
+                [(e[0], str(e[1]), *e[2:16], format_time(e[16]), e[17]) for e in chunk.events],
             )
             conn.executemany(
                 f"INSERT INTO failures ({', '.join(FAILURE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(f[0], str(f[1]), *f[2:6], format_time(f[6])) for f in failures],
+                [(f[0], str(f[1]), *f[2:6], format_time(f[6])) for f in chunk.failures],
             )
-            _add(total, tally, keep_ids)
+            conn.executemany(
+                f"INSERT INTO artifacts ({', '.join(ARTIFACT_COLUMNS)}) VALUES ({artifact_marks})",
+                [(str(a[0]), *a[1:8], format_time(a[8]), a[9]) for a in chunk.artifacts],
+            )
+            _add(total, chunk.tally, keep_ids)
         conn.executemany(
             "UPDATE status_counts SET n = n + ? WHERE status = ?",
             [(n, s) for s, n in total.statuses.items()],
@@ -270,6 +362,7 @@ def _load_sqlite(db: Database, prefix: str, count: int, fresh: bool, keep_ids: b
 def _add(total: Loaded, tally: Loaded, keep_ids: bool) -> None:
     total.builds += tally.builds
     total.events += tally.events
+    total.artifacts += tally.artifacts
     total.statuses.update(tally.statuses)
     total.combos |= tally.combos
     if keep_ids:
@@ -277,9 +370,16 @@ def _add(total: Loaded, tally: Loaded, keep_ids: bool) -> None:
 
 
 def load(
-    db: Database, count: int, *, prefix: str = "hist", fresh: bool = False, keep_ids: bool = False
+    db: Database,
+    count: int,
+    *,
+    prefix: str = "hist",
+    fresh: bool = False,
+    keep_ids: bool = False,
+    artifacts: int = 0,
 ) -> Loaded:
-    """Add ``count`` builds named ``prefix-...`` (history, or with ``fresh`` just created, at state 0)."""
+    """Add ``count`` builds named ``prefix-...`` (history, or with ``fresh`` just created, at state 0), each
+    with ``artifacts`` artifacts (history only)."""
     if db.is_pg:
-        return asyncio.run(_load_pg(db, prefix, count, fresh, keep_ids))
-    return _load_sqlite(db, prefix, count, fresh, keep_ids)
+        return asyncio.run(_load_pg(db, prefix, count, fresh, keep_ids, artifacts))
+    return _load_sqlite(db, prefix, count, fresh, keep_ids, artifacts)

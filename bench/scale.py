@@ -1,4 +1,5 @@
-"""Read paths against data size: 10k, 100k, 1M builds of history (about 8 events each) in either store.
+"""Read paths against data size: 10k, 100k, 1M builds of history (about 8 events each, and 3 artifacts
+recorded by one more event) in either store.
 
 Each size gets a fresh database, loaded by ``bench.dataset``; then the store's own read methods are timed
 (median of repeated calls after a warm-up, decoding included, bounded in count and time):
@@ -8,13 +9,19 @@ Each size gets a fresh database, loaded by ``bench.dataset``; then the store's o
 ``feed_page``  an unfiltered page of 100 from the middle of the feed (a consumer catching up)
 ``list``       the build list filtered by platform and status, newest first, limit 50
 ``summary``    the dashboard summary (counts, matrix, failure groups, step durations)
+``artifact``   ``GET /artifacts/latest``'s lookup (``ArtifactStore.latest``): the newest succeeded build's
+               AMI in one region of one platform x OS x image type
+``artifact_labels``  the same with ``kind=ami`` and a label (``label.arch=x86_64``)
 
-On PostgreSQL the plans come with them (``EXPLAIN (ANALYZE, BUFFERS)``).
+The plans come with them: ``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL, ``EXPLAIN QUERY PLAN`` on SQLite
+(there for the queries written with named parameters, whose statements can be told apart).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -26,11 +33,22 @@ import asyncpg
 from bench import dataset
 from bench.db import Database, temporary
 from bench.store_ceiling import percentile
-from buildstate.store import sql
+from buildstate.store import postgres_executor, sql, sqlite_executor
+from buildstate.store.artifacts import ArtifactLookup, latest_statement
+from buildstate.store.executor import Statement
 from buildstate.store.types import BuildFilter, EventFilter
 
 REPEATS = 15
 MAX_SECONDS_PER_QUERY = 20.0
+ARTIFACTS_PER_BUILD = 3
+# What a deployer asks for: the AMI in one region (the second of aws's in bench.dataset.REGIONS).
+ARTIFACT = ArtifactLookup(platform="aws", os_version="ubuntu-22.04", image_type="cis", region="eu-west-1")
+ARTIFACT_LABELS = ArtifactLookup(
+    platform="aws", os_version="ubuntu-22.04", image_type="cis", region="eu-west-1", kind="ami",
+    labels=(("arch", "x86_64"),),
+)  # fmt: skip
+# The statements a query runs, for EXPLAIN (as the store sends them: named parameters).
+Explain = Callable[[sql.Dialect], list[Statement]]
 
 
 def _store(db: Database) -> Any:
@@ -43,7 +61,7 @@ def _store(db: Database) -> Any:
     return SQLiteStore(db.sqlite_path)
 
 
-def _queries(head: int) -> dict[str, tuple[Callable[[Any], Awaitable[Any]], Callable[[sql.Params], str]]]:
+def _queries(head: int) -> dict[str, tuple[Callable[[Any], Awaitable[Any]], Explain]]:
     check = EventFilter(platform="aws", os_version="ubuntu-22.04", image_type="cis")
     after = max(0, head - 2000)
     middle = head // 2
@@ -51,22 +69,51 @@ def _queries(head: int) -> dict[str, tuple[Callable[[Any], Awaitable[Any]], Call
     return {
         "feed": (
             lambda s: s.list_events(check, after=after, before=None, limit=1000, newest_first=False),
-            lambda p: sql.event_list_query(
-                p, check, after=after, before=None, limit=1001, newest_first=False
+            _positional(
+                lambda p: sql.event_list_query(
+                    p, check, after=after, before=None, limit=1001, newest_first=False
+                )
             ),
         ),
         "feed_page": (
             lambda s: s.list_events(EventFilter(), after=middle, before=None, limit=100, newest_first=False),
-            lambda p: sql.event_list_query(
-                p, EventFilter(), after=middle, before=None, limit=101, newest_first=False
+            _positional(
+                lambda p: sql.event_list_query(
+                    p, EventFilter(), after=middle, before=None, limit=101, newest_first=False
+                )
             ),
         ),
         "list": (
             lambda s: s.list_builds(listing, 50, None),
-            lambda p: sql.build_list_query(p, listing, 51, None),
+            _positional(lambda p: sql.build_list_query(p, listing, 51, None)),
         ),
-        "summary": (lambda s: s.summary(168), _summary_sql),
+        "summary": (lambda s: s.summary(168), _positional(_summary_sql)),
+        "artifact": (lambda s: s.artifacts.latest(ARTIFACT), lambda d: [latest_statement(d, ARTIFACT)]),
+        "artifact_labels": (
+            lambda s: s.artifacts.latest(ARTIFACT_LABELS),
+            lambda d: [latest_statement(d, ARTIFACT_LABELS)],
+        ),
     }
+
+
+def _positional(build_sql: Callable[[sql.Params], str]) -> Explain:
+    """The statements of a query assembled with ``sql.Params``, each with the values it uses, renumbered.
+    PostgreSQL only: once split, SQLite's ``?`` no longer say which value is whose."""
+
+    def statements(dialect: sql.Dialect) -> list[Statement]:
+        if dialect.name != "postgresql":
+            return []
+        p = sql.Params(dialect)
+        found = []
+        for query in build_sql(p).split(";"):
+            used = [(i, v) for i, v in enumerate(p.values, 1) if f"${i}" in query]
+            renumbered = query
+            for new, (old, _) in enumerate(used, 1):
+                renumbered = renumbered.replace(f"${old}", f"${new}")
+            found.append(Statement(renumbered, [v for _, v in used]))
+        return found
+
+    return statements
 
 
 def _summary_sql(p: sql.Params) -> str:
@@ -84,7 +131,7 @@ async def _time_queries(db: Database) -> tuple[dict[str, Any], dict[str, str]]:
     plans: dict[str, str] = {}
     try:
         head = await store.max_seq()
-        for name, (call, build_sql) in _queries(head).items():
+        for name, (call, explain) in _queries(head).items():
             for _ in range(3):
                 await call(store)
             samples = []
@@ -98,31 +145,49 @@ async def _time_queries(db: Database) -> tuple[dict[str, Any], dict[str, str]]:
                 "p90_ms": round(percentile(samples, 90) * 1000, 2),
                 "samples": len(samples),
             }
-            if db.is_pg:
-                plans[name] = await _explain(db, build_sql)
+            statements = explain(store.executor.dialect)
+            if statements:
+                plans[name] = await _explain(db, statements)
     finally:
         await store.close()
     return timings, plans
 
 
-async def _explain(db: Database, build_sql: Callable[[sql.Params], str]) -> str:
-    p = sql.Params(sql.PostgresDialect())
-    queries = build_sql(p).split(";")
-    conn = await asyncpg.connect(db.url)
-    plans = []
+async def _explain(db: Database, statements: list[Statement]) -> str:
+    """Each statement's plan, run through the executor's own statement code (named parameters, JSON)."""
+    if not db.is_pg:
+        conn = sqlite3.connect(db.sqlite_path)
+        try:
+            return "\n\n".join(
+                _sqlite_tree(sqlite_executor.execute(conn, _prefixed("EXPLAIN QUERY PLAN", s)))
+                for s in statements
+            )
+        finally:
+            conn.close()
+    pg = await asyncpg.connect(db.url)
     try:
-        for query in queries:
-            used = [v for i, v in enumerate(p.values, 1) if f"${i}" in query]
-            renumbered = query
-            for new, (old, _) in enumerate(
-                ((i, v) for i, v in enumerate(p.values, 1) if f"${i}" in query), 1
-            ):
-                renumbered = renumbered.replace(f"${old}", f"${new}")
-            rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {renumbered}", *used)
+        await pg.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        plans = []
+        for statement in statements:
+            rows = await postgres_executor.execute(pg, _prefixed("EXPLAIN (ANALYZE, BUFFERS)", statement))
             plans.append("\n".join(r[0] for r in rows))
     finally:
-        await conn.close()
+        await pg.close()
     return "\n\n".join(plans)
+
+
+def _prefixed(prefix: str, statement: Statement) -> Statement:
+    return Statement(f"{prefix} {statement.sql}", statement.params)
+
+
+def _sqlite_tree(rows: list[Any]) -> str:
+    """EXPLAIN QUERY PLAN's rows (id, parent, notused, detail) drawn as the sqlite3 shell draws them."""
+    depth: dict[int, int] = {0: -1}
+    lines = []
+    for node, parent, _, detail in rows:
+        depth[node] = depth.get(parent, -1) + 1
+        lines.append("  " * depth[node] + detail)
+    return "\n".join(lines)
 
 
 def run(kind: str, sizes: list[int], workdir: Path) -> dict[str, Any]:
@@ -131,12 +196,13 @@ def run(kind: str, sizes: list[int], workdir: Path) -> dict[str, Any]:
     for size in sizes:
         with temporary(kind, workdir) as db:
             began = time.perf_counter()
-            loaded = dataset.load(db, size)
+            loaded = dataset.load(db, size, artifacts=ARTIFACTS_PER_BUILD)
             load_seconds = time.perf_counter() - began
             timings, plans = asyncio.run(_time_queries(db))
         results[str(size)] = {
             "builds": loaded.builds,
             "events": loaded.events,
+            "artifacts": loaded.artifacts,
             "load_seconds": round(load_seconds, 1),
             "queries": timings,
             "plans": plans,
