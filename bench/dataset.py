@@ -227,9 +227,11 @@ def rows(
                 seq += 1
             kind, code, status, attempt = steps[-1]
             last_at = created + (len(steps) - 1) * gap
-            build_failure = json.dumps(_failure(i)) if status == "failed" else None
+            build_failure = (
+                json.dumps(_failure(i)) if status == "failed" else None
+            )  # message: the last event's
             chunk.builds.append((
-                build_uuid, build_id, pid, oid, tid, code, status, attempt, "{}", None, build_failure,
+                build_uuid, build_id, pid, oid, tid, code, status, attempt, "{}", message, build_failure,
                 created, last_at, seq - 1,
             ))  # fmt: skip
             tally.builds += 1

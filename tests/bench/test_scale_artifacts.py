@@ -1,0 +1,83 @@
+"""The scale bench's artifact lookup on a small dataset, on both stores (not timed: nothing is compared
+with a target). Its dataset must be one the service could have written (``buildstate verify`` finds no
+drift, artifacts and their events included), the lookup it times must answer what a deployer asks for,
+and its report must carry the plan of the query the store runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from bench.db import Database
+from tests.conftest import make_settings
+
+from bench import dataset, scale
+from buildstate.store import Store, create_store
+from buildstate.store.verify import verify
+
+BUILDS = 240  # two builds per platform x OS version x image type
+
+
+@pytest.fixture
+async def loaded(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Database, Store]]:
+    kind = "postgresql" if database_url.startswith("postgresql") else "sqlite"
+    db = Database(kind, database_url, database_url.rpartition("/")[2])
+    # dataset.load runs its own event loop (asyncpg on PostgreSQL): off this test's loop.
+    tally = await asyncio.to_thread(dataset.load, db, BUILDS, artifacts=scale.ARTIFACTS_PER_BUILD)
+    assert (tally.builds, tally.artifacts) == (BUILDS, BUILDS * scale.ARTIFACTS_PER_BUILD)
+    store = create_store(make_settings(database_url, tmp_path))
+    await store.open()
+    try:
+        yield db, store
+    finally:
+        await store.close()
+
+
+def _newest_succeeded(platform: str, os_version: str, image_type: str) -> int:
+    names = dataset.Lookups(
+        platform=dict.fromkeys(dataset.PLATFORMS, 0),
+        os_version=dict.fromkeys(dataset.OS_VERSIONS, 0),
+        image_type=dict.fromkeys(dataset.IMAGE_TYPES, 0),
+    )
+    return max(
+        i
+        for i in range(BUILDS)
+        if names.combo(i)[:3] == (platform, os_version, image_type)
+        and dataset.pattern(i)[-1][2] == "succeeded"
+    )
+
+
+async def test_the_dataset_with_artifacts_is_one_the_store_could_have_written(
+    loaded: tuple[Database, Store],
+) -> None:
+    _, store = loaded
+    report = await verify(store)
+    assert report.ok, report.as_dict()
+    assert report.checked["artifacts"] == BUILDS * scale.ARTIFACTS_PER_BUILD
+    assert report.checked["events"] == sum(
+        len(dataset.steps_of(i, fresh=False, artifacts=scale.ARTIFACTS_PER_BUILD)) for i in range(BUILDS)
+    )
+
+
+async def test_the_benched_lookup_answers_the_newest_succeeded_builds_ami_and_its_plan_is_reported(
+    loaded: tuple[Database, Store],
+) -> None:
+    db, store = loaded
+    wanted = scale.ARTIFACT
+    i = _newest_succeeded(wanted.platform, wanted.os_version, wanted.image_type)
+    build_id = f"hist-{wanted.platform}-{wanted.os_version}-{wanted.image_type}-{i:07d}"
+    for lookup in (scale.ARTIFACT, scale.ARTIFACT_LABELS):
+        found = await store.artifacts.latest(lookup)
+        assert (found.build.build_id, found.region, found.kind) == (build_id, "eu-west-1", "ami")
+        assert found.external_id == f"ami-{build_id}-1"
+        assert found.labels == {"arch": "x86_64"}
+
+    timings, plans = await scale._time_queries(db)
+    for name in ("artifact", "artifact_labels"):
+        assert timings[name]["samples"] > 0
+        assert timings[name]["median_ms"] > 0
+        # The plan of the store's own statement: it walks the succeeded builds' index, newest first.
+        assert "builds_latest_succeeded" in plans[name], plans[name]
