@@ -13,8 +13,9 @@ Each size gets a fresh database, loaded by ``bench.dataset``; then the store's o
                AMI in one region of one platform x OS x image type
 ``artifact_labels``  the same with ``kind=ami`` and a label (``label.arch=x86_64``)
 
-The plans come with them: ``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL, ``EXPLAIN QUERY PLAN`` on SQLite
-(there for the queries written with named parameters, whose statements can be told apart).
+The plans come with them: every statement one more call of each sends (recorded on its way to the
+executor, so it is the store's own SQL with its parameters), under ``EXPLAIN (ANALYZE, BUFFERS)`` on
+PostgreSQL and ``EXPLAIN QUERY PLAN`` on SQLite.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,9 @@ import asyncpg
 from bench import dataset
 from bench.db import Database, temporary
 from bench.store_ceiling import percentile
-from buildstate.store import postgres_executor, sql, sqlite_executor
-from buildstate.store.artifacts import ArtifactLookup, latest_statement
-from buildstate.store.executor import Statement
+from buildstate.store import postgres_executor, sqlite_executor
+from buildstate.store.artifacts import ArtifactLookup
+from buildstate.store.executor import Statement, Transaction
 from buildstate.store.types import BuildFilter, EventFilter
 
 REPEATS = 15
@@ -47,8 +47,7 @@ ARTIFACT_LABELS = ArtifactLookup(
     platform="aws", os_version="ubuntu-22.04", image_type="cis", region="eu-west-1", kind="ami",
     labels=(("arch", "x86_64"),),
 )  # fmt: skip
-# The statements a query runs, for EXPLAIN (as the store sends them: named parameters).
-Explain = Callable[[sql.Dialect], list[Statement]]
+Call = Callable[[Any], Awaitable[Any]]
 
 
 def _store(db: Database) -> Any:
@@ -61,67 +60,21 @@ def _store(db: Database) -> Any:
     return SQLiteStore(db.sqlite_path)
 
 
-def _queries(head: int) -> dict[str, tuple[Callable[[Any], Awaitable[Any]], Explain]]:
+def _queries(head: int) -> dict[str, Call]:
     check = EventFilter(platform="aws", os_version="ubuntu-22.04", image_type="cis")
     after = max(0, head - 2000)
     middle = head // 2
     listing = BuildFilter(platform="azure", status="failed")
     return {
-        "feed": (
-            lambda s: s.list_events(check, after=after, before=None, limit=1000, newest_first=False),
-            _positional(
-                lambda p: sql.event_list_query(
-                    p, check, after=after, before=None, limit=1001, newest_first=False
-                )
-            ),
+        "feed": lambda s: s.list_events(check, after=after, before=None, limit=1000, newest_first=False),
+        "feed_page": lambda s: s.list_events(
+            EventFilter(), after=middle, before=None, limit=100, newest_first=False
         ),
-        "feed_page": (
-            lambda s: s.list_events(EventFilter(), after=middle, before=None, limit=100, newest_first=False),
-            _positional(
-                lambda p: sql.event_list_query(
-                    p, EventFilter(), after=middle, before=None, limit=101, newest_first=False
-                )
-            ),
-        ),
-        "list": (
-            lambda s: s.list_builds(listing, 50, None),
-            _positional(lambda p: sql.build_list_query(p, listing, 51, None)),
-        ),
-        "summary": (lambda s: s.summary(168), _positional(_summary_sql)),
-        "artifact": (lambda s: s.artifacts.latest(ARTIFACT), lambda d: [latest_statement(d, ARTIFACT)]),
-        "artifact_labels": (
-            lambda s: s.artifacts.latest(ARTIFACT_LABELS),
-            lambda d: [latest_statement(d, ARTIFACT_LABELS)],
-        ),
+        "list": lambda s: s.list_builds(listing, 50, None),
+        "summary": lambda s: s.summary(168),
+        "artifact": lambda s: s.artifacts.latest(ARTIFACT),
+        "artifact_labels": lambda s: s.artifacts.latest(ARTIFACT_LABELS),
     }
-
-
-def _positional(build_sql: Callable[[sql.Params], str]) -> Explain:
-    """The statements of a query assembled with ``sql.Params``, each with the values it uses, renumbered.
-    PostgreSQL only: once split, SQLite's ``?`` no longer say which value is whose."""
-
-    def statements(dialect: sql.Dialect) -> list[Statement]:
-        if dialect.name != "postgresql":
-            return []
-        p = sql.Params(dialect)
-        found = []
-        for query in build_sql(p).split(";"):
-            used = [(i, v) for i, v in enumerate(p.values, 1) if f"${i}" in query]
-            renumbered = query
-            for new, (old, _) in enumerate(used, 1):
-                renumbered = renumbered.replace(f"${old}", f"${new}")
-            found.append(Statement(renumbered, [v for _, v in used]))
-        return found
-
-    return statements
-
-
-def _summary_sql(p: sql.Params) -> str:
-    """The summary's three queries that can grow with the data (status_counts is three rows)."""
-    from buildstate.store.builds import STEP_SAMPLES  # noqa: PLC0415 - the store's own query
-
-    since = datetime.now(UTC) - timedelta(hours=168)
-    return ";".join([sql.MATRIX_QUERY, sql.failure_groups_query(p, since), STEP_SAMPLES])
 
 
 async def _time_queries(db: Database) -> tuple[dict[str, Any], dict[str, str]]:
@@ -131,7 +84,7 @@ async def _time_queries(db: Database) -> tuple[dict[str, Any], dict[str, str]]:
     plans: dict[str, str] = {}
     try:
         head = await store.max_seq()
-        for name, (call, explain) in _queries(head).items():
+        for name, call in _queries(head).items():
             for _ in range(3):
                 await call(store)
             samples = []
@@ -145,16 +98,45 @@ async def _time_queries(db: Database) -> tuple[dict[str, Any], dict[str, str]]:
                 "p90_ms": round(percentile(samples, 90) * 1000, 2),
                 "samples": len(samples),
             }
-            statements = explain(store.executor.dialect)
-            if statements:
-                plans[name] = await _explain(db, statements)
+            plans[name] = await _explain(db, await _statements(store, call))
     finally:
         await store.close()
     return timings, plans
 
 
+async def _statements(store: Any, call: Call) -> list[Statement]:
+    """What one more ``call`` sends to the database: each statement of its reads, once, as the store's
+    code made it (its SQL and parameters), recorded on the way to the executor."""
+    executor = store.executor
+    seen: list[Statement] = []
+    read = executor.read
+
+    async def recording(work: Transaction[Any], *, snapshot: bool = False) -> Any:
+        return await read(_recorded(work, seen), snapshot=snapshot)
+
+    executor.read = recording
+    try:
+        await call(store)
+    finally:
+        del executor.read  # the class's method again
+    unique = {(s.sql, repr(s.params)): s for s in seen}
+    return list(unique.values())
+
+
+def _recorded(work: Transaction[Any], seen: list[Statement]) -> Transaction[Any]:
+    rows = None
+    while True:
+        try:
+            statement = work.send(rows)
+        except StopIteration as done:
+            return done.value
+        seen.append(statement)
+        rows = yield statement
+
+
 async def _explain(db: Database, statements: list[Statement]) -> str:
-    """Each statement's plan, run through the executor's own statement code (named parameters, JSON)."""
+    """Each statement's plan, through the executor's own statement code (named parameters, JSON):
+    ``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL, ``EXPLAIN QUERY PLAN`` on SQLite."""
     if not db.is_pg:
         conn = sqlite3.connect(db.sqlite_path)
         try:

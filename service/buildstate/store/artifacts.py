@@ -114,20 +114,6 @@ class ArtifactLookup:
         )
 
 
-def latest_statement(dialect: sql.Dialect, lookup: ArtifactLookup) -> Statement:
-    """The lookup's query (``latest`` in ``queries/artifacts.sql``): the row of the artifact it answers."""
-    return ARTIFACTS.statement(
-        "latest",
-        dialect,
-        platform=lookup.platform,
-        os_version=lookup.os_version,
-        image_type=lookup.image_type,
-        region=lookup.region,
-        kind=lookup.kind,
-        labels=Json(dict(lookup.labels)),
-    )
-
-
 def _named(build: Build, request: ArtifactsRecord) -> dict[Key, dict[str, Any]]:
     """The request's artifacts (each platform defaulting to the build's), once each, in its order; the same
     artifact twice with other labels is refused, naming both places."""
@@ -343,7 +329,14 @@ class ArtifactStore:
         }
 
         def work() -> Transaction[ArtifactMatch]:
-            rows = yield latest_statement(self._dialect, lookup)
+            rows = yield ARTIFACTS.statement(
+                "latest",
+                self._dialect,
+                **bucket,
+                region=lookup.region,
+                kind=lookup.kind,
+                labels=Json(dict(lookup.labels)),
+            )
             if not rows:
                 succeeded = yield ARTIFACTS.statement("succeeded_in_bucket", **bucket)
                 raise lookup.not_found(bool(succeeded))
