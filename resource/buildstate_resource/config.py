@@ -51,8 +51,8 @@ FAILURE_FIELDS = ("error_message", "error_code", "component", "details")
 FAILURE_KEYS = tuple(key for field in FAILURE_FIELDS for key in (field, f"{field}_file"))
 RESET_KEYS = ("reason", "reason_file")
 
-STATE_NAMES = ("failed", "succeeded", "reset")
-EVENT_TYPES = ("created", "state", "failure", "reset", "artifact")
+STATE_NAMES = ("failed", "succeeded", "reset", "channel", "revoked", "restored")
+EVENT_TYPES = ("created", "state", "failure", "reset", "artifact", "channel", "revoked", "restored")
 DEFAULT_TIMEOUT_SECONDS = 15.0
 DEFAULT_RETRY_SECONDS = 50.0
 

@@ -11,8 +11,15 @@ from .errors import ApiError
 from .numbers import ascii_int
 
 Event = Mapping[str, Any]
-# A failure or reset keeps (or resets to) a state code, so the code alone would hide the event.
-_STATE_BY_TYPE = {"failure": "failed", "reset": "reset"}
+# A failure or reset keeps (or resets to) a state code, and a channel move, a revocation or a restore copies
+# the build's, so the code alone would hide the event.
+_STATE_BY_TYPE = {
+    "failure": "failed",
+    "reset": "reset",
+    "channel": "channel",
+    "revoked": "revoked",
+    "restored": "restored",
+}
 
 
 def require_event(value: object, where: str) -> Event:
@@ -26,7 +33,7 @@ def require_event(value: object, where: str) -> Event:
 
 
 def version_of(event: Event) -> dict[str, str]:
-    """``{"seq": "1042", "build": "<build_id>", "state": "75" | "0" | "failed" | "reset"}``.
+    """``{"seq": "1042", "build": "<build_id>", "state": "75" | "0" | "failed" | "reset" | "revoked" ...}``.
 
     Short flat strings: readable in ``fly resource-versions`` and decodable by the ATC.
     """

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     access_log: bool = True
     public_url: str = ""
     idempotency_ttl_hours: int = Field(default=24, ge=1)
+    # How often each worker fires the scheduled revocations that are due (each fires once, in one of them).
+    revocation_poll_seconds: float = Field(default=10.0, gt=0, le=3600)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Auth (buildstate/auth). The JWT secret signs sign-in tokens: required in production; in development

@@ -35,6 +35,9 @@ class EventType(StrEnum):
     FAILURE = "failure"
     RESET = "reset"
     ARTIFACT = "artifact"
+    CHANNEL = "channel"
+    REVOKED = "revoked"
+    RESTORED = "restored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +55,10 @@ class EventRule:
     # What ``buildstate events tail`` shows for it instead of the build's status ("": the status).
     label: str = ""
     # It moves the build (state, status, attempt, message, failure, ``updated_at``, ``last_event_seq``).
-    # An event that does not (``artifact``) copies the build's state into its row, leaves the build row
-    # as it is, and is matched by a ``type`` filter only, never by a ``states`` filter: ``states=100``
-    # asks for the moment a build reached 100, not for what was recorded about it afterwards.
+    # An event that does not (``artifact``, ``channel``, ``revoked``, ``restored``) copies the build's
+    # state into its row and leaves the build row as it is. A ``states`` filter matches it by its own word
+    # only (``revoked``), never by the code it copies: ``states=100`` asks for the moment a build reached
+    # 100, not for what was recorded about it afterwards.
     changes_state: bool = True
 
 
@@ -64,6 +68,13 @@ EVENT_RULES: dict[EventType, EventRule] = {
     EventType.FAILURE: EventRule("build.failure", state_word=FAILED, records_failure=True, label="FAILED"),
     EventType.RESET: EventRule("build.reset", state_word="reset", label="RESET"),
     EventType.ARTIFACT: EventRule("build.artifacts", label="artifacts", changes_state=False),
+    EventType.CHANNEL: EventRule(
+        "channel.assign", state_word="channel", label="CHANNEL", changes_state=False
+    ),
+    EventType.REVOKED: EventRule("build.revoke", state_word="revoked", label="REVOKED", changes_state=False),
+    EventType.RESTORED: EventRule(
+        "build.restore", state_word="restored", label="RESTORED", changes_state=False
+    ),
 }
 # The words a ``states`` filter takes besides state codes: each type's word, and succeeded (a code of 100).
 STATE_WORDS: tuple[str, ...] = (*(r.state_word for r in EVENT_RULES.values() if r.state_word), SUCCEEDED)

@@ -165,6 +165,30 @@ class Provenance(_Request):
     created_by: ShortText | None = None
 
 
+BuildRefText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    Field(description="A build's UUID or its build_id."),
+]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+MAX_PARENTS = 16  # named in one request, and held by one build
+
+
+class ParentLink(_Request):
+    build: BuildRefText
+    channel: Slug | None = Field(
+        default=None,
+        description="The channel the parent was taken from: the child is out of date once the parent no "
+        "longer heads it (in the parent's platform x OS version x image type).",
+    )
+
+
+ParentItem = Annotated[
+    BuildRefText | ParentLink, Field(description="A build reference, or one with its channel.")
+]
+ParentList = Annotated[list[ParentItem], Field(max_length=MAX_PARENTS)]
+
+
 class BuildCreate(_Request):
     platform: Slug
     os_version: Slug
@@ -172,6 +196,9 @@ class BuildCreate(_Request):
     build_id: BuildName
     labels: Labels = Field(default_factory=dict)
     provenance: Provenance | None = None
+    parents: ParentList = Field(
+        default_factory=list, description="The builds this one was built from (GET /builds/{ref}/ancestry)."
+    )
 
 
 class StateChange(_Request):
@@ -353,7 +380,9 @@ class Event(_Response):
     detail: dict[str, Any] | None = Field(
         default=None,
         description="What the event carries beyond the build's fields: for an `artifact` event, "
-        '`{"artifacts": [...]}`, the artifacts it recorded (platform, region, kind, external_id, labels).',
+        '`{"artifacts": [...]}`, the artifacts it recorded (platform, region, kind, external_id, labels); '
+        "for a channel move its channel, from, to and cause; for a revocation or a restore the revocation, "
+        "revoked_by and whether it is inherited.",
     )
 
 
@@ -481,6 +510,136 @@ class Root(_Response):
     name: str
     version: str
     links: dict[str, str]
+
+
+# ---------------------------------------------------------------- ancestry, channels, revocations
+
+
+class ParentsAdd(_Request):
+    parents: Annotated[list[ParentItem], Field(min_length=1, max_length=MAX_PARENTS)]
+
+
+class RevokeRequest(_Request):
+    reason: Reason
+    at: QueryTime | None = Field(
+        default=None, description="When it takes effect; now when left out or not in the future."
+    )
+
+
+class RestoreRequest(_Request):
+    reason: Reason
+
+
+class ChannelRequirements(_Request):
+    labels: Labels = Field(
+        default_factory=dict, description="Labels (key: value) a build must carry to be assigned."
+    )
+
+
+class ChannelAssign(_Request):
+    platform: Slug
+    os_version: Slug
+    image_type: Slug
+    build: BuildRefText
+    reason: Reason
+    requires: ChannelRequirements | None = Field(
+        default=None,
+        description="Replaces the channel's requirements: this assignment and every later one must meet "
+        "them.",
+    )
+
+
+class BuildIdent(_Response):
+    id: UUID
+    build_id: str
+
+
+class Revocation(_Response):
+    id: int
+    build: UUID = Field(description="The build it revokes.")
+    revoked_by: BuildIdent = Field(description="The build that was revoked: itself, or the ancestor.")
+    inherited: bool
+    reason: str
+    actor: str
+    at: datetime = Field(description="When it takes (or took) effect.")
+    created_at: datetime
+    fired_at: datetime | None = Field(description="When it took effect; null while scheduled.")
+    lifted_at: datetime | None
+    lifted_by: str | None
+    lift_reason: str | None
+
+
+class RevocationResult(_Response):
+    build: Build
+    revocation: Revocation
+    state: Literal["revoked", "scheduled", "restored"]
+    inherited: list[BuildIdent] = Field(
+        description="The descendants this request revoked (or restored) with it."
+    )
+    channels_emptied: list[str] = Field(description="The channels that lost their head to it (name@bucket).")
+    replayed: bool = False
+
+
+class ChannelMove(_Response):
+    id: int
+    from_build: BuildIdent | None
+    to_build: BuildIdent | None
+    cause: Literal["assign", "revoked"]
+    reason: str
+    actor: str
+    at: datetime
+    event_seq: int | None
+
+
+class Channel(_Response):
+    name: str
+    platform: str
+    os_version: str
+    image_type: str
+    head: Build | None = Field(description="The build to use; null when none (never assigned, or revoked).")
+    requires: dict[str, Any]
+    moves: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ChannelAssigned(_Response):
+    channel: Channel
+    move: ChannelMove | None = Field(description="The history row this request added; null on a replay.")
+    replayed: bool = False
+
+
+class ChannelList(_Response):
+    channels: list[Channel]
+
+
+class ChannelDetail(_Response):
+    channel: Channel
+    history: list[ChannelMove] = Field(description="Newest first.")
+
+
+class AncestryNode(_Response):
+    build: Build
+    relation: Literal["self", "ancestor", "descendant"]
+    depth: int = Field(description="Generations away (the shortest path).")
+    revocation: Revocation | None = Field(description="The revocation in force, own first; null if none.")
+    out_of_date: bool = Field(description="A parent no longer heads the channel it was taken from.")
+
+
+class AncestryEdge(_Response):
+    child: UUID
+    parent: UUID
+    channel: str | None
+    source: Literal["api", "artifact"]
+    created_at: datetime
+    out_of_date: bool
+
+
+class Ancestry(_Response):
+    build: UUID
+    nodes: list[AncestryNode]
+    edges: list[AncestryEdge]
+    truncated: bool = Field(description="More relatives exist than one answer holds.")
 
 
 class ProblemDetails(_Response):

@@ -14,9 +14,21 @@ from buildstate.web.app import create_app  # noqa: F401 - importing the app regi
 from buildstate.web.routing import ROUTES, Route
 
 # Route parameters get values that would be valid enough to reach the handler.
-PARAMETERS = {"ref": "rhel-8.8-base-1", "seq": "1", "key_id": "bs_00000000", "username": "nobody"}
+PARAMETERS = {
+    "ref": "rhel-8.8-base-1",
+    "seq": "1",
+    "key_id": "bs_00000000",
+    "username": "nobody",
+    "name": "production",
+}
 # A credential that lacks each scope (admin implies everything, so no key lacks only it).
-LACKING = {"read": ("write",), "write": ("read",), "reset": ("read",), "admin": ("read", "write")}
+LACKING = {
+    "read": ("write",),
+    "write": ("read",),
+    "reset": ("read",),
+    "release": ("read", "write"),
+    "admin": ("read", "write", "release"),
+}
 PROTECTED = [r for r in ROUTES if r.scope != "public"]
 PUBLIC = [r for r in ROUTES if r.scope == "public"]
 
@@ -31,8 +43,8 @@ def route_id(route: Route) -> str:
 
 def test_every_route_group_is_protected_by_a_scope() -> None:
     tags = {r.tag for r in PROTECTED}
-    assert {"builds", "events", "dashboard", "admin", "audit"} <= tags
-    assert {r.scope for r in PROTECTED} == {"read", "write", "reset", "admin"}
+    assert {"builds", "events", "dashboard", "admin", "audit", "channels", "revocation", "ancestry"} <= tags
+    assert {r.scope for r in PROTECTED} == {"read", "write", "reset", "release", "admin"}
     assert {r.path for r in PUBLIC} >= {"/health", "/ready", "/", "/token"}
 
 

@@ -25,7 +25,7 @@ async def test_json_sign_in_returns_a_bearer_token_that_is_not_cached(
     assert (body["token_type"], body["expires_in"], body["scope"]) == (
         "bearer",
         settings.token_ttl_seconds,
-        "read write reset",
+        "read write reset release",
     )
     assert response.headers["Cache-Control"] == "no-store"
 

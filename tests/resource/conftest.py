@@ -53,6 +53,16 @@ def api_key(service_env: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
+def release_key(service_env: dict[str, str]) -> str:
+    """A key with the ``release`` scope (revoke, restore, assign channels), as a promotion job holds."""
+    created = subprocess.run(
+        [CLI, "keys", "create", "--name", "resource-release", "--scope", "release"],
+        env=service_env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return created.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
 def service_url(service_env: dict[str, str], api_key: str) -> Iterator[str]:
     """A real ``buildstate serve`` with one worker on the session's database."""
     log = Path(service_env["BUILDSTATE_DATA_DIR"]) / "serve.log"
@@ -77,21 +87,30 @@ def source(service_url: str, api_key: str, platform: str) -> dict[str, Any]:
 Api = Callable[..., Any]
 
 
-@pytest.fixture
-def api(service_url: str, api_key: str) -> Api:
-    """Call the service directly (to set up data faster than through the scripts)."""
-
+def _caller(service_url: str, key: str) -> Api:
     def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         request = urllib.request.Request(
             service_url + path,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", "X-API-Key": api_key},
+            headers={"Content-Type": "application/json", "X-API-Key": key},
             method=method,
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
     return call
+
+
+@pytest.fixture
+def api(service_url: str, api_key: str) -> Api:
+    """Call the service directly (to set up data faster than through the scripts)."""
+    return _caller(service_url, api_key)
+
+
+@pytest.fixture
+def release_api(service_url: str, release_key: str) -> Api:
+    """Call the service with the ``release`` key."""
+    return _caller(service_url, release_key)
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ Build = Callable[..., dict[str, Any]]
 
 
 def version_of(event: dict[str, Any]) -> dict[str, str]:
-    state = {"failure": "failed", "reset": "reset"}.get(event["type"], str(event["state_code"]))
+    words = {"failure": "failed", "reset": "reset", "revoked": "revoked", "restored": "restored"}
+    state = words.get(event["type"], str(event["state_code"]))
     return {"seq": str(event["seq"]), "build": event["build"]["build_id"], "state": state}
 
 
@@ -115,6 +116,26 @@ def test_state_filters_emit_only_matching_events(source: dict[str, Any], new_bui
     assert check_with(event_types=["created"]) == [first, version_of(broken["event"])]
     assert check_with(states=[100], build_id=broken["build_id"]) == []
     assert harness.check({**source, "states": ["failed"]}).result() == [version_of(failure["event"])]
+
+
+def test_a_revocations_resource_triggers_on_each_revoked_build(
+    source: dict[str, Any], new_build: Build, api: Any, release_api: Any
+) -> None:
+    """``states: [revoked]`` (a clean-up job's trigger): one version per revoked build, the inherited ones
+    too, and nothing for the restore."""
+    base, child = new_build(), new_build()
+    advance(api, base["build_id"], 100)
+    api("POST", f"/builds/{child['build_id']}/parents", {"parents": [base["build_id"]]})
+    start = version_of(base["event"])
+    release_api("POST", f"/builds/{base['build_id']}/revoke", {"reason": "CVE-2026-0001"})
+    release_api("POST", f"/builds/{base['build_id']}/restore", {"reason": "false alarm"})
+    versions = harness.check({**source, "states": ["revoked"]}, start).result()
+    assert [(v["build"], v["state"]) for v in versions] == [
+        (base["build_id"], "revoked"),
+        (child["build_id"], "revoked"),
+    ]
+    restored = harness.check({**source, "states": ["restored"]}, start).result()
+    assert {v["build"] for v in restored} == {base["build_id"], child["build_id"]}
 
 
 def _sources_with(workdir: Path, name: str, get_dir: Path) -> Path:

@@ -21,21 +21,22 @@ from buildstate.store.types import BuildFilter, WriteContext
 from buildstate.web.app import create_app  # noqa: F401 - importing the app registers every route
 from buildstate.web.routing import ROUTES, Route
 
-ALL = frozenset({"read", "write", "reset", "admin"})
+ALL = frozenset({"read", "write", "reset", "release", "admin"})
 # credential -> (how it is made, the scopes docs/security.md says it holds)
 CREDENTIALS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     "key read": (("key", "read"), frozenset({"read"})),
     "key write": (("key", "write"), frozenset({"write", "reset"})),
     "key read write": (("key", "read", "write"), frozenset({"read", "write", "reset"})),
+    "key release": (("key", "release"), frozenset({"release"})),
     "key admin": (("key", "admin"), ALL),
     "user viewer": (("user", "viewer"), frozenset({"read"})),
-    "user operator": (("user", "operator"), frozenset({"read", "write", "reset"})),
+    "user operator": (("user", "operator"), frozenset({"read", "write", "reset", "release"})),
     "user admin": (("user", "admin"), ALL),
 }
 PASSWORD = "a long enough password for tests"
 # Values that reach each handler: a 404 or a 422 there still shows the credential was let through.
 PARAMETERS = {"ref": "no-such-build", "seq": "1", "key_id": "bs_00000000", "username": "nobody",
-              "id": "999999", "delivery_id": "999999"}  # fmt: skip
+              "id": "999999", "delivery_id": "999999", "name": "production"}  # fmt: skip
 PROTECTED = [r for r in ROUTES if r.scope != "public"]
 
 

@@ -19,7 +19,16 @@ from tests.webhooks.conftest import SECRET, Receiver
 
 from buildstate.config import Settings
 from buildstate.errors import Unprocessable
-from buildstate.models import ArtifactsRecord, EventType, FailureReport, ResetRequest, StateChange
+from buildstate.models import (
+    ArtifactsRecord,
+    ChannelAssign,
+    EventType,
+    FailureReport,
+    ResetRequest,
+    RestoreRequest,
+    RevokeRequest,
+    StateChange,
+)
 from buildstate.store import Store, create_store
 from buildstate.store.types import WriteContext
 from buildstate.webhooks import cdevents, payloads
@@ -275,7 +284,11 @@ async def test_every_cdevent_validates_against_the_cdevents_schemas(
         {"artifacts": [{"region": "eu-west-1", "kind": "ami", "external_id": "ami-0abc"}]}
     )
     await wstore.artifacts.record("cde-done", ami, CTX)
-    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 8)
+    bucket = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base"}
+    await wstore.release.assign("production", ChannelAssign(build="cde-done", reason="go", **bucket), CTX)
+    await wstore.release.revoke("cde-done", RevokeRequest(reason="CVE"), CTX)  # and the channel emptied
+    await wstore.release.restore("cde-done", RestoreRequest(reason="fine"), CTX)
+    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 12)
 
     seen: list[tuple[str, str, str, dict[str, Any]]] = []
     for headers, body, _ in receiver.received:
@@ -307,21 +320,30 @@ async def test_every_cdevent_validates_against_the_cdevents_schemas(
         ("cde-done", "state", "finished"), ("cde-failed", "created", "queued"),
         ("cde-failed", "failure", "finished"), ("cde-failed", "reset", "queued"),
         ("cde-done", "artifact", "published"),
+        ("cde-done", "channel", "modified"), ("cde-done", "revoked", "deleted"),
+        ("cde-done", "restored", "published"),
     }  # fmt: skip
     subjects = {(build, subject["id"]) for build, _, _, subject in seen}
     assert ("cde-done", f"builds/{done['id']}/attempts/1") in subjects
     # An artifact is named by its purl; what was recorded rides in customData, like every event's fields.
     assert ("cde-done", "pkg:generic/aws/rhel-8.8/base@cde-done") in subjects
-    published = [body for _, body, _ in receiver.received if b"artifact.published" in body]
+    published = [body for _, body, _ in receiver.received if b'"type":"artifact"' in body.replace(b" ", b"")]
     assert (
         json.loads(published[0])["data"]["customData"]["detail"]["artifacts"][0]["external_id"] == "ami-0abc"
     )
     assert len({sid for build, sid in subjects if build == "cde-failed"}) == 2  # a reset: a new run
+    purl = "pkg:generic/aws/rhel-8.8/base@cde-done"
     contents = [(etype, subject["content"]) for _, etype, _, subject in seen if subject["content"]]
-    assert sorted(contents, key=repr) == [
+    assert sorted(contents, key=repr) == sorted([
+        ("state", {"artifactId": purl}),
         ("artifact", {"user": "tester"}),
-        ("state", {"artifactId": "pkg:generic/aws/rhel-8.8/base@cde-done"}),
-    ]
+        ("channel", {"name": "production"}),
+        ("revoked", {"user": "tester"}),
+        ("channel", {"name": "production"}),
+        ("restored", {"user": "tester"}),
+    ], key=repr)  # fmt: skip
+    assert ("cde-done", "channels/production/aws/rhel-8.8/base") in subjects
+    assert ("cde-done", purl) in subjects  # a revocation's subject is the image
 
 
 async def test_artifact_events_reach_both_kinds_once_per_recording_with_what_it_added(

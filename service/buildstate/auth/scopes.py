@@ -1,7 +1,8 @@
 """Scopes, and what each user role grants.
 
 Scopes name what a route needs (``ROUTES`` in ``web/routing.py``): ``read`` (every GET of build data),
-``write`` (create, state, failure), ``reset`` (reset a build), ``admin`` (keys, users, the audit log).
+``write`` (create, state, failure, parents), ``reset`` (reset a build), ``release`` (assign channels, revoke
+and restore builds), ``admin`` (keys, users, the audit log).
 A credential's granted scopes are expanded once: ``admin`` implies all others, and ``write`` implies
 ``reset`` (a pipeline that may fail a build may restart it). ``read`` and ``write`` are independent, so
 a write-only key cannot read the feed.
@@ -12,23 +13,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final, Literal
 
-READ, WRITE, RESET, ADMIN = "read", "write", "reset", "admin"
+READ, WRITE, RESET, RELEASE, ADMIN = "read", "write", "reset", "release", "admin"
 
-KeyScope = Literal["read", "write", "admin"]
-KEY_SCOPES: Final = (READ, WRITE, ADMIN)
+KeyScope = Literal["read", "write", "release", "admin"]
+KEY_SCOPES: Final = (READ, WRITE, RELEASE, ADMIN)
 
 Role = Literal["viewer", "operator", "admin"]
 ROLE_SCOPES: Final[dict[str, frozenset[str]]] = {
     "viewer": frozenset({READ}),
-    "operator": frozenset({READ, WRITE, RESET}),
-    "admin": frozenset({READ, WRITE, RESET, ADMIN}),
+    "operator": frozenset({READ, WRITE, RESET, RELEASE}),
+    "admin": frozenset({READ, WRITE, RESET, RELEASE, ADMIN}),
 }
 
 
 def expand(granted: Iterable[str]) -> frozenset[str]:
     scopes = set(granted)
     if ADMIN in scopes:
-        scopes |= {READ, WRITE, RESET}
+        scopes |= {READ, WRITE, RESET, RELEASE}
     if WRITE in scopes:
         scopes.add(RESET)
     return frozenset(scopes)
@@ -36,6 +37,6 @@ def expand(granted: Iterable[str]) -> frozenset[str]:
 
 def spell(scopes: Iterable[str]) -> str:
     """The OAuth2 ``scope`` string: space-separated, in a stable order."""
-    order = (READ, WRITE, RESET, ADMIN)
+    order = (READ, WRITE, RESET, RELEASE, ADMIN)
     present = set(scopes)
     return " ".join(s for s in order if s in present)

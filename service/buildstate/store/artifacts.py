@@ -48,7 +48,13 @@ from buildstate.redaction import redact
 from buildstate.store import plan, sql
 from buildstate.store.audit import AuditLog
 from buildstate.store.audit import insert as audit_row
-from buildstate.store.builds import ARTIFACTS, artifacts_of, build_statement, event_statement
+from buildstate.store.builds import (
+    ARTIFACTS,
+    append_side_event,
+    artifacts_of,
+    build_statement,
+    event_statement,
+)
 from buildstate.store.executor import Executor, Json, Statement, Transaction
 from buildstate.store.types import AuditEntry, Idempotency, WriteContext, WriteResult, replay
 
@@ -243,24 +249,10 @@ class ArtifactStore:
     ) -> Transaction[ArtifactsWritten]:
         """The event of the ``new`` artifacts, then the artifacts and the outbox; the answer."""
         detail = {"artifacts": new}
-        appended = yield ARTIFACTS.statement(
-            "append_event",
-            self._dialect,
-            feed_lock=sql.FEED_LOCK,
-            build=build.id,
-            type=EventType.ARTIFACT.value,
-            attempt=build.attempt,
-            state_code=build.state_code,
-            status=build.status.value,
-            actor=actor,
-            provenance=Json(provenance),
-            platform_id=row["platform_id"],
-            os_version_id=row["os_version_id"],
-            image_type_id=row["image_type_id"],
-            now=datetime.now(UTC),
-            detail=Json(detail),
+        appended = yield from append_side_event(
+            self._dialect, plan.SideEvent(EventType.ARTIFACT, build, actor, None, detail, provenance)
         )
-        seq, recorded_at = appended[0]["seq"], appended[0]["recorded_at"]
+        seq, recorded_at = appended["seq"], appended["recorded_at"]
         yield ARTIFACTS.statement(
             "insert_artifacts",
             self._dialect,
@@ -270,13 +262,6 @@ class ArtifactStore:
             recorded_at=recorded_at,
             actor=actor,
             artifacts=Json(new),
-        )
-        yield ARTIFACTS.statement(
-            "outbox",
-            seq=seq,
-            platform=build.platform,
-            os_version=build.os_version,
-            image_type=build.image_type,
         )
         recorded_at = self._dialect.time_value(recorded_at)
         event = Event(

@@ -26,6 +26,7 @@ from buildstate.models import (
 from buildstate.store.access import AccessStore
 from buildstate.store.artifacts import ArtifactStore
 from buildstate.store.executor import Executor
+from buildstate.store.release import ReleaseStore
 from buildstate.store.types import (
     AuditEntry,
     BuildCursor,
@@ -58,6 +59,8 @@ class Store(Protocol):
     # What builds made: recording them with their event, reading them, the deployers' lookup
     # (``store/artifacts.py``).
     artifacts: ArtifactStore
+    # Ancestry, channels and revocations (``store/release.py``).
+    release: ReleaseStore
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -12,10 +12,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from buildstate.domain import EVENT_RULES
 from buildstate.errors import NotFound
 from buildstate.models import Artifact, Build, BuildDetail, BuildPage, Event, EventPage, History, Summary
-from buildstate.store import sql
-from buildstate.store.executor import Executor, Statement, Transaction, one
+from buildstate.store import plan, sql
+from buildstate.store.executor import Executor, Json, Row, Statement, Transaction, one
 from buildstate.store.queries import Queries
 from buildstate.store.types import BuildCursor, BuildFilter, EventFilter
 
@@ -47,6 +48,35 @@ def build_statement(dialect: sql.Dialect, ref: str) -> Statement:
 
 
 ARTIFACTS = Queries("artifacts")
+EVENTS = Queries("events")
+
+
+def append_side_event(dialect: sql.Dialect, event: plan.SideEvent) -> Transaction[Row]:
+    """Append ``event`` (one that leaves its build as it is) and its webhook deliveries, in the caller's
+    transaction; its ``seq`` and ``recorded_at``. On PostgreSQL the feed lock is held from here to COMMIT:
+    a transaction appends its events last."""
+    build = event.build
+    rows = yield EVENTS.statement(
+        "append_side",
+        dialect,
+        feed_lock=sql.FEED_LOCK,
+        build=build.id,
+        type=event.type.value,
+        reason=event.reason,
+        actor=event.actor,
+        provenance=Json(event.provenance),
+        detail=Json(event.detail),
+        now=datetime.now(UTC),
+    )
+    yield EVENTS.statement(
+        "outbox",
+        seq=rows[0]["seq"],
+        platform=build.platform,
+        os_version=build.os_version,
+        image_type=build.image_type,
+        word=EVENT_RULES[event.type].state_word,
+    )
+    return rows[0]
 
 
 def artifacts_of(dialect: sql.Dialect, build: Build) -> Transaction[list[Artifact]]:

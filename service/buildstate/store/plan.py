@@ -37,6 +37,19 @@ class Draft:
     provenance: dict[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class SideEvent:
+    """An event that leaves its build as it is (``EventRule.changes_state`` false): the event row copies the
+    build's state, and ``detail`` says what happened (artifacts, a channel move, a revocation)."""
+
+    type: EventType
+    build: Build
+    actor: str
+    reason: str | None
+    detail: dict[str, Any]
+    provenance: dict[str, Any] | None = None
+
+
 def _current(build: Build) -> domain.Current:
     failure = build.failure.model_dump() if build.failure else None
     return domain.Current(build.build_id, build.state_code, build.status, build.attempt, failure)

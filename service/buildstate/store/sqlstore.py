@@ -25,6 +25,7 @@ from buildstate.store.artifacts import ArtifactStore
 from buildstate.store.audit import AuditLog
 from buildstate.store.builds import BuildReads
 from buildstate.store.executor import Executor
+from buildstate.store.release import ReleaseStore
 from buildstate.store.types import (
     AuditEntry,
     BuildCursor,
@@ -47,6 +48,7 @@ class SqlStore:
         self.access = AccessStore(executor, self.audit)
         self.reads = BuildReads(executor)
         self.artifacts = ArtifactStore(executor, self.audit)
+        self.release = ReleaseStore(executor, self.audit)
 
     async def open(self) -> None:
         await self.executor.open()

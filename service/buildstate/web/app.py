@@ -17,6 +17,7 @@ from buildstate.config import Settings
 from buildstate.errors import ServiceUnavailable
 from buildstate.observability.metrics import Metrics
 from buildstate.store import Store, create_store
+from buildstate.store.types import WriteContext
 from buildstate.web import ui
 from buildstate.web.middlewares import problems
 from buildstate.web.middlewares.auth import auth_middleware
@@ -51,11 +52,15 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
                 f"database schema is at version {status.current}, this code needs {status.expected}: "
                 "run `buildstate migrate` (pending: " + ", ".join(status.pending) + ")"
             )
-    purge = asyncio.create_task(_purge_idempotency_keys(app))
+    tasks = [
+        asyncio.create_task(_purge_idempotency_keys(app)),
+        asyncio.create_task(_fire_scheduled_revocations(app)),
+    ]
     yield
-    purge.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await purge
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await store.close()
 
 
@@ -67,6 +72,20 @@ async def _purge_idempotency_keys(app: web.Application) -> None:
         except ServiceUnavailable:
             log.info("idempotency key purge skipped: database unavailable")
         await asyncio.sleep(3600)
+
+
+async def _fire_scheduled_revocations(app: web.Application) -> None:
+    """Every worker of every instance polls; the release lock makes each revocation fire in one of them."""
+    ctx = WriteContext(actor="scheduler")
+    while True:
+        await asyncio.sleep(app[SETTINGS].revocation_poll_seconds)
+        try:
+            fired = await app[STORE].release.fire_due(ctx)
+        except ServiceUnavailable:
+            log.info("scheduled revocations skipped: database unavailable")
+        else:
+            if fired:
+                log.info("fired %d scheduled revocation(s)", fired)
 
 
 async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from buildstate.models import holds_credential
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Scope = Literal["public", "read", "write", "reset", "admin"]
+Scope = Literal["public", "read", "write", "reset", "release", "admin"]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,10 @@ failure       ``dev.cdevents.build.finished.0.3.0`` without an artifact
 artifact      ``dev.cdevents.artifact.published.0.3.0``: one per ``artifact`` event, whose subject is the
               build's image (its purl, the ``artifactId`` of its ``build.finished``) and whose
               ``customData.detail.artifacts`` are the copies this event recorded (AMI per region, ...)
+channel       ``dev.cdevents.environment.modified.0.3.0``: the channel (``channels/<name>/<platform>/
+              <os_version>/<image_type>``, ``content.name`` its name) has a new head, or none
+revoked       ``dev.cdevents.artifact.deleted.0.2.0``: the image (its purl) must not be used any more
+restored      ``dev.cdevents.artifact.published.0.3.0``: the image may be used again (published again)
 ============  ==================================================================
 
 Why one CDEvent per ``artifact`` event and not one per artifact: a CDEvents artifact is what a build
@@ -39,9 +43,10 @@ The fields, as the 0.5.1 schemas allow them (each has ``additionalProperties: fa
   context's source (the spec asks for it only when the two differ).
 - ``subject.content`` is empty, except ``artifactId`` on ``build.finished`` of a build that reached 100 (the
   only place 0.5.1 allows it): a purl naming the image, ``pkg:generic/<platform>/<os_version>/
-  <image_type>@<build_id>``; and ``user`` on ``artifact.published``: who recorded the artifacts (the
-  event's actor). The outcome has no field in 0.5.1's ``build.finished``: it is ``customData.status``
-  (``succeeded`` or ``failed``), with the failure in ``customData.failure``.
+  <image_type>@<build_id>``; ``user`` on the artifact events: who recorded, revoked or restored it (the
+  event's actor); ``name`` on ``environment.modified``: the channel's. The outcome has no field in
+  0.5.1's ``build.finished``: it is ``customData.status`` (``succeeded`` or ``failed``), with the failure
+  in ``customData.failure``.
 - ``customData`` is our event (what ``GET /events/{seq}`` answers), ``customDataContentType`` is JSON.
 
 The envelope follows the CDEvents CloudEvents binding: ``id``, ``source``, ``type``, ``time`` and ``subject``
@@ -85,6 +90,8 @@ class CDEventType:
 BUILD_QUEUED = CDEventType("build", "queued", "0.3.0")
 BUILD_STARTED = CDEventType("build", "started", "0.3.0")
 BUILD_FINISHED = CDEventType("build", "finished", "0.3.0")
+ENVIRONMENT_MODIFIED = CDEventType("environment", "modified", "0.3.0")
+ARTIFACT_DELETED = CDEventType("artifact", "deleted", "0.2.0")
 ARTIFACT_PUBLISHED = CDEventType("artifact", "published", "0.3.0")
 
 
@@ -98,8 +105,18 @@ MAPPING: dict[EventType, Callable[[Event], CDEventType]] = {
     EventType.STATE: _state,
     EventType.FAILURE: lambda _event: BUILD_FINISHED,
     EventType.ARTIFACT: lambda _event: ARTIFACT_PUBLISHED,
+    EventType.CHANNEL: lambda _event: ENVIRONMENT_MODIFIED,
+    EventType.REVOKED: lambda _event: ARTIFACT_DELETED,
+    EventType.RESTORED: lambda _event: ARTIFACT_PUBLISHED,
 }
-TYPES = (BUILD_QUEUED, BUILD_STARTED, BUILD_FINISHED, ARTIFACT_PUBLISHED)
+TYPES = (
+    BUILD_QUEUED,
+    BUILD_STARTED,
+    BUILD_FINISHED,
+    ARTIFACT_PUBLISHED,
+    ENVIRONMENT_MODIFIED,
+    ARTIFACT_DELETED,
+)
 
 
 def cdevent_type(event: Event) -> CDEventType:
@@ -113,16 +130,26 @@ def artifact_id(event: Event) -> str:
     return f"pkg:generic/{name}@{quote(build.build_id, safe='')}"
 
 
+def channel_id(event: Event) -> str:
+    build = event.build
+    parts = ((event.detail or {}).get("channel", ""), build.platform, build.os_version, build.image_type)
+    return "channels/" + "/".join(quote(str(part), safe="") for part in parts)
+
+
 def subject_id(event: Event) -> str:
-    if cdevent_type(event) == ARTIFACT_PUBLISHED:
-        return artifact_id(event)
+    if event.type == EventType.CHANNEL:
+        return channel_id(event)
+    if cdevent_type(event) in {ARTIFACT_PUBLISHED, ARTIFACT_DELETED}:
+        return artifact_id(event)  # the artifact events' subject is the artifact (the image's purl)
     return f"builds/{event.build.id}/attempts/{event.attempt}"
 
 
 def _content(kind: CDEventType, event: Event) -> dict[str, Any]:
     if kind == BUILD_FINISHED and event.status == Status.SUCCEEDED:
         return {"artifactId": artifact_id(event)}
-    if kind == ARTIFACT_PUBLISHED and event.actor:
+    if kind == ENVIRONMENT_MODIFIED:
+        return {"name": str((event.detail or {}).get("channel", ""))}
+    if kind in {ARTIFACT_DELETED, ARTIFACT_PUBLISHED}:
         return {"user": event.actor}
     return {}
 

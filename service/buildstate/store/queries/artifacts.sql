@@ -19,32 +19,6 @@ SELECT fingerprint, status_code, body FROM idempotency_keys WHERE actor = :actor
 -- name: record_answer
 UPDATE idempotency_keys SET status_code = :status_code, body = :body WHERE actor = :actor AND key = :key
 
--- name: append_event.sqlite
--- The event of new artifacts. It changes no state: it copies the build's, and the build row stays as it
--- is. One writer at a time, so AUTOINCREMENT hands out seq in commit order (store/sqlite.py).
-INSERT INTO events (build_uuid, type, attempt, state_code, from_state_code, status, actor, provenance,
-                    platform_id, os_version_id, image_type_id, recorded_at, detail)
-VALUES (:build, :type, :attempt, :state_code, :state_code, :status, :actor, :provenance,
-        :platform_id, :os_version_id, :image_type_id, :now, :detail)
-RETURNING seq, recorded_at
-
--- name: append_event.postgresql
--- The same, under the feed lock that orders every append (store/postgres.py): the seq is drawn after it is
--- taken and the lock is held until COMMIT, so readers never see a later seq before an earlier one. The
--- build row is locked before (the lock order), and what follows it in this transaction is the artifacts'
--- one insert, the outbox's and the idempotency answer.
-WITH feed_lock AS (SELECT pg_advisory_xact_lock(:feed_lock)),
-ev AS (
-    INSERT INTO events (seq, build_uuid, type, attempt, state_code, from_state_code, status, actor,
-                        provenance, platform_id, os_version_id, image_type_id, recorded_at, detail)
-    SELECT nextval('events_seq'), :build, :type, :attempt, :state_code, :state_code, :status, :actor,
-           :provenance, :platform_id, :os_version_id, :image_type_id, clock_timestamp(), :detail
-    FROM feed_lock
-    RETURNING seq, recorded_at
-),
-wake AS (SELECT pg_notify('buildstate_events', seq::text) FROM ev)
-SELECT ev.seq, ev.recorded_at FROM ev CROSS JOIN wake
-
 -- name: insert_artifacts.sqlite
 -- The new artifacts (a JSON list, the event's detail), each with the event that recorded them.
 INSERT INTO artifacts (build, attempt, platform, region, kind, external_id, labels, event_seq, recorded_at,
@@ -60,19 +34,6 @@ INSERT INTO artifacts (build, attempt, platform, region, kind, external_id, labe
 SELECT :build, :attempt, j.value ->> 'platform', j.value ->> 'region', j.value ->> 'kind',
        j.value ->> 'external_id', j.value -> 'labels', :seq, :recorded_at, :actor
 FROM jsonb_array_elements(:artifacts) WITH ORDINALITY AS j (value, n) ORDER BY j.n
-
--- name: outbox
--- A delivery per enabled webhook that wants the event (its platform, OS version, image type and event
--- types; a `states` filter never matches an event that changes no state), queued with it.
-INSERT INTO webhook_deliveries (webhook_id, event_seq, message_id, status, next_attempt_at, created_at)
-SELECT w.id, e.seq, 'msg_' || e.seq || '_' || w.id, 'pending', e.recorded_at, e.recorded_at
-FROM events e JOIN webhooks w ON w.enabled
-    AND (w.platform IS NULL OR w.platform = :platform)
-    AND (w.os_version IS NULL OR w.os_version = :os_version)
-    AND (w.image_type IS NULL OR w.image_type = :image_type)
-    AND (w.event_types IS NULL OR w.event_types LIKE '%,' || e.type || ',%')
-    AND w.states IS NULL
-WHERE e.seq = :seq
 
 -- name: latest.sqlite
 -- GET /artifacts/latest: among the succeeded builds of one platform x OS version x image type, newest

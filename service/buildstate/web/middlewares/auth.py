@@ -38,6 +38,7 @@ _SCOPE_HINTS = {
     "read": "read keys, and every user role",
     "write": "write keys, operator and admin users",
     "reset": "write keys, operator and admin users",
+    "release": "release keys, operator and admin users",
     "admin": "admin keys and admin users",
 }
 

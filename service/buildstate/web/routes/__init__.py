@@ -7,11 +7,12 @@
 - ``access``    ``/token``, ``/admin/keys``, ``/admin/users``, ``/audit``
 - ``stream``    ``/events/stream`` (Server-Sent Events) and the live updates that wake it
 - ``webhooks``  ``/admin/webhooks...``
+- ``release``   ``/channels...``, ``/builds/{ref}/parents``, ``/ancestry``, ``/revoke``, ``/restore``
 
 A new endpoint goes into the module of its resource (or a new one imported here), declared with
 ``@route(...)`` from ``web.routing``; the order here is the order of ``/openapi.json``.
 """
 
-from buildstate.web.routes import access, artifacts, builds, events, service, stream, webhooks
+from buildstate.web.routes import access, artifacts, builds, events, release, service, stream, webhooks
 
-__all__ = ["access", "artifacts", "builds", "events", "service", "stream", "webhooks"]
+__all__ = ["access", "artifacts", "builds", "events", "release", "service", "stream", "webhooks"]

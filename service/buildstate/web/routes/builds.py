@@ -46,7 +46,13 @@ WRITE_ERRORS = (400, 404, 409, 413, 415, 422)
 async def create_build(request: web.Request) -> web.Response:
     body, raw = await read_body(request, BuildCreate)
     store = request.app[STORE]
-    return written(request, await store.create_build(body, write_context(request, raw)))
+    ctx = write_context(request, raw)
+    if body.parents:  # refused before the build exists: a missing parent, the build itself
+        await store.release.check_parents(body.build_id, body.parents)
+    result = await store.create_build(body, ctx)
+    if body.parents:
+        await store.release.link_created(result.build.id, body.parents, ctx)
+    return written(request, result)
 
 
 @route(

@@ -1,0 +1,298 @@
+"""Ancestry, channels and revocations on both stores (``store/release.py``): every rule, on its own."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from tests.store.test_rules import CTX, create, new_build, state
+
+from buildstate.errors import Conflict, NotFound, Unprocessable
+from buildstate.models import ChannelAssign, ChannelRequirements, ParentLink, RestoreRequest, RevokeRequest
+from buildstate.store import Store
+from buildstate.store.access import AuditFilter
+from buildstate.store.release import Released
+from buildstate.store.types import EventFilter, Idempotency, WriteContext
+from buildstate.store.verify import verify
+
+
+def js(result: Released) -> dict[str, Any]:
+    answer: dict[str, Any] = json.loads(result.body)
+    return answer
+
+
+async def succeeded(store: Store, build_id: str, **fields: Any) -> str:
+    build = await create(store, build_id, **fields)
+    await state(store, build["id"], 100)
+    return str(build["id"])
+
+
+def assign_request(build: str, reason: str = "promote", **fields: Any) -> ChannelAssign:
+    values = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base", "build": build}
+    values.update(fields)
+    return ChannelAssign(reason=reason, **values)
+
+
+BUCKET = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base"}
+
+
+async def head_of(store: Store, name: str) -> str | None:
+    detail = await store.release.channel(name, BUCKET, 100)
+    return None if detail.channel.head is None else detail.channel.head.build_id
+
+
+async def events_of(store: Store, kind: str) -> list[Any]:
+    page = await store.list_events(
+        EventFilter(types=(kind,)), after=0, before=None, limit=1000, newest_first=False
+    )
+    return page.events
+
+
+async def no_drift(store: Store) -> None:
+    report = await verify(store)
+    assert report.ok, report.as_dict()
+
+
+# ---------------------------------------------------------------- ancestry
+
+
+async def test_parents_link_transitively_and_refuse_self_cycles_and_too_many(store: Store) -> None:
+    base = await succeeded(store, "base-1")
+    hardened = (await create(store, "hardened-1"))["id"]
+    app = (await create(store, "app-1"))["id"]
+    linked = js(await store.release.add_parents(hardened, [base], CTX))
+    assert linked["edges"] == [
+        {**linked["edges"][0], "child": hardened, "parent": base, "channel": None, "source": "api"}
+    ]
+    await store.release.add_parents(app, [ParentLink(build="hardened-1")], CTX)
+    again = await store.release.add_parents(app, ["hardened-1"], CTX)
+    assert again.replayed  # the edge exists: nothing new
+
+    tree = await store.release.ancestry("hardened-1")
+    relations = {(n.build.build_id, n.relation, n.depth) for n in tree.nodes}
+    assert relations == {("hardened-1", "self", 0), ("base-1", "ancestor", 1), ("app-1", "descendant", 1)}
+    top = await store.release.ancestry("base-1")
+    assert {(n.build.build_id, n.depth) for n in top.nodes if n.relation == "descendant"} == {
+        ("hardened-1", 1),
+        ("app-1", 2),
+    }
+    assert len(top.edges) == 2
+
+    with pytest.raises(Conflict, match="itself as a parent"):
+        await store.release.add_parents(app, [app], CTX)
+    with pytest.raises(Conflict, match="ancestry has no cycles"):
+        await store.release.add_parents(base, ["app-1"], CTX)
+    with pytest.raises(Unprocessable, match="no build 'missing'"):
+        await store.release.add_parents(app, ["missing"], CTX)
+    many = [(await create(store, f"many-{n}"))["id"] for n in range(17)]
+    with pytest.raises(Unprocessable, match="more than 16 parents"):
+        await store.release.add_parents(app, many[:16], CTX)  # app has one parent already
+    assert len((await store.release.ancestry(app)).edges) == 2  # the refused request added nothing
+    refused = await store.access.list_audit(AuditFilter(action="build.parents", outcome="refused"))
+    assert len(refused) == 4
+    await no_drift(store)
+
+
+async def test_a_child_is_out_of_date_once_its_parent_leaves_the_channel_it_was_taken_from(
+    store: Store,
+) -> None:
+    base1 = await succeeded(store, "base-1")
+    base2 = await succeeded(store, "base-2")
+    await store.release.assign("production", assign_request(base1), CTX)
+    child = (await create(store, "app-1", image_type="app"))["id"]
+    await store.release.add_parents(child, [ParentLink(build=base1, channel="production")], CTX)
+    tree = await store.release.ancestry(child)
+    assert [e.out_of_date for e in tree.edges] == [False]
+    await store.release.assign("production", assign_request(base2), CTX)
+    tree = await store.release.ancestry(child)
+    assert [e.out_of_date for e in tree.edges] == [True]
+    assert [n.out_of_date for n in tree.nodes if n.relation == "self"] == [True]
+
+
+# ---------------------------------------------------------------- channels
+
+
+async def test_assignment_is_gated_recorded_in_order_and_replays(store: Store) -> None:
+    first = await succeeded(store, "base-1")
+    second = await succeeded(store, "base-2")
+    running = (await create(store, "base-3"))["id"]
+    other = await succeeded(store, "azure-1", platform="azure")
+
+    with pytest.raises(Conflict, match="only a succeeded build"):
+        await store.release.assign("staging", assign_request(running), CTX)
+    with pytest.raises(Conflict, match=r"not aws/rhel-8\.8/base"):
+        await store.release.assign("staging", assign_request(other), CTX)
+    with pytest.raises(Unprocessable, match="no build 'nope'"):
+        await store.release.assign("staging", assign_request("nope"), CTX)
+
+    one = js(await store.release.assign("staging", assign_request(first, "tested"), CTX))
+    assert one["channel"]["head"]["id"] == first and one["move"]["from_build"] is None
+    replay = await store.release.assign("staging", assign_request(first, "again"), CTX)
+    assert replay.replayed and js(replay)["move"] is None
+    two = js(await store.release.assign("staging", assign_request("base-2", "newer"), CTX))
+    assert (two["move"]["from_build"]["id"], two["move"]["to_build"]["id"]) == (first, second)
+
+    detail = await store.release.channel("staging", BUCKET, 100)
+    assert [
+        (m.from_build and m.from_build.build_id, m.to_build and m.to_build.build_id) for m in detail.history
+    ] == [
+        ("base-1", "base-2"),
+        (None, "base-1"),
+    ]
+    assert detail.channel.moves == 2
+    events = await events_of(store, "channel")
+    assert [(e.build.build_id, e.detail["from_build_id"], e.detail["to_build_id"]) for e in events] == [
+        ("base-1", None, "base-1"),
+        ("base-2", "base-1", "base-2"),
+    ]
+    assert [e.seq for e in events] == sorted(m.event_seq for m in detail.history)  # type: ignore[type-var]
+    assert events[0].status == "succeeded" and events[0].state_code == 100  # the build's state, copied
+    assert (await store.get_build(first)).last_event_seq < events[0].seq  # the build row is untouched
+    listed = await store.release.list_channels(None, {}, 100)
+    assert [(c.name, c.head and c.head.build_id) for c in listed.channels] == [("staging", "base-2")]
+    with pytest.raises(NotFound, match="no channel 'prod'"):
+        await store.release.channel("prod", BUCKET, 10)
+    audit = await store.access.list_audit(AuditFilter(action="channel.assign"))
+    assert sorted(a.outcome for a in audit) == [
+        "allowed",
+        "allowed",
+        "refused",
+        "refused",
+        "refused",
+        "replayed",
+    ]
+    await no_drift(store)
+
+
+async def test_a_channel_can_require_labels(store: Store) -> None:
+    untested = await succeeded(store, "base-1")
+    tested = await succeeded(store, "base-2", labels={"tested": "true"})
+    requires = ChannelRequirements(labels={"tested": "true"})
+    with pytest.raises(Conflict, match=r"lacks the label.s. tested=true"):
+        await store.release.assign("production", assign_request(untested, requires=requires), CTX)
+    await store.release.assign("production", assign_request(tested, requires=requires), CTX)
+    with pytest.raises(Conflict, match="requirements"):  # kept for later assignments
+        await store.release.assign("production", assign_request(untested), CTX)
+    assert (await store.release.channel("production", BUCKET, 10)).channel.requires == {
+        "labels": {"tested": "true"}
+    }
+
+
+async def test_an_idempotency_key_replays_the_first_answer(store: Store) -> None:
+    build = await succeeded(store, "base-1")
+    request = assign_request(build)
+    idem = Idempotency.for_request(
+        "tester", "k1", "PUT", "/channels/staging", request.model_dump_json().encode()
+    )
+    ctx = WriteContext(actor="tester", idem=idem)
+    first = await store.release.assign("staging", request, ctx)
+    second = await store.release.assign("staging", request, ctx)
+    assert not first.replayed and second.replayed and first.body == second.body
+    other = WriteContext(actor="tester", idem=Idempotency("tester", "k1", "different"))
+    with pytest.raises(Unprocessable, match="different request"):
+        await store.release.assign("staging", request, other)
+
+
+# ---------------------------------------------------------------- revocation
+
+
+async def test_revocation_empties_channels_is_inherited_by_three_generations_and_restore_undoes_exactly_it(
+    store: Store,
+) -> None:
+    base = await succeeded(store, "base-1")
+    other_base = await succeeded(store, "base-2")
+    hardened = await succeeded(store, "hardened-1", image_type="hardened")
+    app = await succeeded(store, "app-1", image_type="app")
+    await store.release.add_parents(hardened, [base], CTX)
+    await store.release.add_parents(app, [hardened, other_base], CTX)
+    await store.release.assign("production", assign_request(base), CTX)
+    await store.release.assign("production", assign_request(app, image_type="app"), CTX)
+
+    # base-2 is revoked on its own first: app-1 inherits it, and must keep it after base-1's restore.
+    await store.release.revoke(other_base, RevokeRequest(reason="CVE-2"), CTX)
+    revoked = js(await store.release.revoke(base, RevokeRequest(reason="CVE-1"), CTX))
+    assert revoked["state"] == "revoked"
+    assert {b["build_id"] for b in revoked["inherited"]} == {"hardened-1", "app-1"}
+    assert await head_of(store, "production") is None  # no fall back: the channel is empty
+    app_bucket = {**BUCKET, "image_type": "app"}
+    assert (
+        await store.release.channel("production", app_bucket, 10)
+    ).channel.head is None  # emptied by CVE-2
+
+    tree = await store.release.ancestry(base)
+    by_name = {n.build.build_id: n for n in tree.nodes}
+    assert by_name["base-1"].revocation is not None and not by_name["base-1"].revocation.inherited
+    hardened_revocation = by_name["hardened-1"].revocation
+    assert hardened_revocation is not None and hardened_revocation.inherited
+    assert hardened_revocation.revoked_by.build_id == "base-1" and hardened_revocation.reason == "CVE-1"
+
+    with pytest.raises(Conflict, match="is revoked"):
+        await store.release.assign("production", assign_request(base), CTX)
+    with pytest.raises(Conflict, match="inherited from 'base-1'"):
+        await store.release.assign("production", assign_request(hardened, image_type="hardened"), CTX)
+    with pytest.raises(Conflict, match="restore that build instead"):
+        await store.release.restore(hardened, RestoreRequest(reason="no"), CTX)
+    with pytest.raises(Conflict, match="already revoked"):
+        await store.release.revoke(base, RevokeRequest(reason="another reason"), CTX)
+    assert (await store.release.revoke(base, RevokeRequest(reason="CVE-1"), CTX)).replayed
+
+    revoked_events = await events_of(store, "revoked")
+    assert [
+        (e.build.build_id, e.detail["revoked_by_build_id"], e.detail["inherited"]) for e in revoked_events
+    ] == [
+        ("base-2", "base-2", False),
+        ("app-1", "base-2", True),
+        ("base-1", "base-1", False),
+        ("hardened-1", "base-1", True),
+        ("app-1", "base-1", True),
+    ]
+
+    restored = js(await store.release.restore(base, RestoreRequest(reason="false alarm"), CTX))
+    assert {b["build_id"] for b in restored["inherited"]} == {"hardened-1", "app-1"}
+    assert (await store.release.restore(base, RestoreRequest(reason="false alarm"), CTX)).replayed
+    live = {n.build.build_id: n.revocation for n in (await store.release.ancestry(base)).nodes}
+    assert live["base-1"] is None and live["hardened-1"] is None
+    app_revocation = live["app-1"]
+    assert app_revocation is not None and app_revocation.revoked_by.build_id == "base-2"  # still CVE-2
+    restored_events = await events_of(store, "restored")
+    assert {(e.build.build_id, e.detail["still_revoked"]) for e in restored_events} == {
+        ("base-1", False),
+        ("hardened-1", False),
+        ("app-1", True),
+    }
+    assert await head_of(store, "production") is None  # a restore does not reassign
+    await store.release.assign("production", assign_request(base, "fixed"), CTX)
+    assert await head_of(store, "production") == "base-1"
+    for action in ("build.revoke", "build.restore"):
+        assert await store.access.list_audit(AuditFilter(action=action, outcome="allowed"))
+    await no_drift(store)
+
+
+async def test_a_new_child_of_a_revoked_build_inherits_its_revocations(store: Store) -> None:
+    base = await succeeded(store, "base-1")
+    hardened = await succeeded(store, "hardened-1", image_type="hardened")
+    await store.release.add_parents(hardened, [base], CTX)
+    await store.release.revoke(base, RevokeRequest(reason="bad"), CTX)
+    created = await store.create_build(new_build("app-1", image_type="app"), CTX)
+    await store.release.add_parents(str(created.build.id), [hardened], CTX)
+    live = await store.release.live_revocation(created.build.id)
+    assert live is not None and live.revoked_by.build_id == "base-1"
+    await store.release.restore(base, RestoreRequest(reason="ok"), CTX)
+    assert await store.release.live_revocation(created.build.id) is None
+
+
+async def test_a_scheduled_revocation_waits_for_its_time_and_a_restore_cancels_it(store: Store) -> None:
+    base = await succeeded(store, "base-1")
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    scheduled = js(await store.release.revoke(base, RevokeRequest(reason="EOL", at=soon), CTX))
+    assert scheduled["state"] == "scheduled" and scheduled["revocation"]["fired_at"] is None
+    await store.release.assign("production", assign_request(base), CTX)  # usable until then
+    assert await store.release.fire_due(CTX) == 0
+    assert await events_of(store, "revoked") == []
+    await store.release.restore(base, RestoreRequest(reason="extended"), CTX)
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    now = js(await store.release.revoke(base, RevokeRequest(reason="EOL", at=past), CTX))
+    assert now["state"] == "revoked"  # a time not in the future is now
+    assert await head_of(store, "production") is None
