@@ -12,6 +12,13 @@ With ``artifacts=n`` every build also made ``n`` artifacts (an AMI, gallery vers
 region of its platform), recorded by one ``artifact`` event just before its last event, while it ran, as
 the write path allows (a failed build keeps what it recorded); the event copies the build's state and lists
 them in ``detail``, and each artifact row names it, as ``store/artifacts.py`` writes them.
+
+With ``release=True`` (issue 17's tables): every build of a derived image type has the build of the type
+before it (same platform and OS, 30 builds earlier: base -> cis -> hardened -> gpu) as its parent; each
+platform x OS x image type has a ``production`` channel, assigned every ``MOVE_EVERY``-th succeeded build
+(one history row and one ``channel`` event each, at the end of the feed); and among the newest
+``FAMILY_WINDOW`` builds one base build (``family_root``) has three generations of ``FAMILY_WIDTH``
+descendants (a child each, then a grandchild each, then a great-grandchild each) and no other relatives.
 """
 
 from __future__ import annotations
@@ -53,6 +60,17 @@ REGIONS = {
     "openstack": ("region-one", "region-two", "region-three", "region-four", "region-five"),
 }
 ARTIFACT_LABELS = '{"arch": "x86_64"}'
+CHANNEL = "production"
+MOVE_EVERY = 2
+FAMILY_WIDTH = 100
+FAMILY_GENERATIONS = 3
+FAMILY_WINDOW = 10_000
+PARENT_COLUMNS = ("child_uuid", "parent_uuid", "channel", "source", "actor", "created_at")
+CHANNEL_COLUMNS = (
+    "id", "name", "platform_id", "os_version_id", "image_type_id", "head_uuid", "required_labels", "moves",
+    "created_at", "updated_at",
+)  # fmt: skip
+HISTORY_COLUMNS = ("id", "channel_id", "from_uuid", "to_uuid", "cause", "reason", "actor", "at", "event_seq")
 
 BUILD_COLUMNS = (
     "id", "build_id", "platform_id", "os_version_id", "image_type_id", "state_code", "status", "attempt",
@@ -130,6 +148,8 @@ class Loaded:
     builds: int = 0
     events: int = 0
     artifacts: int = 0
+    parents: int = 0
+    channel_moves: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     combos: set[tuple[int, int, int]] = field(default_factory=set)
     build_ids: list[str] = field(default_factory=list)
@@ -188,9 +208,9 @@ def rows(
         chunk = Chunk()
         tally = chunk.tally
         for i in range(chunk_start, min(start + count, chunk_start + CHUNK)):
-            p, o, t, pid, oid, tid = lookups.combo(i)
-            build_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"{prefix}/{i}")
-            build_id = f"{prefix}-{p}-{o}-{t}-{i:07d}"
+            p, _, _, pid, oid, tid = lookups.combo(i)
+            build_uuid = build_uuid_of(prefix, i)
+            build_id = build_id_of(lookups, prefix, i)
             steps = steps_of(i, fresh=fresh, artifacts=artifacts)
             created = now if fresh else now - (start + count - i) * SPACING
             gap = SPACING / 8
@@ -242,6 +262,121 @@ def rows(
         yield chunk
 
 
+# For naming builds without a database: combo() by name (the ids are the database's).
+NAMES = Lookups(
+    platform=dict.fromkeys(PLATFORMS, 0),
+    os_version=dict.fromkeys(OS_VERSIONS, 0),
+    image_type=dict.fromkeys(IMAGE_TYPES, 0),
+)
+
+
+def build_uuid_of(prefix: str, i: int) -> uuid.UUID:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"{prefix}/{i}")
+
+
+def build_id_of(lookups: Lookups, prefix: str, i: int) -> str:
+    p, o, t, *_ = lookups.combo(i)
+    return f"{prefix}-{p}-{o}-{t}-{i:07d}"
+
+
+def family_root(count: int) -> int:
+    """The build with three generations of descendants: the first succeeded base build among the newest
+    ``FAMILY_WINDOW`` (its family are the builds that follow it)."""
+    start = max(0, count - FAMILY_WINDOW)
+    return next(
+        i for i in range(start, count) if (i // 30) % len(IMAGE_TYPES) == 0 and pattern(i) is _SUCCEEDED
+    )
+
+
+def _family(count: int) -> list[tuple[int, int]]:
+    """(child, parent) of the root's descendants: generation g's k-th build is a child of generation
+    g - 1's k-th (the root for the first)."""
+    root = family_root(count)
+    edges = []
+    for generation in range(1, FAMILY_GENERATIONS + 1):
+        for k in range(FAMILY_WIDTH):
+            child = root + (generation - 1) * FAMILY_WIDTH + k + 1
+            parent = root if generation == 1 else child - FAMILY_WIDTH
+            edges.append((child, parent))
+    return edges
+
+
+def channel_moves(count: int) -> list[int]:
+    """The builds assigned to their bucket's channel, in order: every ``MOVE_EVERY``-th succeeded one."""
+    seen: Counter[int] = Counter()
+    moved = []
+    for i in range(count):
+        if pattern(i) is not _SUCCEEDED:
+            continue
+        bucket = i % COMBOS
+        if seen[bucket] % MOVE_EVERY == 0:
+            moved.append(i)
+        seen[bucket] += 1
+    return moved
+
+
+@dataclass
+class Release:
+    parents: Rows = field(default_factory=list)
+    channels: Rows = field(default_factory=list)
+    history: Rows = field(default_factory=list)
+    events: Rows = field(default_factory=list)
+
+
+def release_rows(lookups: Lookups, prefix: str, count: int, first_seq: int, now: datetime) -> Release:
+    """The parents, channels, channel history and ``channel`` events (from ``first_seq``) of ``count``
+    builds loaded by ``rows`` with the same ``now``."""
+    made = Release()
+
+    def created(i: int) -> datetime:
+        return now - (count - i) * SPACING
+
+    root, family = family_root(count), _family(count)
+    related = {root} | {child for child, _ in family}
+    made.parents.extend(
+        (build_uuid_of(prefix, child), build_uuid_of(prefix, parent), CHANNEL if parent == root else None,
+         "api", ACTOR, created(child))
+        for child, parent in family
+    )  # fmt: skip
+    made.parents.extend(
+        (build_uuid_of(prefix, i), build_uuid_of(prefix, i - 30), None, "api", ACTOR, created(i))
+        for i in range(30, count)
+        if (i // 30) % len(IMAGE_TYPES) > 0 and i not in related and i - 30 not in related
+    )
+    heads: dict[int, tuple[int, int]] = {}  # bucket -> (channel id, head)
+    moves: Counter[int] = Counter()
+    seq = first_seq
+    for move, i in enumerate(channel_moves(count), 1):
+        *_, pid, oid, tid = lookups.combo(i)
+        channel_id, head = heads.get(i % COMBOS, (len(heads) + 1, -1))
+        at = created(i) + SPACING  # after the build succeeded
+        to_uuid = build_uuid_of(prefix, i)
+        from_uuid = build_uuid_of(prefix, head) if head >= 0 else None
+        made.history.append((move, channel_id, from_uuid, to_uuid, "assign", "promote", ACTOR, at, seq))
+        detail = {
+            "channel": CHANNEL, "from": str(from_uuid) if from_uuid else None,
+            "from_build_id": build_id_of(lookups, prefix, head) if head >= 0 else None, "to": str(to_uuid),
+            "to_build_id": build_id_of(lookups, prefix, i), "cause": "assign", "move": move,
+        }  # fmt: skip
+        made.events.append((
+            seq, to_uuid, "channel", 1, 100, 100, "succeeded", None, None, "promote", ACTOR, None, None,
+            pid, oid, tid, at, json.dumps(detail),
+        ))  # fmt: skip
+        seq += 1
+        heads[i % COMBOS] = (channel_id, i)
+        moves[channel_id] += 1
+    first_move: dict[int, datetime] = {}
+    for row in made.history:
+        first_move.setdefault(row[1], row[7])
+    for channel_id, head in sorted(heads.values()):
+        *_, pid, oid, tid = lookups.combo(head)
+        made.channels.append((
+            channel_id, CHANNEL, pid, oid, tid, build_uuid_of(prefix, head), "{}", moves[channel_id],
+            first_move[channel_id], created(head) + SPACING,
+        ))  # fmt: skip
+    return made
+
+
 # ---------------------------------------------------------------------- PostgreSQL
 
 
@@ -260,7 +395,7 @@ async def _pg_lookups(conn: asyncpg.Connection) -> Lookups:
 
 
 async def _load_pg(
-    db: Database, prefix: str, count: int, fresh: bool, keep_ids: bool, artifacts: int
+    db: Database, prefix: str, count: int, fresh: bool, keep_ids: bool, artifacts: int, release: bool
 ) -> Loaded:
     conn = await asyncpg.connect(db.url, timeout=10)
     total = Loaded()
@@ -269,7 +404,8 @@ async def _load_pg(
         # Reserve the whole range of seq values at once, under the feed lock that every append takes
         # before drawing one, so a write still finishing in the service cannot take a value in the range.
         # (Readers of the feed should not page through it while a load runs: its rows appear late.)
-        expected = sum(len(steps_of(i, fresh=fresh, artifacts=artifacts)) for i in range(count))
+        of_builds = sum(len(steps_of(i, fresh=fresh, artifacts=artifacts)) for i in range(count))
+        expected = of_builds + (len(channel_moves(count)) if release else 0)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
             first = await conn.fetchval("SELECT nextval('events_seq')")
@@ -287,6 +423,22 @@ async def _load_pg(
                     if records:
                         await conn.copy_records_to_table(table, records=records, columns=columns)
             _add(total, chunk.tally, keep_ids)
+        if release:
+            made = release_rows(lookups, prefix, count, first + of_builds, now)
+            async with conn.transaction():
+                for table, records, columns in (
+                    ("events", made.events, EVENT_COLUMNS),
+                    ("channels", made.channels, CHANNEL_COLUMNS),
+                    ("channel_history", made.history, HISTORY_COLUMNS),
+                    ("build_parents", made.parents, PARENT_COLUMNS),
+                ):
+                    await conn.copy_records_to_table(table, records=records, columns=columns)
+                for table in ("channels", "channel_history"):  # the ids were given: move the sequences on
+                    await conn.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"(SELECT COALESCE(max(id), 0) + 1 FROM {table}), false)"
+                    )
+            _add_release(total, made)
         async with conn.transaction():
             await conn.executemany(
                 "UPDATE status_counts SET n = n + $2 WHERE status = $1", list(total.statuses.items())
@@ -306,7 +458,7 @@ async def _load_pg(
 
 
 def _load_sqlite(
-    db: Database, prefix: str, count: int, fresh: bool, keep_ids: bool, artifacts: int
+    db: Database, prefix: str, count: int, fresh: bool, keep_ids: bool, artifacts: int, release: bool
 ) -> Loaded:
     conn = sqlite3.connect(db.sqlite_path, timeout=30, isolation_level=None)
     total = Loaded()
@@ -324,27 +476,33 @@ def _load_sqlite(
             found[column] = dict(conn.execute(f"SELECT name, id FROM {table}").fetchall())
         first = conn.execute("SELECT COALESCE(max(seq), 0) + 1 FROM events").fetchone()[0]
         now = datetime.now(UTC)
-        marks = ", ".join("?" * len(BUILD_COLUMNS))
-        event_marks = ", ".join("?" * len(EVENT_COLUMNS))
-        artifact_marks = ", ".join("?" * len(ARTIFACT_COLUMNS))
-        for chunk in rows(Lookups(**found), prefix, 0, count, first, now, fresh=fresh, artifacts=artifacts):
-            conn.executemany(
-                f"INSERT INTO builds ({', '.join(BUILD_COLUMNS)}) VALUES ({marks})",
-                [(str(b[0]), *b[1:11], format_time(b[11]), format_time(b[12]), b[13]) for b in chunk.builds],
-            )
-            conn.executemany(
-                f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({event_marks})",
-                [(e[0], str(e[1]), *e[2:16], format_time(e[16]), e[17]) for e in chunk.events],
-            )
-            conn.executemany(
-                f"INSERT INTO failures ({', '.join(FAILURE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(f[0], str(f[1]), *f[2:6], format_time(f[6])) for f in chunk.failures],
-            )
-            conn.executemany(
-                f"INSERT INTO artifacts ({', '.join(ARTIFACT_COLUMNS)}) VALUES ({artifact_marks})",
-                [(str(a[0]), *a[1:8], format_time(a[8]), a[9]) for a in chunk.artifacts],
-            )
+        lookups = Lookups(**found)
+        for chunk in rows(lookups, prefix, 0, count, first, now, fresh=fresh, artifacts=artifacts):
+            _insert(conn, "builds", BUILD_COLUMNS, [
+                (str(b[0]), *b[1:11], format_time(b[11]), format_time(b[12]), b[13]) for b in chunk.builds
+            ])  # fmt: skip
+            _insert(conn, "events", EVENT_COLUMNS, _sqlite_events(chunk.events))
+            _insert(conn, "failures", FAILURE_COLUMNS, [
+                (f[0], str(f[1]), *f[2:6], format_time(f[6])) for f in chunk.failures
+            ])  # fmt: skip
+            _insert(conn, "artifacts", ARTIFACT_COLUMNS, [
+                (str(a[0]), *a[1:8], format_time(a[8]), a[9]) for a in chunk.artifacts
+            ])  # fmt: skip
             _add(total, chunk.tally, keep_ids)
+        if release:
+            made = release_rows(lookups, prefix, count, first + total.events, now)
+            _insert(conn, "events", EVENT_COLUMNS, _sqlite_events(made.events))
+            _insert(conn, "channels", CHANNEL_COLUMNS, [
+                (*c[:5], str(c[5]), *c[6:8], format_time(c[8]), format_time(c[9])) for c in made.channels
+            ])  # fmt: skip
+            _insert(conn, "channel_history", HISTORY_COLUMNS, [
+                (h[0], h[1], h[2] and str(h[2]), str(h[3]), *h[4:7], format_time(h[7]), h[8])
+                for h in made.history
+            ])  # fmt: skip
+            _insert(conn, "build_parents", PARENT_COLUMNS, [
+                (str(e[0]), str(e[1]), *e[2:5], format_time(e[5])) for e in made.parents
+            ])  # fmt: skip
+            _add_release(total, made)
         conn.executemany(
             "UPDATE status_counts SET n = n + ? WHERE status = ?",
             [(n, s) for s, n in total.statuses.items()],
@@ -359,6 +517,21 @@ def _load_sqlite(
     finally:
         conn.close()
     return total
+
+
+def _insert(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], records: Rows) -> None:
+    marks = ", ".join("?" * len(columns))
+    conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", records)
+
+
+def _sqlite_events(events: Rows) -> Rows:
+    return [(e[0], str(e[1]), *e[2:16], format_time(e[16]), e[17]) for e in events]
+
+
+def _add_release(total: Loaded, made: Release) -> None:
+    total.events += len(made.events)
+    total.parents += len(made.parents)
+    total.channel_moves += len(made.history)
 
 
 def _add(total: Loaded, tally: Loaded, keep_ids: bool) -> None:
@@ -379,9 +552,13 @@ def load(
     fresh: bool = False,
     keep_ids: bool = False,
     artifacts: int = 0,
+    release: bool = False,
 ) -> Loaded:
     """Add ``count`` builds named ``prefix-...`` (history, or with ``fresh`` just created, at state 0), each
-    with ``artifacts`` artifacts (history only)."""
+    with ``artifacts`` artifacts (history only), and with ``release`` their parents and channels (into a
+    database that has none yet)."""
+    if release and (fresh or family_root(count) + FAMILY_WIDTH * FAMILY_GENERATIONS >= count):
+        raise ValueError("release rows need a history that holds the family of family_root")
     if db.is_pg:
-        return asyncio.run(_load_pg(db, prefix, count, fresh, keep_ids, artifacts))
-    return _load_sqlite(db, prefix, count, fresh, keep_ids, artifacts)
+        return asyncio.run(_load_pg(db, prefix, count, fresh, keep_ids, artifacts, release))
+    return _load_sqlite(db, prefix, count, fresh, keep_ids, artifacts, release)

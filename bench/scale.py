@@ -12,6 +12,11 @@ Each size gets a fresh database, loaded by ``bench.dataset``; then the store's o
 ``artifact``   ``GET /artifacts/latest``'s lookup (``ArtifactStore.latest``): the newest succeeded build's
                AMI in one region of one platform x OS x image type
 ``artifact_labels``  the same with ``kind=ami`` and a label (``label.arch=x86_64``)
+``channel``    ``GET /channels/production?platform=&os_version=&image_type=`` (``ReleaseStore.channel``):
+               the head and the newest ``CHANNEL_HISTORY`` moves of one channel among 120, whose
+               histories grow with the data (a move every second succeeded build)
+``ancestry``   ``GET /builds/{ref}/ancestry`` (``ReleaseStore.ancestry``) of the build with three
+               generations of 100 descendants, among parent links on three builds in four
 
 The plans come with them: every statement one more call of each sends (recorded on its way to the
 executor, so it is the store's own SQL with its parameters), under ``EXPLAIN (ANALYZE, BUFFERS)`` on
@@ -47,6 +52,9 @@ ARTIFACT_LABELS = ArtifactLookup(
     platform="aws", os_version="ubuntu-22.04", image_type="cis", region="eu-west-1", kind="ami",
     labels=(("arch", "x86_64"),),
 )  # fmt: skip
+BUCKET = {"platform": "aws", "os_version": "ubuntu-22.04", "image_type": "cis"}
+# History rows the channel lookup answers: fewer than the smallest dataset's channels have (29 at 10k).
+CHANNEL_HISTORY = 20
 Call = Callable[[Any], Awaitable[Any]]
 
 
@@ -60,11 +68,12 @@ def _store(db: Database) -> Any:
     return SQLiteStore(db.sqlite_path)
 
 
-def _queries(head: int) -> dict[str, Call]:
+def _queries(head: int, size: int) -> dict[str, Call]:
     check = EventFilter(platform="aws", os_version="ubuntu-22.04", image_type="cis")
     after = max(0, head - 2000)
     middle = head // 2
     listing = BuildFilter(platform="azure", status="failed")
+    family_root = dataset.build_id_of(dataset.NAMES, "hist", dataset.family_root(size))
     return {
         "feed": lambda s: s.list_events(check, after=after, before=None, limit=1000, newest_first=False),
         "feed_page": lambda s: s.list_events(
@@ -74,17 +83,19 @@ def _queries(head: int) -> dict[str, Call]:
         "summary": lambda s: s.summary(168),
         "artifact": lambda s: s.artifacts.latest(ARTIFACT),
         "artifact_labels": lambda s: s.artifacts.latest(ARTIFACT_LABELS),
+        "channel": lambda s: s.release.channel(dataset.CHANNEL, BUCKET, CHANNEL_HISTORY),
+        "ancestry": lambda s: s.release.ancestry(family_root),
     }
 
 
-async def _time_queries(db: Database) -> tuple[dict[str, Any], dict[str, str]]:
+async def _time_queries(db: Database, size: int) -> tuple[dict[str, Any], dict[str, str]]:
     store = _store(db)
     await store.open()
     timings: dict[str, Any] = {}
     plans: dict[str, str] = {}
     try:
         head = await store.max_seq()
-        for name, call in _queries(head).items():
+        for name, call in _queries(head, size).items():
             for _ in range(3):
                 await call(store)
             samples = []
@@ -178,13 +189,15 @@ def run(kind: str, sizes: list[int], workdir: Path) -> dict[str, Any]:
     for size in sizes:
         with temporary(kind, workdir) as db:
             began = time.perf_counter()
-            loaded = dataset.load(db, size, artifacts=ARTIFACTS_PER_BUILD)
+            loaded = dataset.load(db, size, artifacts=ARTIFACTS_PER_BUILD, release=True)
             load_seconds = time.perf_counter() - began
-            timings, plans = asyncio.run(_time_queries(db))
+            timings, plans = asyncio.run(_time_queries(db, size))
         results[str(size)] = {
             "builds": loaded.builds,
             "events": loaded.events,
             "artifacts": loaded.artifacts,
+            "parents": loaded.parents,
+            "channel_moves": loaded.channel_moves,
             "load_seconds": round(load_seconds, 1),
             "queries": timings,
             "plans": plans,
