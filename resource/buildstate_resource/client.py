@@ -16,7 +16,7 @@ import random
 import ssl
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode
 from urllib.request import HTTPRedirectHandler, HTTPSHandler, OpenerDirector, Request, build_opener
@@ -36,6 +36,14 @@ NO_KEY_HINT = (
     "source.api_key is not set: the service needs an API key for every step "
     "(scope read for check and get, write for put)"
 )
+
+
+class Answer(NamedTuple):
+    """A decoded JSON answer; ``replayed``: the service said nothing new was written
+    (``Idempotent-Replayed: true``: the same Idempotency-Key again, or a change that was already true)."""
+
+    body: Any
+    replayed: bool = False
 
 
 class _TransientError(Exception):
@@ -88,14 +96,14 @@ class Client:
 
     def get(self, path: str, query: Mapping[str, str | int] | None = None) -> Any:
         url = self.base_url + path + (f"?{urlencode(query)}" if query else "")
-        return self._request("GET", url, None, {})
+        return self._request("GET", url, None, {}).body
 
-    def post(self, path: str, body: Mapping[str, Any], idempotency_key: str) -> Any:
+    def post(self, path: str, body: Mapping[str, Any], idempotency_key: str) -> Answer:
         data = json.dumps(body, sort_keys=True).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
         return self._request("POST", self.base_url + path, data, headers)
 
-    def _request(self, method: str, url: str, data: bytes | None, extra: dict[str, str]) -> Any:
+    def _request(self, method: str, url: str, data: bytes | None, extra: dict[str, str]) -> Answer:
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **extra}
         if self.api_key:
             headers["X-API-Key"] = self.api_key
@@ -127,13 +135,14 @@ class Client:
 
     def _attempt(
         self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float
-    ) -> Any:
+    ) -> Answer:
         """One try: the decoded body, or :class:`_TransientError` when it is worth another."""
         request = Request(url, data=data, headers=headers, method=method)  # noqa: S310 - http(s) only, checked in config
         started = time.monotonic()
         try:
             with self._opener.open(request, timeout=timeout) as response:
                 status, raw = response.status, response.read()
+                replayed = response.headers.get("Idempotent-Replayed", "").strip().lower() == "true"
         except HTTPError as error:
             raw = error.read()
             error.close()
@@ -158,7 +167,7 @@ class Client:
             raise _TransientError(f"cannot reach {url}: {type(error).__name__}: {error}") from None
         log.debug(f"-> {status} in {time.monotonic() - started:.3f}s: {raw[:2000]!r}")
         try:
-            return json.loads(raw)
+            return Answer(json.loads(raw), replayed)
         except ValueError:
             raise ApiError(f"{method} {url} answered {status} with a body that is not JSON") from None
 

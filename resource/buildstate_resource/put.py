@@ -1,4 +1,5 @@
-"""``out``: record one change (create, state, failure or reset) and print the event's version.
+"""``out``: record one change (create, state, failure or reset), with or without the build's artifacts
+(recorded first, ``artifacts``), and print the event's version.
 
 The printed version comes from the event the service returns, formatted by the same function that
 ``check`` uses, so the put's version and the checked version are the same Concourse version, and
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import artifacts, log
-from .client import Client, path_for
+from .client import Answer, Client, path_for
 from .config import (
     CREATE_KEYS,
     FAILURE_FIELDS,
@@ -73,32 +74,55 @@ def put(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
     recorded: list[Mapping[str, Any]] = []
     # The version is the last change's event: the action's when there is one (artifacts go first).
     for change in plan_put(params, sources):
-        response, event = _record(client, change, provenance)
+        answer, event = _record(client, change, provenance)
         if change.records_artifacts:
-            recorded = _recorded_artifacts(response)
-    version = version_of(event)
-    metadata = metadata_of(source.url, event) + artifacts.metadata_of(recorded)
-    if isinstance(response, dict) and response.get("replayed") is True:  # the change was already true
+            recorded = _recorded_artifacts(answer.body)
+        _report(change, answer, version_of(event), len(recorded))
+    return {
+        "version": version_of(event),
+        "metadata": metadata_of(source.url, event) + artifacts.metadata_of(recorded),
+    }
+
+
+def _report(change: Change, answer: Answer, version: Mapping[str, str], artifact_count: int) -> None:
+    """One line in the build log for what a request recorded; or that it had been sent before (the same
+    Idempotency-Key: a re-run put, answered as the first time with ``Idempotent-Replayed``); or that what
+    it asks was true already (``replayed`` in the answer)."""
+    body = answer.body
+    already = isinstance(body, Mapping) and body.get("replayed") is True
+    build, seq, state = version["build"], version["seq"], version["state"]
+    what = (
+        f"{artifact_count} artifact{'' if artifact_count == 1 else 's'}"
+        if change.records_artifacts
+        else f"state {state}"
+    )
+    if answer.replayed and not already:
         log.info(
-            f"nothing recorded: build {version['build']} is already at state {version['state']} "
-            f"(event {version['seq']}); the version is that event"
+            f"nothing recorded: this put ran before in this Concourse build; event {seq} recorded {what}"
         )
+    elif already and change.records_artifacts:
+        log.info(f"nothing recorded: build {build} has the {what} already (event {seq})")
+    elif already:
+        log.info(
+            f"nothing recorded: build {build} is already at {what} (event {seq}); the version is that event"
+        )
+    elif change.records_artifacts:
+        log.info(f"recorded event {seq}: {what} of build {build}")
     else:
-        log.info(f"recorded event {version['seq']}: build {version['build']} state {version['state']}")
-    return {"version": version, "metadata": metadata}
+        log.info(f"recorded event {seq}: build {build} {what}")
 
 
 def _record(
     client: Client, change: Change, provenance: dict[str, Any] | None
-) -> tuple[object, Mapping[str, Any]]:
+) -> tuple[Answer, Mapping[str, Any]]:
     """POST one change with its idempotency key: the answer, and the event it recorded (or replayed)."""
     body = (
         {**change.body, "provenance": provenance} if provenance and change.carries_provenance else change.body
     )
     key = idempotency_key(os.environ, "POST", change.path, body)
     log.info(f"recording {change.summary}")
-    response = client.post(change.path, body, key)
-    return response, _event_of(client, response, change.path)
+    answer = client.post(change.path, body, key)
+    return answer, _event_of(client, answer.body, change.path)
 
 
 def _recorded_artifacts(response: object) -> list[Mapping[str, Any]]:

@@ -307,6 +307,48 @@ class ArtifactsRecord(_Request):
         return self
 
 
+class PackerFile(BaseModel):
+    name: str
+    size: int | None = None
+
+
+class PackerManifestBuild(BaseModel):
+    """One entry of a Packer manifest's ``builds``, as the ``manifest`` post-processor writes it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(description="The build's name in the template.")
+    builder_type: str = Field(description="`amazon-ebs`, `azure-arm`, `googlecompute`, `vsphere-iso`, ...")
+    build_time: int | None = Field(default=None, description="Unix time of the build (0 with strip_time).")
+    files: list[PackerFile] | None = Field(default=None, description="What builders that make files made.")
+    artifact_id: str | None = Field(
+        default=None, description="The builder's artifact id (`us-east-1:ami-1,us-west-2:ami-2` for AWS)."
+    )
+    packer_run_uuid: str | None = Field(default=None, description="The run that wrote the entry.")
+    custom_data: dict[str, str] | None = Field(
+        default=None,
+        description="The post-processor's custom_data: the artifacts' labels (`region`: theirs).",
+    )
+
+
+class PackerManifest(BaseModel):
+    """``packer-manifest.json`` as Packer's ``manifest`` post-processor writes it: the builds of every run
+    it appended, and the last run's id; only the last run's builds are recorded. What is checked is
+    ``buildstate.packer``'s reading of it, whose 422 names the field (``builds[2].artifact_id``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    builds: list[PackerManifestBuild]
+    last_run_uuid: str | None = Field(default=None, description="The run whose builds are recorded.")
+
+
+class JsonObject(BaseModel):
+    """Any JSON object: a body read with every guard of ``web.requests.parse_body`` (size, NUL, values,
+    finite numbers) and checked by what reads it next."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
 # ---------------------------------------------------------------- responses
 
 

@@ -58,22 +58,21 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from pydantic import TypeAdapter, ValidationError
 
-from buildstate.models import LabelKey, LabelValue
+from buildstate.models import MAX_ARTIFACTS_PER_BUILD, ExternalId, LabelKey, LabelValue, Region
 
 MAX_MANIFEST_BUILDS = 1000  # entries of all runs in the file (Packer without -force keeps appending)
 MAX_FILES = 256  # per build
-MAX_ARTIFACTS = 200  # what one manifest may record: as many as one POST /builds/{ref}/artifacts
+# What parsing one manifest may produce: no build holds more. What one request may record (fewer) is the
+# record's rule (models.ArtifactsRecord), which the route applies with the exact count.
+MAX_ARTIFACTS = MAX_ARTIFACTS_PER_BUILD
 MAX_ARTIFACT_ID = 16 * 1024  # the raw artifact_id of one build (an AMI in every region is ~1.2k)
-MAX_EXTERNAL_ID = 2048  # one artifact's id: a path, a resource id, a URL
+MAX_EXTERNAL_ID = 2048  # one artifact's id (models.ExternalId): a path, a resource id, a URL
 MAX_NAME = 200  # name, builder_type
 MAX_RUN_UUID = 64
 MAX_LABELS = 64  # as models.Labels
 PACKER_LABELS = ("packer.build_name", "packer.builder_type")
 MAX_CUSTOM_DATA = MAX_LABELS - len(PACKER_LABELS)
 
-# What an artifact's region may be ('' when there is none): a cloud's own spelling (us-east-1, eastus,
-# europe-west1, iad, a vSphere datacenter's slug).
-REGION_PATTERN = re.compile(r"^(?:[a-z0-9][a-z0-9._-]{0,63})?$")
 _RUN_UUID = re.compile(r"^[A-Za-z0-9._-]{0,64}$")
 _AZURE_GALLERY_VERSION = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/galleries/[^/]+/images/[^/]+"
@@ -84,6 +83,7 @@ _AZURE_MANAGED_IMAGE = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/images/[^/]+$", re.IGNORECASE
 )
 
+_REGION_RULE = "a region is letters, digits, '.', '_', ':', '/' and '-', up to 128 characters"
 _AWS_KINDS = {
     "amazon-ebs": "ami",
     "amazon-ebssurrogate": "ami",
@@ -93,8 +93,12 @@ _AWS_KINDS = {
 }
 _FILE_BUILDERS = re.compile(r"^(?:qemu|file|null|virtualbox-.+|vmware-.+|hyperv-.+|parallels-.+)$")
 
+# The service's own rules for what parse_manifest returns, so that a manifest it reads is never refused by
+# the record it becomes (and a field of the manifest, not of that record, is named when it is wrong).
 _label_key: TypeAdapter[str] = TypeAdapter(LabelKey)
 _label_value: TypeAdapter[str] = TypeAdapter(LabelValue)
+_region: TypeAdapter[str] = TypeAdapter(Region)
+_external: TypeAdapter[str] = TypeAdapter(ExternalId)
 
 
 class ManifestError(ValueError):
@@ -176,11 +180,8 @@ def _artifacts_of(entry: dict[str, Any], where: str) -> list[ManifestArtifact]:
     custom = _custom_data(entry.get("custom_data"), f"{where}.custom_data")
     labels = {**custom, "packer.build_name": name, "packer.builder_type": builder}
     region = custom.get("region", "")
-    if not REGION_PATTERN.match(region):
-        raise ManifestError(
-            f"{where}.custom_data.region",
-            "a region is lower-case letters, digits, '.', '_' and '-', up to 64 characters",
-        )
+    if not _valid(_region, region):
+        raise ManifestError(f"{where}.custom_data.region", _REGION_RULE)
     found = [
         ManifestArtifact(None, "", "file", file_name, labels)
         for file_name in _files(entry.get("files"), f"{where}.files")
@@ -222,7 +223,7 @@ def _region_pairs(raw_id: str, field: str) -> list[tuple[str, str]]:
     pairs = []
     for position, part in enumerate(raw_id.split(","), start=1):
         region, colon, image = part.strip().partition(":")
-        if not colon or not region or not image or not REGION_PATTERN.match(region):
+        if not colon or not region or not image or not _valid(_region, region):
             raise ManifestError(
                 field,
                 f"part {position} is not `region:id` (the builder writes `us-east-1:ami-1,us-west-2:ami-2`)",
@@ -261,8 +262,8 @@ def _oci_region(ocid: str, field: str) -> str:
     parts = ocid.split(".")
     if len(parts) < 5 or parts[0] != "ocid1" or parts[1] != "image":
         raise ManifestError(field, "not an image OCID (ocid1.image.<realm>.<region>.<id>)")
-    region = parts[3].lower()
-    if not REGION_PATTERN.match(region):
+    region = parts[3]
+    if not region or not _valid(_region, region):
         raise ManifestError(field, "the OCID's region field is not a region")
     return region
 
@@ -325,20 +326,14 @@ def _custom_data(value: object, field: str) -> dict[str, str]:
     if len(value) > MAX_CUSTOM_DATA:
         raise ManifestError(field, f"more than {MAX_CUSTOM_DATA} keys (they become labels)")
     for position, (key, item) in enumerate(value.items(), start=1):
-        try:
-            _label_key.validate_python(key)
-        except ValidationError:
+        if not _valid(_label_key, key):
             raise ManifestError(
                 field,
                 f"key {position} is not a label key (a letter or digit, then letters, digits, '.', '_', "
                 "'/' or '-', up to 64 characters)",
-            ) from None
-        try:
-            _label_value.validate_python(item, strict=True)
-        except ValidationError:
-            raise ManifestError(
-                f"{field}.{key}", "a label value is a string of up to 1024 characters"
-            ) from None
+            )
+        if not isinstance(item, str) or not _valid(_label_value, item):
+            raise ManifestError(f"{field}.{key}", "a label value is a string of up to 1024 characters")
     return dict(value)
 
 
@@ -348,9 +343,17 @@ def _external_id(value: str, field: str) -> str:
         raise ManifestError(field, "an artifact's id may not be empty")
     if len(value) > MAX_EXTERNAL_ID:
         raise ManifestError(field, f"an artifact's id is at most {MAX_EXTERNAL_ID} characters")
-    if _has_control(value):
-        raise ManifestError(field, "holds control characters")
+    if not _valid(_external, value):
+        raise ManifestError(field, "an artifact's id is one line of printable characters")
     return value
+
+
+def _valid(adapter: TypeAdapter[str], value: str) -> bool:
+    try:
+        adapter.validate_python(value, strict=True)
+    except ValidationError:
+        return False
+    return True
 
 
 def _has_control(value: str) -> bool:

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import resource_harness as harness
 import yaml
 from resource_fake_server import FakeServer, Recorded, Reply, event
@@ -239,10 +240,18 @@ def test_a_rerun_of_the_put_records_nothing_twice(
         "artifacts_file": "packer-output/packer-manifest.json",
     }
 
-    first = harness.put(source, params, sources).result()
-    again = harness.put(source, params, sources).result()
-    from_another_build = harness.put(source, params, sources, harness.build_env(BUILD_ID="9001")).result()
+    first_run = harness.put(source, params, sources)
+    first = first_run.result()
+    again_run = harness.put(source, params, sources)  # the same requests, keys and answers
+    again = again_run.result()
+    another_run = harness.put(source, params, sources, harness.build_env(BUILD_ID="9001"))
+    from_another_build = another_run.result()  # new keys: the service finds them true already
 
+    assert f"1 artifact of build {build['build_id']}" in first_run.stderr
+    assert again_run.stderr.count("nothing recorded: this put ran before in this Concourse build") == 2
+    assert "recorded event" not in again_run.stderr
+    assert f"nothing recorded: build {build['build_id']} has the 1 artifact already" in another_run.stderr
+    assert "is already at state 100" in another_run.stderr
     assert again == first
     assert from_another_build["version"] == first["version"]
     history = api("GET", f"/builds/{build['build_id']}/history")
@@ -250,46 +259,115 @@ def test_a_rerun_of_the_put_records_nothing_twice(
     assert len(history["artifacts"]) == 1
 
 
-def test_the_deploy_pipelines_scripts_read_the_ami_from_the_get_and_the_lookup(
-    source: dict[str, Any], new_build: Any, api_key: str, platform: str, tmp_path: Path
-) -> None:
-    """pipelines/deploy.yml's two tasks that find the AMI, run as written (sh, curl) on what a put made."""
-    pipeline = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines/deploy.yml").read_text())
-    tasks = {
-        step["task"]: step
-        for job in pipeline["jobs"]
-        for step in job["plan"]
-        if isinstance(step, dict) and "task" in step
-    }
+DEPLOY_TASKS = {
+    step["task"]: step["config"]["run"]["args"][-1]
+    for job in yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines/deploy.yml").read_text())[
+        "jobs"
+    ]
+    for step in job["plan"]
+    if isinstance(step, dict) and "task" in step
+}
+
+
+def _built(source: dict[str, Any], new_build: Any, workdir: Path, *pairs: tuple[str, str]) -> dict[str, Any]:
+    """A build at 100 whose Packer manifest (``pairs``) a put recorded; the put's output."""
     build = new_build(os_version="rhel-8.8", image_type="base")
-    region = f"{platform}-east"
-    sources = _with_manifest(tmp_path, _manifest(platform, (region, "ami-0ddd4444")))
+    sources = _with_manifest(workdir, _manifest(build["platform"], *pairs))
     params = {
         "build": build["build_id"],
         "state": 100,
         "artifacts_file": "packer-output/packer-manifest.json",
     }
-    out = harness.put(source, params, sources).result()
-    task_dir = tmp_path / "task"
-    harness.get(source, out["version"], task_dir / "image-builds").result()
-    (task_dir / "ami").mkdir()
+    out: dict[str, Any] = harness.put(source, params, sources).result()
+    return out
 
-    def run_task(name: str, env: dict[str, str]) -> str:
-        script = tasks[name]["config"]["run"]["args"][-1]
-        subprocess.run(["sh", "-ec", script], cwd=task_dir, env={"PATH": "/usr/bin:/bin", **env}, check=True)
-        return (task_dir / "ami" / "id").read_text()
 
-    assert run_task("read-ami", {}) == "ami-0ddd4444"
-    (task_dir / "ami" / "id").unlink()
-    looked_up = run_task(
-        "look-up-ami",
-        {
-            "BUILDSTATE_URL": source["url"],
-            "BUILDSTATE_API_KEY": api_key,
-            "PLATFORM": "aws",
-            "OS_VERSION": "rhel-8.8",
-            "IMAGE_TYPE": "base",
-            "AWS_REGION": region,
-        },
+def _run_task(name: str, task_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """One of pipelines/deploy.yml's tasks, its script run as written in a task's working directory."""
+    (task_dir / "ami").mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        ["sh", "-ec", DEPLOY_TASKS[name]],
+        cwd=task_dir,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    assert looked_up.strip() == "ami-0ddd4444"
+
+
+def test_the_deploy_pipeline_reads_the_ami_of_the_triggering_get(
+    source: dict[str, Any], new_build: Any, platform: str, tmp_path: Path
+) -> None:
+    one = _built(source, new_build, tmp_path / "one", (f"{platform}-east", "ami-0ddd4444"))
+    two = _built(
+        source, new_build, tmp_path / "two", (f"{platform}-east", "ami-0e1"), (f"{platform}-west", "ami-0e2")
+    )
+    for out, task_dir in ((one, tmp_path / "task-one"), (two, tmp_path / "task-two")):
+        harness.get(source, out["version"], task_dir / "image-builds").result()
+
+    single = _run_task("read-ami", tmp_path / "task-one", {})
+    several = _run_task("read-ami", tmp_path / "task-two", {})
+
+    assert single.returncode == 0, single.stderr
+    assert (tmp_path / "task-one" / "ami" / "id").read_text() == "ami-0ddd4444"
+    assert several.returncode != 0, "two AMIs: the task must not deploy an arbitrary one"
+    assert "made no single artifact; see image-builds/artifacts.json" in several.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("curl") is None, reason="deploy.yml's lookup task runs curl (not in the image)"
+)
+def test_the_deploy_pipeline_looks_the_ami_up_as_text(
+    source: dict[str, Any], new_build: Any, api_key: str, platform: str, tmp_path: Path
+) -> None:
+    region = f"{platform}-east"
+    _built(source, new_build, tmp_path / "put", (region, "ami-0ddd4444"))
+    env = {
+        "BUILDSTATE_URL": source["url"],
+        "BUILDSTATE_API_KEY": api_key,
+        "PLATFORM": platform,  # the build's platform (what keys are bound to), not the AMI's cloud
+        "OS_VERSION": "rhel-8.8",
+        "IMAGE_TYPE": "base",
+    }
+
+    found = _run_task("look-up-ami", tmp_path / "task", {**env, "AWS_REGION": region})
+    missing = _run_task("look-up-ami", tmp_path / "task-missing", {**env, "AWS_REGION": f"{platform}-north"})
+
+    assert found.returncode == 0, found.stderr
+    assert (tmp_path / "task" / "ami" / "id").read_text().strip() == "ami-0ddd4444"
+    assert "deploying ami-0ddd4444" in found.stdout
+    assert missing.returncode != 0, "a 404 fails the task (curl -f)"
+    assert api_key not in found.stdout + found.stderr + missing.stdout + missing.stderr
+
+
+def test_a_get_writes_the_artifacts_of_its_events_attempt_as_of_that_event(
+    source: dict[str, Any], new_build: Any, platform: str, tmp_path: Path
+) -> None:
+    """in is cached per version: an earlier event's get never shows what came later, and a finished
+    attempt's get shows its own AMI, not one a failed attempt recorded."""
+    build = new_build()
+    ref = build["build_id"]
+    region = f"{platform}-east"
+    started = harness.put(source, {"build": ref, "state": 10}, tmp_path).result()
+    first = harness.put(
+        source, {"build": ref, "state": 25, "artifacts": [{**AMI, "region": region}]}, tmp_path
+    )
+    harness.put(source, {"build": ref, "failure": {"error_message": "ansible: exit 2"}}, tmp_path).result()
+    harness.put(source, {"build": ref, "reset": {"reason": "flaky mirror"}}, tmp_path).result()
+    second = {"region": region, "kind": "ami", "external_id": "ami-0beef"}
+    finished = harness.put(source, {"build": ref, "state": 100, "artifacts": [second]}, tmp_path).result()
+
+    def fetched(version: dict[str, str], name: str) -> tuple[list[dict[str, Any]], str | None]:
+        harness.get(source, version, tmp_path / name).result()
+        artifact_id = tmp_path / name / "artifact_id"
+        listed = json.loads((tmp_path / name / "artifacts.json").read_text())
+        return listed, artifact_id.read_text() if artifact_id.exists() else None
+
+    assert fetched(started["version"], "at-10") == ([], None)
+    at_25, at_25_id = fetched(first.result()["version"], "at-25")
+    assert [a["external_id"] for a in at_25] == ["ami-0123abcd"]
+    assert at_25_id == "ami-0123abcd"
+    at_100, at_100_id = fetched(finished["version"], "at-100")
+    assert [a["external_id"] for a in at_100] == ["ami-0beef"]
+    assert at_100_id == "ami-0beef"
+    assert at_100[0]["attempt"] == at_25[0]["attempt"] + 1

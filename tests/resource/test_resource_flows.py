@@ -226,6 +226,7 @@ def test_duplicate_put_in_the_same_build_records_once(
     again = harness.put(source, params, tmp_path, same_build)
 
     assert json.dumps(again.result()) == json.dumps(first)
+    assert "nothing recorded: this put ran before in this Concourse build; event" in again.stderr
     history = api("GET", f"/builds/{build['build_id']}/history")
     assert [event["state_code"] for event in history["events"]] == [0, 50, 75]
 

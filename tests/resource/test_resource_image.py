@@ -46,3 +46,6 @@ def test_image_is_slim_with_a_test_stage_and_no_service_dependencies() -> None:
         assert build_tool not in resource_stage
     assert re.search(r"pytest .*tests/resource", text)
     assert "BUILDSTATE_RESOURCE_SCRIPTS_DIR=/opt/resource" in text
+    # tests/resource reads the example pipelines and the Packer manifests of tests/fixtures.
+    assert "COPY pipelines/ pipelines/" in text
+    assert "COPY tests/fixtures/ tests/fixtures/" in text

@@ -231,3 +231,93 @@ async def test_any_expect_header_is_answered_by_the_route_not_a_500(
     head, _, body = answer.partition(b"\r\n\r\n")
     assert int(head.split()[1]) == (422 if path == b"/token" else 401)
     assert b"application/problem+json" in head and expect not in body
+
+
+# ---------------------------------------------------------------- artifacts (issue 16)
+
+LATEST = b"/artifacts/latest?platform=aws&os_version=rhel-8.8&image_type=base"
+
+
+async def _succeeded_with_an_ami(client: Client) -> None:
+    build = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base", "build_id": "ami-1"}
+    assert (await client.post("/builds", json=build)).status == 201
+    amis = {"artifacts": [{"region": "eu-west-1", "kind": "ami", "external_id": "ami-0abc"}]}
+    assert (await client.post("/builds/ami-1/artifacts", json=amis)).status == 200
+    assert (await client.post("/builds/ami-1/state", json={"state_code": 100})).status == 200
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        (b"&label.%FF=1", 422), (b"&label.a%00b=1", 422), (b"&label.%E2%80%8B=1", 422),
+        (b"&label.a=%00", 422), (b"&label.a=%FF", 404), (b"&label." + b"k" * 5000 + b"=1", 422),
+        (b"&label.a=" + b"a" * 1025, 422),
+        (b"&label.a\"]')--=1", 422), (b"&label.$.a=1", 422), (b"&label.a=" + b"%E2%80%AE" * 400, 404),
+        (b"&region=%0Aeu", 422), (b"&region=eu-west-1%00", 422), (b"&region=" + b"e" * 200, 422),
+        (b"&kind=%C3%A1mi", 422), (b"&kind=ami%20", 422),
+        (b"&" + b"&".join(b"label.k%d=v" % n for n in range(300)), 422),
+    ],
+)  # fmt: skip
+async def test_a_hostile_artifact_lookup_is_a_clear_4xx(
+    client: Client, admin_key: str, query: bytes, status: int, no_unhandled_errors: None
+) -> None:
+    await _succeeded_with_an_ami(client)
+    got, body = await raw(client, get(LATEST + query, f"X-API-Key: {admin_key}".encode()))
+    assert got == status, body
+    assert json.loads(body)["status"] == status
+
+
+@pytest.mark.parametrize(
+    ("accept", "answer"),
+    [
+        (b"text/plain", b"ami-0abc\n"), (b"TEXT/PLAIN;q=1.000", b"ami-0abc\n"), (b"text/plain\xff", None),
+        (b"text/plain;q=1e999", None), (b"text/plain;q=NaN", None), (b"text/plain;q=-1", None),
+        (b"text/plain;;;q==0.5", None), (b"*/*;q=0.1," * 500, None), (b"\xff\xfe/\xfd", None),
+        (b"text/plain;q=0.5," * 300, b"ami-0abc\n"),
+        (b"text/plain;q=0.5," * 100 + b"application/json", None),
+    ],
+)  # fmt: skip
+async def test_any_accept_header_gets_json_or_the_id_as_text(
+    client: Client, admin_key: str, accept: bytes, answer: bytes | None, no_unhandled_errors: None
+) -> None:
+    """406 is never the answer: JSON unless text/plain is preferred, whatever the header holds."""
+    await _succeeded_with_an_ami(client)
+    got, body = await raw(
+        client, get(LATEST + b"&region=eu-west-1", f"X-API-Key: {admin_key}".encode(), b"Accept: " + accept)
+    )
+    assert got == 200, body
+    if answer is None:
+        assert json.loads(body)["external_id"] == "ami-0abc"
+    else:
+        assert body == answer
+
+
+@pytest.mark.parametrize(
+    "external_id",
+    ["ami-1\u2028", "ami-\u202e1", "ami-1\r\nX-Injected: 1", "\u00a0ami-1", "ami-\u0085", "ami-1\t", ""],
+)
+async def test_an_external_id_that_is_not_one_printable_line_is_refused(
+    client: Client, external_id: str, no_unhandled_errors: None
+) -> None:
+    """What ``Accept: text/plain`` answers is one line: nothing that a shell, a terminal or a header
+    would read as more (a line separator, a bidi override, a CR LF) is ever recorded."""
+    build = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base", "build_id": "hostile-1"}
+    assert (await client.post("/builds", json=build)).status == 201
+    body = {"artifacts": [{"kind": "ami", "external_id": external_id}]}
+    answer = await client.post("/builds/hostile-1/artifacts", json=body)
+    assert answer.status == 422, await answer.text()
+    listed = await (await client.get("/builds/hostile-1/artifacts")).json()
+    assert listed["artifacts"] == []
+
+
+@pytest.mark.parametrize("ref", [b"%FF", b"..%2F..%2Fadmin", b"%00", b"a" * 4000, b"%E2%80%AE"])
+@pytest.mark.parametrize("route", [b"/builds/{}/artifacts", b"/builds/{}/packer-manifest"])
+async def test_a_hostile_build_reference_on_the_artifact_routes_is_a_4xx(
+    client: Client, admin_key: str, ref: bytes, route: bytes, no_unhandled_errors: None
+) -> None:
+    path = route.replace(b"{}", ref)
+    key = f"X-API-Key: {admin_key}".encode()
+    got, body = await raw(client, get(path, key))
+    assert got in {404, 405, 422}, (path, body)
+    got, body = await raw(client, post(path, b'{"artifacts": [{"kind": "ami", "external_id": "x"}]}', key))
+    assert got in {404, 422}, (path, body)

@@ -16,7 +16,7 @@ from tests.store.test_rules import CTX, create, state
 from tests.support import CLI, clean_env
 
 from buildstate.config import Settings
-from buildstate.models import FailureReport, ResetRequest
+from buildstate.models import ArtifactsRecord, FailureReport, ResetRequest
 from buildstate.store import Store
 from buildstate.store.verify import verify
 
@@ -33,6 +33,8 @@ async def a_busy_store(store: Store) -> dict[str, Any]:
     await state(store, broken["id"], 5)
     failed = await create(store, "failed-1", image_type="cis")
     await store.record_failure(failed["id"], FailureReport(error_message="ansible", component="x"), CTX)
+    amis = [{"region": r, "kind": "ami", "external_id": f"ami-busy-{r}"} for r in ("eu-west-1", "us-east-1")]
+    await store.artifacts.record("done-1", ArtifactsRecord.model_validate({"artifacts": amis}), CTX)
     return {"done": done, "broken": broken, "failed": failed}
 
 
@@ -48,7 +50,8 @@ async def test_a_store_written_only_by_the_service_has_no_drift(store: Store, se
     report = await verify(store)
     assert report.ok, report.as_dict()
     assert report.checked["builds"] == 3
-    assert report.checked["events"] == 11
+    assert report.checked["events"] == 12
+    assert report.checked["artifacts"] == 2
     done = run_cli(settings, "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["ok"] is True
@@ -62,6 +65,7 @@ DRIFT = {
     "combos": ("DELETE FROM combos WHERE platform_id = (SELECT id FROM platforms WHERE name = 'azure')",),
     "failures": ("DELETE FROM failures WHERE error_message = 'ansible'",),
     "builds": ("UPDATE builds SET state_code = 95 WHERE build_id = 'done-1'",),
+    "artifacts": ("DELETE FROM artifacts WHERE external_id = 'ami-busy-us-east-1'",),
     "history": (
         # What a create by a UUID-shaped build_id did to its victim before issue 13: a second created
         # event that sent a succeeded build back to 0 (and the counts out of step).

@@ -129,6 +129,12 @@ async def test_a_platform_restricted_key_records_artifacts_only_on_its_builds(
     assert (await aws_only.post("/builds/rhel-8.8-base-1/artifacts", json=other_cloud)).status == 200
     refused = await assert_problem(await aws_only.post("/builds/azure-1/artifacts", json=AMIS), 403)
     assert refused["type"].endswith("/platform-not-allowed")
+    # What the aws key recorded is never what an azure deployer finds: the lookup's platform is the build's.
+    await post(client, "/builds/rhel-8.8-base-1/state", {"state_code": 100})
+    azure = "/artifacts/latest?platform=azure&os_version=rhel-8.8&image_type=base&kind=azure-image-version"
+    await assert_problem(await client.get(azure), 404)
+    found = await (await client.get(LATEST + "&kind=azure-image-version")).json()
+    assert (found["platform"], found["build"]["platform"]) == ("azure", "aws")
 
 
 async def test_the_lookup_answers_json_or_just_the_id(client: Client) -> None:
@@ -199,3 +205,130 @@ def test_negotiation_picks_text_only_when_it_is_preferred() -> None:
     assert negotiate("text/plain;q=0.001", offered) == "text/plain"
     assert negotiate(", ;;, =,", offered) == "application/json"
     assert negotiate("text/plain," * 1000, offered) == "text/plain"
+
+
+# ---------------------------------------------------------------- Packer manifests
+
+RUN_1, RUN_2 = "6f1c0e8a-1111-4c4e-9a51-000000000001", "6f1c0e8a-2222-4c4e-9a51-000000000002"
+# What `packer build` with the manifest post-processor leaves after two runs without -force: both runs'
+# builds appended, last_run_uuid naming the second. Written from Packer's documented format.
+TWO_RUNS = {
+    "builds": [
+        {
+            "name": "rhel-8.8-base",
+            "builder_type": "amazon-ebs",
+            "build_time": 1764590000,
+            "files": None,
+            "artifact_id": "eu-west-1:ami-0run1eu,us-east-1:ami-0run1us",
+            "packer_run_uuid": RUN_1,
+            "custom_data": {"arch": "x86_64"},
+        },
+        {
+            "name": "rhel-8.8-base",
+            "builder_type": "amazon-ebs",
+            "build_time": 1764593600,
+            "files": None,
+            "artifact_id": "eu-west-1:ami-0run2eu,us-east-1:ami-0run2us",
+            "packer_run_uuid": RUN_2,
+            "custom_data": {"arch": "x86_64"},
+        },
+        {
+            "name": "rhel-8.8-base-qcow",
+            "builder_type": "qemu",
+            "build_time": 1764593700,
+            "files": [{"name": "output/rhel-8.8-base.qcow2", "size": 2147483648}],
+            "artifact_id": "VM",
+            "packer_run_uuid": RUN_2,
+            "custom_data": None,
+        },
+        {
+            "name": "rhel-8.8-base-exotic",
+            "builder_type": "some-future-builder",
+            "build_time": 1764593800,
+            "files": None,
+            "artifact_id": "image/rhel-8.8-base-42",
+            "packer_run_uuid": RUN_2,
+            "custom_data": None,
+        },
+    ],
+    "last_run_uuid": RUN_2,
+}
+
+
+async def test_a_manifest_with_two_runs_records_the_last_runs_artifacts(client: Client) -> None:
+    await post(client, "/builds", SEED_BUILD)
+    path = "/builds/rhel-8.8-base-1/packer-manifest"
+    status, written, _ = await post(client, path, TWO_RUNS)
+    assert status == 200, written
+    recorded = [(a["platform"], a["region"], a["kind"], a["external_id"]) for a in written["artifacts"]]
+    assert recorded == [
+        ("aws", "eu-west-1", "ami", "ami-0run2eu"),
+        ("aws", "us-east-1", "ami", "ami-0run2us"),
+        ("aws", "", "file", "output/rhel-8.8-base.qcow2"),  # the build's platform
+        ("aws", "", "generic", "image/rhel-8.8-base-42"),  # an unknown builder is kept, never refused
+    ]
+    assert written["artifacts"][0]["labels"] == {
+        "arch": "x86_64",
+        "packer.build_name": "rhel-8.8-base",
+        "packer.builder_type": "amazon-ebs",
+    }
+    assert written["event"]["type"] == "artifact" and len(written["event"]["detail"]["artifacts"]) == 4
+    # The same manifest again (a rerun of the put) is a replay; so is its Idempotency-Key.
+    again = await post(client, path, TWO_RUNS)
+    assert again[1]["replayed"] is True and again[2]["Idempotent-Replayed"] == "true"
+    first = await post(client, path, TWO_RUNS, **{"Idempotency-Key": "put-1"})
+    assert (await post(client, path, TWO_RUNS, **{"Idempotency-Key": "put-1"}))[1] == first[1]
+    await post(client, "/builds/rhel-8.8-base-1/state", {"state_code": 100})
+    text = await client.get(LATEST + "&region=us-east-1&label.arch=x86_64", headers={"Accept": "text/plain"})
+    assert await text.read() == b"ami-0run2us\n"
+
+
+@pytest.mark.parametrize(
+    ("manifest", "field"),
+    [
+        ({"last_run_uuid": RUN_2}, "builds"),
+        ({"builds": [], "last_run_uuid": RUN_2}, "builds"),
+        ({"builds": TWO_RUNS["builds"], "last_run_uuid": "no-such-run"}, "last_run_uuid"),
+        ({**TWO_RUNS, "builds": [*TWO_RUNS["builds"][:1], {**TWO_RUNS["builds"][1], "artifact_id": "ami-0"}]},
+         "builds[1].artifact_id"),
+        ({**TWO_RUNS, "builds": [{**TWO_RUNS["builds"][1], "name": ""}]}, "builds[0].name"),
+        ({**TWO_RUNS, "builds": [{**TWO_RUNS["builds"][1], "custom_data": {"region": "EU WEST"}}]},
+         "builds[0].custom_data.region"),
+    ],
+)  # fmt: skip
+async def test_a_malformed_manifest_is_422_naming_the_field_and_records_nothing(
+    client: Client, manifest: Any, field: str
+) -> None:
+    await post(client, "/builds", SEED_BUILD)
+    response = await client.post("/builds/rhel-8.8-base-1/packer-manifest", json=manifest)
+    problem = await assert_problem(response, 422)
+    assert field in {error["loc"] for error in problem["errors"]}, problem
+    assert field in problem["detail"]
+    assert (await (await client.get("/builds/rhel-8.8-base-1/artifacts")).json())["artifacts"] == []
+    events = await (await client.get("/events?type=artifact")).json()
+    assert events["events"] == []
+
+
+async def test_manifest_bodies_that_are_not_manifests_are_refused(client: Client) -> None:
+    await post(client, "/builds", SEED_BUILD)
+    path = "/builds/rhel-8.8-base-1/packer-manifest"
+    await assert_problem(
+        await client.post(path, data=b"{", headers={"Content-Type": "application/json"}), 400
+    )
+    await assert_problem(await client.post(path, json=[TWO_RUNS]), 422)
+    await assert_problem(
+        await client.post(path, data=b"builds: []", headers={"Content-Type": "text/yaml"}), 415
+    )
+    nan = b'{"builds": [], "x": NaN}'
+    await assert_problem(await client.post(path, data=nan, headers={"Content-Type": "application/json"}), 422)
+    await assert_problem(await client.post("/builds/nobody/packer-manifest", json=TWO_RUNS), 404)
+    many = {
+        "builds": [
+            {"name": f"b{n}", "builder_type": "amazon-ebs", "packer_run_uuid": RUN_1,
+             "artifact_id": ",".join(f"r{n}-{r}:ami-{n}-{r}" for r in range(10))}
+            for n in range(21)
+        ],
+        "last_run_uuid": RUN_1,
+    }  # fmt: skip
+    problem = await assert_problem(await client.post(path, json=many), 422)
+    assert "210 artifacts" in problem["detail"]

@@ -45,7 +45,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from buildstate.domain import EVENT_RULES
+from buildstate.domain import EVENT_RULES, EventType
 from buildstate.models import BuildWithEvent
 
 __all__ = ["CONTENT_TYPE_LATEST", "BoundedLabel", "FixedLabel", "Metrics", "multiprocess_dir"]
@@ -131,7 +131,7 @@ class Metrics:
         )
         self.transitions = Counter(
             "buildstate_build_transitions",
-            "Build events recorded (created, state, failure, reset), by platform and the state code after.",
+            f"Build events recorded ({', '.join(EventType)}), by platform and the state code after.",
             ["platform", "type", "state"],
             registry=r,
         )

@@ -36,68 +36,59 @@ SELECT :build, :attempt, j.value ->> 'platform', j.value ->> 'region', j.value -
 FROM jsonb_array_elements(:artifacts) WITH ORDINALITY AS j (value, n) ORDER BY j.n
 
 -- name: latest.sqlite
--- GET /artifacts/latest: among the succeeded builds of one platform x OS version x image type, newest
--- first (builds_latest_succeeded: `status = 'succeeded'` is written out for the partial index to apply),
--- the first with a matching artifact; then its newest matching artifact (the build itself is read
--- after, with build_statement). A filter left NULL matches anything; each of :labels must be the artifact's label, or its build's when the artifact has none of
--- that name.
+-- GET /artifacts/latest: the succeeded builds of one platform x OS version x image type, newest first
+-- (builds_latest_succeeded: `status = 'succeeded'` is written out for the partial index to apply), each
+-- probed for matching artifacts through the unique index; the first build's newest match. The sort of its
+-- last key (a.id) is of one build's artifacts at a time, so the LIMIT stops the walk at the first build
+-- with a match (SQLite: "TEMP B-TREE FOR RIGHT PART OF ORDER BY"; PostgreSQL: see below). A
+-- filter left NULL matches anything; each of :labels must be the artifact's label, or its build's when
+-- the artifact has none of that name. The build itself is read after, with build_statement.
 SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq, a.recorded_at,
        a.actor
-FROM artifacts a JOIN builds b ON b.id = a.build
-WHERE b.id = (
-    SELECT b2.id FROM builds b2
-    WHERE b2.platform_id = (SELECT id FROM platforms WHERE name = :platform)
-      AND b2.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
-      AND b2.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
-      AND b2.status = 'succeeded'
-      AND EXISTS (
-          SELECT 1 FROM artifacts a2
-          WHERE a2.build = b2.id AND (:region IS NULL OR a2.region = :region)
-            AND (:kind IS NULL OR a2.kind = :kind)
-            AND NOT EXISTS (
-                SELECT 1 FROM json_each(:labels) f
-                WHERE COALESCE(json_extract(a2.labels, '$."' || f.key || '"'),
-                               json_extract(b2.labels, '$."' || f.key || '"')) IS NOT f.value))
-    ORDER BY b2.updated_at DESC, b2.id DESC LIMIT 1)
+FROM builds b JOIN artifacts a ON a.build = b.id
+WHERE b.platform_id = (SELECT id FROM platforms WHERE name = :platform)
+  AND b.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
+  AND b.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
+  AND b.status = 'succeeded'
   AND (:region IS NULL OR a.region = :region) AND (:kind IS NULL OR a.kind = :kind)
   AND NOT EXISTS (
       SELECT 1 FROM json_each(:labels) f
       WHERE COALESCE(json_extract(a.labels, '$."' || f.key || '"'),
                      json_extract(b.labels, '$."' || f.key || '"')) IS NOT f.value)
-ORDER BY a.id DESC LIMIT 1
+ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1
 
 -- name: latest.postgresql
--- The same walk, written so that PostgreSQL's plan cannot turn it into a sort of the whole bucket: asyncpg
--- runs it as a prepared statement, and after five runs PostgreSQL may keep a generic plan, which estimates
--- the artifact probe (the NULL-or filters, jsonb @>) to match about one build in the bucket, so it reads and
--- sorts every succeeded build of the bucket (linear: 2.5k builds probed for one answer at 300k builds).
--- First the newest 64 succeeded builds (a LIMIT the plan must honour), and only if none of them has the
--- artifact, all of them (COALESCE evaluates its second subquery only then): a hit costs a few index reads
--- however large the bucket; a miss (the 404) still walks the bucket. bench/scale.py times both dialects.
+-- The same walk, in a form PostgreSQL cannot turn into a sort of the whole combination. asyncpg runs it as
+-- a prepared statement, and after five runs PostgreSQL may keep a generic plan; that plan (and a custom
+-- one when labels are asked for) estimates the probe (the NULL-or filters, jsonb @>) to match about one
+-- artifact in the combination, so it reads every succeeded build of it and sorts them: 12.5k buffers for
+-- one answer at 300k builds, 13 ms at 1M. So the newest 64 succeeded builds first (a LIMIT every plan
+-- honours), and all of them only when none of those has a match: an Append under LIMIT 1 runs its second
+-- branch only if the first returns nothing. A hit costs a few index reads however many builds there
+-- are; a miss (the 404) still walks the combination. bench/scale.py times it, with its plan.
 WITH succeeded AS NOT MATERIALIZED (
-    SELECT b2.id, b2.labels, b2.updated_at FROM builds b2
-    WHERE b2.platform_id = (SELECT id FROM platforms WHERE name = :platform)
-      AND b2.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
-      AND b2.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
-      AND b2.status = 'succeeded'
+    SELECT b.id, b.labels, b.updated_at FROM builds b
+    WHERE b.platform_id = (SELECT id FROM platforms WHERE name = :platform)
+      AND b.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
+      AND b.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
+      AND b.status = 'succeeded'
 ), newest AS NOT MATERIALIZED (
     SELECT * FROM succeeded ORDER BY updated_at DESC, id DESC LIMIT 64
 )
-SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq, a.recorded_at,
-       a.actor
-FROM artifacts a JOIN builds b ON b.id = a.build
-WHERE b.id = COALESCE(
-    (SELECT c.id FROM newest c WHERE EXISTS (
-        SELECT 1 FROM artifacts a2 WHERE a2.build = c.id AND (:region::text IS NULL OR a2.region = :region)
-          AND (:kind::text IS NULL OR a2.kind = :kind) AND (c.labels || a2.labels) @> :labels)
-     ORDER BY c.updated_at DESC, c.id DESC LIMIT 1),
-    (SELECT c.id FROM succeeded c WHERE EXISTS (
-        SELECT 1 FROM artifacts a2 WHERE a2.build = c.id AND (:region::text IS NULL OR a2.region = :region)
-          AND (:kind::text IS NULL OR a2.kind = :kind) AND (c.labels || a2.labels) @> :labels)
-     ORDER BY c.updated_at DESC, c.id DESC LIMIT 1))
-  AND (:region::text IS NULL OR a.region = :region) AND (:kind::text IS NULL OR a.kind = :kind)
-  AND (b.labels || a.labels) @> :labels
-ORDER BY a.id DESC LIMIT 1
+(SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq,
+        a.recorded_at, a.actor
+ FROM newest b JOIN artifacts a ON a.build = b.id
+ WHERE (:region::text IS NULL OR a.region = :region) AND (:kind::text IS NULL OR a.kind = :kind)
+   AND (b.labels || a.labels) @> :labels
+ ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1)
+UNION ALL
+(SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq,
+        a.recorded_at, a.actor
+ FROM succeeded b JOIN artifacts a ON a.build = b.id
+ WHERE (:region::text IS NULL OR a.region = :region) AND (:kind::text IS NULL OR a.kind = :kind)
+   AND (b.labels || a.labels) @> :labels
+ ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1)
+LIMIT 1
 
 -- name: succeeded_in_bucket
 -- What a 404 of the lookup says: whether the platform x OS version x image type has a succeeded build.
