@@ -16,9 +16,10 @@ them in ``detail``, and each artifact row names it, as ``store/artifacts.py`` wr
 With ``release=True`` (issue 17's tables): every build of a derived image type has the build of the type
 before it (same platform and OS, 30 builds earlier: base -> cis -> hardened -> gpu) as its parent; each
 platform x OS x image type has a ``production`` channel, assigned every ``MOVE_EVERY``-th succeeded build
-(one history row and one ``channel`` event each, at the end of the feed); and among the newest
-``FAMILY_WINDOW`` builds one base build (``family_root``) has three generations of ``FAMILY_WIDTH``
-descendants (a child each, then a grandchild each, then a great-grandchild each) and no other relatives.
+(one history row and one ``channel`` event each, in the feed right after the build's own events); and
+among the newest ``FAMILY_WINDOW`` builds one base build (``family_root``) has three generations of
+``FAMILY_WIDTH`` descendants (a child each, then a grandchild each, then a great-grandchild each) and no
+other relatives.
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ class Chunk:
     events: Rows = field(default_factory=list)
     failures: Rows = field(default_factory=list)
     artifacts: Rows = field(default_factory=list)
+    channel_seqs: dict[int, int] = field(default_factory=dict)
     tally: Loaded = field(default_factory=Loaded)
 
 
@@ -201,8 +203,10 @@ def rows(
     *,
     fresh: bool = False,
     artifacts: int = 0,
+    moved: frozenset[int] = frozenset(),
 ) -> Iterator[Chunk]:
-    """The rows of builds ``start``.. ``start + count``, ``CHUNK`` builds at a time."""
+    """The rows of builds ``start``.. ``start + count``, ``CHUNK`` builds at a time. After each build of
+    ``moved`` one ``seq`` is left for its ``channel`` event (``Chunk.channel_seqs``)."""
     seq = first_seq
     for chunk_start in range(start, start + count, CHUNK):
         chunk = Chunk()
@@ -236,7 +240,7 @@ def rows(
                 chunk.events.append((
                     seq, build_uuid, kind, attempt, code, previous_code, status, message, failure_text,
                     f"retry {i}" if kind == "reset" else None, ACTOR, None,
-                    None if j == 0 else int(gap.total_seconds() * 1000), pid, oid, tid, at, detail,
+                    None if j == 0 or detail else int(gap.total_seconds() * 1000), pid, oid, tid, at, detail,
                 ))  # fmt: skip
                 if failure:
                     chunk.failures.append((
@@ -254,6 +258,9 @@ def rows(
                 build_uuid, build_id, pid, oid, tid, code, status, attempt, "{}", message, build_failure,
                 created, last_at, seq - 1,
             ))  # fmt: skip
+            if i in moved:  # after the build row: its last event is its own
+                chunk.channel_seqs[i] = seq
+                seq += 1
             tally.builds += 1
             tally.events += len(steps)
             tally.statuses[status] += 1
@@ -323,9 +330,11 @@ class Release:
     events: Rows = field(default_factory=list)
 
 
-def release_rows(lookups: Lookups, prefix: str, count: int, first_seq: int, now: datetime) -> Release:
-    """The parents, channels, channel history and ``channel`` events (from ``first_seq``) of ``count``
-    builds loaded by ``rows`` with the same ``now``."""
+def release_rows(
+    lookups: Lookups, prefix: str, count: int, channel_seqs: dict[int, int], now: datetime
+) -> Release:
+    """The parents, channels, channel history and ``channel`` events of ``count`` builds loaded by ``rows``
+    with the same ``now`` (each event at the ``seq`` it left after the build it moves to)."""
     made = Release()
 
     def created(i: int) -> datetime:
@@ -345,8 +354,8 @@ def release_rows(lookups: Lookups, prefix: str, count: int, first_seq: int, now:
     )
     heads: dict[int, tuple[int, int]] = {}  # bucket -> (channel id, head)
     moves: Counter[int] = Counter()
-    seq = first_seq
     for move, i in enumerate(channel_moves(count), 1):
+        seq = channel_seqs[i]
         *_, pid, oid, tid = lookups.combo(i)
         channel_id, head = heads.get(i % COMBOS, (len(heads) + 1, -1))
         at = created(i) + SPACING  # after the build succeeded
@@ -358,11 +367,10 @@ def release_rows(lookups: Lookups, prefix: str, count: int, first_seq: int, now:
             "from_build_id": build_id_of(lookups, prefix, head) if head >= 0 else None, "to": str(to_uuid),
             "to_build_id": build_id_of(lookups, prefix, i), "cause": "assign", "move": move,
         }  # fmt: skip
-        made.events.append((
+        made.events.append((  # a side event: the build's state, from and to, no duration
             seq, to_uuid, "channel", 1, 100, 100, "succeeded", None, None, "promote", ACTOR, None, None,
             pid, oid, tid, at, json.dumps(detail),
         ))  # fmt: skip
-        seq += 1
         heads[i % COMBOS] = (channel_id, i)
         moves[channel_id] += 1
     first_move: dict[int, datetime] = {}
@@ -411,8 +419,11 @@ async def _load_pg(
             first = await conn.fetchval("SELECT nextval('events_seq')")
             await conn.execute("SELECT setval('events_seq', $1)", first + expected - 1)
         now = datetime.now(UTC)
-        chunks = rows(lookups, prefix, 0, count, first, now, fresh=fresh, artifacts=artifacts)
+        moved = frozenset(channel_moves(count)) if release else frozenset()
+        channel_seqs: dict[int, int] = {}
+        chunks = rows(lookups, prefix, 0, count, first, now, fresh=fresh, artifacts=artifacts, moved=moved)
         for chunk in chunks:
+            channel_seqs.update(chunk.channel_seqs)
             async with conn.transaction():
                 await conn.copy_records_to_table("builds", records=chunk.builds, columns=BUILD_COLUMNS)
                 await conn.copy_records_to_table("events", records=chunk.events, columns=EVENT_COLUMNS)
@@ -424,7 +435,7 @@ async def _load_pg(
                         await conn.copy_records_to_table(table, records=records, columns=columns)
             _add(total, chunk.tally, keep_ids)
         if release:
-            made = release_rows(lookups, prefix, count, first + of_builds, now)
+            made = release_rows(lookups, prefix, count, channel_seqs, now)
             async with conn.transaction():
                 for table, records, columns in (
                     ("events", made.events, EVENT_COLUMNS),
@@ -477,7 +488,11 @@ def _load_sqlite(
         first = conn.execute("SELECT COALESCE(max(seq), 0) + 1 FROM events").fetchone()[0]
         now = datetime.now(UTC)
         lookups = Lookups(**found)
-        for chunk in rows(lookups, prefix, 0, count, first, now, fresh=fresh, artifacts=artifacts):
+        moved = frozenset(channel_moves(count)) if release else frozenset()
+        channel_seqs: dict[int, int] = {}
+        chunks = rows(lookups, prefix, 0, count, first, now, fresh=fresh, artifacts=artifacts, moved=moved)
+        for chunk in chunks:
+            channel_seqs.update(chunk.channel_seqs)
             _insert(conn, "builds", BUILD_COLUMNS, [
                 (str(b[0]), *b[1:11], format_time(b[11]), format_time(b[12]), b[13]) for b in chunk.builds
             ])  # fmt: skip
@@ -490,7 +505,7 @@ def _load_sqlite(
             ])  # fmt: skip
             _add(total, chunk.tally, keep_ids)
         if release:
-            made = release_rows(lookups, prefix, count, first + total.events, now)
+            made = release_rows(lookups, prefix, count, channel_seqs, now)
             _insert(conn, "events", EVENT_COLUMNS, _sqlite_events(made.events))
             _insert(conn, "channels", CHANNEL_COLUMNS, [
                 (*c[:5], str(c[5]), *c[6:8], format_time(c[8]), format_time(c[9])) for c in made.channels
