@@ -55,14 +55,23 @@ def clean_env(data_dir: Path, database_url: str | None = None, **extra: str) -> 
     return env
 
 
-def admin_key(env: dict[str, str]) -> str:
-    """A key with every scope, made with the CLI as an operator would."""
-    created = subprocess.run(
-        [CLI, "keys", "create", "--name", "test-admin", "--scope", "read", "--scope", "write",
-         "--scope", "admin"],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+def cli_key(env: dict[str, str], name: str, *scopes: str) -> str:
+    """A key with these scopes, made with the CLI as an operator would."""
+    command = [
+        CLI,
+        "keys",
+        "create",
+        "--name",
+        name,
+        *(part for scope in scopes for part in ("--scope", scope)),
+    ]
+    created = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return created.stdout.strip().splitlines()[-1]
+
+
+def admin_key(env: dict[str, str]) -> str:
+    """A key with every scope."""
+    return cli_key(env, "test-admin", "read", "write", "admin")
 
 
 def assert_no_drift(env: dict[str, str]) -> dict[str, Any]:

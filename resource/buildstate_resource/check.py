@@ -5,6 +5,8 @@
   cap, so ``version: every`` sees them all. If nothing at or after that ``seq`` matches (a reset
   store, a hand-written ``--from``), fall back to the newest event rather than failing.
 - A version without a usable ``seq`` (partial or malformed history): the newest event.
+- A channel resource (``source.channel``, ``channels.py``): the same over the channel's assignments; the
+  newest one is the move that made the current head (``GET /channels/{name}``), none when it has no head.
 
 The filtering (platform, states, types, ...) is done by the service in the same indexed query, so
 the answer is deterministic for a given store.
@@ -13,7 +15,7 @@ the answer is deterministic for a given store.
 from collections.abc import Mapping
 from typing import Any
 
-from . import log
+from . import channels, log
 from .client import Client
 from .config import parse_source
 from .errors import ApiError
@@ -27,16 +29,22 @@ def check(request: Mapping[str, Any], _args: list[str]) -> list[dict[str, str]]:
     source = parse_source(request.get("source"))
     log.set_debug(source.debug)
     client = Client(source)
-    filters = source.event_filters()
+    channel = source.channel
+    filters = channels.feed_filters(source) if channel else source.event_filters()
     version = request.get("version")
     seq = seq_of_version(version)
     if seq is not None:
         events = events_from(client, filters, seq)
+        if channel:
+            events = [event for event in events if channels.is_assignment(event, channel)]
         if events:
             return [version_of(event) for event in events]
         log.info(f"no matching event at or after seq {seq}; starting again from the newest event")
     elif version is not None:
         log.info("the given version has no usable 'seq'; returning the newest event")
+    if channel:
+        head = channels.head_event(client, channel, source.bucket())
+        return [] if head is None else [version_of(head)]
     page = client.get("/events", {**filters, "order": "desc", "limit": 1})
     return [version_of(event) for event in _events(page)[:1]]
 

@@ -34,7 +34,7 @@ BACKOFF_SCALE_ENV = "BUILDSTATE_RESOURCE_BACKOFF_SCALE"
 USER_AGENT = "buildstate-concourse-resource/0.1"
 NO_KEY_HINT = (
     "source.api_key is not set: the service needs an API key for every step "
-    "(scope read for check and get, write for put)"
+    "(scope read for check and get, write for put, release for assign_channel)"
 )
 
 
@@ -98,10 +98,11 @@ class Client:
         url = self.base_url + path + (f"?{urlencode(query)}" if query else "")
         return self._request("GET", url, None, {}).body
 
-    def post(self, path: str, body: Mapping[str, Any], idempotency_key: str) -> Answer:
+    def send(self, method: str, path: str, body: Mapping[str, Any], idempotency_key: str) -> Answer:
+        """A write (``POST``, ``PUT``) with its key, so that a retry of it is safe."""
         data = json.dumps(body, sort_keys=True).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
-        return self._request("POST", self.base_url + path, data, headers)
+        return self._request(method, self.base_url + path, data, headers)
 
     def _request(self, method: str, url: str, data: bytes | None, extra: dict[str, str]) -> Answer:
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **extra}

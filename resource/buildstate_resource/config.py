@@ -26,12 +26,15 @@ SOURCE_KEYS = (
     "build_id",
     "states",
     "event_types",
+    "channel",
     "ca_certs",
     "timeout",
     "debug",
     "retry_seconds",
 )
 FILTER_KEYS = ("platform", "os_version", "image_type", "build_id")
+# A channel is a name within one bucket, so a channel resource names all three.
+BUCKET_KEYS = ("platform", "os_version", "image_type")
 GET_PARAMS_KEYS: tuple[str, ...] = ()
 PUT_PARAMS_KEYS = (
     "create",
@@ -44,7 +47,9 @@ PUT_PARAMS_KEYS = (
     "reset",
     "artifacts",
     "artifacts_file",
+    "assign_channel",
 )
+ASSIGN_CHANNEL_KEYS = ("name", "reason", "reason_file")
 ARTIFACT_KEYS = ("platform", "region", "kind", "external_id", "labels")
 CREATE_KEYS = ("platform", "os_version", "image_type", "build_id", "build_id_file", "labels")
 FAILURE_FIELDS = ("error_message", "error_code", "component", "details")
@@ -53,6 +58,8 @@ RESET_KEYS = ("reason", "reason_file")
 
 STATE_NAMES = ("failed", "succeeded", "reset", "channel", "revoked", "restored")
 EVENT_TYPES = ("created", "state", "failure", "reset", "artifact", "channel", "revoked", "restored")
+# The service's rule for every name (a slug), channel names included.
+_SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 DEFAULT_TIMEOUT_SECONDS = 15.0
 DEFAULT_RETRY_SECONDS = 50.0
 
@@ -64,6 +71,8 @@ class Source:
     filters: tuple[tuple[str, str], ...] = ()
     states: tuple[str, ...] = ()
     event_types: tuple[str, ...] = ()
+    # A channel resource: its versions are that channel's assignments (``check.py``).
+    channel: str | None = None
     ca_certs: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     debug: bool = False
@@ -77,6 +86,11 @@ class Source:
         if self.event_types:
             query["type"] = ",".join(self.event_types)
         return query
+
+    def bucket(self) -> dict[str, str]:
+        """The source's platform, OS version and image type, those it names."""
+        given = dict(self.filters)
+        return {key: given[key] for key in BUCKET_KEYS if key in given}
 
 
 def reject_unknown_keys(given: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
@@ -161,6 +175,7 @@ def parse_source(raw: object) -> Source:
         filters=filters,
         states=_states(source.get("states")),
         event_types=_event_types(source.get("event_types")),
+        channel=_channel(source, filters),
         ca_certs=_ca_certs(source.get("ca_certs")),
         timeout=_seconds(source.get("timeout"), "source.timeout", DEFAULT_TIMEOUT_SECONDS, minimum=0.1),
         debug=_flag(source.get("debug"), "source.debug"),
@@ -221,6 +236,37 @@ def _states(value: object) -> tuple[str, ...]:
                     f"{', '.join(STATE_NAMES)}; got {item!r}"
                 ) from None
     return tuple(dict.fromkeys(states))
+
+
+def channel_name(value: object, where: str) -> str:
+    name = string(value, where)
+    if _SLUG.fullmatch(name) is None:
+        raise ConfigError(
+            f"{where} must be a channel name: 1 to 64 lower-case letters, digits, '.', '_' and '-', "
+            f"starting with a letter or a digit; got {name!r}"
+        )
+    return name
+
+
+def _channel(source: Mapping[str, Any], filters: tuple[tuple[str, str], ...]) -> str | None:
+    """``source.channel``: a name within one bucket, whose versions are its moves, so the other filters,
+    which pick events of any kind, do not go with it."""
+    if source.get("channel") is None:
+        return None
+    name = channel_name(source["channel"], "source.channel")
+    missing = [key for key in BUCKET_KEYS if key not in dict(filters)]
+    if missing:
+        raise ConfigError(
+            f"source.channel {name!r} needs source.{', source.'.join(missing)}: a channel is a name within "
+            "one platform x os_version x image_type"
+        )
+    clashing = [key for key in ("states", "event_types", "build_id") if source.get(key) is not None]
+    if clashing:
+        raise ConfigError(
+            "source.channel makes the versions the channel's assignments; drop "
+            f"source.{', source.'.join(clashing)} (a resource with states: [revoked] watches revocations)"
+        )
+    return name
 
 
 def _event_types(value: object) -> tuple[str, ...]:

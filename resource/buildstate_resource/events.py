@@ -102,8 +102,28 @@ def metadata_of(base_url: str, event: Event) -> list[dict[str, str]]:
         ("attempt", event.get("attempt")),
         ("message", event.get("message")),
         ("failure", describe_failure(event.get("failure"))),
-        ("reset_reason", event.get("reason")),
+        *_moved(event),
+        ("reset_reason" if event.get("type") == "reset" else "reason", event.get("reason")),
         ("recorded_at", event.get("recorded_at")),
         ("url", build_link(base_url, event)),
     ]
     return [{"name": name, "value": str(value)} for name, value in pairs if value not in (None, "")]
+
+
+def _moved(event: Event) -> list[tuple[str, object]]:
+    """What a channel move, a revocation or a restore changed (its ``detail``), by build id."""
+    detail = event.get("detail")
+    if not isinstance(detail, Mapping):
+        return []
+    if event.get("type") == "channel":
+        return [
+            ("channel", detail.get("channel")),
+            ("moved_from", detail.get("from_build_id") or "none"),
+            ("moved_to", detail.get("to_build_id") or "none"),
+            ("cause", detail.get("cause")),
+        ]
+    if event.get("type") in ("revoked", "restored"):
+        inherited = detail.get("inherited")
+        shown = None if not isinstance(inherited, bool) else str(inherited).lower()
+        return [("revoked_by", detail.get("revoked_by_build_id")), ("inherited", shown)]
+    return []

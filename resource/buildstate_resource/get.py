@@ -1,7 +1,9 @@
 """``in``: fetch exactly the event named by the version and write it into the destination.
 
 ``in`` is cached by Concourse per (source, params, version), so it must be a pure function of the
-version: it reads ``GET /events/{seq}``, never "the latest", and fails when that event is gone.
+version: it reads ``GET /events/{seq}``, never "the latest", and fails when that event is gone. A channel
+resource's version is an assignment, whose event's build is the build the channel then pointed at: the
+files are that build's, as of the move.
 """
 
 import json
@@ -9,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, log
+from . import artifacts, channels, log
 from .client import Client, path_for
 from .config import GET_PARAMS_KEYS, parse_source, reject_unknown_keys, require_mapping
 from .errors import ApiError, ConfigError
@@ -41,6 +43,11 @@ def get(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
         raise ApiError(
             f"event seq {seq} now belongs to build {event['build']['build_id']!r}, not "
             f"{expected_build!r}: the service's store was replaced; re-check the resource"
+        )
+    if source.channel is not None and not channels.is_assignment(event, source.channel):
+        raise ApiError(
+            f"event seq {seq} is not an assignment of channel {source.channel!r} (it is a "
+            f"{event.get('type')!r} event): a channel resource fetches the builds its channel pointed at"
         )
     recorded = artifacts.as_of(client, event)
     write_files(destination, event, recorded)

@@ -1,5 +1,6 @@
 """``out``: record one change (create, state, failure or reset), with or without the build's artifacts
-(recorded first, ``artifacts``), and print the event's version.
+(recorded first, ``artifacts``) and a channel assignment (last, ``assign_channel``), and print the last
+event's version.
 
 The printed version comes from the event the service returns, formatted by the same function that
 ``check`` uses, so the put's version and the checked version are the same Concourse version, and
@@ -9,18 +10,22 @@ the implicit ``get`` after the put fetches exactly that event.
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, log
+from . import artifacts, channels, log
 from .client import Answer, Client, path_for
 from .config import (
+    ASSIGN_CHANNEL_KEYS,
+    BUCKET_KEYS,
     CREATE_KEYS,
     FAILURE_FIELDS,
     FAILURE_KEYS,
     PUT_PARAMS_KEYS,
     RESET_KEYS,
+    Source,
+    channel_name,
     optional_string,
     parse_source,
     reject_unknown_keys,
@@ -28,8 +33,8 @@ from .config import (
     state_code,
     string,
 )
-from .errors import ConfigError
-from .events import metadata_of, require_event, version_of
+from .errors import ApiError, ConfigError
+from .events import Event, metadata_of, require_event, version_of
 from .inputs import read_input
 from .protocol import run
 from .provenance import idempotency_key, provenance_from_env
@@ -55,11 +60,15 @@ class Change:
     body: dict[str, Any]
     summary: str
     records_artifacts: bool = False
+    method: str = "POST"
+    # The channel an assignment (``PUT /channels/{name}``) moves; its bucket is added by ``put``.
+    channel: str | None = None
 
     @property
     def carries_provenance(self) -> bool:
-        """A manifest is sent as Packer wrote it; every other body takes the Concourse build's provenance."""
-        return not self.path.endswith("/packer-manifest")
+        """A manifest is sent as Packer wrote it and an assignment has a reason instead; every other body
+        takes the Concourse build's provenance."""
+        return not self.path.endswith("/packer-manifest") and self.channel is None
 
 
 def put(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
@@ -72,9 +81,12 @@ def put(request: Mapping[str, Any], args: list[str]) -> dict[str, Any]:
     provenance = provenance_from_env(os.environ)
     client = Client(source)
     recorded: list[Mapping[str, Any]] = []
-    # The version is the last change's event: the action's when there is one (artifacts go first).
-    for change in plan_put(params, sources):
+    last: Event | None = None
+    # The version is the last change's event: the assignment's, else the action's (artifacts go first).
+    for planned in plan_put(params, sources, source.channel):
+        change = _with_bucket(client, source, planned, last) if planned.channel else planned
         answer, event = _record(client, change, provenance)
+        last = event
         if change.records_artifacts:
             recorded = _recorded_artifacts(answer.body)
         _report(change, answer, version_of(event), len(recorded))
@@ -91,14 +103,20 @@ def _report(change: Change, answer: Answer, version: Mapping[str, str], artifact
     body = answer.body
     already = isinstance(body, Mapping) and body.get("replayed") is True
     build, seq, state = version["build"], version["seq"], version["state"]
-    what = (
-        f"{artifact_count} artifact{'' if artifact_count == 1 else 's'}"
-        if change.records_artifacts
-        else f"state {state}"
-    )
+    if change.channel:
+        what = f"channel {change.channel} pointing at build {build}"
+    elif change.records_artifacts:
+        what = f"{artifact_count} artifact{'' if artifact_count == 1 else 's'}"
+    else:
+        what = f"state {state}"
     if answer.replayed and not already:
         log.info(
             f"nothing recorded: this put ran before in this Concourse build; event {seq} recorded {what}"
+        )
+    elif already and change.channel:
+        log.info(
+            f"nothing recorded: build {build} already heads channel {change.channel} (event {seq}); the "
+            "version is that event"
         )
     elif already and change.records_artifacts:
         log.info(f"nothing recorded: build {build} has the {what} already (event {seq})")
@@ -106,6 +124,8 @@ def _report(change: Change, answer: Answer, version: Mapping[str, str], artifact
         log.info(
             f"nothing recorded: build {build} is already at {what} (event {seq}); the version is that event"
         )
+    elif change.channel:
+        log.info(f"recorded event {seq}: channel {change.channel} points at build {build}")
     elif change.records_artifacts:
         log.info(f"recorded event {seq}: {what} of build {build}")
     else:
@@ -115,14 +135,30 @@ def _report(change: Change, answer: Answer, version: Mapping[str, str], artifact
 def _record(
     client: Client, change: Change, provenance: dict[str, Any] | None
 ) -> tuple[Answer, Mapping[str, Any]]:
-    """POST one change with its idempotency key: the answer, and the event it recorded (or replayed)."""
+    """Send one change with its idempotency key: the answer, and the event it recorded (or replayed)."""
     body = (
         {**change.body, "provenance": provenance} if provenance and change.carries_provenance else change.body
     )
-    key = idempotency_key(os.environ, "POST", change.path, body)
+    key = idempotency_key(os.environ, change.method, change.path, body)
     log.info(f"recording {change.summary}")
-    answer = client.post(change.path, body, key)
+    answer = client.send(change.method, change.path, body, key)
+    if change.channel:
+        bucket = {name: str(body[name]) for name in BUCKET_KEYS}
+        return answer, channels.assignment_event(client, answer.body, change.channel, bucket)
     return answer, _event_of(client, answer.body, change.path)
+
+
+def _with_bucket(client: Client, source: Source, change: Change, last: Event | None) -> Change:
+    """The assignment with its bucket: the source's platform, OS version and image type, the rest from the
+    build (the one this put just changed, else ``GET /builds/{ref}``)."""
+    bucket = source.bucket()
+    if len(bucket) < len(BUCKET_KEYS):
+        ref = str(change.body["build"])
+        build = last["build"] if last is not None else client.get(path_for("builds", ref))
+        if not isinstance(build, Mapping) or not all(isinstance(build.get(key), str) for key in BUCKET_KEYS):
+            raise ApiError(f"GET /builds/{ref} did not answer with a build")
+        bucket = {**{key: str(build[key]) for key in BUCKET_KEYS}, **bucket}
+    return replace(change, body={**change.body, **bucket})
 
 
 def _recorded_artifacts(response: object) -> list[Mapping[str, Any]]:
@@ -131,20 +167,33 @@ def _recorded_artifacts(response: object) -> list[Mapping[str, Any]]:
     return [item for item in listed if isinstance(item, Mapping)] if isinstance(listed, list) else []
 
 
-def plan_put(params: Mapping[str, Any], sources: Path) -> list[Change]:
-    """Validate ``params`` into the requests to send, in order, reading any ``*_file`` under ``sources``.
+def plan_put(params: Mapping[str, Any], sources: Path, channel: str | None = None) -> list[Change]:
+    """Validate ``params`` into the requests to send, in order, reading any ``*_file`` under ``sources``;
+    ``channel`` is the resource's ``source.channel``.
 
     Artifacts are recorded before the state change or failure they come with, so a build is never seen
-    succeeded (by a check that triggers a deployer on 100) before its AMIs can be looked up.
+    succeeded (by a check that triggers a deployer on 100) before its AMIs can be looked up; a channel is
+    assigned last, once the build has what the channel's users look up.
     """
     reject_unknown_keys(params, PUT_PARAMS_KEYS, "params")
     has_artifacts = params.get("artifacts") is not None or params.get("artifacts_file") is not None
+    assigns = params.get("assign_channel") is not None
     chosen = [action for action in ACTIONS if params.get(action) is not None]
-    if len(chosen) > 1 or not (chosen or has_artifacts):
+    if len(chosen) > 1 or not (chosen or has_artifacts or assigns):
         given = ", ".join(chosen) or "none"
         raise ConfigError(
-            f"params needs exactly one of {', '.join(ACTIONS)}, or artifacts / artifacts_file alone "
-            f"(given: {given})"
+            f"params needs exactly one of {', '.join(ACTIONS)}, or artifacts / artifacts_file or "
+            f"assign_channel alone (given: {given})"
+        )
+    if channel is not None and not assigns:
+        raise ConfigError(
+            f"a put to a channel resource (source.channel: {channel}) moves the channel: params needs "
+            "assign_channel ({reason: ...}); record other changes through a resource without a channel"
+        )
+    if assigns and chosen and chosen[0] != "state":
+        raise ConfigError(
+            f"params.assign_channel goes with state (a build is assigned once it succeeded), or alone; "
+            f"not with {chosen[0]}"
         )
     if has_artifacts and chosen and chosen[0] in ("create", "reset"):
         raise ConfigError(
@@ -158,7 +207,35 @@ def plan_put(params: Mapping[str, Any], sources: Path) -> list[Change]:
         changes.append(Change(path, body, f"artifacts of build {ref}", records_artifacts=True))
     if chosen:
         changes.append(_action(chosen[0], params, sources))
+    if assigns:
+        changes.append(_assignment(params, sources, channel))
     return changes
+
+
+def _assignment(params: Mapping[str, Any], sources: Path, channel: str | None) -> Change:
+    """``assign_channel: {name, reason}``: ``PUT /channels/{name}`` of the build the put names (its bucket
+    is added by ``put``, which may need to ask the service)."""
+    assign = require_mapping(params["assign_channel"], "params.assign_channel")
+    reject_unknown_keys(assign, ASSIGN_CHANNEL_KEYS, "params.assign_channel")
+    if assign.get("name") is not None:
+        name = channel_name(assign["name"], "params.assign_channel.name")
+        if channel is not None and name != channel:
+            raise ConfigError(
+                f"params.assign_channel.name {name!r} is not this resource's channel {channel!r} "
+                "(source.channel); leave the name out or put to that channel's resource"
+            )
+    elif channel is not None:
+        name = channel
+    else:
+        raise ConfigError("params.assign_channel needs name (or a resource with source.channel)")
+    reason = _text_or_file(assign, "reason", sources, "params.assign_channel")
+    if reason is None:
+        raise ConfigError("params.assign_channel needs reason or reason_file (kept in the channel's history)")
+    ref = _build_ref(params, sources)
+    body = {"build": ref, "reason": reason}
+    return Change(
+        path_for("channels", name), body, f"channel {name} -> build {ref}", method="PUT", channel=name
+    )
 
 
 def _action(action: str, params: Mapping[str, Any], sources: Path) -> Change:

@@ -8,6 +8,7 @@
     ├── Forbidden                403  credentials lack a scope or a platform
     ├── NotFound                 404  no such build, event or route
     ├── Conflict                 409  the request breaks a state rule (lower code, failed build, ...)
+    ├── Gone                     410  what was asked for is withdrawn (a revoked build's artifact)
     ├── PayloadTooLarge          413
     ├── UnsupportedMediaType     415  body is not JSON
     ├── Unprocessable            422  fields fail validation, idempotency key reused with another body
@@ -82,6 +83,10 @@ class MethodNotAllowed(Problem):
 
 class Conflict(Problem):
     status, title, slug = 409, "Conflict", "conflict"
+
+
+class Gone(Problem):
+    status, title, slug = 410, "Gone", "gone"
 
 
 class PayloadTooLarge(Problem):

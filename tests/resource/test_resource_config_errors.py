@@ -34,6 +34,9 @@ def test_missing_url_is_a_clear_error() -> None:
     assert "source.url is required" in harness.check({"platform": "aws"}).error()
 
 
+BUCKET = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base"}
+
+
 @pytest.mark.parametrize(
     ("source_extra", "expected"),
     [
@@ -44,6 +47,13 @@ def test_missing_url_is_a_clear_error() -> None:
         ({"timeout": "soon"}, "source.timeout must be a number"),
         ({"debug": "yes"}, "source.debug must be true or false"),
         ({"ca_certs": ["not a pem"]}, "source.ca_certs must be a list of PEM certificates"),
+        (
+            {"channel": "production", "platform": "aws"},
+            "needs source.os_version, source.image_type: a channel",
+        ),
+        ({"channel": "Production", **BUCKET}, "source.channel must be a channel name"),
+        ({"channel": "production", "states": ["revoked"], **BUCKET}, "drop source.states (a resource with"),
+        ({"channel": "production", "build_id": "b-1", **BUCKET}, "drop source.build_id"),
     ],
 )
 def test_invalid_source_values_are_rejected(
@@ -90,7 +100,11 @@ CREATE = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base", "bu
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        (harness.OMIT, "exactly one of create, state, failure, reset, or artifacts / artifacts_file alone"),
+        (
+            harness.OMIT,
+            "exactly one of create, state, failure, reset, or artifacts / artifacts_file or assign_channel "
+            "alone",
+        ),
         ({"build": "b", "state": 50, "reset": {"reason": "x"}}, "(given: state, reset)"),
         ({"state": 50}, "exactly one of build (a build id) and build_file"),
         ({"build": "b", "state": 42}, "params.state must be a state code 0..100 in steps of 5"),
@@ -124,12 +138,51 @@ CREATE = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base", "bu
             "is 'packer' an output of an earlier step",
         ),
         ({"build": "b", "artifacts_file": "/etc/passwd"}, "must be a path under the put's inputs"),
+        (
+            {"build": "b", "assign_channel": {"reason": "ok"}},
+            "params.assign_channel needs name (or a resource",
+        ),
+        (
+            {"build": "b", "assign_channel": {"name": "prod"}},
+            "params.assign_channel needs reason or reason_file",
+        ),
+        (
+            {"build": "b", "assign_channel": {"name": "Prod!", "reason": "r"}},
+            "must be a channel name: 1 to 64",
+        ),
+        ({"build": "b", "assign_channel": {"name": "p", "reson": "r"}}, "(did you mean 'reason'?)"),
+        ({"build": "b", "assign_channel": "prod"}, "params.assign_channel must be a mapping"),
+        (
+            {"assign_channel": {"name": "p", "reason": "r"}},
+            "exactly one of build (a build id) and build_file",
+        ),
+        ({"create": CREATE, "assign_channel": {"name": "p", "reason": "r"}}, "not with create"),
+        (
+            {"build": "b", "failure": {"error_message": "x"}, "assign_channel": {"name": "p", "reason": "r"}},
+            "params.assign_channel goes with state (a build is assigned once it succeeded), or alone",
+        ),
     ],
 )
 def test_put_params_are_validated_before_any_request(
     fake_server: FakeServer, tmp_path: Path, params: object, expected: str
 ) -> None:
     run = harness.put({"url": fake_server.url}, params, tmp_path)
+
+    assert expected in run.error()
+    assert fake_server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"build": "b", "state": 100}, "a put to a channel resource (source.channel: staging) moves the"),
+        ({"build": "b", "assign_channel": {"name": "production", "reason": "r"}}, "is not this resource's"),
+    ],
+)
+def test_a_put_to_a_channel_resource_moves_that_channel(
+    fake_server: FakeServer, tmp_path: Path, params: object, expected: str
+) -> None:
+    run = harness.put({"url": fake_server.url, "channel": "staging", **BUCKET}, params, tmp_path)
 
     assert expected in run.error()
     assert fake_server.requests == []

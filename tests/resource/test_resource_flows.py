@@ -343,7 +343,7 @@ def test_check_without_an_api_key_names_source_api_key(source: dict[str, Any]) -
     assert "401" in error
     assert error.endswith(
         "source.api_key is not set: the service needs an API key for every step "
-        "(scope read for check and get, write for put)"
+        "(scope read for check and get, write for put, release for assign_channel)"
     )
 
 

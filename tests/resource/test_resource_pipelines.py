@@ -22,7 +22,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures/packer"
 VARS_FILE = PIPELINES_DIR / "vars.yml"
 PIPELINES = sorted(path for path in PIPELINES_DIR.glob("*.yml") if path != VARS_FILE)
 # Secrets come from the credential manager, never from the vars file.
-CREDENTIAL_VARS = {"buildstate_api_key", "notify_webhook_url"}
+CREDENTIAL_VARS = {"buildstate_api_key", "buildstate_release_key", "notify_webhook_url"}
 # Resource types that ship with Concourse, so pipelines use them without declaring them.
 CORE_TYPES = {"git", "registry-image", "time", "s3", "semver", "docker-image"}
 STEP_HOOKS = ("on_success", "on_failure", "on_abort", "on_error", "ensure")
@@ -92,7 +92,9 @@ def buildstate_resources(pipeline: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_there_are_example_pipelines() -> None:
-    assert {path.name for path in PIPELINES} >= {"build-image.yml", "publish.yml", "notify.yml", "deploy.yml"}
+    assert {path.name for path in PIPELINES} >= {
+        "build-image.yml", "publish.yml", "notify.yml", "deploy.yml", "promote.yml"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda path: path.name)
@@ -145,6 +147,7 @@ def test_buildstate_steps_have_valid_params(path: Path, tmp_path: Path) -> None:
             reject_unknown_keys(step.get("params") or {}, GET_PARAMS_KEYS, f"{job}: get params")
         if "put" not in step or step.get("resource", step["put"]) not in ours:
             continue
+        channel = parse_source(ours[step.get("resource", step["put"])]["source"]).channel
         reject_unknown_keys(step.get("get_params") or {}, GET_PARAMS_KEYS, f"{job}: get_params")
         sources = tmp_path / f"put-{id(step)}"
         for key, relative in _files_named_in(step["params"]):
@@ -153,7 +156,7 @@ def test_buildstate_steps_have_valid_params(path: Path, tmp_path: Path) -> None:
                 assert artifact in step["inputs"], f"{job}: {relative} is not among the put's inputs"
             (sources / relative).parent.mkdir(parents=True, exist_ok=True)
             (sources / relative).write_text(_stand_in(key, relative))
-        plan_put(step["params"], sources)
+        plan_put(step["params"], sources, channel)
 
 
 def _stand_in(key: str, relative: str) -> str:
@@ -249,3 +252,63 @@ def test_deploy_pipeline_reads_the_ami_from_the_get_and_from_the_lookup() -> Non
     (lookup,) = [step for step in looked_up if step.get("task") == "look-up-ami"]
     assert lookup["config"]["params"]["BUILDSTATE_API_KEY"] == "stand-in-buildstate_api_key"
     assert "buildstate_api_key" in used, "the key comes from the credential manager"
+
+
+def _triggers(plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [step for step in plan if "get" in step and step.get("trigger") is True]
+
+
+def test_promote_pipeline_tests_then_assigns_staging_then_production_by_hand() -> None:
+    pipeline, used = load_pipeline(PIPELINES_DIR / "promote.yml")
+    ours = buildstate_resources(pipeline)
+    sources = {name: parse_source(resource["source"]) for name, resource in ours.items()}
+    bucket = sources["finished-builds"].bucket()
+    tested, promoted = _plan(pipeline, "test-image"), _plan(pipeline, "promote-to-production")
+
+    assert sources["finished-builds"].states == ("100",)
+    assert (sources["staging"].channel, sources["production"].channel) == ("staging", "production")
+    assert sources["staging"].bucket() == sources["production"].bucket() == bucket and len(bucket) == 3
+    # build (state 100) -> test -> staging: triggered by each finished build, the test before the put.
+    (trigger,) = _triggers(tested)
+    assert (trigger["get"], trigger.get("version")) == ("finished-builds", "every")
+    kinds = [next(kind for kind in ("get", "task", "put") if kind in step) for step in tested]
+    assert kinds == ["get", "task", "put"]
+    assert tested[-1]["put"] == "staging"
+    assert tested[-1]["params"]["build_file"] == "finished-builds/build_id"
+    # staging -> production: by hand, for what staging points at after the test job.
+    assert _triggers(promoted) == [], "a manual job: nothing triggers it"
+    assert promoted[0] == {"get": "staging", "passed": ["test-image"]}
+    assert promoted[-1]["put"] == "production"
+    assert promoted[-1]["params"]["build_file"] == "staging/build_id"
+    assert all("reason" in step["params"]["assign_channel"] for step in (tested[-1], promoted[-1]))
+    # Moving channels takes the release key; the others read with the pipelines' key.
+    assert {name for name, resource in ours.items() if "release" in resource["source"]["api_key"]} == {
+        "staging", "production"
+    }  # fmt: skip
+    assert "buildstate_release_key" in used
+
+
+def test_promote_pipeline_rolls_out_each_move_of_production() -> None:
+    pipeline, _used = load_pipeline(PIPELINES_DIR / "promote.yml")
+    plan = _plan(pipeline, "roll-out-production")
+
+    (trigger,) = _triggers(plan)
+    assert trigger == {"get": "production", "trigger": True}, "the newest move only: no version: every"
+    (task,) = [step for step in plan if "task" in step]
+    assert "production/artifacts.json" in task["config"]["run"]["args"][-1]
+
+
+def test_promote_pipeline_withdraws_each_revoked_image() -> None:
+    pipeline, _used = load_pipeline(PIPELINES_DIR / "promote.yml")
+    (revocations,) = [
+        name for name, resource in buildstate_resources(pipeline).items()
+        if resource["source"].get("states") == ["revoked"]
+    ]  # fmt: skip
+    plan = _plan(pipeline, "withdraw-revoked-image")
+
+    (trigger,) = _triggers(plan)
+    assert (trigger["get"], trigger.get("version")) == (revocations, "every"), "every revoked build, once"
+    (task,) = [step for step in plan if "task" in step]
+    script = task["config"]["run"]["args"][-1]
+    assert f"{revocations}/artifacts.json" in script and "aws ec2 disable-image" in script
+    assert [item["name"] for item in task["config"]["inputs"]] == [revocations]

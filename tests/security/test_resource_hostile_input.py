@@ -60,7 +60,10 @@ EVENT = {
 
 
 def test_in_cannot_write_its_destination(server: FakeServer, tmp_path: Path) -> None:
-    server.fallback = lambda _request: Reply(200, EVENT)
+    # The event, and (in asks for the build's artifacts since issue 16) an empty list of artifacts.
+    server.fallback = lambda request: Reply(
+        200, {"artifacts": []} if request.path.endswith("/artifacts") else EVENT
+    )
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the destination's parent should be")
     run = harness.get({"url": server.url}, {"seq": "7"}, blocker / "get")

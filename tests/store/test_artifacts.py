@@ -26,8 +26,7 @@ from buildstate.models import (
 )
 from buildstate.store import Store, create_store, plan, sql
 from buildstate.store.access import AuditFilter
-from buildstate.store.artifacts import ArtifactLookup
-from buildstate.store.builds import ARTIFACTS
+from buildstate.store.artifacts import ArtifactLookup, latest_statement
 from buildstate.store.executor import Json, Statement, one
 from buildstate.store.postgres import PostgresStore
 from buildstate.store.postgres_executor import _arguments
@@ -168,6 +167,17 @@ async def test_a_succeeded_build_takes_artifacts(store: Store) -> None:
     assert (answer["event"]["state_code"], answer["event"]["status"]) == (100, "succeeded")
     assert answer["status"] == "succeeded"
     await no_drift(store)
+
+
+async def test_the_summary_counts_the_artifacts_of_each_cells_newest_build_per_region(store: Store) -> None:
+    await create(store, "cell-old", platform="aws")
+    await record(store, "cell-old", EU, {**US, "external_id": "ami-old"}, {**US, "region": "ap-south-1"})
+    await create(store, "cell-new", platform="aws")  # the newest build of the cell: only its artifacts count
+    await record(store, "cell-new", EU, {**EU, "kind": "snapshot", "external_id": "snap-1"})
+    await record(store, "cell-new", {"kind": "file", "external_id": "disk.qcow2"})
+    await create(store, "bare", platform="gcp")
+    cells = {c.build.build_id: c.artifacts_by_region for c in (await store.summary(window_hours=24)).matrix}
+    assert cells == {"cell-new": {"eu-west-1": 2, "": 1}, "bare": {}}
 
 
 async def test_unknown_builds_and_too_many_artifacts_are_refused(store: Store) -> None:
@@ -421,9 +431,10 @@ async def test_the_lookup_walks_the_partial_index_of_succeeded_builds(store: Sto
     each is probed through the artifacts' unique index. PostgreSQL is told to avoid sequential scans,
     as a small test table would otherwise be scanned; what is checked is that the index can be used."""
     await succeeded(store, "plan-1", EU)
-    statement = ARTIFACTS.statement(
-        "latest", store.executor.dialect, platform="aws", os_version="rhel-8.8", image_type="base",
-        region="eu-west-1", kind="ami", labels=Json({}),
+    statement = latest_statement(
+        store.executor.dialect,
+        {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base", "region": "eu-west-1",
+         "kind": "ami", "labels": Json({})},
     )  # fmt: skip
     if isinstance(store, PostgresStore):
         query, args = _arguments(statement)

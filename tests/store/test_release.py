@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
 from tests.store.test_rules import CTX, create, new_build, state
 
 from buildstate.errors import Conflict, NotFound, Unprocessable
-from buildstate.models import ChannelAssign, ChannelRequirements, ParentLink, RestoreRequest, RevokeRequest
+from buildstate.models import (
+    ArtifactsRecord,
+    ChannelAssign,
+    ChannelRequirements,
+    ParentLink,
+    RestoreRequest,
+    RevokeRequest,
+)
 from buildstate.store import Store
 from buildstate.store.access import AuditFilter
 from buildstate.store.release import Released
@@ -296,3 +304,71 @@ async def test_a_scheduled_revocation_waits_for_its_time_and_a_restore_cancels_i
     now = js(await store.release.revoke(base, RevokeRequest(reason="EOL", at=past), CTX))
     assert now["state"] == "revoked"  # a time not in the future is now
     assert await head_of(store, "production") is None
+
+
+def amis(*items: tuple[str, dict[str, str]]) -> ArtifactsRecord:
+    return ArtifactsRecord.model_validate(
+        {
+            "artifacts": [
+                {"region": "eu-west-1", "kind": "ami", "external_id": i, "labels": labels}
+                for i, labels in items
+            ]
+        }
+    )
+
+
+async def test_an_artifact_naming_its_source_image_links_the_build_that_made_it(store: Store) -> None:
+    base = await succeeded(store, "base-1")
+    await store.artifacts.record(base, amis(("ami-base", {})), CTX)
+    await store.release.revoke(base, RevokeRequest(reason="bad base"), CTX)
+    child = (await create(store, "hardened-1", image_type="hardened"))["id"]
+    # Its own id as a source, and an id nobody recorded, are left out; the artifacts are recorded anyway.
+    sources = amis(
+        ("ami-child", {"source_image_id": "ami-base"}), ("ami-2", {"source_image_id": "ami-child"})
+    )
+    await store.artifacts.record(child, sources, CTX)
+    await store.artifacts.record(child, amis(("ami-3", {"source_image_id": "ami-unknown"})), CTX)
+    tree = await store.release.ancestry(child)
+    assert [(e.parent, e.source) for e in tree.edges] == [(UUID(base), "artifact")]
+    live = await store.release.live_revocation(UUID(child))
+    assert live is not None and live.revoked_by.build_id == "base-1"  # built on a revoked image
+    # A parent that would close a cycle is left out too.
+    await store.artifacts.record(base, amis(("ami-base-2", {"source_image_id": "ami-child"})), CTX)
+    assert [
+        n.build.build_id for n in (await store.release.ancestry(base)).nodes if n.relation == "ancestor"
+    ] == []
+    assert len((await store.artifacts.of_build(child)).artifacts) == 3
+    await no_drift(store)
+
+
+async def test_the_summary_shows_each_cells_revocation_own_before_inherited(store: Store) -> None:
+    base = await succeeded(store, "sum-base")
+    app = await succeeded(store, "sum-app", image_type="app")
+    await succeeded(store, "sum-other", image_type="other")
+    await store.release.add_parents(app, [base], CTX)
+    await store.release.revoke(base, RevokeRequest(reason="CVE-9"), CTX)
+
+    async def cells() -> dict[str, Any]:
+        summary = await store.summary(window_hours=24)
+        return {
+            c.build.build_id: c.revocation
+            and (c.revocation.reason, c.revocation.inherited, c.revocation.revoked_by.build_id)
+            for c in summary.matrix
+        }
+
+    assert await cells() == {
+        "sum-base": ("CVE-9", False, "sum-base"),
+        "sum-app": ("CVE-9", True, "sum-base"),
+        "sum-other": None,
+    }
+    await store.release.revoke(app, RevokeRequest(reason="own"), CTX)
+    assert (await cells())["sum-app"] == ("own", False, "sum-app")
+    await store.release.restore(base, RestoreRequest(reason="fine"), CTX)
+    assert (await cells())["sum-app"] == ("own", False, "sum-app")
+    await store.release.restore(app, RestoreRequest(reason="fine"), CTX)
+    assert await cells() == {"sum-base": None, "sum-app": None, "sum-other": None}
+    # A scheduled revocation shows once it takes effect, not before.
+    await store.release.revoke(
+        base, RevokeRequest(reason="later", at=datetime.now(UTC) + timedelta(hours=1)), CTX
+    )
+    assert (await cells())["sum-base"] is None

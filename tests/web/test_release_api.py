@@ -158,3 +158,48 @@ async def test_each_worker_fires_due_revocations_on_its_own(
     assert [(e["build"]["build_id"], e["actor"]) for e in events] == [("base-1", "key:" + admin_key[:11])]
     audit = await (await client.get("/audit", params={"action": "build.revoke.scheduled"})).json()
     assert [(a["actor"], a["detail"]) for a in audit["entries"]] == [("scheduler", {"fired": 1})]
+
+
+async def record_ami(client: Client, ref: str, ami: str) -> None:
+    body = {"artifacts": [{"region": "eu-west-1", "kind": "ami", "external_id": ami}]}
+    assert (await client.post(f"/builds/{ref}/artifacts", json=body)).status == 200
+
+
+async def test_the_deployer_lookup_follows_a_channel_and_refuses_revoked_builds(client: Client) -> None:
+    older, newer = await build(client, "base-1"), await build(client, "base-2")
+    await record_ami(client, older, "ami-older")
+    await record_ami(client, newer, "ami-newer")
+    await client.put("/channels/production", json={**BUCKET, "build": older, "reason": "proven"})
+    query = {**BUCKET, "region": "eu-west-1"}
+
+    latest = await client.get("/artifacts/latest", params=query)
+    assert (await latest.json())["external_id"] == "ami-newer"
+    pinned = await client.get("/artifacts/latest", params={**query, "channel": "production"})
+    assert (await pinned.json())["external_id"] == "ami-older"
+    text = await client.get(
+        "/artifacts/latest", params={**query, "channel": "production"}, headers={"Accept": "text/plain"}
+    )
+    assert await text.text() == "ami-older\n"
+    unknown = await client.get("/artifacts/latest", params={**query, "channel": "staging"})
+    assert "does not exist" in (await problem(unknown, 404, "channel-not-found"))["detail"]
+    other_region = await client.get(
+        "/artifacts/latest", params={**BUCKET, "region": "us-east-1", "channel": "production"}
+    )
+    assert (
+        "head of channel 'production'" in (await problem(other_region, 404, "artifact-not-found"))["detail"]
+    )
+
+    await client.post(f"/builds/{newer}/revoke", json={"reason": "CVE-2026-7"})
+    gone = await problem(await client.get("/artifacts/latest", params=query), 410, "build-revoked")
+    assert "CVE-2026-7" in gone["detail"] and gone["revocation"]["reason"] == "CVE-2026-7"
+    assert gone["build"] == newer
+    anyway = await client.get("/artifacts/latest", params={**query, "include_revoked": "true"})
+    assert (await anyway.json())["external_id"] == "ami-newer"
+    text_gone = await client.get("/artifacts/latest", params=query, headers={"Accept": "text/plain"})
+    assert text_gone.status == 410  # a shell's $(curl -f ...) fails instead of deploying it
+
+    await client.post(f"/builds/{older}/revoke", json={"reason": "CVE-2026-8"})
+    emptied = await client.get("/artifacts/latest", params={**query, "channel": "production"})
+    assert "has no head" in (await problem(emptied, 404, "channel-not-found"))["detail"]
+    listed = await client.get(f"/builds/{older}/artifacts")  # a build's own record stays readable
+    assert [a["external_id"] for a in (await listed.json())["artifacts"]] == ["ami-older"]

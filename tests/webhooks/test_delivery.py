@@ -268,6 +268,34 @@ async def test_filters_pick_which_events_queue_deliveries(
     ]
 
 
+async def test_artifact_events_queue_for_their_type_and_never_for_a_states_filter(
+    wstore: Store, fast_settings: Settings, receiver: Receiver
+) -> None:
+    """An artifact event changes no state, so a webhook's ``states`` filter never matches it (as the
+    ``states`` filter of ``/events`` does not); ``event_types`` and the build filters do."""
+    by_state = await subscribe(wstore, fast_settings, receiver.url, states=["100"])
+    by_type = await subscribe(wstore, fast_settings, receiver.url, event_types=["artifact"])
+    other_os = await subscribe(wstore, fast_settings, receiver.url, os_version="rhel-9")
+    everything = await subscribe(wstore, fast_settings, receiver.url)
+    await create(wstore, "hooked")
+    await wstore.record_state("hooked", StateChange(state_code=100), CTX)
+    amis = {"artifacts": [{"region": "eu-west-1", "kind": "ami", "external_id": "ami-0hook"}]}
+    await wstore.artifacts.record("hooked", ArtifactsRecord.model_validate(amis), CTX)
+    hooks = WebhookStore(wstore)
+
+    async def queued(hook: StoredWebhook) -> list[int]:
+        page = await hooks.deliveries(hook.public.id, status=None, before=None, limit=10)
+        return sorted(d.event_seq for d in page.deliveries)
+
+    [artifact_event] = (await wstore.history("hooked")).events[-1:]
+    assert artifact_event.type == "artifact"
+    assert artifact_event.seq not in await queued(by_state)
+    assert await queued(by_type) == [artifact_event.seq]
+    assert await queued(other_os) == []
+    assert artifact_event.seq in await queued(everything)
+    assert len(await queued(everything)) == 3
+
+
 async def test_every_cdevent_validates_against_the_cdevents_schemas(
     wstore: Store, fast_settings: Settings, receiver: Receiver
 ) -> None:

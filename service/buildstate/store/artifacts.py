@@ -27,13 +27,13 @@ index: a few index reads however many builds there are, when the newest builds h
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from buildstate import domain
 from buildstate.domain import EVENT_RULES, EventType
-from buildstate.errors import Conflict, NotFound, Problem, Unprocessable
+from buildstate.errors import Conflict, Gone, NotFound, Problem, Unprocessable
 from buildstate.models import (
     MAX_ARTIFACTS_PER_BUILD,
     Artifact,
@@ -43,9 +43,10 @@ from buildstate.models import (
     ArtifactsWritten,
     Build,
     Event,
+    Revocation,
 )
 from buildstate.redaction import redact
-from buildstate.store import plan, sql
+from buildstate.store import idempotency, plan, sql
 from buildstate.store.audit import AuditLog
 from buildstate.store.audit import insert as audit_row
 from buildstate.store.builds import (
@@ -56,9 +57,13 @@ from buildstate.store.builds import (
     event_statement,
 )
 from buildstate.store.executor import Executor, Json, Statement, Transaction
+from buildstate.store.release import ReleaseStore, live_revocations
+from buildstate.store.sql import Dialect
 from buildstate.store.types import AuditEntry, Idempotency, WriteContext, WriteResult, replay
 
 ACTION = EVENT_RULES[EventType.ARTIFACT].action
+# The label (or Packer custom_data key) that names the image an artifact was built from.
+SOURCE_LABEL = "source_image_id"
 # (platform, region, kind, external_id): an artifact within its build.
 Key = tuple[str, str, str, str]
 
@@ -84,6 +89,14 @@ class ArtifactLookup:
     region: str | None = None
     kind: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    # The head of this channel (of the platform x OS version x image type) instead of the newest build.
+    channel: str | None = None
+    # Answer a revoked build's artifact instead of a 410.
+    include_revoked: bool = False
+
+    @property
+    def bucket(self) -> str:
+        return f"{self.platform} / {self.os_version} / {self.image_type}"
 
     def filters(self) -> dict[str, Any]:
         """The filters as the 404 names them (values redacted: they come from the query string)."""
@@ -97,12 +110,15 @@ class ArtifactLookup:
         return named
 
     def not_found(self, bucket_has_succeeded: bool) -> NotFound:
-        bucket = f"{self.platform} / {self.os_version} / {self.image_type}"
+        bucket = self.bucket
         wanted = ", ".join(
             [f"{name} {value!r}" for name, value in (("region", self.region), ("kind", self.kind)) if value]
             + [f"label {key}={value!r}" for key, value in self.labels]
         )
-        if not bucket_has_succeeded:
+        if self.channel is not None:
+            detail = f"the head of channel {self.channel!r} of {bucket} has no artifact"
+            detail += f" with {wanted}" if wanted else ""
+        elif not bucket_has_succeeded:
             detail = f"no build of {bucket} has succeeded"
         elif wanted:
             detail = f"no succeeded build of {bucket} has an artifact with {wanted}"
@@ -111,11 +127,36 @@ class ArtifactLookup:
         return NotFound(
             detail,
             slug="artifact-not-found",
+            extra=self._named(),
+        )
+
+    def _named(self) -> dict[str, Any]:
+        named = {
+            "platform": self.platform,
+            "os_version": self.os_version,
+            "image_type": self.image_type,
+            "filters": self.filters(),
+        }
+        if self.channel is not None:
+            named["channel"] = self.channel
+        return named
+
+    def no_head(self, exists: bool) -> NotFound:
+        why = "has no head (never assigned, or its head was revoked)" if exists else "does not exist"
+        return NotFound(
+            f"channel {self.channel!r} of {self.bucket} {why}", slug="channel-not-found", extra=self._named()
+        )
+
+    def revoked(self, build: Build, revocation: Revocation) -> Gone:
+        by = "" if not revocation.inherited else f", inherited from {revocation.revoked_by.build_id!r}"
+        return Gone(
+            f"build {build.build_id!r}, whose artifact this is, is revoked ({revocation.reason}{by}); "
+            "deploy another build, or pass include_revoked=true to read it anyway",
+            slug="build-revoked",
             extra={
-                "platform": self.platform,
-                "os_version": self.os_version,
-                "image_type": self.image_type,
-                "filters": self.filters(),
+                **self._named(),
+                "build": str(build.id),
+                "revocation": json.loads(revocation.model_dump_json()),
             },
         )
 
@@ -145,11 +186,18 @@ def _named(build: Build, request: ArtifactsRecord) -> dict[Key, dict[str, Any]]:
     return named
 
 
+def latest_statement(dialect: Dialect, params: dict[str, Any]) -> Statement:
+    """``latest`` over the bucket's succeeded builds, or over the channel's head when ``params`` has one."""
+    builds = ARTIFACTS.sql("head_build" if "head" in params else "latest_builds")
+    return Statement(ARTIFACTS.sql("latest", dialect).replace("{builds}", builds), params)
+
+
 class ArtifactStore:
-    def __init__(self, executor: Executor, audit: AuditLog) -> None:
+    def __init__(self, executor: Executor, audit: AuditLog, release: ReleaseStore) -> None:
         self._executor = executor
         self._dialect = executor.dialect
         self._audit = audit
+        self._release = release
 
     # ------------------------------------------------------------------ writes
 
@@ -157,10 +205,20 @@ class ArtifactStore:
         """Record the artifacts of the build ``ref`` names that it does not have yet, with one event."""
         provenance = request.provenance.model_dump(exclude_none=True) if request.provenance else None
         try:
-            return await self._executor.write(self._record(ref, request, provenance, ctx))
+            result = await self._executor.write(self._record(ref, request, provenance, ctx))
         except Problem as refused:
             await self._audit.refused(ctx, ACTION, ref, refused)
             raise
+        # An image built from a known one names it (``source_image_id``: Packer's custom_data, or a
+        # label): its build becomes a parent, in a transaction of its own (the release lock comes first).
+        written = result.build
+        if isinstance(written, ArtifactsWritten) and not result.key_replayed:
+            sources = {a.labels[SOURCE_LABEL] for a in written.artifacts if SOURCE_LABEL in a.labels}
+            if SOURCE_LABEL in written.labels:
+                sources.add(written.labels[SOURCE_LABEL])
+            if sources:
+                await self._release.link_sources(written.id, sorted(sources), ctx)
+        return result
 
     def _record(
         self, ref: str, request: ArtifactsRecord, provenance: dict[str, Any] | None, ctx: WriteContext
@@ -185,8 +243,7 @@ class ArtifactStore:
                     f"build {ref} already has {describe(key)} with other labels; an artifact's labels are "
                     "recorded once",
                     slug="artifact-exists",
-                    extra={"labels": stored[key].labels},
-                )
+                )  # the stored labels are not shown: a write-only key may not read them
         new = [artifact for key, artifact in named.items() if key not in stored]
         if new:
             domain.allow_artifacts(
@@ -216,24 +273,14 @@ class ArtifactStore:
         if not new:
             yield audit_row(AuditEntry.of(ctx, ACTION, ref, result.status_code, "replayed"))
         if idem is not None:
-            yield ARTIFACTS.statement(
-                "record_answer",
-                actor=idem.actor,
-                key=idem.key,
-                status_code=result.status_code,
-                body=result.body.decode(),
-            )
+            yield idempotency.record(idem, result.status_code, result.body)
         return result
 
     def _claim(self, idem: Idempotency) -> Transaction[WriteResult | None]:
         """Take the key for this transaction, or the answer first recorded under it."""
-        claimed = yield ARTIFACTS.statement(
-            "claim_key", actor=idem.actor, key=idem.key, fingerprint=idem.fingerprint, now=datetime.now(UTC)
-        )
-        if claimed:
+        row = yield from idempotency.claim(idem)
+        if row is None:
             return None
-        rows = yield ARTIFACTS.statement("key_answer", actor=idem.actor, key=idem.key)
-        row = rows[0]
         return replay(idem, row["fingerprint"], row["status_code"], row["body"], ArtifactsWritten)
 
     def _append(
@@ -306,27 +353,33 @@ class ArtifactStore:
 
     async def latest(self, lookup: ArtifactLookup) -> ArtifactMatch:
         """The newest matching artifact of the newest succeeded build of the lookup's platform x OS
-        version x image type that has one; 404 naming what was not found."""
+        version x image type that has one (with ``channel``: of that channel's head); 404 naming what was not
+        found, 410 when that build is revoked (unless ``include_revoked``)."""
         bucket = {
             "platform": lookup.platform,
             "os_version": lookup.os_version,
             "image_type": lookup.image_type,
         }
+        filters = {"region": lookup.region, "kind": lookup.kind, "labels": Json(dict(lookup.labels))}
 
         def work() -> Transaction[ArtifactMatch]:
-            rows = yield ARTIFACTS.statement(
-                "latest",
-                self._dialect,
-                **bucket,
-                region=lookup.region,
-                kind=lookup.kind,
-                labels=Json(dict(lookup.labels)),
-            )
+            head: dict[str, Any] = {}
+            if lookup.channel is not None:
+                heads = yield ARTIFACTS.statement("channel_head", **bucket, channel=lookup.channel)
+                if not heads or heads[0]["build"] is None:
+                    raise lookup.no_head(bool(heads))
+                head = {"head": heads[0]["build"]}
+            rows = yield latest_statement(self._dialect, {**bucket, **head, **filters})
             if not rows:
-                succeeded = yield ARTIFACTS.statement("succeeded_in_bucket", **bucket)
+                succeeded = [True] if head else (yield ARTIFACTS.statement("succeeded_in_bucket", **bucket))
                 raise lookup.not_found(bool(succeeded))
             found = sql.decode_artifact(self._dialect, rows[0])
-            builds = yield build_statement(self._dialect, str(rows[0]["build"]))
-            return ArtifactMatch(**found.model_dump(), build=sql.decode_build(self._dialect, builds[0]))
+            made = yield build_statement(self._dialect, str(rows[0]["build"]))
+            build = sql.decode_build(self._dialect, made[0])
+            if not lookup.include_revoked:
+                live = yield from live_revocations(self._dialect, [build.id])
+                if build.id in live:
+                    raise lookup.revoked(build, live[build.id])
+            return ArtifactMatch(**found.model_dump(), build=build)
 
         return await self._executor.read(work(), snapshot=True)

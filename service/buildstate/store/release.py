@@ -54,12 +54,13 @@ from buildstate.models import (
     RevocationResult,
     RevokeRequest,
 )
-from buildstate.store import plan, sql
+from buildstate.store import idempotency, plan, sql
 from buildstate.store.audit import AuditLog
 from buildstate.store.audit import insert as audit_row
 from buildstate.store.builds import append_side_event
 from buildstate.store.executor import Executor, Json, Row, Statement, Transaction
 from buildstate.store.queries import Queries
+from buildstate.store.sql import Dialect
 from buildstate.store.types import AuditEntry, WriteContext
 
 RELEASE = Queries("release")
@@ -115,7 +116,6 @@ class ReleaseStore:
         action: str,
         target: str,
         work: Callable[[datetime], Transaction[tuple[M, bool]]],
-        answer: type[M],
     ) -> Released:
         """``work(now)`` under the release lock with its idempotency record and audit row, in one
         transaction; ``work`` returns its answer and whether it was a replay (nothing changed)."""
@@ -124,26 +124,16 @@ class ReleaseStore:
         def transaction() -> Transaction[Released]:
             now = _now()
             if idem is not None:
-                claimed = yield RELEASE.statement(
-                    "claim_key", actor=idem.actor, key=idem.key, fingerprint=idem.fingerprint, now=now
-                )
-                if not claimed:
-                    rows = yield RELEASE.statement("key_answer", actor=idem.actor, key=idem.key)
-                    if rows[0]["fingerprint"] != idem.fingerprint:
-                        raise Unprocessable(
-                            "this Idempotency-Key was already used with a different request; use a new key",
-                            slug="idempotency-key-reused",
-                        )
-                    done = Released(str(rows[0]["body"]).encode(), int(rows[0]["status_code"]), True)
+                first = yield from idempotency.claim(idem)
+                if first is not None:
+                    done = Released(str(first["body"]).encode(), int(first["status_code"]), True)
                     yield audit_row(AuditEntry.of(ctx, action, target, done.status_code, "replayed"))
                     return done
             yield RELEASE.statement("release_lock", self._dialect, lock=RELEASE_LOCK)
             model, replayed = yield from work(now)
             body = model.model_dump_json().encode()
             if idem is not None:
-                yield RELEASE.statement(
-                    "save_answer", actor=idem.actor, key=idem.key, status_code=200, body=body.decode()
-                )
+                yield idempotency.record(idem, 200, body)
             outcome = "replayed" if replayed else "allowed"
             yield audit_row(AuditEntry.of(ctx, action, target, 200, outcome))
             return Released(body, 200, replayed)
@@ -181,36 +171,10 @@ class ReleaseStore:
         return {b.id: b for b in found}
 
     def _revocation(self, row: Row) -> Revocation:
-        d = self._dialect
-
-        def time(name: str) -> datetime | None:
-            return None if row[name] is None else d.time_value(row[name])
-
-        return Revocation(
-            id=row["id"],
-            build=d.uuid_value(row["build_uuid"]),
-            revoked_by=BuildIdent(id=d.uuid_value(row["revoked_by"]), build_id=row["revoked_by_build_id"]),
-            inherited=row["cause_id"] is not None,
-            reason=row["reason"],
-            actor=row["actor"],
-            at=d.time_value(row["at"]),
-            created_at=d.time_value(row["created_at"]),
-            fired_at=time("fired_at"),
-            lifted_at=time("lifted_at"),
-            lifted_by=row["lifted_by"],
-            lift_reason=row["lift_reason"],
-        )
+        return decode_revocation(self._dialect, row)
 
     def _live(self, uuids: Sequence[UUID]) -> Transaction[dict[UUID, Revocation]]:
-        """The revocation in force of each of these builds that has one (its own first)."""
-        if not uuids:
-            return {}
-        rows = yield RELEASE.statement("live_revocations", self._dialect, uuids=_ids(uuids))
-        live: dict[UUID, Revocation] = {}
-        for row in rows:
-            revocation = self._revocation(row)
-            live.setdefault(revocation.build, revocation)
-        return live
+        return (yield from live_revocations(self._dialect, uuids))
 
     def _one_revocation(self, name: str, **params: Any) -> Transaction[Revocation | None]:
         rows = yield RELEASE.statement(name, **params)
@@ -234,7 +198,7 @@ class ReleaseStore:
             ancestry = yield from self._ancestry(child.id)
             return ancestry, not added
 
-        return await self._write(ctx, "build.parents", ref, work, Ancestry)
+        return await self._write(ctx, "build.parents", ref, work)
 
     async def link_created(self, build: UUID, parents: Sequence[ParentItem], ctx: WriteContext) -> None:
         """The parents named in ``POST /builds``, linked once the build exists (a replay links nothing)."""
@@ -293,6 +257,32 @@ class ReleaseStore:
         if added:
             yield from self._settle(actor, now)
         return added
+
+    async def link_sources(self, build: UUID, external_ids: Sequence[str], ctx: WriteContext) -> Released:
+        """Link ``build`` to the builds that recorded an artifact with one of these external ids (source
+        ``artifact``): those it names as ``source_image_id``. One that is the build itself, would close a
+        cycle, or would pass ``MAX_PARENTS`` is left out: the artifacts are recorded already, and a link
+        that cannot be made must not make their answer a refusal."""
+        plain = WriteContext(actor=ctx.actor, request_id=ctx.request_id, source=ctx.source)
+
+        def work(now: datetime) -> Transaction[tuple[Ancestry, bool]]:
+            child = yield from self._build(str(build))
+            found = yield RELEASE.statement("sources", self._dialect, ids=Json(list(external_ids)))
+            present = yield RELEASE.statement("parents_of", child=child.id)
+            have = {self._dialect.uuid_value(r["parent_uuid"]) for r in present}
+            links: list[ParentItem] = []
+            for row in found:
+                parent = self._dialect.uuid_value(row["build"])
+                if parent in have or len(have) + len(links) >= MAX_PARENTS:
+                    continue
+                cycle = yield RELEASE.statement("is_ancestor", of=parent, candidate=child.id)
+                if not cycle:
+                    links.append(str(parent))
+            added = yield from self._link(child, links, ctx.actor, now, source="artifact")
+            ancestry = yield from self._ancestry(child.id)
+            return ancestry, not added
+
+        return await self._write(plain, "build.parents", str(build), work)
 
     async def ancestry(self, ref: str) -> Ancestry:
         def work() -> Transaction[Ancestry]:
@@ -460,7 +450,7 @@ class ReleaseStore:
             )  # fmt: skip
             return result, False
 
-        return await self._write(ctx, EVENT_RULES[EventType.REVOKED].action, ref, work, RevocationResult)
+        return await self._write(ctx, EVENT_RULES[EventType.REVOKED].action, ref, work)
 
     async def restore(self, ref: str, request: RestoreRequest, ctx: WriteContext) -> Released:
         def work(now: datetime) -> Transaction[tuple[RevocationResult, bool]]:
@@ -511,7 +501,7 @@ class ReleaseStore:
             )  # fmt: skip
             return result, False
 
-        return await self._write(ctx, EVENT_RULES[EventType.RESTORED].action, ref, work, RevocationResult)
+        return await self._write(ctx, EVENT_RULES[EventType.RESTORED].action, ref, work)
 
     async def fire_due(self, ctx: WriteContext) -> int:
         """Fire the scheduled revocations whose time has come (every worker of every instance calls this;
@@ -614,7 +604,7 @@ class ReleaseStore:
             return ChannelAssigned(channel=channel, move=history[0]), False
 
         target = f"channel:{name}@{request.platform}/{request.os_version}/{request.image_type}"
-        return await self._write(ctx, EVENT_RULES[EventType.CHANNEL].action, target, work, ChannelAssigned)
+        return await self._write(ctx, EVENT_RULES[EventType.CHANNEL].action, target, work)
 
     def _channel_rows(
         self, condition: Callable[[sql.Params], list[str]], limit: int
@@ -690,6 +680,38 @@ class ReleaseStore:
             return ChannelDetail(channel=channel, history=history)
 
         return await self._executor.read(work(), snapshot=True)
+
+
+def decode_revocation(d: Dialect, row: Row) -> Revocation:
+    def time(name: str) -> datetime | None:
+        return None if row[name] is None else d.time_value(row[name])
+
+    return Revocation(
+        id=row["id"],
+        build=d.uuid_value(row["build_uuid"]),
+        revoked_by=BuildIdent(id=d.uuid_value(row["revoked_by"]), build_id=row["revoked_by_build_id"]),
+        inherited=row["cause_id"] is not None,
+        reason=row["reason"],
+        actor=row["actor"],
+        at=d.time_value(row["at"]),
+        created_at=d.time_value(row["created_at"]),
+        fired_at=time("fired_at"),
+        lifted_at=time("lifted_at"),
+        lifted_by=row["lifted_by"],
+        lift_reason=row["lift_reason"],
+    )
+
+
+def live_revocations(d: Dialect, uuids: Sequence[UUID]) -> Transaction[dict[UUID, Revocation]]:
+    """The revocation in force of each of these builds that has one (its own first)."""
+    if not uuids:
+        return {}
+    rows = yield RELEASE.statement("live_revocations", d, uuids=_ids(uuids))
+    live: dict[UUID, Revocation] = {}
+    for row in rows:
+        revocation = decode_revocation(d, row)
+        live.setdefault(revocation.build, revocation)
+    return live
 
 
 def _revocation_detail(revocation: Revocation) -> dict[str, Any]:

@@ -47,8 +47,8 @@ class SqlStore:
         self.audit = AuditLog(executor)
         self.access = AccessStore(executor, self.audit)
         self.reads = BuildReads(executor)
-        self.artifacts = ArtifactStore(executor, self.audit)
         self.release = ReleaseStore(executor, self.audit)
+        self.artifacts = ArtifactStore(executor, self.audit, self.release)
 
     async def open(self) -> None:
         await self.executor.open()

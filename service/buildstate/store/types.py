@@ -179,6 +179,15 @@ class SchemaStatus:
     pending: list[str] = field(default_factory=list)
 
 
+def same_request(idem: Idempotency, fingerprint: str) -> None:
+    """422 when the key was first used with another request."""
+    if fingerprint != idem.fingerprint:
+        raise Unprocessable(
+            "this Idempotency-Key was already used with a different request; use a new key",
+            slug="idempotency-key-reused",
+        )
+
+
 def replay(
     idem: Idempotency,
     fingerprint: str,
@@ -188,10 +197,6 @@ def replay(
 ) -> WriteResult:
     """The response first recorded under an idempotency key, if the request is the same one (``answer``:
     what that route answers, a ``BuildWithEvent`` or a model that extends it)."""
-    if fingerprint != idem.fingerprint:
-        raise Unprocessable(
-            "this Idempotency-Key was already used with a different request; use a new key",
-            slug="idempotency-key-reused",
-        )
+    same_request(idem, fingerprint)
     build = answer.model_validate_json(body)
     return WriteResult(build, appended=False, created=status_code == 201, key_replayed=True)

@@ -20,6 +20,7 @@ _ERROR_TEXT = {
     403: "Credentials lack the needed scope",
     404: "Not found",
     409: "The change breaks a build rule",
+    410: "Withdrawn: the build is revoked",
     413: "Body too large",
     415: "Body is not JSON",
     422: "Validation failed (any route: a NUL character in the query)",

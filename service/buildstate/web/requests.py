@@ -303,6 +303,14 @@ class LatestQuery(_Query):
         description="Only artifacts of this region ('' for region-less ones); any when left out.",
     )
     kind: ArtifactKind | None = Field(default=None, description="Only artifacts of this kind (`ami`, ...).")
+    channel: Slug | None = Field(
+        default=None,
+        description="The artifact of this channel's head (of the platform x OS version x image type) instead "
+        "of the newest succeeded build's; 404 when the channel has no head.",
+    )
+    include_revoked: bool = Field(
+        default=False, description="Answer a revoked build's artifact instead of 410 naming the revocation."
+    )
 
 
 LABEL_FILTER = HeaderParam(

@@ -5,20 +5,6 @@
 SELECT platform, region, kind, external_id, labels, attempt, event_seq, recorded_at, actor
 FROM artifacts WHERE build = :build ORDER BY id
 
--- name: claim_key
--- An Idempotency-Key, taken for this transaction; no row back: it was taken before (on PostgreSQL a
--- concurrent request with the same key waits here until the first one commits or rolls back).
-INSERT INTO idempotency_keys (actor, key, fingerprint, created_at)
-VALUES (:actor, :key, :fingerprint, :now)
-ON CONFLICT DO NOTHING
-RETURNING 1 AS claimed
-
--- name: key_answer
-SELECT fingerprint, status_code, body FROM idempotency_keys WHERE actor = :actor AND key = :key
-
--- name: record_answer
-UPDATE idempotency_keys SET status_code = :status_code, body = :body WHERE actor = :actor AND key = :key
-
 -- name: insert_artifacts.sqlite
 -- The new artifacts (a JSON list, the event's detail), each with the event that recorded them.
 INSERT INTO artifacts (build, attempt, platform, region, kind, external_id, labels, event_seq, recorded_at,
@@ -42,14 +28,12 @@ FROM jsonb_array_elements(:artifacts) WITH ORDINALITY AS j (value, n) ORDER BY j
 -- last key (a.id) is of one build's artifacts at a time, so the LIMIT stops the walk at the first build
 -- with a match (SQLite: "TEMP B-TREE FOR RIGHT PART OF ORDER BY"; PostgreSQL: see below). A
 -- filter left NULL matches anything; each of :labels must be the artifact's label, or its build's when
--- the artifact has none of that name. The build itself is read after, with build_statement.
+-- the artifact has none of that name. The build itself is read after, with build_statement. {builds} is
+-- latest_builds (the bucket's succeeded builds), or head_build for ?channel= (the channel's head).
 SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq, a.recorded_at,
        a.actor
 FROM builds b JOIN artifacts a ON a.build = b.id
-WHERE b.platform_id = (SELECT id FROM platforms WHERE name = :platform)
-  AND b.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
-  AND b.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
-  AND b.status = 'succeeded'
+WHERE {builds}
   AND (:region IS NULL OR a.region = :region) AND (:kind IS NULL OR a.kind = :kind)
   AND NOT EXISTS (
       SELECT 1 FROM json_each(:labels) f
@@ -65,13 +49,10 @@ ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1
 -- one answer at 300k builds, 13 ms at 1M. So the newest 64 succeeded builds first (a LIMIT every plan
 -- honours), and all of them only when none of those has a match: an Append under LIMIT 1 runs its second
 -- branch only if the first returns nothing. A hit costs a few index reads however many builds there
--- are; a miss (the 404) still walks the combination. bench/scale.py times it, with its plan.
+-- are; a miss (the 404) still walks the combination. bench/scale.py times it, with its plan. For
+-- ?channel= ({builds} is head_build) both branches read the one head build.
 WITH succeeded AS NOT MATERIALIZED (
-    SELECT b.id, b.labels, b.updated_at FROM builds b
-    WHERE b.platform_id = (SELECT id FROM platforms WHERE name = :platform)
-      AND b.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
-      AND b.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
-      AND b.status = 'succeeded'
+    SELECT b.id, b.labels, b.updated_at FROM builds b WHERE {builds}
 ), newest AS NOT MATERIALIZED (
     SELECT * FROM succeeded ORDER BY updated_at DESC, id DESC LIMIT 64
 )
@@ -89,6 +70,24 @@ UNION ALL
    AND (b.labels || a.labels) @> :labels
  ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1)
 LIMIT 1
+
+-- name: latest_builds
+b.platform_id = (SELECT id FROM platforms WHERE name = :platform)
+  AND b.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
+  AND b.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
+  AND b.status = 'succeeded'
+
+-- name: head_build
+b.id = :head
+
+-- name: channel_head
+-- GET /artifacts/latest?channel=: the head of that channel of the platform x OS version x image type (NULL
+-- when it has none); no row: no such channel.
+SELECT c.head_uuid AS build FROM channels c
+WHERE c.name = :channel
+  AND c.platform_id = (SELECT id FROM platforms WHERE name = :platform)
+  AND c.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
+  AND c.image_type_id = (SELECT id FROM image_types WHERE name = :image_type)
 
 -- name: succeeded_in_bucket
 -- What a 404 of the lookup says: whether the platform x OS version x image type has a succeeded build.

@@ -20,22 +20,22 @@ SELECT id FROM builds WHERE id = ANY(:uuids::uuid[]) ORDER BY id FOR KEY SHARE
 -- One writer at a time: nothing to hold.
 SELECT 1
 
--- name: claim_key
-INSERT INTO idempotency_keys (actor, key, fingerprint, created_at) VALUES (:actor, :key, :fingerprint, :now)
-ON CONFLICT DO NOTHING RETURNING 1 AS claimed
-
--- name: key_answer
-SELECT fingerprint, status_code, body FROM idempotency_keys WHERE actor = :actor AND key = :key
-
--- name: save_answer
-UPDATE idempotency_keys SET status_code = :status_code, body = :body WHERE actor = :actor AND key = :key
-
 -- ------------------------------------------------------------------ ancestry
 
 -- name: add_parent
 INSERT INTO build_parents (child_uuid, parent_uuid, channel, source, actor, created_at)
 VALUES (:child, :parent, :channel, :source, :actor, :now)
 ON CONFLICT DO NOTHING RETURNING parent_uuid
+
+-- name: parents_of
+SELECT parent_uuid FROM build_parents WHERE child_uuid = :child
+
+-- name: sources.postgresql
+-- The builds that recorded an artifact with one of these external ids (artifacts_external_id).
+SELECT DISTINCT build FROM artifacts WHERE external_id = ANY(:ids::text[]) ORDER BY build
+
+-- name: sources.sqlite
+SELECT DISTINCT build FROM artifacts WHERE external_id IN (SELECT value FROM json_each(:ids)) ORDER BY build
 
 -- name: parent_count
 SELECT count(*) AS n FROM build_parents WHERE child_uuid = :child

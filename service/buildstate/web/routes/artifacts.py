@@ -120,12 +120,12 @@ async def get_artifacts(request: web.Request) -> web.Response:
 @route(
     "GET",
     "/artifacts/latest",
-    summary="The newest succeeded build's matching artifact (Accept: text/plain: just its external_id)",
+    summary="The newest succeeded (or a channel's) build's matching artifact; text/plain: its external_id",
     scope="read",
     tag="artifacts",
     query=LatestQuery,
     responses={200: ArtifactMatch},
-    errors=(404, 422),
+    errors=(404, 410, 422),
     query_patterns=(LABEL_FILTER,),
     alternates=(TEXT,),
 )
@@ -138,6 +138,8 @@ async def latest_artifact(request: web.Request) -> web.Response:
         region=query.region,
         kind=query.kind,
         labels=label_filters(request.query),
+        channel=query.channel,
+        include_revoked=query.include_revoked,
     )
     found = await request.app[STORE].artifacts.latest(lookup)
     if negotiate(request.headers.get("Accept"), (JSON, TEXT)) == TEXT:

@@ -77,3 +77,6 @@ CREATE INDEX revocations_live ON revocations (build_uuid) WHERE fired_at IS NOT 
 CREATE INDEX revocations_due ON revocations (at) WHERE fired_at IS NULL AND lifted_at IS NULL;
 CREATE INDEX revocations_cause ON revocations (cause_id) WHERE lifted_at IS NULL;
 CREATE INDEX revocations_unannounced ON revocations (id) WHERE event_seq IS NULL AND fired_at IS NOT NULL;
+
+-- An artifact that names its source image (source_image_id) finds the build that recorded it by this.
+CREATE INDEX artifacts_external_id ON artifacts (external_id);
