@@ -489,11 +489,28 @@ class History(_Response):
     artifacts: list[Artifact] = Field(description="What the build made, in the order it was recorded.")
 
 
+class BuildIdent(_Response):
+    id: UUID
+    build_id: str
+
+
+class CellRevocation(_Response):
+    reason: str
+    inherited: bool = Field(description="Revoked because `revoked_by`, an ancestor, was.")
+    revoked_by: BuildIdent
+
+
 class MatrixCell(_Response):
     platform: str
     os_version: str
     image_type: str
     build: Build
+    artifacts_by_region: dict[str, int] = Field(
+        description="How many artifacts the build holds in each region ('' for region-less ones)."
+    )
+    revocation: CellRevocation | None = Field(
+        description="The build's revocation in force (its own before an inherited one); null if none."
+    )
 
 
 class FailureGroup(_Response):
@@ -589,11 +606,6 @@ class ChannelAssign(_Request):
         description="Replaces the channel's requirements: this assignment and every later one must meet "
         "them.",
     )
-
-
-class BuildIdent(_Response):
-    id: UUID
-    build_id: str
 
 
 class Revocation(_Response):

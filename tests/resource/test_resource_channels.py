@@ -8,6 +8,7 @@ build's idempotency key, so a rerun of the same build replays instead of moving 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -262,6 +263,15 @@ def _promote_step(job_name: str, kind: str, name: str) -> dict[str, Any]:
     return dict(step)
 
 
+def _run_task(job_name: str, task: str, job: Path) -> subprocess.CompletedProcess[str]:
+    """A task of promote.yml, its script run as written in the job's build directory."""
+    script = _promote_step(job_name, "task", task)["config"]["run"]["args"][-1]
+    env = {"PATH": "/usr/bin:/bin", "AWS_REGION": "eu-west-1"}
+    return subprocess.run(
+        ["sh", "-ec", script], cwd=job, env=env, capture_output=True, text=True, check=False
+    )
+
+
 def _put_step(source: dict[str, Any], step: dict[str, Any], job: Path) -> dict[str, Any]:
     """A put step in a job's build directory (its inputs are the artifacts there), then its implicit get."""
     assert all((job / name).is_dir() for name in step["inputs"])
@@ -310,11 +320,7 @@ def test_promote_yml_as_written_moves_a_tested_build_to_staging_then_production(
     (finished,) = harness.check(sources["finished-builds"]).result()
     job = tmp_path / "test-image"
     harness.get(sources["finished-builds"], finished, job / "finished-builds").result()
-    smoke = _promote_step("test-image", "task", "smoke-test")["config"]["run"]["args"][-1]
-    task_env = {"PATH": "/usr/bin:/bin", "AWS_REGION": "eu-west-1"}
-    ran = subprocess.run(
-        ["sh", "-ec", smoke], cwd=job, env=task_env, capture_output=True, text=True, check=False
-    )
+    ran = _run_task("test-image", "smoke-test", job)
     assert ran.returncode == 0 and "testing ami-0promote in eu-west-1" in ran.stdout, ran.stderr
     to_staging = _promote_step("test-image", "put", "staging")
     staged = _put_step(sources["staging"], to_staging, job)
@@ -336,3 +342,38 @@ def test_promote_yml_as_written_moves_a_tested_build_to_staging_then_production(
     written = json.loads((tmp_path / "withdraw" / "revocations" / "artifacts.json").read_text())
     assert [(item["region"], item["external_id"]) for item in written] == [("eu-west-1", "ami-0promote")]
     assert harness.check(sources["production"]).result() == harness.check(sources["staging"]).result() == []
+
+
+@pytest.mark.skipif(
+    shutil.which("jq") is None, reason="promote.yml's roll-out task runs jq (not in the image)"
+)
+def test_promote_yml_rolls_out_the_ami_of_each_production_move(
+    channel_source: Callable[[str], dict[str, Any]],
+    new_build: Build,
+    api: Any,
+    assign: Assign,
+    tmp_path: Path,
+) -> None:
+    production = channel_source("production")
+    builds = []
+    for ami in ("ami-0first", "ami-0second"):
+        build = new_build()
+        api("POST", f"/builds/{build['build_id']}/artifacts", {"artifacts": [
+            {"region": "us-east-1", "kind": "ami", "external_id": f"{ami}-us"},
+            {"region": "eu-west-1", "kind": "ami", "external_id": ami},
+        ]})  # fmt: skip
+        api("POST", f"/builds/{build['build_id']}/state", {"state_code": 100})
+        builds.append(build)
+    first = version_of(assign("production", builds[0]))
+    assign("production", builds[1])
+    assign("production", builds[0])  # a rollback is a move too
+
+    rolled = []
+    for number, version in enumerate(harness.check(production, first).result()):
+        job = tmp_path / f"roll-out-{number}"
+        harness.get(production, version, job / "production").result()
+        ran = _run_task("roll-out-production", "roll-out", job)
+        assert ran.returncode == 0, ran.stderr
+        rolled.append(ran.stdout.split()[2])
+
+    assert rolled == ["ami-0first", "ami-0second", "ami-0first"]

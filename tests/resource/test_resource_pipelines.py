@@ -288,6 +288,16 @@ def test_promote_pipeline_tests_then_assigns_staging_then_production_by_hand() -
     assert "buildstate_release_key" in used
 
 
+def test_promote_pipeline_rolls_out_each_move_of_production() -> None:
+    pipeline, _used = load_pipeline(PIPELINES_DIR / "promote.yml")
+    plan = _plan(pipeline, "roll-out-production")
+
+    (trigger,) = _triggers(plan)
+    assert trigger == {"get": "production", "trigger": True}, "the newest move only: no version: every"
+    (task,) = [step for step in plan if "task" in step]
+    assert "production/artifacts.json" in task["config"]["run"]["args"][-1]
+
+
 def test_promote_pipeline_withdraws_each_revoked_image() -> None:
     pipeline, _used = load_pipeline(PIPELINES_DIR / "promote.yml")
     (revocations,) = [

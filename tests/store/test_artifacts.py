@@ -169,6 +169,17 @@ async def test_a_succeeded_build_takes_artifacts(store: Store) -> None:
     await no_drift(store)
 
 
+async def test_the_summary_counts_the_artifacts_of_each_cells_newest_build_per_region(store: Store) -> None:
+    await create(store, "cell-old", platform="aws")
+    await record(store, "cell-old", EU, {**US, "external_id": "ami-old"}, {**US, "region": "ap-south-1"})
+    await create(store, "cell-new", platform="aws")  # the newest build of the cell: only its artifacts count
+    await record(store, "cell-new", EU, {**EU, "kind": "snapshot", "external_id": "snap-1"})
+    await record(store, "cell-new", {"kind": "file", "external_id": "disk.qcow2"})
+    await create(store, "bare", platform="gcp")
+    cells = {c.build.build_id: c.artifacts_by_region for c in (await store.summary(window_hours=24)).matrix}
+    assert cells == {"cell-new": {"eu-west-1": 2, "": 1}, "bare": {}}
+
+
 async def test_unknown_builds_and_too_many_artifacts_are_refused(store: Store) -> None:
     with pytest.raises(NotFound):
         await record(store, "nobody", EU)
@@ -370,6 +381,17 @@ async def test_the_lookup_filters_by_labels_of_the_artifact_or_else_of_its_build
     assert (await store.artifacts.latest(lookup(labels={"a.b": "1", "c/d": "2"}))).external_id == "ami-dot"
     with pytest.raises(NotFound):
         await store.artifacts.latest(lookup(labels={"a": "1"}))
+
+
+async def test_the_lookup_finds_a_match_older_than_the_newest_64_succeeded_builds(store: Store) -> None:
+    """PostgreSQL's query looks at the newest 64 succeeded builds first, then at all of them."""
+    await succeeded(store, "far-back", {**US, "external_id": "ami-far-back"})
+    for n in range(65):  # newer succeeded builds, none with a us-east-1 AMI
+        await succeeded(store, f"eu-only-{n}", {**EU, "external_id": f"ami-eu-{n}"})
+    assert (await store.artifacts.latest(lookup(region="us-east-1"))).build.build_id == "far-back"
+    assert (await store.artifacts.latest(lookup(region="eu-west-1"))).external_id == "ami-eu-64"
+    with pytest.raises(NotFound):
+        await store.artifacts.latest(lookup(region="ap-south-1"))
 
 
 async def test_region_less_artifacts_are_found_with_an_empty_region(store: Store) -> None:

@@ -339,3 +339,36 @@ async def test_an_artifact_naming_its_source_image_links_the_build_that_made_it(
     ] == []
     assert len((await store.artifacts.of_build(child)).artifacts) == 3
     await no_drift(store)
+
+
+async def test_the_summary_shows_each_cells_revocation_own_before_inherited(store: Store) -> None:
+    base = await succeeded(store, "sum-base")
+    app = await succeeded(store, "sum-app", image_type="app")
+    await succeeded(store, "sum-other", image_type="other")
+    await store.release.add_parents(app, [base], CTX)
+    await store.release.revoke(base, RevokeRequest(reason="CVE-9"), CTX)
+
+    async def cells() -> dict[str, Any]:
+        summary = await store.summary(window_hours=24)
+        return {
+            c.build.build_id: c.revocation
+            and (c.revocation.reason, c.revocation.inherited, c.revocation.revoked_by.build_id)
+            for c in summary.matrix
+        }
+
+    assert await cells() == {
+        "sum-base": ("CVE-9", False, "sum-base"),
+        "sum-app": ("CVE-9", True, "sum-base"),
+        "sum-other": None,
+    }
+    await store.release.revoke(app, RevokeRequest(reason="own"), CTX)
+    assert (await cells())["sum-app"] == ("own", False, "sum-app")
+    await store.release.restore(base, RestoreRequest(reason="fine"), CTX)
+    assert (await cells())["sum-app"] == ("own", False, "sum-app")
+    await store.release.restore(app, RestoreRequest(reason="fine"), CTX)
+    assert await cells() == {"sum-base": None, "sum-app": None, "sum-other": None}
+    # A scheduled revocation shows once it takes effect, not before.
+    await store.release.revoke(
+        base, RevokeRequest(reason="later", at=datetime.now(UTC) + timedelta(hours=1)), CTX
+    )
+    assert (await cells())["sum-base"] is None

@@ -24,8 +24,9 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Route
 from ui_harness import ADMIN, CHROMIUM, CHROMIUM_ARGS, Api, PageMaker, Seeded, Service, seed, start_service
 
 # What a page may log as an error without failing its test: the browser's own line for an HTTP error
-# answer, which the tests provoke on purpose (a session that ends, a wrong password).
-_EXPECTED_CONSOLE = re.compile(r"^Failed to load resource: the server responded with a status of 40[14]")
+# answer, which the tests provoke on purpose (a session that ends, a wrong password, a refused revocation,
+# a malformed channel name).
+_EXPECTED_CONSOLE = re.compile(r"^Failed to load resource: the server responded with a status of 40[0149]")
 
 
 @pytest.fixture(scope="session")

@@ -57,6 +57,8 @@ def test_an_unknown_build_or_page_says_so(page: Page, seeded: Seeded) -> None:
     sign_in(page, *VIEWER, start="/ui/#/build/no-such-build")
     expect(page.get_by_role("heading", level=1)).to_have_text("Build not found")
     expect(page.get_by_text('There is no build "no-such-build".')).to_be_visible()
+    page.goto("/ui/#/channels/%E0%A4%A?platform=x")  # a malformed escape is a name, not a broken page
+    expect(page.get_by_role("heading", level=1)).to_contain_text("%E0%A4%A")
     page.goto("/ui/#/nowhere")
     expect(page.get_by_role("heading", level=1)).to_have_text("Page not found")
     page.get_by_role("link", name="Go to the build matrix").click()

@@ -103,6 +103,9 @@ class Api:
     def reset(self, ref: str, reason: str) -> Any:
         return self.call("POST", f"/builds/{ref}/reset", {"reason": reason}, expect=200)
 
+    def artifacts(self, ref: str, *artifacts: dict[str, Any]) -> Any:
+        return self.call("POST", f"/builds/{ref}/artifacts", {"artifacts": list(artifacts)}, expect=200)
+
 
 @dataclass
 class Service:

@@ -155,6 +155,8 @@ class BuildReads:
         def work() -> Transaction[Summary]:
             counts = yield Statement("SELECT status, n FROM status_counts")
             matrix = yield Statement(sql.MATRIX_QUERY)
+            regions = yield Statement(sql.MATRIX_ARTIFACTS_QUERY)
+            revocations = yield Statement(sql.MATRIX_REVOCATIONS_QUERY)
             p = sql.Params(self._dialect)
             groups = yield Statement(sql.failure_groups_query(p, since), p.values)
             steps: list[Any] = []
@@ -164,7 +166,9 @@ class BuildReads:
                 for code in range(0, 100, 5):
                     query = _STEP_SAMPLE_SQLITE.format(code=code, limit=sql.STEP_SAMPLES)
                     steps.extend((yield Statement(query)))
-            return sql.build_summary(self._dialect, counts, matrix, groups, steps, window_hours)
+            return sql.build_summary(
+                self._dialect, counts, matrix, regions, revocations, groups, steps, window_hours
+            )
 
         return await self._executor.read(work(), snapshot=True)
 

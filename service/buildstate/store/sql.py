@@ -16,6 +16,8 @@ from buildstate.domain import EVENT_RULES, MAX_STATE, SUCCEEDED, EventType, buil
 from buildstate.models import (
     Artifact,
     Build,
+    BuildIdent,
+    CellRevocation,
     Event,
     EventBuild,
     Failure,
@@ -260,6 +262,33 @@ MATRIX_QUERY = f"""
     )
     ORDER BY p.name, o.name, t.name
 """
+# The latest build of each combination (as MATRIX_QUERY finds it), for what the matrix shows beside it.
+_MATRIX_LATEST = """
+    WITH latest AS (
+        SELECT (
+            SELECT b2.id FROM builds b2
+            WHERE b2.platform_id = c.platform_id AND b2.os_version_id = c.os_version_id
+              AND b2.image_type_id = c.image_type_id
+            ORDER BY b2.created_at DESC, b2.id DESC LIMIT 1
+        ) AS build
+        FROM combos c
+    )
+"""
+# How many artifacts those builds hold per region ('' for region-less ones), through the unique index's
+# first column.
+MATRIX_ARTIFACTS_QUERY = f"""{_MATRIX_LATEST}
+    SELECT a.build, a.region, COUNT(*) AS n
+    FROM latest l JOIN artifacts a ON a.build = l.build
+    GROUP BY a.build, a.region
+"""
+# The revocations in force of those builds, own ones first (revocations_live).
+MATRIX_REVOCATIONS_QUERY = f"""{_MATRIX_LATEST}
+    SELECT r.build_uuid AS build, r.reason, r.cause_id, r.revoked_by, rb.build_id AS revoked_by_build_id
+    FROM latest l JOIN revocations r ON r.build_uuid = l.build
+    JOIN builds rb ON rb.id = r.revoked_by
+    WHERE r.fired_at IS NOT NULL AND r.lifted_at IS NULL
+    ORDER BY r.build_uuid, CASE WHEN r.cause_id IS NULL THEN 0 ELSE 1 END, r.id
+"""
 RECENT_FAILURES_LIMIT = 1000
 STEP_SAMPLES = 500
 
@@ -355,6 +384,8 @@ def build_summary(  # noqa: PLR0917 - one row set per part of the summary
     dialect: Dialect,
     counts: Sequence[Row],
     matrix: Sequence[Row],
+    regions: Sequence[Row],
+    revocations: Sequence[Row],
     groups: Sequence[Row],
     steps: Sequence[Row],
     window_hours: int,
@@ -366,6 +397,21 @@ def build_summary(  # noqa: PLR0917 - one row set per part of the summary
     for row in steps:
         samples.setdefault(row["state_code"], []).append(row["duration_ms"])
         pairs.setdefault((row["state_code"], row["to_state_code"]), []).append(row["duration_ms"])
+    by_region: dict[str, dict[str, int]] = {}
+    for row in regions:
+        by_region.setdefault(str(row["build"]), {})[row["region"]] = int(row["n"])
+    revoked: dict[str, CellRevocation] = {}
+    for row in revocations:
+        revoked.setdefault(
+            str(row["build"]),
+            CellRevocation(
+                reason=row["reason"],
+                inherited=row["cause_id"] is not None,
+                revoked_by=BuildIdent(
+                    id=dialect.uuid_value(row["revoked_by"]), build_id=row["revoked_by_build_id"]
+                ),
+            ),
+        )
     cells = []
     for row in matrix:
         build = decode_build(dialect, row)
@@ -375,6 +421,8 @@ def build_summary(  # noqa: PLR0917 - one row set per part of the summary
                 os_version=build.os_version,
                 image_type=build.image_type,
                 build=build,
+                artifacts_by_region=by_region.get(str(build.id), {}),
+                revocation=revoked.get(str(build.id)),
             )
         )
     return Summary(

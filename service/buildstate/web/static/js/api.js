@@ -22,22 +22,32 @@ export class Unauthorized extends ApiError {
 }
 
 /** The current token, or null when there is none or it has expired. */
-export function token() {
-  let saved = null;
+function session() {
   try {
-    saved = JSON.parse(sessionStorage.getItem(TOKEN_KEY) ?? "null");
+    return JSON.parse(sessionStorage.getItem(TOKEN_KEY) ?? "null");
   } catch {
-    saved = null;
+    return null;
   }
+}
+
+export function token() {
+  const saved = session();
   if (!saved || typeof saved.token !== "string") return null;
   // An expired token is not sent, but stays until a 401 so that sign-in can say the session ended.
   if (typeof saved.expiresAt === "number" && Date.now() >= saved.expiresAt) return null;
   return saved.token;
 }
 
-export function saveToken(accessToken, expiresIn) {
+export function saveToken(accessToken, expiresIn, scope = "") {
   const expiresAt = Number.isFinite(expiresIn) ? Date.now() + expiresIn * 1000 : null;
-  sessionStorage.setItem(TOKEN_KEY, JSON.stringify({ token: accessToken, expiresAt }));
+  sessionStorage.setItem(TOKEN_KEY, JSON.stringify({ token: accessToken, expiresAt, scope }));
+}
+
+/** Whether this session's token was granted `scope` (POST /token says which). It only decides which
+ * controls the page offers: the service checks every request itself, and a 403 is shown as it comes. */
+export function granted(scope) {
+  const saved = session();
+  return typeof saved?.scope === "string" && saved.scope.split(" ").includes(scope);
 }
 
 export function forgetToken() {
@@ -121,5 +131,5 @@ export async function signIn(username, password) {
   }
   const grant = await response.json();
   if (typeof grant.access_token !== "string") throw new ApiError(response.status, null, "No token in reply");
-  saveToken(grant.access_token, grant.expires_in);
+  saveToken(grant.access_token, grant.expires_in, typeof grant.scope === "string" ? grant.scope : "");
 }

@@ -79,14 +79,29 @@ export function errorNotice(error, retry) {
   );
 }
 
-export function labelChips(labels) {
+export function labelChips(labels, name = "Labels") {
   const entries = Object.entries(labels ?? {});
   if (entries.length === 0) return h("p", { class: "muted" }, "No labels");
   return h(
     "ul",
-    { class: "chips", "aria-label": "Labels" },
+    { class: "chips", "aria-label": name },
     entries.map(([key, value]) =>
       h("li", { class: "chip" }, h("span", { class: "chip-key" }, key), h("span", { class: "chip-value" }, value)),
+    ),
+  );
+}
+
+/** A table in a sideways-scrolling box: column headings, then the rows (<tr> nodes). */
+export function dataTable({ className, caption, columns, rows }) {
+  return h(
+    "div",
+    { class: "table-scroll" },
+    h(
+      "table",
+      { class: className },
+      caption ? h("caption", { class: "visually-hidden" }, caption) : null,
+      h("thead", {}, h("tr", {}, columns.map((text) => h("th", { scope: "col" }, text)))),
+      h("tbody", {}, rows),
     ),
   );
 }

@@ -45,8 +45,19 @@ export function plural(count, word, many = `${word}s`) {
   return `${count} ${count === 1 ? word : many}`;
 }
 
+// The events that move a build; the others (artifact, channel, revoked, restored) copy its state and leave
+// the build row, its message, failure, updated_at and last_event_seq, as they were.
+const MOVES = new Set(["created", "state", "failure", "reset"]);
+
+export function changesState(event) {
+  return MOVES.has(event.type);
+}
+
 /** The build as of an event: the event carries the build's code, status and attempt right after it. */
 export function buildAfter(event, previous = null) {
+  if (previous && !changesState(event)) {
+    return { ...previous, ...event.build, state_code: event.state_code, status: event.status, attempt: event.attempt };
+  }
   return {
     ...(previous ?? {}),
     ...event.build,

@@ -5,12 +5,20 @@ import { relativeTime } from "./format.js";
 import { LiveFeed, headSeq } from "./live.js";
 import { currentRoute, href, navigate } from "./router.js";
 import { buildView } from "./views/build.js";
+import { channelView, channelsView } from "./views/channels.js";
 import { failuresView } from "./views/failures.js";
 import { matrixView } from "./views/matrix.js";
 import { notFoundView } from "./views/not-found.js";
 import { signInView } from "./views/signin.js";
 
-const VIEWS = { matrix: matrixView, build: buildView, failures: failuresView, "not-found": notFoundView };
+const VIEWS = {
+  matrix: matrixView,
+  build: buildView,
+  failures: failuresView,
+  channels: channelsView,
+  channel: channelView,
+  "not-found": notFoundView,
+};
 const LIVE_TEXT = {
   off: "Not live",
   connecting: "Connecting…",
@@ -74,7 +82,7 @@ async function render() {
   const mine = renderCount;
   current?.destroy?.();
   current = null;
-  markNav(route.name);
+  markNav(route.name === "channel" ? "channels" : route.name);
   const signedOut = route.name === "sign-in";
   document.body.classList.toggle("signed-out", signedOut);
   signOut.hidden = signedOut || token() === null;

@@ -1,14 +1,25 @@
 // Routes live in the URL hash (#/path?query), so any view, filters included, is a link to share, and the
 // service only has to serve one page.
 
+/** A path segment as typed: a malformed escape ("%E0") is kept as it is rather than breaking the page. */
+function decodePart(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
 export function currentRoute() {
   const raw = window.location.hash.replace(/^#/, "") || "/";
   const [path, search = ""] = raw.split("?", 2);
   const params = new URLSearchParams(search);
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const parts = path.split("/").filter(Boolean).map(decodePart);
   if (parts.length === 0) return { name: "matrix", params, parts, hash: `#${raw}` };
   if (parts[0] === "sign-in") return { name: "sign-in", params, parts, hash: `#${raw}` };
   if (parts[0] === "failures") return { name: "failures", params, parts, hash: `#${raw}` };
+  if (parts[0] === "channels" && parts[1]) return { name: "channel", params, parts, hash: `#${raw}` };
+  if (parts[0] === "channels") return { name: "channels", params, parts, hash: `#${raw}` };
   if (parts[0] === "build" && parts[1]) return { name: "build", ref: parts[1], params, parts, hash: `#${raw}` };
   return { name: "not-found", params, parts, hash: `#${raw}` };
 }

@@ -1,19 +1,32 @@
 // One build: where it stands, its steps and how long each took, and every event of every attempt.
 
-import { ApiError, api } from "../api.js";
+import { ApiError, api, granted } from "../api.js";
+import { artifactList, artifactsOf, mergeArtifacts } from "../artifacts.js";
 import {
   errorNotice, exactTime, failureBadge, labelChips, loading, progressBar, statusPill, timeAgo,
 } from "../components.js";
 import { fill, h, safeHref } from "../dom.js";
 import { buildAfter, comboLabel, duration, plural } from "../format.js";
+import {
+  RELEASE_EVENTS, ancestryTree, bucketKey, channelBadge, channelHref, revokedBadge, revokedBanner,
+} from "../release.js";
 import { describeEvent } from "./matrix.js";
+import { releaseControls } from "./release-controls.js";
+
+const RELOAD_MS = 300;
 
 const TITLES = {
   created: () => "Registered",
   state: (e) => (e.state_code === 100 ? `${e.from_state_code ?? "?"} → 100, succeeded` : `${e.from_state_code ?? "?"} → ${e.state_code}`),
   failure: (e) => `Failed at ${e.state_code}`,
   reset: (e) => `Reset: attempt ${e.attempt} starts at 0`,
+  artifact: (e) => `Recorded ${plural(artifactsOf(e).length, "artifact")}`,
+  channel: (e) => (e.detail?.to === e.build.id ? `Assigned to channel ${e.detail?.channel}` : `Left channel ${e.detail?.channel} (revoked)`),
+  revoked: (e) => (e.detail?.inherited ? `Revoked with ${e.detail?.revoked_by_build_id}, which it was built from` : "Revoked"),
+  restored: (e) => (e.detail?.inherited ? `Restored with ${e.detail?.revoked_by_build_id}` : "Restored"),
 };
+// Events whose reason the timeline shows as "Why:" (a failure has its own box).
+const EXPLAINED = new Set(["reset", "channel", "revoked", "restored"]);
 
 function provenanceOf(events) {
   for (let i = events.length - 1; i >= 0; i -= 1) {
@@ -55,7 +68,7 @@ function failureDetails(failure) {
 
 function timelineItem(event) {
   const title = (TITLES[event.type] ?? (() => event.type))(event);
-  const showMessage = event.message && event.type !== "failure" && event.type !== "reset";
+  const showMessage = event.message && event.type !== "failure" && !EXPLAINED.has(event.type);
   return h(
     "li",
     { class: ["tl-item", `tl-${event.type}`], dataset: { seq: event.seq } },
@@ -70,11 +83,14 @@ function timelineItem(event) {
     ),
     showMessage ? h("p", { class: "tl-message" }, event.message) : null,
     event.type === "failure" ? failureDetails(event.failure) : null,
-    event.type === "reset" ? h("p", { class: "tl-reason" }, h("strong", {}, "Why: "), event.reason ?? "") : null,
+    event.type === "artifact"
+      ? h("ul", { class: "tl-artifacts" }, artifactsOf(event).map((a) => h("li", {}, `${a.region || "no region"} · ${a.kind}: `, h("code", {}, a.external_id))))
+      : null,
+    EXPLAINED.has(event.type) ? h("p", { class: "tl-reason" }, h("strong", {}, "Why: "), event.reason ?? "") : null,
     h(
       "p",
       { class: "tl-meta" },
-      event.type === "reset" ? h("strong", {}, "Who: ") : "by ",
+      EXPLAINED.has(event.type) ? h("strong", {}, "Who: ") : "by ",
       h("span", { class: "actor" }, event.actor),
       event.provenance?.build_url ? [" · ", concourseLink(event.provenance)] : null,
     ),
@@ -149,6 +165,14 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
   setTitle("Build");
   let build = null;
   let events = [];
+  let artifacts = [];
+  let lastSeq = 0; // events of other types than state changes leave build.last_event_seq as it was
+  let ancestry = null; // GET /builds/{ref}/ancestry, or an Error to show in its section
+  let channels = []; // the channels of this build's bucket
+  let scheduled = null; // a revocation this page scheduled
+  let releaseTimer = null;
+  let releaseReads = 0; // only the newest read of ancestry and channels is shown (answers may cross)
+  let controls = { key: null, node: null }; // kept across redraws while they fit, so typing survives events
   let medians = { steps: new Map(), states: new Map() };
   const heading = h("h1", { tabindex: "-1" }, route.ref);
   const body = h("div", { class: "build-body" }, loading());
@@ -158,13 +182,16 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
     setTitle(build.build_id);
     heading.textContent = build.build_id;
     const provenance = provenanceOf(events);
+    const self = ancestry instanceof Error ? null : ancestry?.nodes.find((n) => n.relation === "self");
+    const heads = channels.filter((c) => c.head?.id === build.id).sort((a, b) => a.name.localeCompare(b.name));
     fill(
       body,
+      revokedBanner(self?.revocation),
       h(
         "section",
         { class: ["build-status", "card", `card-${build.status}`], "aria-label": "Current state" },
         h("p", { class: "combo" }, comboLabel(build)),
-        h("div", { class: "status-line" }, statusPill(build.status), h("span", { class: "big-code" }, `${build.state_code}`, h("span", { class: "muted" }, " / 100")), failureBadge(build.failure)),
+        h("div", { class: "status-line" }, statusPill(build.status), h("span", { class: "big-code" }, `${build.state_code}`, h("span", { class: "muted" }, " / 100")), failureBadge(build.failure), revokedBadge(self?.revocation)),
         progressBar(build),
         build.message ? h("p", { class: "build-message" }, build.message) : null,
         h(
@@ -174,14 +201,61 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
           h("div", {}, h("dt", {}, "Last change"), h("dd", {}, timeAgo(build.updated_at))),
           h("div", {}, h("dt", {}, "Registered"), h("dd", {}, exactTime(build.created_at))),
           h("div", {}, h("dt", {}, "Concourse"), h("dd", {}, provenance ? concourseLink(provenance) : h("span", { class: "muted" }, "no link recorded"))),
+          h("div", {}, h("dt", {}, "Channels"), h("dd", {}, heads.length ? h("span", { class: "badges" }, heads.map((c) => h("a", { href: channelHref(c) }, channelBadge(c, true)))) : h("span", { class: "muted" }, "none"))),
           h("div", { class: "wide" }, h("dt", {}, "Id"), h("dd", {}, h("code", {}, build.id))),
         ),
       ),
       build.failure ? h("section", { class: "card card-failed", "aria-labelledby": "failure-title" }, h("h2", { id: "failure-title" }, "Failure"), failureDetails(build.failure)) : null,
+      h("section", { class: "card", "aria-labelledby": "artifacts-title" }, h("h2", { id: "artifacts-title" }, "Artifacts", artifacts.length ? h("span", { class: "count" }, plural(artifacts.length, "artifact")) : null), artifactList(artifacts, announce)),
+      h("section", { class: "card", "aria-labelledby": "ancestry-title" }, h("h2", { id: "ancestry-title" }, "Ancestry"), ancestry instanceof Error ? errorNotice(ancestry, reloadRelease) : ancestry ? ancestryTree(ancestry) : loading()),
+      granted("release") && self
+        ? h("section", { class: "card release-card", "aria-labelledby": "release-title" }, h("h2", { id: "release-title", tabindex: "-1", dataset: { focusKey: "release-title" } }, "Revocation"), controlsFor(self))
+        : null,
       h("section", { class: "card", "aria-labelledby": "labels-title" }, h("h2", { id: "labels-title" }, "Labels"), labelChips(build.labels)),
       h("section", { class: "card", "aria-labelledby": "steps-title" }, h("h2", { id: "steps-title" }, "Steps"), stepsTable(events, build, medians)),
       h("section", { class: "card", "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title" }, "Timeline"), timeline(events)),
     );
+  }
+
+  /** The revoke or restore form for the build as it stands; the same node while that does not change. */
+  function controlsFor(self) {
+    const key = JSON.stringify([self.revocation?.id ?? null, Boolean(self.revocation?.inherited), scheduled?.id ?? null]);
+    if (controls.key !== key) {
+      controls = { key, node: h("div", {}, releaseControls({ build, revocation: self.revocation, scheduled, done: released, announce })) };
+    }
+    return controls.node;
+  }
+
+  /** Read ancestry and channels; false when a newer read started meanwhile (its answer wins). */
+  async function readRelease() {
+    releaseReads += 1;
+    const mine = releaseReads;
+    const ref = encodeURIComponent(route.ref);
+    const [family, bucket] = await Promise.all([
+      api(`/builds/${ref}/ancestry`).catch((error) => (error.name === "Unauthorized" ? Promise.reject(error) : error)),
+      build ? api("/channels", { params: { platform: build.platform, os_version: build.os_version, image_type: build.image_type } }).catch(() => ({ channels: [] })) : { channels: [] },
+    ]);
+    if (mine !== releaseReads) return false;
+    ancestry = family;
+    channels = bucket.channels;
+    return true;
+  }
+
+  async function reloadRelease() {
+    try {
+      if (!(await readRelease())) return;
+    } catch {
+      return; // a 401 has already sent the person to sign-in
+    }
+    if (isCurrent() && build) draw();
+  }
+
+  async function released(answer) {
+    scheduled = answer?.state === "scheduled" ? answer.revocation : null;
+    if (answer?.state) announce(answer.state === "scheduled" ? "Revocation scheduled" : `This build is ${answer.state}`);
+    await reloadRelease();
+    // The form is gone: keyboard focus goes to what it changed, the banner or the controls' heading.
+    if (isCurrent()) body.querySelector("#revoked-title, #release-title")?.focus({ preventScroll: false });
   }
 
   async function load() {
@@ -195,10 +269,15 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
       if (!isCurrent()) return;
       build = history.build;
       events = history.events;
+      artifacts = history.artifacts ?? [];
+      lastSeq = Math.max(build.last_event_seq, ...events.map((e) => e.seq));
       medians = {
         steps: new Map((summary?.transition_durations ?? []).map((t) => [`${t.from_state_code}->${t.state_code}`, t.median_ms])),
         states: new Map((summary?.step_durations ?? []).map((s) => [s.state_code, s.median_ms])),
       };
+      // Ancestry and channels need the build's bucket; events arriving meanwhile apply to what is above.
+      await readRelease();
+      if (!isCurrent()) return;
       draw();
     } catch (error) {
       if (!isCurrent() || error.name === "Unauthorized") return;
@@ -213,14 +292,31 @@ export function buildView({ main, route, announce, setTitle, followLive, isCurre
   }
 
   function onEvent(event) {
-    if (!build || event.build.id !== build.id || event.seq <= build.last_event_seq) return;
+    if (build && RELEASE_EVENTS.has(event.type) && touches(event)) {
+      clearTimeout(releaseTimer);
+      releaseTimer = setTimeout(reloadRelease, RELOAD_MS);
+    }
+    if (!build || event.build.id !== build.id || event.seq <= lastSeq) return;
+    lastSeq = event.seq;
     events = [...events, event];
     build = buildAfter(event, build);
+    artifacts = mergeArtifacts(artifacts, artifactsOf(event));
     draw();
     body.querySelector(`[data-seq="${event.seq}"]`)?.classList.add("changed");
     announce(`This build ${describeEvent(event)}`);
   }
 
+  /** A release event about this build, one of its relatives, or a channel of its bucket. */
+  function touches(event) {
+    if (event.build.id === build.id || bucketKey(event.build) === bucketKey(build)) return true;
+    return !(ancestry instanceof Error) && Boolean(ancestry?.nodes.some((n) => n.build.id === event.build.id));
+  }
+
   load();
-  return { onEvent };
+  return {
+    onEvent,
+    destroy() {
+      clearTimeout(releaseTimer);
+    },
+  };
 }

@@ -1,11 +1,13 @@
 // The build matrix: the latest build of every platform x OS version x image type, kept live.
 
 import { api } from "../api.js";
+import { artifactsOf, countByRegion, regionBadge } from "../artifacts.js";
 import {
   STATUSES, errorNotice, failureBadge, loading, progressBar, selectField, statusPill, timeAgo,
 } from "../components.js";
 import { fill, h, swap } from "../dom.js";
-import { buildAfter, comboLabel, plural } from "../format.js";
+import { buildAfter, changesState, comboLabel, plural } from "../format.js";
+import { RELEASE_EVENTS, bucketKey, channelAfter, channelBadge, revokedBadge } from "../release.js";
 import { href } from "../router.js";
 
 export const WINDOWS = [
@@ -18,6 +20,7 @@ export const WINDOWS = [
 const FILTERS = ["platform", "os_version", "image_type", "status", "window"];
 const ACTIVITY_SIZE = 12;
 const RECONCILE_MS = 2500;
+const CHANNELS = 1000; // GET /channels answers at most this many: the badges of the first 1000
 
 // Slugs never hold "/", so it separates them unambiguously (and is safe in attributes and selectors).
 const comboKey = (build) => `${build.platform}/${build.os_version}/${build.image_type}`;
@@ -29,6 +32,9 @@ function newer(existing, incoming) {
   if (existing.id === incoming.id) return incoming.last_event_seq > existing.last_event_seq ? incoming : existing;
   return new Date(incoming.created_at) >= new Date(existing.created_at) ? incoming : existing;
 }
+
+/** A summary cell's build, with the cell's artifact count per region and revocation. */
+const cellBuild = (item) => ({ ...item.build, artifacts_by_region: item.artifacts_by_region ?? {}, revocation: item.revocation ?? null });
 
 export function describeEvent(event) {
   switch (event.type) {
@@ -43,16 +49,34 @@ export function describeEvent(event) {
     }
     case "reset":
       return `reset to attempt ${event.attempt}`;
+    case "artifact":
+      return `recorded ${plural(artifactsOf(event).length, "artifact")}`;
+    case "channel":
+      return event.detail?.to ? `assigned to channel ${event.detail.channel}` : `left channel ${event.detail?.channel} (revoked)`;
+    case "revoked":
+      return event.detail?.inherited ? `revoked with ${event.detail.revoked_by_build_id}` : `revoked: ${event.reason ?? ""}`;
+    case "restored":
+      return "restored";
     default:
       return event.type;
   }
 }
 
-function cell(build, key) {
+/** What a revoked or restored event leaves of a build's revocation (the summary re-read corrects the rare
+ * build that had two in force). */
+function revocationAfter(event, previous) {
+  if (event.type === "restored") return null;
+  if (event.type !== "revoked") return previous ?? null;
+  const detail = event.detail ?? {};
+  return { reason: event.reason ?? detail.reason ?? "", inherited: Boolean(detail.inherited), revoked_by: { id: detail.revoked_by, build_id: detail.revoked_by_build_id } };
+}
+
+function cell(build, key, channels) {
   const label = comboLabel(build);
+  const named = [...(channels?.values() ?? [])].sort((a, b) => a.name.localeCompare(b.name));
   return h(
     "td",
-    { class: ["cell", `cell-${build.status}`], dataset: { combo: key, status: build.status } },
+    { class: ["cell", `cell-${build.status}`, build.revocation ? "cell-revoked" : null], dataset: { combo: key, status: build.status } },
     h(
       "a",
       {
@@ -66,6 +90,9 @@ function cell(build, key) {
       h("span", { class: "cell-build", title: build.build_id }, build.build_id),
       build.message ? h("span", { class: "cell-message", title: build.message }, build.message) : null,
       failureBadge(build.failure),
+      revokedBadge(build.revocation),
+      regionBadge(build.artifacts_by_region),
+      named.length ? h("span", { class: "badges cell-channels" }, named.map((c) => channelBadge(c, c.head?.id === build.id))) : null,
       h(
         "span",
         { class: "cell-meta" },
@@ -77,7 +104,7 @@ function cell(build, key) {
 }
 
 /** One platform's rows; every platform has the same image-type columns, so the tables line up. */
-function platformTable(platform, builds, imageTypes, keyOf) {
+function platformTable(platform, builds, imageTypes, keyOf, channelsOf) {
   const osVersions = distinct(builds.map((b) => b.os_version));
   const byCell = new Map(builds.map((b) => [`${b.os_version}/${b.image_type}`, b]));
   const headingId = `platform-${platform}`;
@@ -104,7 +131,7 @@ function platformTable(platform, builds, imageTypes, keyOf) {
               imageTypes.map((type) => {
                 const build = byCell.get(`${os}/${type}`);
                 if (!build) return h("td", { class: "cell cell-empty", dataset: { label: type } }, h("span", { class: "visually-hidden" }, "no build"), "—");
-                const node = cell(build, keyOf(build));
+                const node = cell(build, keyOf(build), channelsOf(keyOf(build)));
                 node.dataset.label = type;
                 return node;
               }),
@@ -120,6 +147,7 @@ export function matrixView({ main, route, announce, setTitle, followLive, isCurr
   setTitle("Build matrix");
   const filters = Object.fromEntries(FILTERS.map((name) => [name, route.params.get(name) ?? ""]));
   const cells = new Map();
+  const channels = new Map(); // bucket -> channel name -> channel, from GET /channels and channel events
   let activity = [];
   let counts = null;
   let reconcileTimer = null;
@@ -208,9 +236,27 @@ export function matrixView({ main, route, announce, setTitle, followLive, isCurr
       matrixNode,
       h("p", { class: "visually-hidden" }, `${plural(shown.length, "build")} shown`),
       platforms.map((platform) =>
-        platformTable(platform, shown.filter((b) => b.platform === platform), imageTypes, comboKey),
+        platformTable(platform, shown.filter((b) => b.platform === platform), imageTypes, comboKey, (key) => channels.get(key)),
       ),
     );
+  }
+
+  function setChannel(channel) {
+    const key = bucketKey(channel);
+    if (!channels.has(key)) channels.set(key, new Map());
+    channels.get(key).set(channel.name, channel);
+  }
+
+  function redrawCell(key, build) {
+    const old = matrixNode.querySelector(`td[data-combo="${CSS.escape(key)}"]`);
+    if (old && visible(build)) {
+      const fresh = cell(build, key, channels.get(key));
+      fresh.dataset.label = old.dataset.label;
+      swap(old, fresh).classList.add("changed");
+    } else {
+      drawMatrix();
+      matrixNode.querySelector(`td[data-combo="${CSS.escape(key)}"]`)?.classList.add("changed");
+    }
   }
 
   function activityItem(event) {
@@ -236,7 +282,12 @@ export function matrixView({ main, route, announce, setTitle, followLive, isCurr
       counts = { ...summary.counts, total: summary.total };
       for (const item of summary.matrix) {
         const key = comboKey(item.build);
-        cells.set(key, newer(cells.get(key), item.build));
+        const current = cells.get(key);
+        const fresh = cellBuild(item);
+        // Artifact and release events leave last_event_seq alone: for the same build the summary's counts
+        // and revocation are the truth.
+        const same = current?.id === fresh.id && newer(current, fresh) === current;
+        cells.set(key, same ? { ...current, artifacts_by_region: fresh.artifacts_by_region, revocation: fresh.revocation } : newer(current, fresh));
       }
       drawCounts();
     } catch {
@@ -248,13 +299,15 @@ export function matrixView({ main, route, announce, setTitle, followLive, isCurr
     fill(matrixNode, loading());
     try {
       await followLive();
-      const [summary, recent] = await Promise.all([
+      const [summary, recent, named] = await Promise.all([
         api("/dashboard/summary", { params: { window_hours: filters.window || 168 } }),
         api("/events", { params: { order: "desc", limit: ACTIVITY_SIZE } }),
+        api("/channels", { params: { limit: CHANNELS } }).catch((error) => (error.name === "Unauthorized" ? Promise.reject(error) : { channels: [] })),
       ]);
       if (!isCurrent()) return;
+      for (const channel of named.channels) setChannel(channel);
       counts = { ...summary.counts, total: summary.total };
-      for (const item of summary.matrix) cells.set(comboKey(item.build), item.build);
+      for (const item of summary.matrix) cells.set(comboKey(item.build), cellBuild(item));
       activity = recent.events;
       drawCounts();
       drawFilters();
@@ -272,20 +325,25 @@ export function matrixView({ main, route, announce, setTitle, followLive, isCurr
     const key = comboKey(event.build);
     const existing = cells.get(key);
     const sameBuild = existing?.id === event.build.id;
-    const candidate = buildAfter(event, sameBuild ? existing : null);
-    if (newer(existing, candidate) !== candidate) return; // an older build of this cell, or a replay
+    let candidate;
+    if (changesState(event)) {
+      candidate = buildAfter(event, sameBuild ? existing : null);
+      if (newer(existing, candidate) !== candidate) return; // an older build of this cell, or a replay
+    } else {
+      if (event.type === "channel") setChannel(channelAfter(event, channels.get(key)?.get(event.detail?.channel)));
+      if (!sameBuild) {
+        // About an older build of this cell (or one the matrix has not read yet): a channel badge may move.
+        if (event.type === "channel" && existing) redrawCell(key, existing);
+        return;
+      }
+      candidate = buildAfter(event, existing);
+      candidate.artifacts_by_region = countByRegion(existing.artifacts_by_region, artifactsOf(event));
+      if (RELEASE_EVENTS.has(event.type)) candidate.revocation = revocationAfter(event, existing.revocation);
+    }
     const newCombo = !existing;
     cells.set(key, candidate);
     if (newCombo) drawFilters();
-    const old = matrixNode.querySelector(`td[data-combo="${CSS.escape(key)}"]`);
-    if (old && visible(candidate)) {
-      const fresh = cell(candidate, key);
-      fresh.dataset.label = old.dataset.label;
-      swap(old, fresh).classList.add("changed");
-    } else {
-      drawMatrix();
-      matrixNode.querySelector(`td[data-combo="${CSS.escape(key)}"]`)?.classList.add("changed");
-    }
+    redrawCell(key, candidate);
     announce(`${comboLabel(event.build)} ${describeEvent(event)}`);
     clearTimeout(reconcileTimer);
     reconcileTimer = setTimeout(reconcile, RECONCILE_MS);
