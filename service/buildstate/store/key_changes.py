@@ -6,7 +6,8 @@ that changes whenever a key is revoked anywhere, read without touching the datab
 only under the epoch it was read in; ``None`` means "cannot tell", and then every request reads its row.
 
 - PostgreSQL: the revoke statement itself sends ``NOTIFY buildstate_keys`` (delivered at its COMMIT, so
-  never for a revocation that rolled back), and each worker LISTENs on a connection of its own: the epoch
+  never for a revocation that rolled back), and each worker LISTENs (on the connection its feed watcher
+  shares, outside the pool): the epoch
   is a counter of what it heard, and ``None`` while that connection is not up (at start, after a loss:
   a revocation sent meanwhile would be missed). The revoking worker waits, up to a second, to hear its
   own notification, and a tenth of a second more, before it answers: by then PostgreSQL has sent it to
@@ -104,7 +105,7 @@ class FileKeyChanges(KeyChanges):
 
 
 class NotifiedKeyChanges(KeyChanges):
-    """PostgreSQL: LISTEN on a connection of this worker's own."""
+    """PostgreSQL: LISTEN on the worker's shared LISTEN connection (``PostgresExecutor.listen``)."""
 
     def __init__(self, executor: PostgresExecutor) -> None:
         self._executor = executor
