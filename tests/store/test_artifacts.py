@@ -160,6 +160,52 @@ async def test_a_failed_build_keeps_its_artifacts_replays_them_and_takes_no_new_
     await no_drift(store)
 
 
+async def test_the_same_artifact_is_a_replay_within_an_attempt_and_a_new_row_and_event_in_the_next(
+    store: Store,
+) -> None:
+    """The key is (build, attempt, platform, region, kind, external_id): an attempt's rows are what that
+    attempt recorded, so the lookup, which answers the current attempt's, never answers a failed one's."""
+    arm = {**US, "labels": {"arch": "arm64"}}
+    await create(store, "again-1")
+    first = body(await record(store, "again-1", EU, arm))
+    replayed = await record(store, "again-1", EU)
+    assert (replayed.appended, body(replayed)["replayed"]) == (False, True)
+    assert body(replayed)["event"]["seq"] == first["event"]["seq"]
+    await store.record_failure("again-1", FailureReport(error_message="copy failed"), CTX)
+    await store.reset_build("again-1", ResetRequest(reason="retry"), CTX)
+    # Attempt 2 records the same AMI (and the arm one with other labels): new rows, one new event.
+    second = await record(store, "again-1", EU, {**US, "labels": {"arch": "x86_64"}})
+    answer = body(second)
+    assert (second.appended, answer["replayed"]) == (True, False)
+    event = answer["event"]
+    assert (event["type"], event["attempt"]) == ("artifact", 2) and event["seq"] > first["event"]["seq"]
+    assert [a["external_id"] for a in event["detail"]["artifacts"]] == ["ami-0eu", "ami-0us"]
+    assert [(a["external_id"], a["attempt"], a["event_seq"]) for a in answer["artifacts"]] == [
+        ("ami-0eu", 2, event["seq"]),
+        ("ami-0us", 2, event["seq"]),
+    ]
+    # Within attempt 2 it is a replay again, of attempt 2's row; other labels there are refused.
+    again = await record(store, "again-1", EU)
+    assert again.replayed and body(again)["event"]["seq"] == event["seq"]
+    with pytest.raises(Conflict) as refused:
+        await record(store, "again-1", arm)
+    assert refused.value.type_slug == "artifact-exists"
+    listed = (await store.artifacts.of_build("again-1")).artifacts
+    assert [(a.external_id, a.attempt, a.labels) for a in listed] == [
+        ("ami-0eu", 1, {}),
+        ("ami-0us", 1, {"arch": "arm64"}),
+        ("ami-0eu", 2, {}),
+        ("ami-0us", 2, {"arch": "x86_64"}),
+    ]
+    assert len(await feed(store, EventFilter(types=("artifact",)))) == 2
+    await state(store, "again-1", 100)
+    found = await store.artifacts.latest(lookup(region="us-east-1"))
+    assert (found.attempt, found.event_seq, found.labels) == (2, event["seq"], {"arch": "x86_64"})
+    with pytest.raises(NotFound):  # the arm64 AMI was attempt 1's only
+        await store.artifacts.latest(lookup(labels={"arch": "arm64"}))
+    await no_drift(store)
+
+
 async def test_a_succeeded_build_takes_artifacts(store: Store) -> None:
     await create(store, "ok-1")
     await state(store, "ok-1", 100)
@@ -357,10 +403,15 @@ async def test_the_lookup_finds_the_newest_succeeded_builds_matching_artifact(st
     assert (await store.artifacts.latest(lookup(region="us-east-1"))).external_id == "ami-old-us"
     assert (await store.artifacts.latest(lookup(kind="ami"))).build.build_id == "new"
     assert (await store.artifacts.latest(lookup())).external_id == "ami-new-eu"
-    # A build that succeeds later is newer, whenever it was created.
+    # A build that succeeds later is newer, whenever it was created, with what its new attempt recorded:
+    # the artifacts of its earlier attempt are not that attempt's.
     await store.reset_build("old", ResetRequest(reason="rebuild"), CTX)
+    await record(store, "old", {**EU, "external_id": "ami-old-eu"})
     await state(store, "old", 100)
-    assert (await store.artifacts.latest(lookup(region="eu-west-1"))).external_id == "ami-old-eu"
+    found = await store.artifacts.latest(lookup(region="eu-west-1"))
+    assert (found.external_id, found.attempt, found.build.build_id) == ("ami-old-eu", 2, "old")
+    with pytest.raises(NotFound):  # ami-old-us was its first attempt's, which no other build has
+        await store.artifacts.latest(lookup(region="us-east-1"))
 
 
 async def test_the_lookup_filters_by_labels_of_the_artifact_or_else_of_its_build(store: Store) -> None:
@@ -447,6 +498,6 @@ async def test_the_lookup_walks_the_partial_index_of_succeeded_builds(store: Sto
         )
         plan_text = "\n".join(row["detail"] for row in rows)
     assert "builds_latest_succeeded" in plan_text, plan_text
-    assert "artifacts_build_platform_region_kind_external_id_key" in plan_text or (
-        "sqlite_autoindex_artifacts_1" in plan_text
+    assert "artifacts_build_attempt_platform_region_kind_external_id_key" in plan_text or (
+        "sqlite_autoindex_artifacts_1 (build=? AND attempt=?)" in plan_text  # the build's current attempt
     ), plan_text

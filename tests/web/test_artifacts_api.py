@@ -202,12 +202,6 @@ async def test_a_region_in_another_case_is_the_same_region(client: Client) -> No
         assert text.status == 200 and await text.read() == b"ami-0eu\n", region
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of issue 16, not fixed: the lookup answers artifacts of any attempt; the unique key "
-    "(build, platform, region, kind, external_id) has no attempt, so re-recording the same id in a later "
-    "attempt is a replay that keeps the old attempt's row, and filtering by attempt would lose it",
-)
 async def test_the_lookup_never_answers_an_artifact_of_an_earlier_failed_attempt(client: Client) -> None:
     """Attempt 1 records an AMI and fails; the build is reset and attempt 2 succeeds without one in that
     region: the AMI of the failed attempt is not the succeeded build's (the resource's get, which reads
@@ -223,6 +217,9 @@ async def test_the_lookup_never_answers_an_artifact_of_an_earlier_failed_attempt
     assert (await post(client, f"{build}/state", {"state_code": 100}))[0] == 200
     response = await client.get(LATEST + "&region=eu-west-1")
     assert response.status == 404, await response.text()
+    # The build's record still lists the failed attempt's AMI, under its attempt.
+    listed = await (await client.get(f"{build}/artifacts")).json()
+    assert [(a["external_id"], a["attempt"]) for a in listed["artifacts"]] == [("ami-0failedattempt", 1)]
 
 
 async def test_the_lookup_404_names_what_was_not_found_whatever_the_accept(client: Client) -> None:

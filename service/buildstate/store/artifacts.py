@@ -8,9 +8,10 @@ Recording (``ArtifactStore.record``) is one transaction:
 2. the build row is locked (PostgreSQL ``FOR UPDATE``; a SQLite write transaction holds the database's
    write lock), so recorders of one build take turns, in any process: two recording the same artifact
    at once make one row and one event, the second answering a replay;
-3. the artifacts the request names that the build has already (same labels) are a replay, the same key
-   with other labels a 409; if none is new, nothing is written but the audit row (``replayed``), and the
-   answer names the latest event that recorded any of them;
+3. the artifacts the request names that the build's current attempt has already (same labels) are a
+   replay, the same key with other labels a 409; if none is new, nothing is written but the audit row
+   (``replayed``), and the answer names the latest event that recorded any of them. What an earlier
+   attempt recorded is not the current one's: recorded again after a reset, it is a new row (and event);
 4. otherwise the rules (``domain.allow_artifacts``: not on a failed build) and the per-build bound, the
    audit row, then the event: on PostgreSQL under the feed lock that orders every append, taken after
    the build row (the lock order of ``store/postgres.py``) and held until COMMIT, so the feed never
@@ -21,8 +22,9 @@ attempt, and leaves the build row, its ``updated_at`` and ``last_event_seq`` as 
 step durations and its "last event" stay those of its states.
 
 The lookup (``latest``) walks the succeeded builds of one platform x OS version x image type newest first
-along ``builds_latest_succeeded`` and probes each for a matching artifact through the artifacts' unique
-index: a few index reads however many builds there are, when the newest builds have what is asked for.
+along ``builds_latest_succeeded`` and probes each for a matching artifact of its current attempt through
+the artifacts' unique index (build, attempt, ...): a few index reads however many builds there are, when
+the newest builds have what is asked for. ``of_build`` lists every attempt's, each with its ``attempt``.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from buildstate.store.types import AuditEntry, Idempotency, WriteContext, WriteR
 ACTION = EVENT_RULES[EventType.ARTIFACT].action
 # The label (or Packer custom_data key) that names the image an artifact was built from.
 SOURCE_LABEL = "source_image_id"
-# (platform, region, kind, external_id): an artifact within its build.
+# (platform, region, kind, external_id): an artifact within one attempt of its build.
 Key = tuple[str, str, str, str]
 
 
@@ -235,7 +237,9 @@ class ArtifactStore:
             raise NotFound(f"no build {ref!r}", slug="build-not-found")
         row = rows[0]
         build = sql.decode_build(self._dialect, row)
-        stored = {_key(a): a for a in (yield from artifacts_of(self._dialect, build))}
+        recorded = yield from artifacts_of(self._dialect, build)
+        # Only the current attempt's replay: an earlier attempt's artifact recorded again is new.
+        stored = {_key(a): a for a in recorded if a.attempt == build.attempt}
         named = _named(build, request)
         for key, artifact in named.items():
             if key in stored and stored[key].labels != artifact["labels"]:
@@ -249,9 +253,9 @@ class ArtifactStore:
             domain.allow_artifacts(
                 domain.Current(build.build_id, build.state_code, build.status, build.attempt, None)
             )
-            if len(stored) + len(new) > MAX_ARTIFACTS_PER_BUILD:
+            if len(recorded) + len(new) > MAX_ARTIFACTS_PER_BUILD:
                 raise Conflict(
-                    f"build {build.build_id} has {len(stored)} artifacts; {len(new)} more would pass the "
+                    f"build {build.build_id} has {len(recorded)} artifacts; {len(new)} more would pass the "
                     f"{MAX_ARTIFACTS_PER_BUILD} a build may hold",
                     slug="too-many-artifacts",
                 )

@@ -1,7 +1,8 @@
 -- Artifacts: what builds made (store/artifacts.py), and the `artifact` events that record them.
 
 -- name: of_build
--- A build's artifacts in the order they were recorded (the unique index's first column finds them).
+-- A build's artifacts of every attempt (each says its own) in the order they were recorded (the unique
+-- index's first column finds them).
 SELECT platform, region, kind, external_id, labels, attempt, event_seq, recorded_at, actor
 FROM artifacts WHERE build = :build ORDER BY id
 
@@ -24,15 +25,16 @@ FROM jsonb_array_elements(:artifacts) WITH ORDINALITY AS j (value, n) ORDER BY j
 -- name: latest.sqlite
 -- GET /artifacts/latest: the succeeded builds of one platform x OS version x image type, newest first
 -- (builds_latest_succeeded: `status = 'succeeded'` is written out for the partial index to apply), each
--- probed for matching artifacts through the unique index; the first build's newest match. The sort of its
--- last key (a.id) is of one build's artifacts at a time, so the LIMIT stops the walk at the first build
--- with a match (SQLite: "TEMP B-TREE FOR RIGHT PART OF ORDER BY"; PostgreSQL: see below). A
+-- probed for matching artifacts of its current attempt through the unique index (build, attempt: what
+-- an earlier, failed attempt recorded is not the succeeded build's); the first build's newest match. The
+-- sort of its last key (a.id) is of one build's artifacts at a time, so the LIMIT stops the walk at the
+-- first build with a match (SQLite: "TEMP B-TREE FOR RIGHT PART OF ORDER BY"; PostgreSQL: see below). A
 -- filter left NULL matches anything; each of :labels must be the artifact's label, or its build's when
 -- the artifact has none of that name. The build itself is read after, with build_statement. {builds} is
 -- latest_builds (the bucket's succeeded builds), or head_build for ?channel= (the channel's head).
 SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq, a.recorded_at,
        a.actor
-FROM builds b JOIN artifacts a ON a.build = b.id
+FROM builds b JOIN artifacts a ON a.build = b.id AND a.attempt = b.attempt
 WHERE {builds}
   AND (:region IS NULL OR a.region = :region) AND (:kind IS NULL OR a.kind = :kind)
   AND NOT EXISTS (
@@ -52,20 +54,20 @@ ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1
 -- are; a miss (the 404) still walks the combination. bench/scale.py times it, with its plan. For
 -- ?channel= ({builds} is head_build) both branches read the one head build.
 WITH succeeded AS NOT MATERIALIZED (
-    SELECT b.id, b.labels, b.updated_at FROM builds b WHERE {builds}
+    SELECT b.id, b.attempt, b.labels, b.updated_at FROM builds b WHERE {builds}
 ), newest AS NOT MATERIALIZED (
     SELECT * FROM succeeded ORDER BY updated_at DESC, id DESC LIMIT 64
 )
 (SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq,
         a.recorded_at, a.actor
- FROM newest b JOIN artifacts a ON a.build = b.id
+ FROM newest b JOIN artifacts a ON a.build = b.id AND a.attempt = b.attempt
  WHERE (:region::text IS NULL OR a.region = :region) AND (:kind::text IS NULL OR a.kind = :kind)
    AND (b.labels || a.labels) @> :labels
  ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1)
 UNION ALL
 (SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq,
         a.recorded_at, a.actor
- FROM succeeded b JOIN artifacts a ON a.build = b.id
+ FROM succeeded b JOIN artifacts a ON a.build = b.id AND a.attempt = b.attempt
  WHERE (:region::text IS NULL OR a.region = :region) AND (:kind::text IS NULL OR a.kind = :kind)
    AND (b.labels || a.labels) @> :labels
  ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1)

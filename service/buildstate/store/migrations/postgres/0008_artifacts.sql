@@ -10,9 +10,11 @@ ALTER TABLE events ADD CONSTRAINT events_type_check CHECK (
 );
 ALTER TABLE events ADD COLUMN detail jsonb;
 
--- (build, platform, region, kind, external_id) is one artifact: recording it again is a replay. region
--- is '' for region-less targets (a vSphere template, a file). The unique index also finds a build's
--- artifacts (its first column). Ids only order the artifacts of one build, whose writes take the build's
+-- (build, attempt, platform, region, kind, external_id) is one artifact: recording it again in the same
+-- attempt is a replay; after a reset, the next attempt that records it again makes a row of its own, so
+-- an attempt's rows are what that attempt made (the lookup answers only the build's current attempt's).
+-- region is '' for region-less targets (a vSphere template, a file). The unique index also finds a
+-- build's artifacts (its first column), and an attempt's (its first two). Ids only order the artifacts of one build, whose writes take the build's
 -- row lock one after another.
 CREATE TABLE artifacts (
     id bigserial PRIMARY KEY,
@@ -26,7 +28,7 @@ CREATE TABLE artifacts (
     event_seq bigint NOT NULL REFERENCES events (seq),
     recorded_at timestamptz NOT NULL,
     actor text NOT NULL,
-    UNIQUE (build, platform, region, kind, external_id)
+    UNIQUE (build, attempt, platform, region, kind, external_id)
 );
 CREATE INDEX artifacts_event ON artifacts (event_seq);
 -- GET /artifacts/latest: the newest succeeded builds of one platform x OS version x image type, newest

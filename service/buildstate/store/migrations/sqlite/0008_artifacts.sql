@@ -46,9 +46,11 @@ CREATE INDEX events_platform ON events (platform_id, seq);
 CREATE INDEX events_type_state ON events (type, state_code, seq);
 CREATE INDEX events_steps ON events (from_state_code, seq) WHERE type = 'state';
 
--- (build, platform, region, kind, external_id) is one artifact: recording it again is a replay. region
--- is '' for region-less targets (a vSphere template, a file). The unique index also finds a build's
--- artifacts (its first column).
+-- (build, attempt, platform, region, kind, external_id) is one artifact: recording it again in the same
+-- attempt is a replay; after a reset, the next attempt that records it again makes a row of its own, so
+-- an attempt's rows are what that attempt made (the lookup answers only the build's current attempt's).
+-- region is '' for region-less targets (a vSphere template, a file). The unique index also finds a
+-- build's artifacts (its first column), and an attempt's (its first two).
 CREATE TABLE artifacts (
     id INTEGER PRIMARY KEY,
     build TEXT NOT NULL REFERENCES builds (id),
@@ -61,7 +63,7 @@ CREATE TABLE artifacts (
     event_seq INTEGER NOT NULL REFERENCES events (seq),
     recorded_at TEXT NOT NULL,
     actor TEXT NOT NULL,
-    UNIQUE (build, platform, region, kind, external_id)
+    UNIQUE (build, attempt, platform, region, kind, external_id)
 );
 CREATE INDEX artifacts_event ON artifacts (event_seq);
 -- GET /artifacts/latest: the newest succeeded builds of one platform x OS version x image type, newest
