@@ -284,7 +284,8 @@ ExternalId = Annotated[
 
 
 class ArtifactIn(_Request):
-    """One artifact to record. ``(platform, region, kind, external_id)`` names it within its build."""
+    """One artifact to record. ``(platform, region, kind, external_id)`` names it within its build's attempt
+    (recorded again in the same attempt: a replay; in a later one: that attempt's own)."""
 
     platform: Slug | None = Field(
         default=None, description="The cloud it lives in; the build's platform when left out."
