@@ -341,6 +341,24 @@ async def test_an_artifact_naming_its_source_image_links_the_build_that_made_it(
     await no_drift(store)
 
 
+async def test_a_source_image_id_links_the_build_that_first_recorded_it_not_a_later_copy(
+    store: Store,
+) -> None:
+    # Another platform's key records an artifact with the same external id after the real base did: the
+    # child built from the base must not become its child (a revocation of the copy would reach it).
+    base = await succeeded(store, "src-base")
+    await store.artifacts.record(base, amis(("ami-shared", {})), CTX)
+    copy = await succeeded(store, "src-copy", platform="evil")
+    await store.artifacts.record(copy, amis(("ami-shared", {})), CTX)
+    child = (await create(store, "src-child", image_type="hardened"))["id"]
+    await store.artifacts.record(child, amis(("ami-child-1", {"source_image_id": "ami-shared"})), CTX)
+    tree = await store.release.ancestry(child)
+    assert [e.parent for e in tree.edges] == [UUID(base)]
+    await store.release.revoke(copy, RevokeRequest(reason="planted"), CTX)
+    assert await store.release.live_revocation(UUID(child)) is None
+    await no_drift(store)
+
+
 async def test_the_summary_shows_each_cells_revocation_own_before_inherited(store: Store) -> None:
     base = await succeeded(store, "sum-base")
     app = await succeeded(store, "sum-app", image_type="app")

@@ -260,7 +260,8 @@ class ReleaseStore:
 
     async def link_sources(self, build: UUID, external_ids: Sequence[str], ctx: WriteContext) -> Released:
         """Link ``build`` to the builds that recorded an artifact with one of these external ids (source
-        ``artifact``): those it names as ``source_image_id``. One that is the build itself, would close a
+        ``artifact``): for each id it names as ``source_image_id``, the build that recorded it first (a later
+        copy of the id, by anyone, links nothing). One that is the build itself, would close a
         cycle, or would pass ``MAX_PARENTS`` is left out: the artifacts are recorded already, and a link
         that cannot be made must not make their answer a refusal."""
         plain = WriteContext(actor=ctx.actor, request_id=ctx.request_id, source=ctx.source)
