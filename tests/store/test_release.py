@@ -16,11 +16,13 @@ from buildstate.models import (
     ChannelAssign,
     ChannelRequirements,
     ParentLink,
+    ResetRequest,
     RestoreRequest,
     RevokeRequest,
 )
 from buildstate.store import Store
 from buildstate.store.access import AuditFilter
+from buildstate.store.artifacts import ArtifactLookup
 from buildstate.store.release import Released
 from buildstate.store.types import EventFilter, Idempotency, WriteContext
 from buildstate.store.verify import verify
@@ -356,6 +358,22 @@ async def test_a_source_image_id_links_the_build_that_first_recorded_it_not_a_la
     assert [e.parent for e in tree.edges] == [UUID(base)]
     await store.release.revoke(copy, RevokeRequest(reason="planted"), CTX)
     assert await store.release.live_revocation(UUID(child)) is None
+    await no_drift(store)
+
+
+async def test_latest_on_a_channel_never_answers_a_head_reset_since_its_assignment(store: Store) -> None:
+    # A channel holds a succeeded build only: a reset (a new attempt, running again) must not leave it the
+    # head that GET /artifacts/latest?channel= deploys.
+    head = await succeeded(store, "reset-head")
+    await store.artifacts.record(head, amis(("ami-reset", {})), CTX)
+    await store.release.assign("production", assign_request(head), CTX)
+    lookup = ArtifactLookup(**BUCKET, channel="production")
+    assert (await store.artifacts.latest(lookup)).external_id == "ami-reset"
+    await store.reset_build(head, ResetRequest(reason="rebuild"), CTX)
+    with pytest.raises(NotFound) as refused:
+        await store.artifacts.latest(lookup)
+    assert refused.value.type_slug == "channel-head-not-succeeded"
+    assert "'reset-head', is running" in refused.value.detail
     await no_drift(store)
 
 

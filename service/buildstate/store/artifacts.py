@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from buildstate import domain
-from buildstate.domain import EVENT_RULES, EventType
+from buildstate.domain import EVENT_RULES, SUCCEEDED, EventType
 from buildstate.errors import Conflict, Gone, NotFound, Problem, Unprocessable
 from buildstate.models import (
     MAX_ARTIFACTS_PER_BUILD,
@@ -145,6 +145,14 @@ class ArtifactLookup:
         why = "has no head (never assigned, or its head was revoked)" if exists else "does not exist"
         return NotFound(
             f"channel {self.channel!r} of {self.bucket} {why}", slug="channel-not-found", extra=self._named()
+        )
+
+    def head_not_succeeded(self, build_id: str, status: str) -> NotFound:
+        return NotFound(
+            f"the head of channel {self.channel!r} of {self.bucket}, build {build_id!r}, is {status}: it was "
+            "reset after it was assigned, so it is no image to deploy; assign the channel again",
+            slug="channel-head-not-succeeded",
+            extra=self._named(),
         )
 
     def revoked(self, build: Build, revocation: Revocation) -> Gone:
@@ -368,6 +376,8 @@ class ArtifactStore:
                 heads = yield ARTIFACTS.statement("channel_head", **bucket, channel=lookup.channel)
                 if not heads or heads[0]["build"] is None:
                     raise lookup.no_head(bool(heads))
+                if heads[0]["head_status"] != SUCCEEDED:
+                    raise lookup.head_not_succeeded(heads[0]["head_build_id"], heads[0]["head_status"])
                 head = {"head": heads[0]["build"]}
             rows = yield latest_statement(self._dialect, {**bucket, **head, **filters})
             if not rows:

@@ -62,8 +62,10 @@ b.id = :head
 
 -- name: channel_head
 -- GET /artifacts/latest?channel=: the head of that channel of the platform x OS version x image type (NULL
--- when it has none); no row: no such channel.
-SELECT c.head_uuid AS build FROM channels c
+-- when it has none); no row: no such channel. With the head's status: a head reset since it was assigned
+-- (running again, or failed) is no image to deploy.
+SELECT c.head_uuid AS build, h.build_id AS head_build_id, h.status AS head_status FROM channels c
+LEFT JOIN builds h ON h.id = c.head_uuid
 WHERE c.name = :channel
   AND c.platform_id = (SELECT id FROM platforms WHERE name = :platform)
   AND c.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)
