@@ -33,7 +33,7 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from buildstate.domain import EVENT_RULES, SUCCEEDED, EventType
-from buildstate.errors import Conflict, NotFound, Problem, Unprocessable
+from buildstate.errors import Conflict, Forbidden, NotFound, Problem, Unprocessable
 from buildstate.models import (
     MAX_PARENTS,
     Ancestry,
@@ -188,13 +188,18 @@ class ReleaseStore:
 
     # ------------------------------------------------------------------ ancestry
 
-    async def add_parents(self, ref: str, parents: Sequence[ParentItem], ctx: WriteContext) -> Released:
+    async def add_parents(
+        self, ref: str, parents: Sequence[ParentItem], ctx: WriteContext, *, may_revoke: bool = True
+    ) -> Released:
         """Link ``ref`` to ``parents`` (a replay when every edge exists); refuses itself, a cycle, more than
-        ``MAX_PARENTS``. A child of a revoked build inherits its revocations, as a descendant does."""
+        ``MAX_PARENTS``. A child of a revoked build inherits its revocations, as a descendant does: a
+        revocation of an existing build, which without ``may_revoke`` (the ``release`` scope) is refused
+        (403), else a write key could revoke any build it may write, and empty its channels, by linking
+        it under a revoked one."""
 
         def work(now: datetime) -> Transaction[tuple[Ancestry, bool]]:
             child = yield from self._build(ref)
-            added = yield from self._link(child, parents, ctx.actor, now, source="api")
+            added = yield from self._link(child, parents, ctx.actor, now, source="api", may_revoke=may_revoke)
             ancestry = yield from self._ancestry(child.id)
             return ancestry, not added
 
@@ -220,7 +225,14 @@ class ReleaseStore:
         await self._executor.read(work())
 
     def _link(
-        self, child: Build, parents: Sequence[ParentItem], actor: str, now: datetime, *, source: str
+        self,
+        child: Build,
+        parents: Sequence[ParentItem],
+        actor: str,
+        now: datetime,
+        *,
+        source: str,
+        may_revoke: bool = True,
     ) -> Transaction[int]:
         """Add the edges that are new; the events of inherited revocations are appended at the end."""
         added = 0
@@ -248,6 +260,14 @@ class ReleaseStore:
                     slug="too-many-parents",
                 )
             causes = yield RELEASE.statement("causes_of", build=parent.id)
+            if causes and not may_revoke:
+                raise Forbidden(
+                    f"parents.{index}: build {parent.build_id!r} is revoked, so linking {child.build_id!r} "
+                    "to it revokes that build too: that needs the 'release' scope (release keys, operator "
+                    "and admin users)",
+                    slug="missing-scope",
+                    extra={"missing_scope": "release"},
+                )
             for cause in causes:
                 yield from self._reach(
                     child.id, cause["cause"], self._dialect.uuid_value(cause["revoked_by"]),
