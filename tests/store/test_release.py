@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -408,3 +409,47 @@ async def test_the_summary_shows_each_cells_revocation_own_before_inherited(stor
         base, RevokeRequest(reason="later", at=datetime.now(UTC) + timedelta(hours=1)), CTX
     )
     assert (await cells())["sum-base"] is None
+
+
+async def family(store: Store, root: str, children: int, prefix: str) -> list[str]:
+    made = [await succeeded(store, f"{prefix}-{n}", image_type="app") for n in range(children)]
+    for child in made:
+        await store.release.add_parents(child, [root], CTX)
+    return made
+
+
+async def test_a_revocation_too_wide_is_refused_now_and_when_scheduled(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("buildstate.store.release.MAX_REACH", 2)
+    root = await succeeded(store, "wide-root")
+    await family(store, root, 3, "wide-child")
+    for at in (None, datetime.now(UTC) + timedelta(days=1)):
+        with pytest.raises(Unprocessable) as refused:
+            await store.release.revoke(root, RevokeRequest(reason="too many", at=at), CTX)
+        assert refused.value.type_slug == "revocation-too-wide"
+    assert await store.release.fire_due(CTX) == 0
+    assert await events_of(store, "revoked") == []
+    await no_drift(store)
+
+
+async def test_a_scheduled_revocation_whose_family_grew_still_fires_and_blocks_no_other(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scheduled while it fit; children were added before it came due. It was decided already: firing it
+    # must not fail (every pass of every worker, for ever, with the other due revocations of its batch).
+    monkeypatch.setattr("buildstate.store.release.MAX_REACH", 2)
+    root = await succeeded(store, "grown-root")
+    other = await succeeded(store, "grown-other")
+    at = datetime.now(UTC) + timedelta(seconds=0.5)
+    for build in (root, other):
+        await store.release.revoke(build, RevokeRequest(reason="end of life", at=at), CTX)
+    children = await family(store, root, 3, "grown-child")
+    while datetime.now(UTC) <= at:
+        await asyncio.sleep(0.1)
+    assert await store.release.fire_due(CTX) == 2
+    for build in (root, other, *children):
+        assert await store.release.live_revocation(UUID(build)) is not None
+    revoked = await events_of(store, "revoked")
+    assert len(revoked) == 5
+    await no_drift(store)

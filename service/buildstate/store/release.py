@@ -361,20 +361,26 @@ class ReleaseStore:
         actor: str,
         at: datetime,
         now: datetime,
+        bounded: bool = True,
     ) -> Transaction[list[tuple[int, UUID]]]:
         """The revocation ``cause`` of ``revoked_by`` reaches ``root`` and its descendants (not the revoked
-        build itself): one inherited row each, for the builds that have none of it yet."""
+        build itself): one inherited row each, for the builds that have none of it yet. ``bounded``: 422
+        beyond ``MAX_REACH`` builds (a request can be refused; a scheduled revocation coming due cannot)."""
+        if bounded:
+            yield from self._check_reach(root)
+        rows = yield RELEASE.statement(
+            "inherit", root=root, revoked_by=revoked_by, cause=cause, reason=reason, actor=actor, at=at,
+            now=now,
+        )  # fmt: skip
+        return [(int(r["id"]), self._dialect.uuid_value(r["build_uuid"])) for r in rows]
+
+    def _check_reach(self, root: UUID) -> Transaction[None]:
         counted = yield RELEASE.statement("subtree_size", root=root, limit=MAX_REACH + 2)
         if int(counted[0]["n"]) > MAX_REACH + 1:
             raise Unprocessable(
                 f"this revocation would reach more than {MAX_REACH} builds; split the ancestry first",
                 slug="revocation-too-wide",
             )
-        rows = yield RELEASE.statement(
-            "inherit", root=root, revoked_by=revoked_by, cause=cause, reason=reason, actor=actor, at=at,
-            now=now,
-        )  # fmt: skip
-        return [(int(r["id"]), self._dialect.uuid_value(r["build_uuid"])) for r in rows]
 
     def _settle(self, actor: str, now: datetime) -> Transaction[list[str]]:
         """After revocations changed: empty every channel whose head is revoked (its history row and event),
@@ -416,9 +422,13 @@ class ReleaseStore:
             yield RELEASE.statement("set_move_event", id=move_id, seq=seq)
         return emptied
 
-    def _fire(self, revocation_id: int, actor: str, now: datetime) -> Transaction[list[UUID]]:
+    def _fire(
+        self, revocation_id: int, actor: str, now: datetime, *, bounded: bool = True
+    ) -> Transaction[list[UUID]]:
         """Put the own revocation ``revocation_id`` in force and pass it on to every descendant; the
-        descendants it reached. Nothing if it was fired or lifted already (a second worker, a restore)."""
+        descendants it reached. Nothing if it was fired or lifted already (a second worker, a restore).
+        A scheduled one fires ``bounded=False``: it was held to ``MAX_REACH`` when it was scheduled, and
+        refusing it now would fail every pass of the scheduler, with the rest of its batch, for ever."""
         fired = yield RELEASE.statement("fire_revocation", id=revocation_id, now=now)
         if not fired:
             return []
@@ -427,7 +437,7 @@ class ReleaseStore:
             raise RuntimeError("fired revocation vanished")
         reached = yield from self._reach(
             revocation.build, revocation.id, revocation.build, reason=revocation.reason,
-            actor=revocation.actor, at=revocation.at, now=now,
+            actor=revocation.actor, at=revocation.at, now=now, bounded=bounded,
         )  # fmt: skip
         return [build for _, build in reached]
 
@@ -452,6 +462,8 @@ class ReleaseStore:
                     extra={"revocation": current.id},
                 )
             at = request.at if request.at is not None and request.at > now else now
+            if at > now:  # refused now, not when it comes due (an immediate one is checked as it fires)
+                yield from self._check_reach(build.id)
             rows = yield RELEASE.statement(
                 "insert_revocation", build=build.id, reason=request.reason, actor=ctx.actor, at=at, now=now
             )
@@ -533,7 +545,7 @@ class ReleaseStore:
             now = _now()
             due = yield RELEASE.statement("due", now=now, limit=DUE_BATCH)
             for row in due:
-                yield from self._fire(int(row["id"]), ctx.actor, now)
+                yield from self._fire(int(row["id"]), ctx.actor, now, bounded=False)
             fired = len(due)
             if fired:
                 yield from self._settle(ctx.actor, now)
