@@ -221,6 +221,11 @@ async def test_a_write_key_cannot_revoke_a_build_by_linking_it_under_a_revoked_o
     assert body["missing_scope"] == "release" and "bad-1" in body["detail"]
     detail = await (await client.get("/channels/production", params=BUCKET)).json()
     assert detail["channel"]["head"]["build_id"] == "head-1"
+    # Nor by naming the parent in POST /builds of the existing build (200: the same build).
+    again = {**BUCKET, "build_id": "head-1", "parents": ["bad-1"]}
+    await problem(await writer.post("/builds", json=again), 403, "missing-scope")
+    detail = await (await client.get("/channels/production", params=BUCKET)).json()
+    assert detail["channel"]["head"]["build_id"] == "head-1"
     ancestry = await (await client.get(f"/builds/{head}/ancestry")).json()
     assert ancestry["edges"] == []
     audit = await (await client.get("/audit", params={"action": "build.parents"})).json()

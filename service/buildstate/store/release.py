@@ -205,10 +205,13 @@ class ReleaseStore:
 
         return await self._write(ctx, "build.parents", ref, work)
 
-    async def link_created(self, build: UUID, parents: Sequence[ParentItem], ctx: WriteContext) -> None:
-        """The parents named in ``POST /builds``, linked once the build exists (a replay links nothing)."""
+    async def link_created(
+        self, build: UUID, parents: Sequence[ParentItem], ctx: WriteContext, *, may_revoke: bool
+    ) -> None:
+        """The parents named in ``POST /builds``, linked once the build exists (a replay links nothing);
+        ``may_revoke`` as in ``add_parents`` (a build that existed already may head a channel)."""
         plain = WriteContext(actor=ctx.actor, request_id=ctx.request_id, source=ctx.source)
-        await self.add_parents(str(build), parents, plain)
+        await self.add_parents(str(build), parents, plain, may_revoke=may_revoke)
 
     async def check_parents(self, build_id: str, parents: Sequence[ParentItem]) -> None:
         """Before a create: every parent exists and is not the build being created (422 naming it)."""
