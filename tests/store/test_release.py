@@ -453,3 +453,16 @@ async def test_a_scheduled_revocation_whose_family_grew_still_fires_and_blocks_n
     revoked = await events_of(store, "revoked")
     assert len(revoked) == 5
     await no_drift(store)
+
+
+async def test_an_artifact_recorded_on_a_head_after_its_assignment_is_not_what_the_channel_answers(
+    store: Store,
+) -> None:
+    # What a channel deploys is what was assigned: an artifact recorded on the head later (a write key,
+    # no release scope) must not change GET /artifacts/latest?channel= without a move.
+    head = await succeeded(store, "late-head")
+    await store.artifacts.record(head, amis(("ami-assigned", {})), CTX)
+    await store.release.assign("production", assign_request(head), CTX)
+    await store.artifacts.record(head, amis(("ami-later", {})), CTX)
+    lookup = ArtifactLookup(**BUCKET, channel="production", region="eu-west-1", kind="ami")
+    assert (await store.artifacts.latest(lookup)).external_id == "ami-assigned"

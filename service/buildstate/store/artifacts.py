@@ -378,7 +378,7 @@ class ArtifactStore:
                     raise lookup.no_head(bool(heads))
                 if heads[0]["head_status"] != SUCCEEDED:
                     raise lookup.head_not_succeeded(heads[0]["head_build_id"], heads[0]["head_status"])
-                head = {"head": heads[0]["build"]}
+                head = {"head": heads[0]["build"], "assigned": heads[0]["assigned"]}
             rows = yield latest_statement(self._dialect, {**bucket, **head, **filters})
             if not rows:
                 succeeded = [True] if head else (yield ARTIFACTS.statement("succeeded_in_bucket", **bucket))

@@ -58,13 +58,19 @@ b.platform_id = (SELECT id FROM platforms WHERE name = :platform)
   AND b.status = 'succeeded'
 
 -- name: head_build
-b.id = :head
+-- The channel's head, with the artifacts it had when it was assigned (:assigned, its move's event seq): one
+-- recorded later (a write key, no release scope, no move) is not what the channel was pointed at.
+b.id = :head AND a.event_seq < :assigned
 
 -- name: channel_head
 -- GET /artifacts/latest?channel=: the head of that channel of the platform x OS version x image type (NULL
 -- when it has none); no row: no such channel. With the head's status: a head reset since it was assigned
 -- (running again, or failed) is no image to deploy.
-SELECT c.head_uuid AS build, h.build_id AS head_build_id, h.status AS head_status FROM channels c
+SELECT c.head_uuid AS build, h.build_id AS head_build_id, h.status AS head_status,
+       -- The newest move is the one that made the head (any later move changed it): channel_history_channel.
+       (SELECT m.event_seq FROM channel_history m WHERE m.channel_id = c.id ORDER BY m.id DESC LIMIT 1)
+           AS assigned
+FROM channels c
 LEFT JOIN builds h ON h.id = c.head_uuid
 WHERE c.name = :channel
   AND c.platform_id = (SELECT id FROM platforms WHERE name = :platform)
