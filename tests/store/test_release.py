@@ -466,3 +466,21 @@ async def test_an_artifact_recorded_on_a_head_after_its_assignment_is_not_what_t
     await store.artifacts.record(head, amis(("ami-later", {})), CTX)
     lookup = ArtifactLookup(**BUCKET, channel="production", region="eu-west-1", kind="ami")
     assert (await store.artifacts.latest(lookup)).external_id == "ami-assigned"
+
+
+async def test_revoking_now_a_build_scheduled_for_later_revokes_it_now(store: Store) -> None:
+    # The same reason without `at` is not a replay of tomorrow's revocation: it is asked for now.
+    build = await succeeded(store, "urgent-1")
+    await store.release.assign("production", assign_request(build), CTX)
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    scheduled = js(await store.release.revoke(build, RevokeRequest(reason="CVE-7", at=tomorrow), CTX))
+    assert scheduled["state"] == "scheduled"
+    now = await store.release.revoke(build, RevokeRequest(reason="CVE-7"), CTX)
+    assert not now.replayed and js(now)["state"] == "revoked"
+    assert js(now)["revocation"]["id"] == scheduled["revocation"]["id"]  # the same one, brought forward
+    assert await store.release.live_revocation(UUID(build)) is not None
+    assert await head_of(store, "production") is None
+    assert (await store.release.revoke(build, RevokeRequest(reason="CVE-7"), CTX)).replayed
+    assert [e.build.build_id for e in await events_of(store, "revoked")] == ["urgent-1"]
+    assert await store.release.fire_due(CTX) == 0
+    await no_drift(store)

@@ -448,6 +448,12 @@ class ReleaseStore:
         def work(now: datetime) -> Transaction[tuple[RevocationResult, bool]]:
             build = yield from self._build(ref)
             current = yield from self._one_revocation("own_revocation", build=build.id)
+            asked_now = request.at is None or request.at <= now
+            scheduled = current is not None and current.fired_at is None
+            if current is not None and scheduled and asked_now and current.reason == request.reason:
+                # Scheduled for later and asked for now (the same reason, no later time): now.
+                yield RELEASE.statement("bring_forward", id=current.id, now=now)
+                return (yield from fired(current.id, now))
             if current is not None:
                 if current.reason == request.reason and (request.at is None or request.at == current.at):
                     state = "revoked" if current.fired_at else "scheduled"
@@ -470,18 +476,27 @@ class ReleaseStore:
             rows = yield RELEASE.statement(
                 "insert_revocation", build=build.id, reason=request.reason, actor=ctx.actor, at=at, now=now
             )
-            revocation_id = int(rows[0]["id"])
+            return (yield from fired(int(rows[0]["id"]), now))
+
+        def fired(revocation_id: int, now: datetime) -> Transaction[tuple[RevocationResult, bool]]:
+            """The answer for the own revocation ``revocation_id``, fired first when its time has come."""
+            revocation = yield from self._one_revocation("revocation", id=revocation_id)
+            assert revocation is not None  # noqa: S101 - inserted or brought forward by the caller
+            build_uuid = revocation.build
             reached: list[UUID] = []
             emptied: list[str] = []
-            if at <= now:
+            due = revocation.at <= now
+            if due:
                 reached = yield from self._fire(revocation_id, ctx.actor, now)
                 emptied = yield from self._settle(ctx.actor, now)
-            revocation = yield from self._one_revocation("revocation", id=revocation_id)
-            assert revocation is not None  # noqa: S101 - inserted above
-            named = yield from self._builds(reached)
+                revocation = yield from self._one_revocation("revocation", id=revocation_id)
+                assert revocation is not None  # noqa: S101 - fired above
+            named = yield from self._builds([build_uuid, *reached])
             result = RevocationResult(
-                build=build, revocation=revocation, state="revoked" if at <= now else "scheduled",
-                inherited=[BuildIdent(id=b.id, build_id=b.build_id) for b in named.values()],
+                build=named[build_uuid], revocation=revocation, state="revoked" if due else "scheduled",
+                inherited=[
+                    BuildIdent(id=b.id, build_id=b.build_id) for b in named.values() if b.id != build_uuid
+                ],
                 channels_emptied=emptied,
             )  # fmt: skip
             return result, False

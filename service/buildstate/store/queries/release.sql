@@ -138,6 +138,10 @@ WHERE r.id = :id
 INSERT INTO revocations (build_uuid, revoked_by, reason, actor, at, created_at)
 VALUES (:build, :build, :reason, :actor, :at, :now) RETURNING id
 
+-- name: bring_forward
+-- A scheduled revocation asked for again now (the same reason, no later time): due now.
+UPDATE revocations SET at = :now WHERE id = :id AND fired_at IS NULL AND lifted_at IS NULL
+
 -- name: fire_revocation
 UPDATE revocations SET fired_at = :now WHERE id = :id AND fired_at IS NULL AND lifted_at IS NULL RETURNING id
 
