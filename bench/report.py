@@ -97,12 +97,19 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"## Scale ({kind}): median ms",
             "",
-            "| builds | events | load s | " + " | ".join(queries) + " |",
-            "|---|---|---|" + "---|" * len(queries),
+            "| builds | events | artifacts | load s | " + " | ".join(queries) + " |",
+            "|---|---|---|---|" + "---|" * len(queries),
         ]
         for size, r in sorted(sizes.items(), key=lambda x: int(x[0])):
             cells = " | ".join(str(r["queries"][q]["median_ms"]) for q in queries)
-            lines.append(f"| {int(size):,} | {r['events']:,} | {r['load_seconds']} | {cells} |")
+            lines.append(
+                f"| {int(size):,} | {r['events']:,} | {r.get('artifacts', 0):,} | {r['load_seconds']} "
+                f"| {cells} |"
+            )
+        for size, r in sorted(sizes.items(), key=lambda x: int(x[0])):
+            for query, plan in r.get("plans", {}).items():
+                lines += ["", f"<details><summary>plan: {query}, {int(size):,} builds ({kind})</summary>", ""]
+                lines += ["```", plan, "```", "", "</details>"]
     res = results.get("resource")
     if res:
         lines += [

@@ -1,4 +1,5 @@
-"""Read paths against data size: 10k, 100k, 1M builds of history (about 8 events each) in either store.
+"""Read paths against data size: 10k, 100k, 1M builds of history (about 8 events each, and 3 artifacts
+recorded by one more event) in either store.
 
 Each size gets a fresh database, loaded by ``bench.dataset``; then the store's own read methods are timed
 (median of repeated calls after a warm-up, decoding included, bounded in count and time):
@@ -8,16 +9,27 @@ Each size gets a fresh database, loaded by ``bench.dataset``; then the store's o
 ``feed_page``  an unfiltered page of 100 from the middle of the feed (a consumer catching up)
 ``list``       the build list filtered by platform and status, newest first, limit 50
 ``summary``    the dashboard summary (counts, matrix, failure groups, step durations)
+``artifact``   ``GET /artifacts/latest``'s lookup (``ArtifactStore.latest``): the newest succeeded build's
+               AMI in one region of one platform x OS x image type
+``artifact_labels``  the same with ``kind=ami`` and a label (``label.arch=x86_64``)
+``channel``    ``GET /channels/production?platform=&os_version=&image_type=`` (``ReleaseStore.channel``):
+               the head and the newest ``CHANNEL_HISTORY`` moves of one channel among 120, whose
+               histories grow with the data (a move every second succeeded build)
+``ancestry``   ``GET /builds/{ref}/ancestry`` (``ReleaseStore.ancestry``) of the build with three
+               generations of 100 descendants, among parent links on three builds in four
 
-On PostgreSQL the plans come with them (``EXPLAIN (ANALYZE, BUFFERS)``).
+The plans come with them: every statement one more call of each sends (recorded on its way to the
+executor, so it is the store's own SQL with its parameters), under ``EXPLAIN (ANALYZE, BUFFERS)`` on
+PostgreSQL and ``EXPLAIN QUERY PLAN`` on SQLite.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +38,24 @@ import asyncpg
 from bench import dataset
 from bench.db import Database, temporary
 from bench.store_ceiling import percentile
-from buildstate.store import sql
+from buildstate.store import postgres_executor, sqlite_executor
+from buildstate.store.artifacts import ArtifactLookup
+from buildstate.store.executor import Statement, Transaction
 from buildstate.store.types import BuildFilter, EventFilter
 
 REPEATS = 15
 MAX_SECONDS_PER_QUERY = 20.0
+ARTIFACTS_PER_BUILD = 3
+# What a deployer asks for: the AMI in one region (the second of aws's in bench.dataset.REGIONS).
+ARTIFACT = ArtifactLookup(platform="aws", os_version="ubuntu-22.04", image_type="cis", region="eu-west-1")
+ARTIFACT_LABELS = ArtifactLookup(
+    platform="aws", os_version="ubuntu-22.04", image_type="cis", region="eu-west-1", kind="ami",
+    labels=(("arch", "x86_64"),),
+)  # fmt: skip
+BUCKET = {"platform": "aws", "os_version": "ubuntu-22.04", "image_type": "cis"}
+# History rows the channel lookup answers: fewer than the smallest dataset's channels have (29 at 10k).
+CHANNEL_HISTORY = 20
+Call = Callable[[Any], Awaitable[Any]]
 
 
 def _store(db: Database) -> Any:
@@ -43,56 +68,34 @@ def _store(db: Database) -> Any:
     return SQLiteStore(db.sqlite_path)
 
 
-def _queries(head: int) -> dict[str, tuple[Callable[[Any], Awaitable[Any]], Callable[[sql.Params], str]]]:
+def _queries(head: int, size: int) -> dict[str, Call]:
     check = EventFilter(platform="aws", os_version="ubuntu-22.04", image_type="cis")
     after = max(0, head - 2000)
     middle = head // 2
     listing = BuildFilter(platform="azure", status="failed")
+    family_root = dataset.build_id_of(dataset.NAMES, "hist", dataset.family_root(size))
     return {
-        "feed": (
-            lambda s: s.list_events(check, after=after, before=None, limit=1000, newest_first=False),
-            lambda p: sql.event_list_query(
-                p, check, after=after, before=None, limit=1001, newest_first=False
-            ),
+        "feed": lambda s: s.list_events(check, after=after, before=None, limit=1000, newest_first=False),
+        "feed_page": lambda s: s.list_events(
+            EventFilter(), after=middle, before=None, limit=100, newest_first=False
         ),
-        "feed_page": (
-            lambda s: s.list_events(EventFilter(), after=middle, before=None, limit=100, newest_first=False),
-            lambda p: sql.event_list_query(
-                p, EventFilter(), after=middle, before=None, limit=101, newest_first=False
-            ),
-        ),
-        "list": (
-            lambda s: s.list_builds(listing, 50, None),
-            lambda p: sql.build_list_query(p, listing, 51, None),
-        ),
-        "summary": (lambda s: s.summary(168), _summary_sql),
+        "list": lambda s: s.list_builds(listing, 50, None),
+        "summary": lambda s: s.summary(168),
+        "artifact": lambda s: s.artifacts.latest(ARTIFACT),
+        "artifact_labels": lambda s: s.artifacts.latest(ARTIFACT_LABELS),
+        "channel": lambda s: s.release.channel(dataset.CHANNEL, BUCKET, CHANNEL_HISTORY),
+        "ancestry": lambda s: s.release.ancestry(family_root),
     }
 
 
-def _summary_sql(p: sql.Params) -> str:
-    """The summary's queries that can grow with the data (status_counts is three rows)."""
-    from buildstate.store.builds import STEP_SAMPLES  # noqa: PLC0415 - the store's own query
-
-    since = datetime.now(UTC) - timedelta(hours=168)
-    return ";".join(
-        [
-            sql.MATRIX_QUERY,
-            sql.MATRIX_ARTIFACTS_QUERY,
-            sql.MATRIX_REVOCATIONS_QUERY,
-            sql.failure_groups_query(p, since),
-            STEP_SAMPLES,
-        ]
-    )
-
-
-async def _time_queries(db: Database) -> tuple[dict[str, Any], dict[str, str]]:
+async def _time_queries(db: Database, size: int) -> tuple[dict[str, Any], dict[str, str]]:
     store = _store(db)
     await store.open()
     timings: dict[str, Any] = {}
     plans: dict[str, str] = {}
     try:
         head = await store.max_seq()
-        for name, (call, build_sql) in _queries(head).items():
+        for name, call in _queries(head, size).items():
             for _ in range(3):
                 await call(store)
             samples = []
@@ -106,31 +109,78 @@ async def _time_queries(db: Database) -> tuple[dict[str, Any], dict[str, str]]:
                 "p90_ms": round(percentile(samples, 90) * 1000, 2),
                 "samples": len(samples),
             }
-            if db.is_pg:
-                plans[name] = await _explain(db, build_sql)
+            plans[name] = await _explain(db, await _statements(store, call))
     finally:
         await store.close()
     return timings, plans
 
 
-async def _explain(db: Database, build_sql: Callable[[sql.Params], str]) -> str:
-    p = sql.Params(sql.PostgresDialect())
-    queries = build_sql(p).split(";")
-    conn = await asyncpg.connect(db.url)
-    plans = []
+async def _statements(store: Any, call: Call) -> list[Statement]:
+    """What one more ``call`` sends to the database: each statement of its reads, once, as the store's
+    code made it (its SQL and parameters), recorded on the way to the executor."""
+    executor = store.executor
+    seen: list[Statement] = []
+    read = executor.read
+
+    async def recording(work: Transaction[Any], *, snapshot: bool = False) -> Any:
+        return await read(_recorded(work, seen), snapshot=snapshot)
+
+    executor.read = recording
     try:
-        for query in queries:
-            used = [v for i, v in enumerate(p.values, 1) if f"${i}" in query]
-            renumbered = query
-            for new, (old, _) in enumerate(
-                ((i, v) for i, v in enumerate(p.values, 1) if f"${i}" in query), 1
-            ):
-                renumbered = renumbered.replace(f"${old}", f"${new}")
-            rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {renumbered}", *used)
+        await call(store)
+    finally:
+        del executor.read  # the class's method again
+    unique = {(s.sql, repr(s.params)): s for s in seen}
+    return list(unique.values())
+
+
+def _recorded(work: Transaction[Any], seen: list[Statement]) -> Transaction[Any]:
+    rows = None
+    while True:
+        try:
+            statement = work.send(rows)
+        except StopIteration as done:
+            return done.value
+        seen.append(statement)
+        rows = yield statement
+
+
+async def _explain(db: Database, statements: list[Statement]) -> str:
+    """Each statement's plan, through the executor's own statement code (named parameters, JSON):
+    ``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL, ``EXPLAIN QUERY PLAN`` on SQLite."""
+    if not db.is_pg:
+        conn = sqlite3.connect(db.sqlite_path)
+        try:
+            return "\n\n".join(
+                _sqlite_tree(sqlite_executor.execute(conn, _prefixed("EXPLAIN QUERY PLAN", s)))
+                for s in statements
+            )
+        finally:
+            conn.close()
+    pg = await asyncpg.connect(db.url)
+    try:
+        await pg.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        plans = []
+        for statement in statements:
+            rows = await postgres_executor.execute(pg, _prefixed("EXPLAIN (ANALYZE, BUFFERS)", statement))
             plans.append("\n".join(r[0] for r in rows))
     finally:
-        await conn.close()
+        await pg.close()
     return "\n\n".join(plans)
+
+
+def _prefixed(prefix: str, statement: Statement) -> Statement:
+    return Statement(f"{prefix} {statement.sql}", statement.params)
+
+
+def _sqlite_tree(rows: list[Any]) -> str:
+    """EXPLAIN QUERY PLAN's rows (id, parent, notused, detail) drawn as the sqlite3 shell draws them."""
+    depth: dict[int, int] = {0: -1}
+    lines = []
+    for node, parent, _, detail in rows:
+        depth[node] = depth.get(parent, -1) + 1
+        lines.append("  " * depth[node] + detail)
+    return "\n".join(lines)
 
 
 def run(kind: str, sizes: list[int], workdir: Path) -> dict[str, Any]:
@@ -139,12 +189,15 @@ def run(kind: str, sizes: list[int], workdir: Path) -> dict[str, Any]:
     for size in sizes:
         with temporary(kind, workdir) as db:
             began = time.perf_counter()
-            loaded = dataset.load(db, size)
+            loaded = dataset.load(db, size, artifacts=ARTIFACTS_PER_BUILD, release=True)
             load_seconds = time.perf_counter() - began
-            timings, plans = asyncio.run(_time_queries(db))
+            timings, plans = asyncio.run(_time_queries(db, size))
         results[str(size)] = {
             "builds": loaded.builds,
             "events": loaded.events,
+            "artifacts": loaded.artifacts,
+            "parents": loaded.parents,
+            "channel_moves": loaded.channel_moves,
             "load_seconds": round(load_seconds, 1),
             "queries": timings,
             "plans": plans,

@@ -56,9 +56,13 @@ def test_every_scenario_is_reported_with_its_ratio_to_a_ceiling(results: dict) -
 
 def test_scale_and_resource_numbers_are_there(results: dict) -> None:
     queries = results["scale"]["sqlite"]["10000"]["queries"]
-    assert set(queries) == {"feed", "feed_page", "list", "summary"}
+    assert set(queries) == {
+        "feed", "feed_page", "list", "summary", "artifact", "artifact_labels", "channel", "ancestry",
+    }  # fmt: skip
     assert all(q["median_ms"] > 0 for q in queries.values())
     assert results["scale"]["sqlite"]["10000"]["events"] > 70_000
+    assert results["scale"]["sqlite"]["10000"]["artifacts"] == 30_000
+    assert "builds_latest_succeeded" in results["scale"]["sqlite"]["10000"]["plans"]["artifact"]
     resource = results["resource"]
     assert {"bare", "check", "in", "out"} <= set(resource)
     assert resource["check"]["median_ms"] > resource["bare"]["median_ms"]

@@ -383,6 +383,17 @@ async def test_the_lookup_filters_by_labels_of_the_artifact_or_else_of_its_build
         await store.artifacts.latest(lookup(labels={"a": "1"}))
 
 
+async def test_the_lookup_finds_a_match_older_than_the_newest_64_succeeded_builds(store: Store) -> None:
+    """PostgreSQL's query looks at the newest 64 succeeded builds first, then at all of them."""
+    await succeeded(store, "far-back", {**US, "external_id": "ami-far-back"})
+    for n in range(65):  # newer succeeded builds, none with a us-east-1 AMI
+        await succeeded(store, f"eu-only-{n}", {**EU, "external_id": f"ami-eu-{n}"})
+    assert (await store.artifacts.latest(lookup(region="us-east-1"))).build.build_id == "far-back"
+    assert (await store.artifacts.latest(lookup(region="eu-west-1"))).external_id == "ami-eu-64"
+    with pytest.raises(NotFound):
+        await store.artifacts.latest(lookup(region="ap-south-1"))
+
+
 async def test_region_less_artifacts_are_found_with_an_empty_region(store: Store) -> None:
     template = {"kind": "vsphere-template", "external_id": "/DC1/vm/Templates/rhel 8.8 base"}
     await succeeded(store, "vs-1", template, {**EU, "external_id": "ami-vs"}, platform="aws")

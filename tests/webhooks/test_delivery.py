@@ -374,6 +374,73 @@ async def test_every_cdevent_validates_against_the_cdevents_schemas(
     assert ("cde-done", purl) in subjects  # a revocation's subject is the image
 
 
+async def test_artifact_events_reach_both_kinds_once_per_recording_with_what_it_added(
+    wstore: Store, fast_settings: Settings, receiver: Receiver
+) -> None:
+    """Artifacts recorded in two calls and a replay: a cdevents and a json subscription (artifact events
+    only) each get one delivery per call that added some, carrying exactly what it added; the replay
+    queues nothing, and a subscription filtered by states never hears of artifacts."""
+    cde = await subscribe(wstore, fast_settings, receiver.url + "/cde", kind=WebhookKind.CDEVENTS)
+    await subscribe(wstore, fast_settings, receiver.url + "/json", event_types=["artifact"])
+    await subscribe(wstore, fast_settings, receiver.url + "/states", states=["100"])
+    done = await create(wstore, "img-7")
+    await wstore.record_state("img-7", StateChange(state_code=100), CTX)
+    first = ArtifactsRecord.model_validate({"artifacts": [
+        {"region": "eu-west-1", "kind": "ami", "external_id": "ami-0aaa", "labels": {"arch": "x86_64"}},
+        {"region": "us-east-1", "kind": "ami", "external_id": "ami-0bbb"},
+    ]})  # fmt: skip
+    later = ArtifactsRecord.model_validate({"artifacts": [
+        {"region": "us-east-1", "kind": "ami", "external_id": "ami-0bbb"},  # known: only the new one counts
+        {"platform": "gcp", "kind": "gcp-image", "external_id": "rhel-8-8-base-7"},
+    ]})  # fmt: skip
+    await wstore.artifacts.record("img-7", first, CTX)
+    await wstore.artifacts.record("img-7", later, CTX)
+    replay = json.loads((await wstore.artifacts.record("img-7", first, CTX)).body)
+    assert replay["replayed"] is True
+    # cdevents: created, state 100, two artifact events; json: the two artifact events; states: state 100.
+    await drain(Dispatcher(wstore, fast_settings), lambda: len(receiver.received) == 7)
+    await asyncio.sleep(0.05)  # nothing more comes: the replay queued no delivery
+    assert len(receiver.received) == 7
+    by_path: dict[str, list[dict[str, Any]]] = {}
+    for headers, body, path in receiver.received:
+        by_path.setdefault(path, []).append(ReferenceVerifier(SECRET).verify(body, headers))
+
+    def recorded(artifacts: list[dict[str, Any]]) -> list[tuple[str, str, str, str, dict[str, str]]]:
+        return [(a["platform"], a["region"], a["kind"], a["external_id"], a["labels"]) for a in artifacts]
+
+    added = [
+        [
+            ("aws", "eu-west-1", "ami", "ami-0aaa", {"arch": "x86_64"}),
+            ("aws", "us-east-1", "ami", "ami-0bbb", {}),
+        ],
+        [("gcp", "", "gcp-image", "rhel-8-8-base-7", {})],
+    ]
+    as_json = sorted(by_path["/hooks/json"], key=lambda m: m["data"]["seq"])
+    assert [m["type"] for m in as_json] == ["buildstate.artifact"] * 2
+    assert [recorded(m["data"]["detail"]["artifacts"]) for m in as_json] == added
+    assert {m["data"]["state_code"] for m in as_json} == {100}  # the build's state, copied
+
+    finished, *published = sorted(
+        (m for m in by_path["/hooks/cde"] if m["type"] != cdevents.BUILD_QUEUED.name),
+        key=lambda m: m["data"]["customData"]["seq"],
+    )
+    purl = finished["data"]["subject"]["content"]["artifactId"]
+    assert purl == "pkg:generic/aws/rhel-8.8/base@img-7"
+    for envelope, artifacts in zip(published, added, strict=True):
+        event = envelope["data"]
+        assert [e.message for e in cdevents_validator("artifactpublished").iter_errors(event)] == []
+        assert envelope["type"] == event["context"]["type"] == "dev.cdevents.artifact.published.0.3.0"
+        assert envelope["subject"] == event["subject"]["id"] == purl  # joined to build.finished on its id
+        assert event["subject"]["content"] == {"user": "tester"}
+        assert recorded(event["customData"]["detail"]["artifacts"]) == artifacts
+        assert event["customData"]["build"]["id"] == done["id"]
+    assert len({m["id"] for m in published}) == 2  # each its own context id
+
+    deliveries = await WebhookStore(wstore).deliveries(cde.public.id, status=None, before=None, limit=10)
+    assert [d.status for d in deliveries.deliveries] == ["delivered"] * 4
+    assert [m["data"]["type"] for m in by_path["/hooks/states"]] == ["state"]
+
+
 def test_the_cdevents_mapping_covers_every_event_type_with_a_published_schema() -> None:
     assert set(cdevents.MAPPING) == set(EventType)
     for kind in cdevents.TYPES:

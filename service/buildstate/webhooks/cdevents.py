@@ -11,13 +11,23 @@ state < 100   ``dev.cdevents.build.started.0.3.0``: the first state change of an
               predicate; ``customData.from_state_code`` is 0 on the first one)
 state 100     ``dev.cdevents.build.finished.0.3.0`` with ``subject.content.artifactId``
 failure       ``dev.cdevents.build.finished.0.3.0`` without an artifact
-artifact      ``dev.cdevents.artifact.published.0.3.0``: the build's image (its purl, as ``artifactId`` of
-              ``build.finished``) published; the artifacts recorded are ``customData.detail.artifacts``
+artifact      ``dev.cdevents.artifact.published.0.3.0``: one per ``artifact`` event, whose subject is the
+              build's image (its purl, the ``artifactId`` of its ``build.finished``) and whose
+              ``customData.detail.artifacts`` are the copies this event recorded (AMI per region, ...)
 channel       ``dev.cdevents.environment.modified.0.3.0``: the channel (``channels/<name>/<platform>/
               <os_version>/<image_type>``, ``content.name`` its name) has a new head, or none
 revoked       ``dev.cdevents.artifact.deleted.0.2.0``: the image (its purl) must not be used any more
 restored      ``dev.cdevents.artifact.published.0.3.0``: the image may be used again (published again)
 ============  ==================================================================
+
+Why one CDEvent per ``artifact`` event and not one per artifact: a CDEvents artifact is what a build
+produced, named by the purl its ``build.finished`` announces as ``artifactId``, so a receiver joins the two
+on that id; the AMIs of one image in several regions are where that artifact is published (as the spec's
+``?repository_url=`` qualifier says where an OCI image is), not several artifacts. And a delivery is one
+signed message per feed event (one outbox row per subscription and event, one ``webhook-id`` and one
+``context.id`` across its retries): one CDEvent per artifact would need several messages per event or a
+CloudEvents batch, which common CDEvents receivers do not take. A build whose artifacts are recorded in
+two calls publishes twice, each time with the artifacts that call added.
 
 The fields, as the 0.5.1 schemas allow them (each has ``additionalProperties: false``):
 
@@ -33,8 +43,10 @@ The fields, as the 0.5.1 schemas allow them (each has ``additionalProperties: fa
   context's source (the spec asks for it only when the two differ).
 - ``subject.content`` is empty, except ``artifactId`` on ``build.finished`` of a build that reached 100 (the
   only place 0.5.1 allows it): a purl naming the image, ``pkg:generic/<platform>/<os_version>/
-  <image_type>@<build_id>``. The outcome has no field in 0.5.1's ``build.finished``: it is
-  ``customData.status`` (``succeeded`` or ``failed``), with the failure in ``customData.failure``.
+  <image_type>@<build_id>``; ``user`` on the artifact events: who recorded, revoked or restored it (the
+  event's actor); ``name`` on ``environment.modified``: the channel's. The outcome has no field in
+  0.5.1's ``build.finished``: it is ``customData.status`` (``succeeded`` or ``failed``), with the failure
+  in ``customData.failure``.
 - ``customData`` is our event (what ``GET /events/{seq}`` answers), ``customDataContentType`` is JSON.
 
 The envelope follows the CDEvents CloudEvents binding: ``id``, ``source``, ``type``, ``time`` and ``subject``

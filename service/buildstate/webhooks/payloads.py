@@ -2,10 +2,10 @@
 
 - ``json``: ``{"type": "buildstate.<event type>", "timestamp", "data": <event>}`` (the Standard Webhooks
   payload shape), signed with ``webhook-id``, ``webhook-timestamp``, ``webhook-signature`` by the
-  ``standardwebhooks`` reference library.
-- ``cdevents``: a CDEvents 0.5.1 build event (``dev.cdevents.build.queued|started|finished.0.3.0``) in a
-  CloudEvents 1.0 structured envelope, our event under ``customData`` (``cdevents.py`` says which event
-  becomes which); signed the same way.
+  ``standardwebhooks`` reference library. An ``artifact`` event's artifacts are ``data.detail.artifacts``.
+- ``cdevents``: a CDEvents 0.5.1 event (``dev.cdevents.build.queued|started|finished.0.3.0``,
+  ``dev.cdevents.artifact.published.0.3.0``) in a CloudEvents 1.0 structured envelope, our event under
+  ``customData`` (``cdevents.py`` says which event becomes which); signed the same way.
 - ``concourse``: an empty POST to the resource's check webhook with ``?webhook_token=``; Concourse checks the
   token, so nothing is signed, and the token never appears in listings or logs.
 """

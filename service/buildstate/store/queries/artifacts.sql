@@ -26,7 +26,7 @@ FROM jsonb_array_elements(:artifacts) WITH ORDINALITY AS j (value, n) ORDER BY j
 -- (builds_latest_succeeded: `status = 'succeeded'` is written out for the partial index to apply), each
 -- probed for matching artifacts through the unique index; the first build's newest match. The sort of its
 -- last key (a.id) is of one build's artifacts at a time, so the LIMIT stops the walk at the first build
--- with a match (SQLite: "TEMP B-TREE FOR RIGHT PART OF ORDER BY"; PostgreSQL: an incremental sort). A
+-- with a match (SQLite: "TEMP B-TREE FOR RIGHT PART OF ORDER BY"; PostgreSQL: see below). A
 -- filter left NULL matches anything; each of :labels must be the artifact's label, or its build's when
 -- the artifact has none of that name. The build itself is read after, with build_statement. {builds} is
 -- latest_builds (the bucket's succeeded builds), or head_build for ?channel= (the channel's head).
@@ -42,14 +42,34 @@ WHERE {builds}
 ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1
 
 -- name: latest.postgresql
--- The same; the artifact's labels over its build's are `b.labels || a.labels`.
-SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq, a.recorded_at,
-       a.actor
-FROM builds b JOIN artifacts a ON a.build = b.id
-WHERE {builds}
-  AND (:region::text IS NULL OR a.region = :region) AND (:kind::text IS NULL OR a.kind = :kind)
-  AND (b.labels || a.labels) @> :labels
-ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1
+-- The same walk, in a form PostgreSQL cannot turn into a sort of the whole combination. asyncpg runs it as
+-- a prepared statement, and after five runs PostgreSQL may keep a generic plan; that plan (and a custom
+-- one when labels are asked for) estimates the probe (the NULL-or filters, jsonb @>) to match about one
+-- artifact in the combination, so it reads every succeeded build of it and sorts them: 12.5k buffers for
+-- one answer at 300k builds, 13 ms at 1M. So the newest 64 succeeded builds first (a LIMIT every plan
+-- honours), and all of them only when none of those has a match: an Append under LIMIT 1 runs its second
+-- branch only if the first returns nothing. A hit costs a few index reads however many builds there
+-- are; a miss (the 404) still walks the combination. bench/scale.py times it, with its plan. For
+-- ?channel= ({builds} is head_build) both branches read the one head build.
+WITH succeeded AS NOT MATERIALIZED (
+    SELECT b.id, b.labels, b.updated_at FROM builds b WHERE {builds}
+), newest AS NOT MATERIALIZED (
+    SELECT * FROM succeeded ORDER BY updated_at DESC, id DESC LIMIT 64
+)
+(SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq,
+        a.recorded_at, a.actor
+ FROM newest b JOIN artifacts a ON a.build = b.id
+ WHERE (:region::text IS NULL OR a.region = :region) AND (:kind::text IS NULL OR a.kind = :kind)
+   AND (b.labels || a.labels) @> :labels
+ ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1)
+UNION ALL
+(SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq,
+        a.recorded_at, a.actor
+ FROM succeeded b JOIN artifacts a ON a.build = b.id
+ WHERE (:region::text IS NULL OR a.region = :region) AND (:kind::text IS NULL OR a.kind = :kind)
+   AND (b.labels || a.labels) @> :labels
+ ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1)
+LIMIT 1
 
 -- name: latest_builds
 b.platform_id = (SELECT id FROM platforms WHERE name = :platform)
