@@ -197,7 +197,9 @@ def _named(build: Build, request: ArtifactsRecord) -> dict[Key, dict[str, Any]]:
 def latest_statement(dialect: Dialect, params: dict[str, Any]) -> Statement:
     """``latest`` over the bucket's succeeded builds, or over the channel's head when ``params`` has one."""
     builds = ARTIFACTS.sql("head_build" if "head" in params else "latest_builds")
-    return Statement(ARTIFACTS.sql("latest", dialect).replace("{builds}", builds), params)
+    return Statement(
+        ARTIFACTS.sql("latest", dialect).replace("{builds}", builds), {"assigned": None, **params}
+    )
 
 
 class ArtifactStore:
