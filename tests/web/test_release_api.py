@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from buildstate.web.typedefs import STORE
+
 Client = TestClient[Any, Any]
 BUCKET = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base"}
 
@@ -158,6 +160,37 @@ async def test_each_worker_fires_due_revocations_on_its_own(
     assert [(e["build"]["build_id"], e["actor"]) for e in events] == [("base-1", "key:" + admin_key[:11])]
     audit = await (await client.get("/audit", params={"action": "build.revoke.scheduled"})).json()
     assert [(a["actor"], a["detail"]) for a in audit["entries"]] == [("scheduler", {"fired": 1})]
+
+
+async def test_the_revocation_poller_outlives_a_failed_pass(
+    make_client: Any, settings: Any, admin_key: str, monkeypatch: Any, caplog: Any
+) -> None:
+    """A pass that fails for another reason than an unreachable database (a deadlock, a timeout) is one log
+    line without a traceback, and the next pass fires what is due."""
+    fast = settings.model_copy(update={"revocation_poll_seconds": 0.05})
+    client = await make_client(fast, headers={"X-API-Key": admin_key})
+    release = client.app[STORE].release
+    real_fire_due, failures = release.fire_due, [RuntimeError("deadlock detected")]
+
+    async def fire_due_failing_once(ctx: Any) -> int:
+        if failures:
+            raise failures.pop()
+        return int(await real_fire_due(ctx))
+
+    monkeypatch.setattr(release, "fire_due", fire_due_failing_once)
+    base = await build(client, "base-1")
+    soon = (datetime.now(UTC) + timedelta(milliseconds=200)).isoformat()
+    await client.post(f"/builds/{base}/revoke", json={"reason": "EOL", "at": soon})
+    events: list[Any] = []
+    for _ in range(400):  # bounded: at most about 20 s
+        events = (await (await client.get("/events", params={"type": "revoked"})).json())["events"]
+        if events:
+            break
+        await asyncio.sleep(0.05)
+    assert len(events) == 1 and not failures
+    failed = [r for r in caplog.records if "scheduled revocations failed" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in failed] == [("WARNING", None)]
+    assert "RuntimeError" in failed[0].getMessage() and "deadlock" not in failed[0].getMessage()
 
 
 async def record_ami(client: Client, ref: str, ami: str) -> None:
