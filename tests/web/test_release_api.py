@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from buildstate.web.typedefs import STORE
@@ -270,3 +271,13 @@ async def test_a_write_key_cannot_revoke_a_build_by_linking_it_under_a_revoked_o
     assert (await releaser.post(f"/builds/{head}/parents", json={"parents": ["bad-1"]})).status == 200
     detail = await (await client.get("/channels/production", params=BUCKET)).json()
     assert detail["channel"]["head"] is None
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "\t\n"])
+async def test_a_reason_of_only_spaces_is_refused(client: Client, reason: str) -> None:
+    base = await build(client, "base-1")
+    refused = await client.post(f"/builds/{base}/revoke", json={"reason": reason})
+    assert refused.status == 422
+    assert refused.content_type == "application/problem+json"
+    assert (await client.get(f"/builds/{base}/ancestry")).status == 200
+    assert (await (await client.get("/events", params={"type": "revoked"})).json())["events"] == []
