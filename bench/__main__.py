@@ -30,6 +30,7 @@ from bench import db as databases
 SCENARIOS = (
     "framework",
     "store",
+    "reference",
     "get",
     "check",
     "summary",
@@ -74,13 +75,17 @@ class Run:
         self._services: dict[str, tuple[databases.Database, str, list[str]]] = {}
         self._servers: dict[str, servers.Server] = {}
         self._ceiling_dbs: dict[str, databases.Database] = {}
+        self.fastest: dict[
+            str, tuple[int, int]
+        ] = {}  # store ceiling -> (tasks, pool) of its best sweep point
 
     # ------------------------------------------------------------------ processes
 
     def database(self, kind: str) -> tuple[databases.Database, str, list[str]]:
-        """The service's database for ``kind`` (10k builds of history) and an API key."""
+        """The service's database for ``kind`` (10k builds of history) and an API key; ``reference``: the
+        reference server's, on PostgreSQL."""
         if kind not in self._services:
-            db = databases.create(kind, self.work)
+            db = databases.create("postgresql" if kind == "reference" else kind, self.work)
             loaded = dataset.load(db, HISTORY_BUILDS, keep_ids=True)
             key = servers.create_key(db, self.work / f"data-{kind}")
             self._services[kind] = (db, key, loaded.build_ids)
@@ -151,8 +156,13 @@ class Run:
         return load.rps
 
     def store_ceiling(self, variant: str) -> float:
+        """One measurement of a store ceiling where the sweep found the database fastest (``store``), or
+        else at the service's own concurrency."""
         kind = "postgresql" if variant.startswith("pg-") else "sqlite"
-        result = store_ceiling.measure(self.ceiling_db(kind), variant, self.seconds)
+        tasks, pool = self.fastest.get(variant, (store_ceiling.TASKS_PER_PROCESS, store_ceiling.POOL_MAX))
+        result = store_ceiling.measure(
+            self.ceiling_db(kind), variant, self.seconds, tasks=tasks, pool_max=pool
+        )
         self._record_ceiling(variant, result.as_dict(), result.tps, store_ceiling.DESCRIPTIONS[variant])
         print(f"  ceiling {variant}: {result.tps:.0f} tx/s p99 {result.p99_ms:.1f} ms", flush=True)
         return result.tps
@@ -285,9 +295,27 @@ def layers(run: Run) -> None:
             )  # fmt: skip
 
 
+# (tasks, pool) per process for the PostgreSQL sweep: the ceilings are taken where the database is fastest.
+SWEEP = ((4, 1), (8, 2), (16, 4), (32, 8), (64, 16))
+
+
 def store(run: Run) -> None:
-    """Every store ceiling once (the scenarios measure the ones they are compared with again, paired)."""
+    """The PostgreSQL write ceilings swept over concurrency and pool size (then reported at their fastest
+    point, which later pairs use), and every store ceiling once (the scenarios measure the ones they are
+    compared with again, paired)."""
     for kind in run.stores:
+        if kind == "postgresql":
+            for variant in store_ceiling.SWEPT:
+                points = {}
+                for tasks, pool in SWEEP:
+                    got = store_ceiling.measure(
+                        run.ceiling_db(kind), variant, run.seconds, tasks=tasks, pool_max=pool
+                    )
+                    points[f"{tasks}x{pool}"] = {**got.as_dict(), "tasks": tasks, "pool": pool}
+                    print(f"  sweep {variant} {tasks} x {pool}: {got.tps:.0f} tx/s p99 {got.p99_ms:.1f} ms")
+                best = max(points.values(), key=lambda p: p["tps"])
+                run.fastest[variant] = (int(best["tasks"]), int(best["pool"]))
+                run.results.setdefault("sweeps", {})[variant] = points
         for variant in store_ceiling.PG_VARIANTS if kind == "postgresql" else store_ceiling.SQLITE_VARIANTS:
             run.store_ceiling(variant)
 
@@ -303,6 +331,60 @@ def _framework_bound(run: Run, name: str, path_list: Callable[[str, str], list[s
             name, kind, "framework", run.framework_ceiling,
             lambda server=server, env=env: run.load(server.url, "get", env=env),
         )  # fmt: skip
+
+
+# Each service scenario and the script it runs, against the minimal server doing the same requests.
+REFERENCE_PAIRS = (
+    ("auth-ping", "get", CEILING_CONNECTIONS),
+    ("get-build", "get", CONNECTIONS),
+    ("post-state", "state", CONNECTIONS),
+    ("create", "create", CONNECTIONS),
+)
+
+
+def reference(run: Run) -> None:
+    """Every service scenario against the minimal aiohttp + asyncpg server (``bench/reference.py``): the
+    same requests, each write one statement, keys in memory, no audit, feed or idempotency; paired round
+    by round. PostgreSQL only (the reference server has no SQLite variant)."""
+    if "postgresql" not in run.stores:
+        print("  reference: PostgreSQL only; skipped", flush=True)
+        return
+    kind = "postgresql"
+    server, key, db, ids = run.service(kind)
+    ping = run.server(
+        "ping-reference",
+        lambda: servers.service_with_ping(db, run.work / f"data-{kind}", run.work / "ping-ref.log"),
+    )
+    ref_db, ref_key, ref_ids = run.database("reference")
+    ref = run.server("reference", lambda: servers.reference(ref_db, run.work / "reference.log"))
+
+    def env_for(scenario: str, which: str, api_key: str, build_ids: list[str], target: Any) -> dict[str, str]:
+        env = {"BENCH_API_KEY": api_key, "BENCH_RUN": f"{which}{time.time_ns()}"}
+        if scenario == "auth-ping":
+            env["BENCH_PATHS"] = run.paths_file(f"ping-{which}", ["/bench/ping"])
+        elif scenario == "get-build":
+            env["BENCH_PATHS"] = run.paths_file(f"builds-{which}", [f"/builds/{i}" for i in build_ids[::7]])
+        elif scenario == "post-state":
+            env["BENCH_BUILDS"] = _state_builds(run, which, target, "ref")
+        return env
+
+    for scenario, script, connections in REFERENCE_PAIRS:
+        url = ping.url if scenario == "auth-ping" else server.url
+
+        def bound(scenario: str = scenario, script: str = script, connections: int = connections) -> float:
+            env = env_for(scenario, "reference", ref_key, ref_ids, ref_db)
+            load = run.load(ref.url, script, env=env, connections=connections)
+            run._record_ceiling(f"reference-{scenario}", load.as_dict(), load.rps, "bench/reference.py")
+            return load.rps
+
+        def ours(
+            scenario: str = scenario, script: str = script, connections: int = connections, url: str = url
+        ) -> wrk.Load:
+            env = env_for(scenario, "service", key, ids, db)
+            return run.load(url, script, env=env, connections=connections)
+
+        run.paired(f"{scenario}-vs-reference", kind, f"reference-{scenario}", bound, ours)
+    run._servers.pop("ping-reference").stop()
 
 
 def get(run: Run) -> None:
@@ -348,7 +430,9 @@ def _state_builds(run: Run, kind: str, db: databases.Database, tag: str) -> str:
     return run.paths_file(f"state-{kind}", fresh.build_ids)
 
 
-STORE_BOUND = {"postgresql": "pg-one-statement", "sqlite": "sqlite-transaction"}
+# The store ceiling each store's writes are compared with: the fastest way to do the same writes from Python
+# (on PostgreSQL, group commit of the one-statement append: faster than one statement each, ``store``).
+STORE_BOUND = {"postgresql": "pg-grouped", "sqlite": "sqlite-transaction"}
 
 
 def state(run: Run) -> None:
@@ -439,6 +523,7 @@ def scale_(run: Run) -> None:
 RUNNERS: dict[str, Callable[[Run], None]] = {
     "framework": framework,
     "store": store,
+    "reference": reference,
     "get": get,
     "check": check,
     "summary": summary,
@@ -470,8 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--key-cache-seconds",
         type=float,
-        default=1.0,
-        help="BUILDSTATE_KEY_CACHE_SECONDS of the services it starts (default 1, a cached key lookup)",
+        default=0.0,
+        help="BUILDSTATE_KEY_CACHE_SECONDS of the services it starts (default 0: the service's default, "
+        "the key cache every revocation invalidates; > 0: the older grace cache)",
     )
     args = parser.parse_args(argv)
     args.store = args.store or list(STORES)

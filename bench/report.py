@@ -17,6 +17,13 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             rows.append(
                 (f"POST state on {kind} >= 50% of {goal}", f"{found['ratio']:.0%}", found["ratio"] >= 0.5)
             )
+    for name, goal in (("post-state", 0.8), ("create", 0.8), ("get-build", 0.6), ("auth-ping", 0.6)):
+        found = scenarios.get(f"{name}-vs-reference/postgresql")
+        if found and found.get("ratio") is not None:
+            rows.append(
+                (f"{name} on postgresql >= {goal}x the reference server", f"{found['ratio']:.2f}x",
+                 found["ratio"] >= goal)
+            )  # fmt: skip
     for kind in ("postgresql", "sqlite"):
         found = scenarios.get(f"auth-ping/{kind}")
         if found:
@@ -65,6 +72,16 @@ def markdown(results: dict[str, Any]) -> str:
     for name, c in results.get("ceilings", {}).items():
         rate = c.get("rps", c.get("tps"))
         lines.append(f"| {name} | {rate:.0f} | {c['p50_ms']} | {c['p99_ms']} |")
+    for variant, points in results.get("sweeps", {}).items():
+        lines += [
+            "",
+            f"## Sweep: {variant} (2 processes)",
+            "",
+            "| tasks x pool per process | tx/s | p99 ms |",
+        ]
+        lines.append("|---|---|---|")
+        for point, c in points.items():
+            lines.append(f"| {point} | {c['tps']:.0f} | {c['p99_ms']} |")
     lines += [
         "",
         "## Scenarios (through the service, real API key, 2 workers)",

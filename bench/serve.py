@@ -2,6 +2,7 @@
 
     python -m bench.serve trivial --bind 127.0.0.1:9000 --workers 2    a bare JSON route, nothing else
     python -m bench.serve service --bind 127.0.0.1:9001 --workers 2    buildstate plus GET /bench/ping
+    python -m bench.serve reference --bind 127.0.0.1:9002              the minimal server (bench/reference.py)
 
 ``trivial`` uses the same worker class (aiohttp's uvloop worker), worker count and keep-alive as the
 service, and no middleware. ``service`` is ``buildstate serve`` (same gunicorn_conf, same create_app) with
@@ -71,12 +72,16 @@ class _App(BaseApplication):  # type: ignore[misc]
         self.cfg.set("workers", self.workers)
 
     def load(self) -> Any:
+        if self.which == "reference":
+            from bench.reference import reference_app  # noqa: PLC0415
+
+            return reference_app
         return service_app if self.which == "service" else trivial_app
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serve")
-    parser.add_argument("app", choices=("trivial", "service"))
+    parser.add_argument("app", choices=("trivial", "service", "reference"))
     parser.add_argument("--bind", required=True)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()

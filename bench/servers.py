@@ -17,11 +17,15 @@ from pathlib import Path
 from bench.db import Database
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = ROOT / ".venv/bin/buildstate"
+# The checkout whose service is measured (``BENCH_SERVICE_ROOT``, default this one): another worktree
+# with its own .venv gives a before/after with the same bench, ceilings and reference server.
+SERVICE_ROOT = Path(os.environ.get("BENCH_SERVICE_ROOT") or ROOT)
+CLI = SERVICE_ROOT / ".venv/bin/buildstate"
 # Far above any rate the bench reaches: the limiter still runs on every request, it just never refuses.
 BENCH_RATE_LIMIT = "1000000"
-# The key cache of the servers this run starts (``--key-cache-seconds``); the service's own default is 0.
-KEY_CACHE_SECONDS = {"value": "1.0"}
+# BUILDSTATE_KEY_CACHE_SECONDS of the servers this run starts (``--key-cache-seconds``): 0, the service's
+# default, keeps the key cache that every revocation invalidates at once; > 0 is the older grace cache.
+KEY_CACHE_SECONDS = {"value": "0"}
 
 
 def free_port() -> int:
@@ -53,7 +57,7 @@ def service_env(db: Database, data_dir: Path, workers: int) -> dict[str, str]:
         BUILDSTATE_RATE_LIMIT_BURST=BENCH_RATE_LIMIT,
         BUILDSTATE_JWT_SECRET=secrets.token_urlsafe(48),
         BUILDSTATE_KEY_CACHE_SECONDS=KEY_CACHE_SECONDS["value"],
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=f"{SERVICE_ROOT / 'service'}{os.pathsep}{ROOT}",
     )
     return env
 
@@ -126,6 +130,27 @@ def trivial(log: Path, workers: int = 2) -> Server:
         str(workers),
     ]
     return Server("trivial", command, env, log, ready_path="/ping")
+
+
+def reference(db: Database, log: Path, workers: int = 2, pool: int = 4) -> Server:
+    """The minimal aiohttp + asyncpg server (``bench/reference.py``) on its own database."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "BENCH_REFERENCE_DSN": db.url,
+        "BENCH_REFERENCE_POOL": str(pool),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "bench.serve",
+        "reference",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+    ]
+    return Server("reference", command, env, log)
 
 
 def service_with_ping(db: Database, data_dir: Path, log: Path, workers: int = 2) -> Server:

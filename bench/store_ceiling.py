@@ -13,6 +13,12 @@ Variants
                      first built, five round trips.
 ``pg-one-statement`` the store's append statement with its audit row, alone in autocommit: the best any
                      design doing these writes can do with this driver. The target is 50% of this.
+``pg-grouped``       the store's compare-and-set append (``APPEND_EVENT_IF_CURRENT``, audit row included)
+                     through its ``StatementGroup``: the appends a process has in flight at once sent in
+                     one round trip, one implicit transaction and one COMMIT (group commit).
+``pg-no-lock``       ``pg-one-statement`` without the feed lock: what the writes reach when they do not
+                     queue on it at all, the bound of a design that orders the feed on the reader's side
+                     (a horizon of the oldest writer in flight) instead, before that design's own costs.
 ``pg-store``         ``PostgresStore.record_state``/``reset_build`` called directly: the service's store code
                      (pydantic, rules, response body) without HTTP, auth or middleware.
 ``sqlite-transaction`` plain sqlite3 in WAL, ``synchronous=FULL`` as the service: BEGIN IMMEDIATE, the same
@@ -44,7 +50,8 @@ import uvloop
 from bench import dataset
 from bench.db import Database
 from buildstate.store.plan import Draft
-from buildstate.store.postgres import APPEND_EVENT, append_args
+from buildstate.store.postgres import APPEND_EVENT, APPEND_EVENT_IF_CURRENT, append_args
+from buildstate.store.postgres_executor import PostgresExecutor, StatementGroup
 from buildstate.store.types import AuditEntry
 
 PROCESSES = 2
@@ -58,7 +65,7 @@ SOURCE = "127.0.0.1"
 
 _LOCK = """
 SELECT b.id, b.build_id, b.state_code, b.status, b.attempt, b.updated_at, b.platform_id, b.os_version_id,
-       b.image_type_id, p.name AS platform, o.name AS os_version, t.name AS image_type
+       b.image_type_id, b.last_event_seq, p.name AS platform, o.name AS os_version, t.name AS image_type
 FROM builds b JOIN platforms p ON p.id = b.platform_id JOIN os_versions o ON o.id = b.os_version_id
 JOIN image_types t ON t.id = b.image_type_id
 WHERE b.build_id = $1 FOR UPDATE OF b
@@ -82,6 +89,7 @@ class Build:
     status: str = "running"
     attempt: int = 1
     updated_at: datetime | None = None
+    seq: int = 0  # the build's last event
 
 
 def _next(build: Build) -> tuple[str, int, int, str]:
@@ -135,18 +143,20 @@ def _append_args(build: Build, draft: Draft, *, audited: bool) -> list[Any]:
     )
 
 
-def _apply(build: Build, kind: str, code: int, attempt: int, status: str, at: datetime) -> None:
+def _apply(build: Build, kind: str, code: int, attempt: int, status: str, at: datetime, seq: int = 0) -> None:
     build.code, build.attempt, build.status, build.updated_at = code, attempt, status, at
+    build.seq = seq
+
+
+# Without the feed lock: the same writes, nothing queued on one lock (``pg-no-lock``).
+_APPEND_NO_LOCK = APPEND_EVENT.replace("pg_advisory_xact_lock($1::bigint)", "$1::bigint", 1)
 
 
 # ---------------------------------------------------------------------- one process
 
 
-async def _pg_worker(
-    variant: str, url: str, builds: list[Build], start_at: float, seconds: float
-) -> list[float]:
-    latencies: list[float] = []
-    stop_at = start_at + seconds
+async def _pool(url: str, size: int) -> asyncpg.Pool:
+    """A pool like the service's: JSON codec, no reset query."""
 
     async def init(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -154,36 +164,52 @@ async def _pg_worker(
     async def keep(_conn: asyncpg.Connection) -> None:
         return None
 
-    pool = await asyncpg.create_pool(url, min_size=POOL_MAX, max_size=POOL_MAX, init=init, reset=keep)
+    return await asyncpg.create_pool(url, min_size=size, max_size=size, init=init, reset=keep)
+
+
+async def _pg_append(conn: asyncpg.Connection, variant: str, build: Build, draft: Draft) -> Any:
+    """One change of ``build`` the way ``variant`` writes it on ``conn``: the appended event's row."""
+    if variant != "pg-transaction":
+        statement = _APPEND_NO_LOCK if variant == "pg-no-lock" else APPEND_EVENT
+        return await conn.fetchrow(statement, *_append_args(build, draft, audited=True))
+    async with conn.transaction():
+        await conn.fetchrow(_LOCK, build.build_id)
+        row = await conn.fetchrow(APPEND_EVENT, *_append_args(build, draft, audited=False))
+        await conn.execute(
+            _AUDIT, ACTOR, _audit_action(draft), build.build_id, "allowed", 200, REQUEST_ID, SOURCE, None
+        )
+    return row
+
+
+async def _pg_worker(
+    variant: str, url: str, builds: list[Build], start_at: float, seconds: float, tasks: int, pool_max: int
+) -> list[float]:
+    latencies: list[float] = []
+    stop_at = start_at + seconds
+    pool = await _pool(url, pool_max)
     store = None
+    group = None
     if variant == "pg-store":
         from buildstate.store.postgres import PostgresStore  # noqa: PLC0415
 
-        store = PostgresStore(url, min_size=POOL_MAX, max_size=POOL_MAX)
+        store = PostgresStore(url, min_size=pool_max, max_size=pool_max)
         await store.open()
+    if variant == "pg-grouped":
+        executor = PostgresExecutor(url, min_size=pool_max, max_size=pool_max, timeout=5.0)
+        await executor.open()
+        group = StatementGroup(executor, APPEND_EVENT_IF_CURRENT)
 
     async def transaction(build: Build) -> None:
         kind, code, attempt, status = _next(build)
         draft = _draft(build, kind, code, attempt, status)
+        if group is not None:
+            row = await group.fetchrow(*_append_args(build, draft, audited=True), build.seq)
+            assert row is not None, "a bench build moved under its own task"
+            _apply(build, kind, code, attempt, status, row["recorded_at"], row["seq"])
+            return
         async with pool.acquire() as conn:
-            if variant == "pg-transaction":
-                async with conn.transaction():
-                    await conn.fetchrow(_LOCK, build.build_id)
-                    row = await conn.fetchrow(APPEND_EVENT, *_append_args(build, draft, audited=False))
-                    await conn.execute(
-                        _AUDIT,
-                        ACTOR,
-                        _audit_action(draft),
-                        build.build_id,
-                        "allowed",
-                        200,
-                        REQUEST_ID,
-                        SOURCE,
-                        None,
-                    )
-            else:
-                row = await conn.fetchrow(APPEND_EVENT, *_append_args(build, draft, audited=True))
-        _apply(build, kind, code, attempt, status, row["recorded_at"])
+            row = await _pg_append(conn, variant, build, draft)
+        _apply(build, kind, code, attempt, status, row["recorded_at"], row["seq"])
 
     async def through_store(build: Build) -> None:
         from buildstate.models import ResetRequest, StateChange  # noqa: PLC0415
@@ -211,12 +237,12 @@ async def _pg_worker(
                 latencies.append(time.perf_counter() - began)
             i += 1
 
-    per_task = len(builds) // TASKS_PER_PROCESS
+    per_task = len(builds) // tasks
     await asyncio.sleep(max(0.0, start_at - 0.5 - time.time()))  # warm up for the last half second
-    await asyncio.gather(*(task(builds[k * per_task : (k + 1) * per_task]) for k in range(TASKS_PER_PROCESS)))
-    if store is not None:
-        await store.close()
-    await pool.close()
+    await asyncio.gather(*(task(builds[k * per_task : (k + 1) * per_task]) for k in range(tasks)))
+    for closing in (store, executor if group is not None else None, pool):
+        if closing is not None:
+            await closing.close()
     return latencies
 
 
@@ -342,10 +368,10 @@ async def _sqlite_store_worker(
     return latencies
 
 
-def _process(args: tuple[str, str, list[Build], float, float]) -> list[float]:
-    variant, url, builds, start_at, seconds = args
+def _process(args: tuple[str, str, list[Build], float, float, int, int]) -> list[float]:
+    variant, url, builds, start_at, seconds, tasks, pool_max = args
     if variant.startswith("pg-"):
-        return uvloop.run(_pg_worker(variant, url, builds, start_at, seconds))
+        return uvloop.run(_pg_worker(variant, url, builds, start_at, seconds, tasks, pool_max))
     return _sqlite_worker(variant, url, builds, start_at, seconds)
 
 
@@ -389,6 +415,7 @@ def _fresh_builds(db: Database, count: int, prefix: str) -> list[Build]:
             r["image_type"],
             (r["platform_id"], r["os_version_id"], r["image_type_id"]),
             updated_at=r["updated_at"] if db.is_pg else datetime.fromisoformat(r["updated_at"]),
+            seq=r["last_event_seq"],
         )
         for r in rows
     ]
@@ -420,17 +447,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-def measure(db: Database, variant: str, seconds: float) -> Ceiling:
-    """Run ``variant`` for ``seconds`` in PROCESSES processes started together (the SQLite one in one)."""
+def measure(
+    db: Database,
+    variant: str,
+    seconds: float,
+    *,
+    tasks: int = TASKS_PER_PROCESS,
+    pool_max: int = POOL_MAX,
+) -> Ceiling:
+    """Run ``variant`` for ``seconds`` in PROCESSES processes started together (the SQLite one in one),
+    each with ``tasks`` concurrent tasks over an asyncpg pool of ``pool_max`` (PostgreSQL)."""
     processes = 1 if variant == "sqlite-transaction" else PROCESSES
-    builds = _fresh_builds(
-        db, processes * TASKS_PER_PROCESS * BUILDS_PER_TASK, f"ceiling-{variant}-{time.time_ns()}"
-    )
+    builds = _fresh_builds(db, processes * tasks * BUILDS_PER_TASK, f"ceiling-{variant}-{time.time_ns()}")
     per_process = len(builds) // processes
     start_at = time.time() + 3.0  # every process has connected by then
     url = db.url if db.is_pg else str(db.sqlite_path)
     jobs = [
-        (variant, url, builds[k * per_process : (k + 1) * per_process], start_at, seconds)
+        (variant, url, builds[k * per_process : (k + 1) * per_process], start_at, seconds, tasks, pool_max)
         for k in range(processes)
     ]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
@@ -449,9 +482,14 @@ def measure(db: Database, variant: str, seconds: float) -> Ceiling:
 DESCRIPTIONS = {
     "pg-transaction": "BEGIN, SELECT FOR UPDATE, append CTE, audit INSERT, COMMIT (asyncpg, 2 x pool of 4)",
     "pg-one-statement": "the same writes as one statement in autocommit (asyncpg, 2 x pool of 4)",
+    "pg-grouped": "the compare-and-set append through StatementGroup: group commit (2 processes)",
+    "pg-no-lock": "pg-one-statement without the feed lock (2 x pool of 4)",
     "pg-store": "PostgresStore.record_state called directly (2 processes x pool of 4)",
     "sqlite-transaction": "plain sqlite3, WAL, synchronous=FULL, BEGIN IMMEDIATE ... COMMIT (one writer)",
     "sqlite-store": "SQLiteStore.record_state called directly (2 processes)",
 }
-PG_VARIANTS = ("pg-transaction", "pg-one-statement", "pg-store")
+PG_VARIANTS = ("pg-transaction", "pg-one-statement", "pg-grouped", "pg-store")
+# Measured over a sweep of concurrency and pool size (``python -m bench store``); pg-no-lock only on request:
+# without the feed lock the counter rows deadlock now and then.
+SWEPT = ("pg-one-statement", "pg-grouped")
 SQLITE_VARIANTS = ("sqlite-transaction", "sqlite-store")

@@ -72,8 +72,12 @@ class Settings(BaseSettings):
     # A token bucket per API key and per user: `burst` requests at once, refilled at `per_second`.
     rate_limit_per_second: float = Field(default=20.0, gt=0)
     rate_limit_burst: int = Field(default=400, ge=1)
-    # How long each worker may keep an API key's row after reading it (a revoked or expired key is then
-    # refused everywhere within this time, not at once). 0: read the row on every request.
+    # Each worker keeps the API keys it checked in memory, dropped at once when a key is revoked anywhere
+    # (store/key_changes.py: NOTIFY on PostgreSQL, a file beside the database on SQLite). False: read the
+    # key's row on every request.
+    key_cache: bool = True
+    # The older trade, off by default: trust a checked key this long whatever happens (a revoked key then
+    # works on for up to this long on workers that saw it; an expired one never).
     key_cache_seconds: float = Field(default=0.0, ge=0, le=60)
     # Failed sign-ins: after this many for one username (or from one client address) within the
     # window, /token answers 429 until the window has refilled.

@@ -16,7 +16,10 @@ from aiohttp.test_utils import TestClient
 
 from buildstate.config import Settings
 
-NOW = int(time.time())
+
+def now() -> int:
+    """The clock when a token is made: a constant taken at import would expire during a long run."""
+    return int(time.time())
 
 
 def b64(data: bytes) -> str:
@@ -37,8 +40,8 @@ def claims_for(settings: Settings, username: str = "alice", **changes: Any) -> d
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "sub": username,
-        "iat": NOW,
-        "exp": NOW + 600,
+        "iat": now(),
+        "exp": now() + 600,
         "scope": "read",
         "ver": 1,
     }
@@ -78,9 +81,11 @@ def without(claim: str) -> Any:
 
 
 BAD_TOKENS = {
-    "expired": lambda s: jwt.encode(claims_for(s, exp=NOW - 60, iat=NOW - 700), secret(s), algorithm="HS256"),
+    "expired": lambda s: jwt.encode(
+        claims_for(s, exp=now() - 60, iat=now() - 700), secret(s), algorithm="HS256"
+    ),
     "issued in the future": lambda s: jwt.encode(
-        claims_for(s, iat=NOW + 600, exp=NOW + 1200), secret(s), algorithm="HS256"
+        claims_for(s, iat=now() + 600, exp=now() + 1200), secret(s), algorithm="HS256"
     ),
     "wrongly signed": lambda s: jwt.encode(claims_for(s), b"another-secret-" * 4, algorithm="HS256"),
     "alg none": lambda s: forge({"alg": "none", "typ": "JWT"}, claims_for(s), None),

@@ -19,6 +19,7 @@ from buildstate.models import StateChange
 from buildstate.store import Store, plan, sql
 from buildstate.store.access import AuditFilter
 from buildstate.store.postgres import _READ_BUILD, PostgresStore
+from buildstate.store.postgres_executor import StatementGroup
 from buildstate.store.sqlite import SQLiteStore
 from buildstate.store.sqlite_executor import SqliteExecutor
 from buildstate.store.types import Idempotency, WriteContext, WriteResult
@@ -33,7 +34,8 @@ async def no_drift(store: Store) -> None:
 
 @pytest.fixture
 def group_sizes(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """On SQLite, the size of every group the writer thread commits (the real method still runs)."""
+    """The size of every group committed: by SQLite's writer thread, or PostgreSQL's groups of
+    compare-and-set appends (the real methods still run)."""
     sizes: list[int] = []
     if isinstance(store, SQLiteStore):
         commit = SqliteExecutor._commit_group
@@ -43,6 +45,14 @@ def group_sizes(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
             commit(self, group)
 
         monkeypatch.setattr(SqliteExecutor, "_commit_group", counting)
+    else:
+        run = StatementGroup._run
+
+        async def counting_pg(self: StatementGroup, group: list[Any]) -> None:
+            sizes.append(len(group))
+            await run(self, group)
+
+        monkeypatch.setattr(StatementGroup, "_run", counting_pg)
     return sizes
 
 
@@ -75,8 +85,7 @@ async def test_refused_writes_among_concurrent_ones_roll_back_alone(
     outcomes_seen = sorted(a.outcome for a in audit)
     assert outcomes_seen.count("refused") == 16
     assert outcomes_seen.count("allowed") == 16  # 8 moves to 50 earlier, 8 to 75 now
-    if isinstance(store, SQLiteStore):
-        assert max(group_sizes) > 1, group_sizes  # the writes did share commits
+    assert max(group_sizes) > 1, group_sizes  # the writes did share commits
     await no_drift(store)
 
 
@@ -134,11 +143,9 @@ async def _compare_and_set_refuses_a_moved_build(store: PostgresStore) -> None:
     draft = plan.state(stale, plan.prepare(StateChange(state_code=50)))
     assert draft is not None
     before = await store.max_seq()
-    async with store.pool.acquire() as conn:
-        lost = await store._append_event(
-            conn, row, stale, draft, "tester", old_status=stale.status, previous_at=stale.updated_at,
-            if_current=True,
-        )  # fmt: skip
+    lost = await store._append_if_current(
+        row, stale, draft, "tester", old_status=stale.status, previous_at=stale.updated_at, audit=None
+    )
     assert lost is None
     assert await store.max_seq() == before  # no event, no seq drawn
     assert (await store.get_build(build_id)).state_code == 25

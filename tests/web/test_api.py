@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+
+from buildstate.web.middlewares.problems import _mint
 
 Client = TestClient[Any, Any]
 SEED_BUILD = {
@@ -236,6 +239,22 @@ async def test_request_id_is_honoured_when_sane_and_replaced_otherwise(client: C
     response = await client.get("/health", headers={"X-Request-ID": "bad id\twith spaces"})
     assert response.headers["X-Request-ID"] != "bad id\twith spaces"
     assert len(response.headers["X-Request-ID"]) == 32
+
+
+def test_minted_request_ids_are_unique_and_a_forked_worker_draws_its_own_prefix() -> None:
+    minted = [_mint() for _ in range(1000)]
+    assert len(set(minted)) == 1000
+    assert all(len(rid) == 32 and int(rid, 16) >= 0 for rid in minted)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # a gunicorn worker is forked from the master the same way
+        os.write(write, _mint().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    theirs = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert theirs[:16] != _mint()[:16]
 
 
 async def test_service_endpoints(client: Client) -> None:

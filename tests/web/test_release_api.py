@@ -203,3 +203,37 @@ async def test_the_deployer_lookup_follows_a_channel_and_refuses_revoked_builds(
     assert "has no head" in (await problem(emptied, 404, "channel-not-found"))["detail"]
     listed = await client.get(f"/builds/{older}/artifacts")  # a build's own record stays readable
     assert [a["external_id"] for a in (await listed.json())["artifacts"]] == ["ami-older"]
+
+
+async def test_a_write_key_cannot_revoke_a_build_by_linking_it_under_a_revoked_one(
+    make_client: Any, make_key: Any, client: Client
+) -> None:
+    # Linking an existing build to a revoked parent revokes it (and empties its channels): that is a
+    # revocation, so without the release scope it is refused, audited, and changes nothing.
+    bad = await build(client, "bad-1")
+    assert (await client.post(f"/builds/{bad}/revoke", json={"reason": "CVE"})).status == 200
+    head = await build(client, "head-1")
+    assigned = await client.put("/channels/production", json={**BUCKET, "build": head, "reason": "ok"})
+    assert assigned.status == 200
+    writer = await make_client(headers={"X-API-Key": await make_key("read", "write")})
+    refused = await writer.post(f"/builds/{head}/parents", json={"parents": ["bad-1"]})
+    body = await problem(refused, 403, "missing-scope")
+    assert body["missing_scope"] == "release" and "bad-1" in body["detail"]
+    detail = await (await client.get("/channels/production", params=BUCKET)).json()
+    assert detail["channel"]["head"]["build_id"] == "head-1"
+    # Nor by naming the parent in POST /builds of the existing build (200: the same build).
+    again = {**BUCKET, "build_id": "head-1", "parents": ["bad-1"]}
+    await problem(await writer.post("/builds", json=again), 403, "missing-scope")
+    detail = await (await client.get("/channels/production", params=BUCKET)).json()
+    assert detail["channel"]["head"]["build_id"] == "head-1"
+    ancestry = await (await client.get(f"/builds/{head}/ancestry")).json()
+    assert ancestry["edges"] == []
+    audit = await (await client.get("/audit", params={"action": "build.parents"})).json()
+    assert [(e["outcome"], e["status_code"]) for e in audit["entries"]][:1] == [("refused", 403)]
+    # A parent that is not revoked is a write's to name; with release, a revoked one is too.
+    fine = await build(client, "fine-1")
+    assert (await writer.post(f"/builds/{head}/parents", json={"parents": [fine]})).status == 200
+    releaser = await make_client(headers={"X-API-Key": await make_key("read", "write", "release")})
+    assert (await releaser.post(f"/builds/{head}/parents", json={"parents": ["bad-1"]})).status == 200
+    detail = await (await client.get("/channels/production", params=BUCKET)).json()
+    assert detail["channel"]["head"] is None

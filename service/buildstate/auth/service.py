@@ -1,12 +1,17 @@
 """``Authenticator``: turns a request's credential into a ``Principal``, and a password into a token.
 
-By default nothing is cached: every request reads its key or user row, so a revoked key, an expired key or
-a disabled user is refused at once by every worker of every instance. ``BUILDSTATE_KEY_CACHE_SECONDS`` > 0
-lets each worker trust an API key that passed every check for that long after its row was read: reading
-it on every request is the largest part of what the middleware stack costs a small request
-(docs/performance.md), at the price of a revoked key working on for up to that long on other workers (an
-expired one never). Keys that fail a check are never cached (a key created a moment ago works at once),
-and users (tokens) are always read. ``last_used_at`` is written at most once a minute per key.
+Each worker keeps the API keys that passed every check in memory (``BUILDSTATE_KEY_CACHE``, on by
+default), and trusts one only while the store's key epoch (``store/key_changes.py``) is the one its row
+was read under: a revocation anywhere moves every worker's epoch (NOTIFY on PostgreSQL, a file beside
+the database on SQLite) before it is answered, so a revoked key is refused at once by every worker of
+every instance, without a database read per request. Expiry is checked against the clock: an entry
+never outlives its key's ``expires_at``, nor ``key_changes.MAX_AGE``. While a worker cannot tell the
+epoch (its LISTEN connection is down), it reads the row on every request. Keys that fail a check are
+never cached (a key created a moment ago works at once), and users (tokens) are always read.
+
+``BUILDSTATE_KEY_CACHE_SECONDS`` > 0 is the older trade: trust a checked key for that long whatever
+happens, so a revoked key works on for up to that long on other workers (an expired one never).
+``last_used_at`` is written at most once a minute per key.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import dataclasses
 import hmac
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -31,6 +36,7 @@ from buildstate.config import Settings
 from buildstate.errors import BadRequest, ServiceUnavailable, TooManyRequests, Unauthorized
 from buildstate.store import Store
 from buildstate.store.access import ApiKeyRecord, key_target, user_target
+from buildstate.store.key_changes import MAX_AGE
 from buildstate.store.types import AuditEntry, WriteContext
 
 log = logging.getLogger("buildstate.auth")
@@ -39,6 +45,8 @@ REALM = "buildstate"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 ANONYMOUS = "anonymous"
 _KEY_CACHE_LIMIT = 10_000
+# The epoch of an entry kept for BUILDSTATE_KEY_CACHE_SECONDS: trusted whatever the store's epoch says.
+_GRACE = object()
 
 
 def challenge(error: str | None = None) -> dict[str, str]:
@@ -70,10 +78,13 @@ class Authenticator:
         self.limiter = limiter
         self.tokens = tokens
         self.key_cache_seconds = settings.key_cache_seconds
-        # SHA-256 of a presented key that passed every check -> (usable until, monotonic; its principal)
-        self._principals: dict[str, tuple[float, Principal]] = {}
-        # public id -> the read of its row in flight, shared by the requests that wait for it
-        self._reading: dict[str, asyncio.Future[tuple[float, ApiKeyRecord | None]]] = {}
+        self.key_cache = settings.key_cache or settings.key_cache_seconds > 0
+        self.key_changes = store.access.key_changes
+        # SHA-256 of a presented key that passed every check -> (usable until, monotonic; the key epoch
+        # its row was read under, or _GRACE; its principal)
+        self._principals: dict[str, tuple[float, Hashable, Principal]] = {}
+        # (public id, epoch) -> the read of its row in flight, shared by the requests that wait for it
+        self._reading: dict[tuple[str, Hashable], asyncio.Future[tuple[float, ApiKeyRecord | None]]] = {}
         self.requests = Bucket("default", settings.rate_limit_per_second, settings.rate_limit_burst)
         window = settings.signin_window_seconds
         self.signin_user = Bucket(
@@ -90,7 +101,10 @@ class Authenticator:
 
     # ------------------------------------------------------------------ request credentials
 
-    async def identify(self, headers: Mapping[str, str]) -> Principal:
+    async def identify(self, headers: Mapping[str, str], *, fresh: bool = False) -> Principal:
+        """The principal of the request's credential; ``fresh``: from the key's row as it is now, not
+        from this worker's memory (an open stream's rechecks: rare, and they must also see a change
+        made to ``api_keys`` by hand, which no epoch signals)."""
         api_key, authorization = headers.get("X-API-Key"), headers.get("Authorization")
         if api_key is not None and authorization is not None:
             raise unauthorized(
@@ -106,7 +120,7 @@ class Authenticator:
                     error="invalid_request",
                 )
         if api_key is not None:
-            return await self.from_api_key(api_key.strip())
+            return await self.from_api_key(api_key.strip(), fresh=fresh)
         if authorization is not None:
             scheme, _, token = authorization.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -121,16 +135,20 @@ class Authenticator:
             slug="no-credentials",
         )
 
-    async def from_api_key(self, presented: str) -> Principal:
+    async def from_api_key(self, presented: str, *, fresh: bool = False) -> Principal:
         digest = keys.digest(presented)
-        if self.key_cache_seconds > 0:
-            cached = self._principals.get(digest)
-            if cached is not None and time.monotonic() < cached[0]:
-                return cached[1]  # this very key passed every check below, within the cache's time
+        epoch = self.key_changes.epoch() if self.key_cache else None
+        cached = None if fresh else self._principals.get(digest)
+        if cached is not None:
+            until, read_in, principal = cached
+            # This very key passed every check below, within the entry's time, and (but for the grace
+            # mode) no key has changed anywhere since its row was read.
+            if time.monotonic() < until and (read_in is _GRACE or (epoch is not None and read_in == epoch)):
+                return principal
         public_id = keys.public_id(presented)
         if public_id is None:
             raise unauthorized("the X-API-Key value is not a buildstate key (bs_...)", slug="invalid-key")
-        read_at, record = await self._key_record(public_id)
+        read_at, record = await self._key_record(public_id, None if fresh else epoch)
         if record is None or not hmac.compare_digest(digest, record.key_hash):
             raise unauthorized("the API key is not valid", slug="invalid-key")
         # Only the holder of the full key gets to learn why it no longer works.
@@ -146,27 +164,30 @@ class Authenticator:
                 await self.store.access.touch_key(record.id, now, now - LAST_USED_RESOLUTION)
         platforms = frozenset(record.platforms) if record.platforms is not None else None
         principal = Principal(actor=key_target(public_id), scopes=expand(record.scopes), platforms=platforms)
-        if self.key_cache_seconds > 0:
+        if self.key_cache_seconds > 0 or epoch is not None:
             # As long as the row it was checked against may be used, and never past the key's expiry.
-            until = read_at + self.key_cache_seconds
+            grace = self.key_cache_seconds > 0
+            until = read_at + (self.key_cache_seconds if grace else MAX_AGE)
             if record.expires_at is not None:
                 until = min(until, time.monotonic() + (record.expires_at - now).total_seconds())
-            self._remember(digest, until, principal)
+            self._remember(digest, until, _GRACE if grace else epoch, principal)
         return principal
 
-    async def _key_record(self, public_id: str) -> tuple[float, ApiKeyRecord | None]:
+    async def _key_record(self, public_id: str, epoch: Hashable | None) -> tuple[float, ApiKeyRecord | None]:
         """The key's row, and when it was read (monotonic).
 
-        With the cache on, the requests that miss it for the same key at the same moment share one read:
+        With the cache on, the requests that miss it for the same key at the same moment share one read
+        (one per key epoch: a read begun before a revocation serves no request that came after it):
         under load every request in flight with that key would otherwise queue for a database connection
         at once, each time its cache entry runs out, and wait behind each other."""
-        if self.key_cache_seconds <= 0:
+        if self.key_cache_seconds <= 0 and epoch is None:
             return time.monotonic(), await self.store.access.key_by_prefix(public_id)
-        reading = self._reading.get(public_id)
+        shared = (public_id, epoch)
+        reading = self._reading.get(shared)
         if reading is None:
             reading = asyncio.ensure_future(self._read_key(public_id))
-            self._reading[public_id] = reading
-            reading.add_done_callback(lambda _done: self._reading.pop(public_id, None))
+            self._reading[shared] = reading
+            reading.add_done_callback(lambda _done: self._reading.pop(shared, None))
         # Shielded: a request that goes away must not cancel the read the others wait for.
         return await asyncio.shield(reading)
 
@@ -174,13 +195,13 @@ class Authenticator:
         started = time.monotonic()
         return started, await self.store.access.key_by_prefix(public_id)
 
-    def _remember(self, digest: str, until: float, principal: Principal) -> None:
+    def _remember(self, digest: str, until: float, epoch: Hashable, principal: Principal) -> None:
         """Cache a checked key (at most ``_KEY_CACHE_LIMIT``; when full, run-out entries go first)."""
         if len(self._principals) >= _KEY_CACHE_LIMIT:
             now = time.monotonic()
             self._principals = {k: v for k, v in self._principals.items() if v[0] > now}
         if len(self._principals) < _KEY_CACHE_LIMIT:
-            self._principals[digest] = (until, principal)
+            self._principals[digest] = (until, epoch, principal)
 
     async def from_bearer(self, token: str) -> Principal:
         try:

@@ -2,7 +2,8 @@
 
 - ``base``, ``types``      the interface, and the values that cross it
 - ``executor``             how repositories are written: transactions as generators of ``Statement``s
-- ``sqlite_executor``, ``postgres_executor``   connections, threads, locks, the pool, LISTEN, per database
+- ``sqlite_executor``, ``postgres_executor``   connections, threads, locks, the pool, LISTEN, group commit
+- ``key_changes``          the key epoch that lets workers keep API keys in memory (NOTIFY, or a file)
 - ``builds``, ``access``, ``audit``            repositories written once; their SQL in ``queries/<area>.sql``
 - ``sqlstore``             what both stores share; ``sqlite``, ``postgres``: the event append, per database
 - ``plan``, ``sql``        a write's event from the rules; the query builders of the filtered reads

@@ -16,6 +16,7 @@ from typing import Any
 from buildstate.errors import Conflict, NotFound
 from buildstate.store.audit import AuditLog
 from buildstate.store.executor import Executor, Json, Statement, Transaction, one
+from buildstate.store.key_changes import KeyChanges
 from buildstate.store.queries import Queries
 from buildstate.store.sql import Dialect, Params
 from buildstate.store.types import WriteContext
@@ -97,10 +98,11 @@ class AccessStore:
     """Keys, users and the audit log, written once over the store's executor. Every change writes its audit
     row in the same transaction (``AuditLog.audited``); the SQL is ``queries/access.sql``."""
 
-    def __init__(self, executor: Executor, audit: AuditLog) -> None:
+    def __init__(self, executor: Executor, audit: AuditLog, key_changes: KeyChanges) -> None:
         self._executor = executor
         self._audit = audit
         self._dialect = executor.dialect
+        self.key_changes = key_changes
 
     def _key(self, rows: list[Any]) -> ApiKeyRecord | None:
         return decode_key(self._dialect, rows[0]) if rows else None
@@ -148,14 +150,19 @@ class AccessStore:
         return [decode_key(self._dialect, row) for row in rows]
 
     async def revoke_key(self, prefix: str, ctx: WriteContext) -> ApiKeyRecord:
-        def work() -> Transaction[ApiKeyRecord]:
-            yield ACCESS.statement("revoke_key", prefix=prefix, actor=ctx.actor, now=_now())
+        """Revoke the key, and answer once every worker's key cache has heard of it (``key_changes``)."""
+
+        def work(token: str) -> Transaction[ApiKeyRecord]:
+            yield ACCESS.statement(
+                "revoke_key", self._dialect, prefix=prefix, actor=ctx.actor, now=_now(), token=token
+            )
             revoked = self._key((yield ACCESS.statement("key_by_prefix", prefix=prefix)))
             if revoked is None:
                 raise NotFound(f"no API key {prefix!r}", slug="key-not-found")
             return revoked
 
-        return await self._audit.audited(ctx, "key.revoke", key_target(prefix), work())
+        async with self.key_changes.signalling() as token:
+            return await self._audit.audited(ctx, "key.revoke", key_target(prefix), work(token))
 
     async def touch_key(self, key_id: int, at: datetime, unless_since: datetime) -> None:
         """Set ``last_used_at`` unless it is already ``unless_since`` or later (a cheap, rare write)."""

@@ -12,16 +12,30 @@ before it), which costs far less than hiding rows behind the oldest running tran
 every read. Since every append waits for that lock, its hold time bounds the write rate: the append
 statement therefore writes the audit row too, and the response body is built after COMMIT, so nothing
 but the statement and the commit happens while it is held (an ``Idempotency-Key`` adds the one UPDATE
-that records the answer). A change without an ``Idempotency-Key`` keeps no transaction open at all: it
-reads the build, checks the rules, and appends in one statement that first locks the build row on
-condition that its last event is still the one read (compare-and-set, ``APPEND_EVENT_IF_CURRENT``),
-so the lock is held for that statement and its commit only; if another write won the race, it takes the
-locking transaction instead. ``tests/store/test_feed.py``
-(``test_reader_never_skips_an_event_whose_writer_commits_late``) holds one writer's transaction open
-while another commits and shows the reader never skips.
+that records the answer).
 
-Lock order, which keeps writers free of deadlocks: idempotency key row, build row, feed lock, then the
-small summary tables (``status_counts``, ``combos``), which are only ever touched under the feed lock.
+Group commit. Held through COMMIT, the lock let one fsync happen at a time: appends ran at the speed of
+one commit each. A change without an ``Idempotency-Key`` (and a create without one, ``CREATE_BUILD``)
+therefore keeps no transaction open at all: it reads the build, checks the rules, and hands its append
+to the process's ``StatementGroup``, which sends every append waiting at that moment in one round trip
+(``fetchmany``: one implicit transaction, one COMMIT, one fsync for all of them). Each append locks its
+build row on condition that its last event is still the one read (compare-and-set,
+``APPEND_EVENT_IF_CURRENT``); if another write won the race, it takes the locking transaction instead.
+The feed lock is still held from the first append of a group to its COMMIT, so the seqs a reader can
+see are still a gap-free prefix; it is only held for many appends at once. The other way, not holding
+the lock across COMMIT and serving readers only below the oldest writer in flight
+(``pg_snapshot_xmin``), was measured too: without the lock, one statement per commit reached no more
+than with it (each commit still pays its own WAL flush) and the counter rows (``status_counts``) then
+deadlocked between writers, while a group of N appends costs about one commit (docs/performance.md).
+``tests/store/test_feed.py`` (``test_reader_never_skips_an_event_whose_writer_commits_late``) holds one
+writer's transaction open while another commits and shows the reader never skips;
+``tests/store/test_pg_append_groups.py`` covers the groups.
+
+Lock order, which keeps writers free of deadlocks: idempotency key row, a create's build_id lock, build
+row, feed lock, then the
+small summary tables (``status_counts``, ``combos``), which are only ever touched under the feed lock. A
+group's later statements lock build rows while the group holds the feed lock: they never wait for one
+(``SKIP LOCKED``: a held row makes its append fall back to the locking path).
 """
 
 from __future__ import annotations
@@ -40,8 +54,9 @@ from buildstate.models import Build, BuildCreate, Event
 from buildstate.store import plan, sql
 from buildstate.store.audit import insert as audit_row
 from buildstate.store.builds import event_statement
+from buildstate.store.key_changes import NotifiedKeyChanges
 from buildstate.store.migrate import PostgresMigrator
-from buildstate.store.postgres_executor import PostgresExecutor, execute
+from buildstate.store.postgres_executor import PostgresExecutor, StatementGroup, execute
 from buildstate.store.sqlstore import SqlStore
 from buildstate.store.types import (
     AuditEntry,
@@ -54,6 +69,9 @@ from buildstate.store.types import (
 )
 
 FEED_LOCK = sql.FEED_LOCK  # the one advisory lock that orders event appends (the artifacts' too)
+# The space of the per-build_id advisory locks (with ``hashtext(build_id)``) that creates take before they
+# insert a build row: two-key advisory locks never collide with the one-key FEED_LOCK.
+BUILD_ID_LOCK = 0x62696400  # "bid\0"
 
 # The event append after the feed lock is taken (the CTE ``feed_lock``): the two statements below differ
 # only in how they get there.
@@ -104,17 +122,50 @@ audit AS (
     SELECT $11, $23, $24, 'allowed', $25, $26, $27 FROM ev WHERE $23::text IS NOT NULL
 ),
 wake AS (SELECT pg_notify('buildstate_events', seq::text) FROM ev)
-SELECT ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake
 """
 
-APPEND_EVENT = "WITH feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint))," + _APPEND_AFTER_LOCK
+APPEND_EVENT = (
+    "WITH feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint)),"
+    + _APPEND_AFTER_LOCK
+    + "SELECT ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake"
+)
 # The same append, on one condition: the build's last event is still the one its rules were checked
-# against ($28). The build row is locked first (the lock order above); if another write got there first,
-# the statement does nothing and returns no row.
+# against ($28); $29 is its place in its group (``StatementGroup``), returned as ``slot``. The build row
+# is locked first (the lock order above), and SKIP LOCKED: a statement of a group never waits for a
+# row lock while the group holds the feed lock (a transaction holding that row may be waiting for the
+# feed lock: a deadlock). If another write got there first, or holds the row, the statement does
+# nothing and returns no row; the caller then takes the locking path.
 APPEND_EVENT_IF_CURRENT = (
-    "WITH guard AS (SELECT 1 FROM builds WHERE id = $2 AND last_event_seq = $28::bigint FOR UPDATE),"
+    "WITH guard AS (SELECT 1 FROM builds WHERE id = $2 AND last_event_seq = $28::bigint"
+    " FOR UPDATE SKIP LOCKED),"
     " feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint) FROM guard),"
-) + _APPEND_AFTER_LOCK
+    + _APPEND_AFTER_LOCK
+    + "SELECT $29::int AS slot, ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake"
+)
+
+# A create in one statement (``create_build`` without an Idempotency-Key, platform, OS and image type
+# already known): the event appended as above, then the build row written with it, as it is after its
+# first event (the append's UPDATE of the build sees no row: the row is this statement's own). Only if no
+# build has this build_id ($28; labels $29, place in its group $31); if one does, no row comes back and
+# the create takes the locking path, which answers a repeat or a conflict. A build made by a concurrent
+# create after this statement's snapshot fails it on the unique build_id: then too. The build_id's own
+# lock ($30, ``BUILD_ID_LOCK``) is only tried: a create on the locking path that holds it (and may have
+# inserted the row, which this INSERT would wait for while holding the feed lock: a deadlock) makes this
+# one take the locking path too.
+CREATE_BUILD = (
+    "WITH guard AS (SELECT 1 WHERE pg_try_advisory_xact_lock($30::int, hashtext($28))"
+    " AND NOT EXISTS (SELECT 1 FROM builds WHERE build_id = $28)),"
+    " feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint) FROM guard),"
+    + _APPEND_AFTER_LOCK
+    + """, new_build AS (
+    INSERT INTO builds (id, build_id, platform_id, os_version_id, image_type_id, state_code, status, attempt,
+                        labels, message, failure, created_at, updated_at, last_event_seq)
+    SELECT $2, $28, $14, $15, $16, $5, $7, $4, $29::jsonb, $8, $9::jsonb,
+           ev.recorded_at, ev.recorded_at, ev.seq
+    FROM ev
+)
+SELECT $31::int AS slot, ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake"""
+)
 
 _READ_BUILD = f"""
 SELECT {sql.BUILD_COLUMNS}, b.platform_id, b.os_version_id, b.image_type_id
@@ -158,13 +209,6 @@ class Appended:
             duration_ms=self.duration_ms,
         )
         return WriteResult.of(written, created=EVENT_RULES[self.draft.type].creates_build)
-
-
-def _appended(appended: Appended | None) -> Appended:
-    """The event a locked transaction appended (only the compare-and-set statement can append nothing)."""
-    if appended is None:  # pragma: no cover
-        raise RuntimeError("event append returned no row")
-    return appended
 
 
 def append_args(
@@ -222,8 +266,12 @@ class PostgresStore(SqlStore):
         max_size: int = 4,
         timeout: float = 5.0,
     ) -> None:
-        super().__init__(PostgresExecutor(dsn, min_size=min_size, max_size=max_size, timeout=timeout))
+        executor = PostgresExecutor(dsn, min_size=min_size, max_size=max_size, timeout=timeout)
+        super().__init__(executor, NotifiedKeyChanges(executor))
         self._lookup_ids: dict[tuple[str, str], int] = {}
+        # The compare-and-set appends of this process, committed in groups (the module's docstring).
+        self._appends = StatementGroup(self.executor, APPEND_EVENT_IF_CURRENT)
+        self._creates = StatementGroup(self.executor, CREATE_BUILD)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -347,12 +395,26 @@ class PostgresStore(SqlStore):
         old_status: str | None,
         previous_at: datetime | None,
         audit: AuditEntry | None = None,
-        if_current: bool = False,
-    ) -> Appended | None:
-        """Append ``draft``'s event (and ``audit``'s row, with the status a new event answers with). With
-        ``if_current``, only if the build's last event is still ``build.last_event_seq`` (else None);
-        without, the build row is locked by this transaction and the event always appended."""
-        args = append_args(
+    ) -> Appended:
+        """Append ``draft``'s event (and ``audit``'s row, with the status a new event answers with) in
+        the open transaction, which holds the build's row lock."""
+        args = self._append_args(row, build, draft, actor, old_status, previous_at, audit)
+        appended = await conn.fetchrow(APPEND_EVENT, *args)
+        return Appended(
+            build, draft, actor, appended["seq"], appended["recorded_at"], appended["duration_ms"]
+        )
+
+    @staticmethod
+    def _append_args(  # noqa: PLR0917 - the parts of one append
+        row: asyncpg.Record,
+        build: Build,
+        draft: plan.Draft,
+        actor: str,
+        old_status: str | None,
+        previous_at: datetime | None,
+        audit: AuditEntry | None,
+    ) -> list[Any]:
+        return append_args(
             draft,
             actor,
             build_uuid=build.id,
@@ -364,21 +426,20 @@ class PostgresStore(SqlStore):
             previous_at=previous_at,
             audit=audit,
         )
-        if if_current:
-            appended = await conn.fetchrow(APPEND_EVENT_IF_CURRENT, *args, build.last_event_seq)
-        else:
-            appended = await conn.fetchrow(APPEND_EVENT, *args)
-        if appended is None:
-            return None
-        return Appended(
-            build, draft, actor, appended["seq"], appended["recorded_at"], appended["duration_ms"]
-        )
 
     async def create_build(self, request: BuildCreate, ctx: WriteContext) -> WriteResult:
         prepared = plan.prepare(request)
+        if ctx.idem is None:
+            created = await self._create_in_one(request, prepared, ctx)
+            if created is not None:
+                return created
 
         async def action(conn: asyncpg.Connection, audit: AuditEntry) -> WriteResult | Appended:
             ids = [await self._lookup_id(conn, col, getattr(request, col)) for col in sql.LOOKUP_TABLES]
+            # The build_id's lock before its row, as CREATE_BUILD tries it (the lock order).
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1::int, hashtext($2))", BUILD_ID_LOCK, request.build_id
+            )
             inserted = await conn.fetchval(
                 _INSERT_BUILD, uuid.uuid4(), request.build_id, *ids, request.labels
             )
@@ -390,7 +451,7 @@ class PostgresStore(SqlStore):
                 plan.same_build(build, request)
                 created_event = await self._first_event(conn, build.id)
                 return WriteResult.of(plan.with_event(build, created_event))
-            appended = await self._append_event(
+            return await self._append_event(
                 conn,
                 row,
                 build,
@@ -400,9 +461,60 @@ class PostgresStore(SqlStore):
                 previous_at=None,
                 audit=audit,
             )
-            return _appended(appended)
 
         return await self._write(ctx, EVENT_RULES[EventType.CREATED].action, request.build_id, action)
+
+    async def _create_in_one(
+        self, request: BuildCreate, prepared: plan.Prepared, ctx: WriteContext
+    ) -> WriteResult | None:
+        """A new build and its first event in one statement (``CREATE_BUILD``), sent with this process's
+        other creates of the moment: one round trip, one COMMIT. None (nothing written) when the lookup
+        ids are not known yet or a build has this build_id: the caller takes the transaction instead."""
+        ids = [self._lookup_ids.get((column, getattr(request, column))) for column in sql.LOOKUP_TABLES]
+        known = [ident for ident in ids if ident is not None]
+        if len(known) != len(ids):
+            return None
+        action_name = EVENT_RULES[EventType.CREATED].action
+        draft = plan.created(prepared)
+        build_uuid = uuid.uuid4()
+        args = append_args(
+            draft,
+            ctx.actor,
+            build_uuid=build_uuid,
+            platform=request.platform,
+            os_version=request.os_version,
+            image_type=request.image_type,
+            lookup_ids=known,
+            old_status=None,
+            previous_at=None,
+            audit=AuditEntry.of(ctx, action_name, request.build_id, 201, "allowed"),
+        )
+        try:
+            row = await self._creates.fetchrow(*args, request.build_id, request.labels, BUILD_ID_LOCK)
+        except asyncpg.UniqueViolationError:
+            return None  # made by a concurrent create a moment ago
+        except Problem as refused:
+            await self.audit.refused(ctx, action_name, request.build_id, refused)
+            raise
+        if row is None:
+            return None
+        build = Build(
+            id=build_uuid,
+            build_id=request.build_id,
+            platform=request.platform,
+            os_version=request.os_version,
+            image_type=request.image_type,
+            state_code=draft.state_code,
+            status=draft.status,
+            attempt=draft.attempt,
+            labels=request.labels,
+            message=None,
+            failure=None,
+            created_at=row["recorded_at"],
+            updated_at=row["recorded_at"],
+            last_event_seq=row["seq"],
+        )
+        return Appended(build, draft, ctx.actor, row["seq"], row["recorded_at"], row["duration_ms"]).result()
 
     async def _transition(
         self,
@@ -424,11 +536,10 @@ class PostgresStore(SqlStore):
             if draft is None:
                 current = await self._event(conn, build.last_event_seq)
                 return WriteResult.of(plan.with_event(build, current))
-            appended = await self._append_event(
+            return await self._append_event(
                 conn, row, build, draft, ctx.actor,
                 old_status=build.status, previous_at=build.updated_at, audit=audit,
             )  # fmt: skip
-            return _appended(appended)
 
         return await self._write(ctx, action_name, ref, action)
 
@@ -440,15 +551,17 @@ class PostgresStore(SqlStore):
         decide: Callable[[Build], plan.Draft | None],
     ) -> WriteResult | None:
         """A change without an ``Idempotency-Key`` in two round trips instead of four: read the build,
-        check the rules, then append in one statement (its own transaction) on condition that the build's
-        last event is still the one read (compare-and-set). The feed lock is then held for the statement
-        and its commit only, as in the one-statement ceiling, never across a round trip to this process.
-        A change that is no change (the current state again) is answered with the build's current event,
-        as the locking path does. None when another write got there first: the caller then takes the
-        locking path, which judges the change again against the build as it is now."""
+        check the rules, then append in one statement on condition that the build's last event is still
+        the one read (compare-and-set), sent with the other such appends of this process waiting at the
+        same moment (``StatementGroup``): one implicit transaction, one COMMIT for the group. The feed
+        lock is then held for the group's statements and its commit only, never across a round trip to
+        this process, and one fsync serves the whole group. A change that is no change (the current
+        state again) is answered with the build's current event, as the locking path does. None when
+        another write got there first: the caller then takes the locking path, which judges the change
+        again against the build as it is now."""
         audit = AuditEntry.of(ctx, action_name, ref, 200, "allowed")
 
-        async def work(conn: asyncpg.Connection) -> WriteResult | Appended | None:
+        async def read(conn: asyncpg.Connection) -> WriteResult | tuple[asyncpg.Record, Build, plan.Draft]:
             row = await self._lock_build(conn, ref, lock=False)
             build = sql.decode_build(_DIALECT, row)
             draft = decide(build)
@@ -456,24 +569,43 @@ class PostgresStore(SqlStore):
                 current = await self._event(conn, build.last_event_seq)
                 await execute(conn, audit_row(AuditEntry.of(ctx, action_name, ref, 200, "replayed")))
                 return WriteResult.of(plan.with_event(build, current))
-            return await self._append_event(
-                conn,
-                row,
-                build,
-                draft,
-                ctx.actor,
-                old_status=build.status,
-                previous_at=build.updated_at,
-                audit=audit,
-                if_current=True,
-            )
+            return row, build, draft
 
         try:
-            done: WriteResult | Appended | None = await self._with_conn(work)
+            seen: WriteResult | tuple[asyncpg.Record, Build, plan.Draft] = await self._with_conn(read)
+            if isinstance(seen, WriteResult):
+                return seen
+            row, build, draft = seen
+            appended = await self._append_if_current(
+                row, build, draft, ctx.actor,
+                old_status=build.status, previous_at=build.updated_at, audit=audit,
+            )  # fmt: skip
         except Problem as refused:
             await self.audit.refused(ctx, action_name, ref, refused)
             raise
-        return done.result() if isinstance(done, Appended) else done
+        return None if appended is None else appended.result()
+
+    async def _append_if_current(
+        self,
+        row: asyncpg.Record,
+        build: Build,
+        draft: plan.Draft,
+        actor: str,
+        *,
+        old_status: str | None,
+        previous_at: datetime | None,
+        audit: AuditEntry | None,
+    ) -> Appended | None:
+        """Append ``draft``'s event (and ``audit``'s row) in this process's next group of appends, only
+        if the build's last event is still ``build.last_event_seq`` and no transaction holds its row
+        (else None: nothing written, no seq drawn)."""
+        args = self._append_args(row, build, draft, actor, old_status, previous_at, audit)
+        appended = await self._appends.fetchrow(*args, build.last_event_seq)
+        if appended is None:
+            return None
+        return Appended(
+            build, draft, actor, appended["seq"], appended["recorded_at"], appended["duration_ms"]
+        )
 
     async def _lock_build(
         self, conn: asyncpg.Connection, ref: str, *, lock: bool = True, by_build_id: bool = False

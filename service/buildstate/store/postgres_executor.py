@@ -12,13 +12,13 @@ import contextlib
 import functools
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from buildstate import __version__
-from buildstate.errors import ServiceUnavailable
+from buildstate.errors import Problem, ServiceUnavailable
 from buildstate.store.executor import BatchRunner, Json, Statement, Transaction
 from buildstate.store.sql import Dialect, PostgresDialect
 from buildstate.store.types import PoolStats
@@ -104,6 +104,9 @@ class PostgresExecutor(BatchRunner):
         self._max_size = max_size
         self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
+        self._listening: asyncio.Future[tuple[asyncpg.Connection, asyncio.Event]] | None = None
+        self._keeping: asyncio.Task[None] | None = None
+        self._talking = asyncio.Lock()
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
@@ -118,9 +121,25 @@ class PostgresExecutor(BatchRunner):
         )
 
     async def close(self) -> None:
+        await self._stop_listening()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+    async def _stop_listening(self) -> None:
+        """Drop the shared LISTEN connection; one still being made is let finish, then dropped (asyncpg
+        would leave a connection cancelled mid-connect open)."""
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._timeout):
+                    conn, _lost = await asyncio.shield(listening)
+                conn.terminate()
+        if self._keeping is not None:
+            self._keeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeping
+            self._keeping = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -178,37 +197,170 @@ class PostgresExecutor(BatchRunner):
         size, idle = self._pool.get_size(), self._pool.get_idle_size()
         return PoolStats(in_use=size - idle, idle=idle, maximum=self._pool.get_max_size())
 
-    async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
-        """Call ``heard(payload)`` for each NOTIFY on ``channel`` until the connection is lost.
+    async def listen(
+        self, channel: str, heard: Callable[[str], None], *, ready: Callable[[], None] | None = None
+    ) -> None:
+        """Call ``heard(payload)`` for each NOTIFY on ``channel`` until the connection is lost (and
+        ``ready()`` once the LISTEN is in place).
 
-        Runs on its own connection, outside the pool (a LISTEN ties up its connection).
+        Every channel of this executor shares one connection, outside the pool (a LISTEN ties up its
+        connection): the event feed and the key cache cost one connection per worker, not two.
         """
-        connecting = asyncio.ensure_future(asyncpg.connect(self._dsn, timeout=self._timeout))
+        conn, lost = await self._listener()
+
+        def callback(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            heard(payload)
+
         try:
-            conn = await asyncio.shield(connecting)
-        except asyncio.CancelledError:
-            # Cancelled mid-connect (a worker stopping right after it started): asyncpg would leave the
-            # half-made connection open. Let it finish, then drop it.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    (await connecting).terminate()
-            raise
+            async with self._talking:  # one query at a time on the shared connection
+                await conn.add_listener(channel, callback)
+            if ready is not None:
+                ready()
+            await lost.wait()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ServiceUnavailable("event notifications lost: database unreachable") from exc
+        finally:
+            if not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._unlisten(conn, channel, callback))
+
+    async def _unlisten(self, conn: asyncpg.Connection, channel: str, callback: Any) -> None:
+        async with self._talking:
+            await conn.remove_listener(channel, callback)
+
+    async def _listener(self) -> tuple[asyncpg.Connection, asyncio.Event]:
+        """The shared LISTEN connection and the event set when it is lost: connected by the first caller
+        (shielded: a caller that goes away does not leave a half-made connection behind)."""
+        if self._listening is None or _gone(self._listening):
+            self._listening = asyncio.ensure_future(self._connect_listener())
+        try:
+            return await asyncio.shield(self._listening)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise ServiceUnavailable("cannot listen for events: database unreachable") from exc
+
+    async def _connect_listener(self) -> tuple[asyncpg.Connection, asyncio.Event]:
+        conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
         lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        self._keeping = asyncio.create_task(self._keep_listening(conn, lost))
+        return conn, lost
+
+    async def _keep_listening(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
+        """A dead server goes unnoticed on an idle connection: ask it something now and then."""
         try:
-            conn.add_termination_listener(lambda _conn: lost.set())
-            await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: heard(payload))
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(10):
                         await lost.wait()
                 if not lost.is_set():
-                    # A dead server goes unnoticed on an idle connection: ask it something now and then.
-                    await conn.execute("SELECT 1", timeout=self._timeout)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise ServiceUnavailable("event notifications lost: database unreachable") from exc
+                    async with self._talking:
+                        await conn.execute("SELECT 1", timeout=self._timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass
         finally:
+            lost.set()
             # terminate(), not close(): it never waits. A close() awaited while the worker shuts down can be
             # cancelled itself (or stall behind a cancelled query) and leave the socket open.
             conn.terminate()
+
+
+def _gone(listening: asyncio.Future[tuple[asyncpg.Connection, asyncio.Event]]) -> bool:
+    """Whether a shared LISTEN connection failed to connect or has been lost since."""
+    if not listening.done():
+        return False
+    if listening.cancelled() or listening.exception() is not None:
+        return True
+    return listening.result()[1].is_set()
+
+
+# Statements sent together at most (``StatementGroup``): bounds how long the last of a group waits.
+GROUP_MAX = 64
+
+
+def _fresh(exc: Exception) -> Exception:
+    """A fresh copy of ``exc`` for each member of a group (handlers add their own headers to it)."""
+    if isinstance(exc, Problem):
+        return type(exc)(exc.detail, slug=exc.type_slug, extra=dict(exc.extra), headers=dict(exc.headers))
+    return exc
+
+
+class StatementGroup:
+    """Concurrent runs of one statement in this process, sent to PostgreSQL together: group commit.
+
+    While a group is on its way, the runs that arrive wait; the next group takes all of them (at most
+    ``GROUP_MAX``) and sends them with ``fetchmany``: one round trip, one implicit transaction (the
+    extended protocol's statements up to one Sync), one COMMIT and one fsync for all. A run is answered
+    only after that COMMIT. The statement gets each run's position in its group as its last parameter
+    and must return it as ``slot``; a run it returns no row for gets None. If one statement of a group
+    fails, the group is rolled back and each of its runs sent again alone, so only that run fails; a
+    lost connection fails the whole group (503)."""
+
+    def __init__(self, executor: PostgresExecutor, query: str, *, most: int = GROUP_MAX) -> None:
+        self._executor = executor
+        self._query = query
+        self._most = most
+        self._waiting: list[tuple[Sequence[Any], asyncio.Future[asyncpg.Record | None]]] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    async def fetchrow(self, *args: Any) -> asyncpg.Record | None:
+        future: asyncio.Future[asyncpg.Record | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((args, future))
+        if self._sending is None:
+            self._sending = asyncio.create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        group: list[tuple[Sequence[Any], asyncio.Future[asyncpg.Record | None]]] = []
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
+                await self._run(group)
+        except asyncio.CancelledError:  # the worker stopping: nobody is left waiting for an answer
+            for _args, future in group + self._waiting:
+                _settle(future, error=ServiceUnavailable("the service is stopping; retry shortly"))
+            self._waiting = []
+            raise
+        finally:
+            self._sending = None
+
+    async def _run(self, group: list[tuple[Sequence[Any], asyncio.Future[asyncpg.Record | None]]]) -> None:
+        live = [(args, future) for args, future in group if not future.done()]
+        if not live:
+            return
+        batch = [(*args, slot) for slot, (args, _future) in enumerate(live)]
+
+        async def send(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            rows: list[asyncpg.Record] = await conn.fetchmany(self._query, batch)
+            return rows
+
+        try:
+            rows = await self._executor.run(send)
+        except asyncpg.PostgresError as refused:
+            if len(live) == 1:
+                _settle(live[0][1], error=refused)
+                return
+            for member in live:  # rolled back: each alone, so that only the one refused fails
+                await self._run([member])
+            return
+        except Exception as exc:  # every member gets it, as its own request would have
+            for _args, future in live:
+                _settle(future, error=_fresh(exc))
+            return
+        by_slot = {row["slot"]: row for row in rows}
+        for slot, (_args, future) in enumerate(live):
+            _settle(future, row=by_slot.get(slot))
+
+
+def _settle(
+    future: asyncio.Future[asyncpg.Record | None],
+    *,
+    row: asyncpg.Record | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """Hand a run its row or its error (unless its request is gone)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(row)

@@ -22,6 +22,7 @@ from buildstate.models import Build, BuildCreate, Event
 from buildstate.store import plan, sql
 from buildstate.store.audit import insert as audit_row
 from buildstate.store.builds import event_statement
+from buildstate.store.key_changes import FileKeyChanges
 from buildstate.store.migrate import SqliteMigrator
 from buildstate.store.sqlite_executor import SqliteExecutor, dumps, execute
 from buildstate.store.sqlstore import SqlStore
@@ -43,7 +44,10 @@ class SQLiteStore(SqlStore):
         self, path: Path, *, timeout: float = 5.0, readers: int = 4, synchronous: str = "FULL"
     ) -> None:
         self.path = path
-        super().__init__(SqliteExecutor(path, timeout=timeout, readers=readers, synchronous=synchronous))
+        super().__init__(
+            SqliteExecutor(path, timeout=timeout, readers=readers, synchronous=synchronous),
+            FileKeyChanges(path),
+        )
 
     async def schema_status(self) -> SchemaStatus:
         return await self.executor.run_read(SqliteMigrator.status_on)

@@ -25,6 +25,7 @@ from buildstate.store.artifacts import ArtifactStore
 from buildstate.store.audit import AuditLog
 from buildstate.store.builds import BuildReads
 from buildstate.store.executor import Executor
+from buildstate.store.key_changes import KeyChanges
 from buildstate.store.release import ReleaseStore
 from buildstate.store.types import (
     AuditEntry,
@@ -40,12 +41,14 @@ from buildstate.store.types import (
 class SqlStore:
     """The part of both stores that is the same; a subclass adds ``create_build`` and ``_transition``."""
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, key_changes: KeyChanges) -> None:
         self.executor = executor
         # For /ready and reports only: what decides behaviour is an explicit capability (pool_stats, listen).
         self.name = executor.dialect.name
         self.audit = AuditLog(executor)
-        self.access = AccessStore(executor, self.audit)
+        # What lets a worker keep API keys in memory and still refuse a revoked one at once.
+        self.key_changes = key_changes
+        self.access = AccessStore(executor, self.audit, key_changes)
         self.reads = BuildReads(executor)
         self.release = ReleaseStore(executor, self.audit)
         self.artifacts = ArtifactStore(executor, self.audit, self.release)

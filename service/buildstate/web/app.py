@@ -89,8 +89,17 @@ async def _fire_scheduled_revocations(app: web.Application) -> None:
 
 
 async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Per worker: the watch of the store's key epoch that lets it keep keys in memory."""
+    authenticator = app[AUTHENTICATOR]
+    watching = None
+    if authenticator.key_cache:
+        watching = asyncio.create_task(authenticator.key_changes.watch(), name="key-changes")
     yield
-    await app[AUTHENTICATOR].limiter.close()
+    if watching is not None:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+    await authenticator.limiter.close()
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> web.Application:

@@ -19,8 +19,16 @@ SELECT id, prefix, key_hash, name, scopes, platforms, created_at, created_by, ex
 FROM api_keys WHERE :include_revoked OR revoked_at IS NULL ORDER BY id
 
 -- name: revoke_key
--- Revoking twice keeps the first revocation.
+-- Revoking twice keeps the first revocation. (:token is PostgreSQL's, below.)
 UPDATE api_keys SET revoked_at = :now, revoked_by = :actor WHERE prefix = :prefix AND revoked_at IS NULL
+
+-- name: revoke_key.postgresql
+-- The same, and NOTIFY every worker's key cache (store/key_changes.py), delivered at COMMIT; whenever the
+-- key exists, so that a repeated revocation is heard back too.
+WITH revoked AS (
+    UPDATE api_keys SET revoked_at = :now, revoked_by = :actor WHERE prefix = :prefix AND revoked_at IS NULL
+)
+SELECT pg_notify('buildstate_keys', :token) FROM api_keys WHERE prefix = :prefix
 
 -- name: touch_key
 -- At most one write per key per interval (the authenticator passes unless_since).

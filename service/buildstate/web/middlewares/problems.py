@@ -3,8 +3,10 @@ says in which order all of them run)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
 import secrets
 from typing import Any
@@ -103,11 +105,32 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
+class _RequestIds:
+    """Minted request ids: 32 hex characters, a random prefix per process and a counter. They correlate a
+    response with its log lines and audit rows and grant nothing, so they need to be unique, not secret:
+    64 random bits per process (drawn again in each forked worker) keep two workers or instances from
+    ever sharing one, without drawing 16 random bytes from the OS on every request."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_mint = _RequestIds()
+
+
 @web.middleware
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Honour a sane ``X-Request-ID`` (no header injection, bounded), else mint one; echo it back."""
     given = request.headers.get("X-Request-ID", "")
-    rid = given if given and _SANE_REQUEST_ID.match(given) else secrets.token_hex(16)
+    rid = given if given and _SANE_REQUEST_ID.match(given) else _mint()
     request[REQUEST_ID] = rid
     try:
         response = await handler(request)

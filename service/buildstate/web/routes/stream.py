@@ -75,7 +75,7 @@ class StreamCredential:
         if age < (self._period if max_age is None else min(max_age, self._period)):
             return None
         try:
-            principal = await self._request.app[AUTHENTICATOR].identify(self._request.headers)
+            principal = await self._request.app[AUTHENTICATOR].identify(self._request.headers, fresh=True)
         except Unauthorized as refused:
             return {"reason": refused.type_slug, "detail": refused.detail}
         self._checked_at = time.monotonic()

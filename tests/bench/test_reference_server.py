@@ -1,0 +1,83 @@
+"""The reference server (``bench/reference.py``) answers the bench's requests and writes what it claims.
+
+It is a ceiling, so it must do the same work per request as the service, not less by accident: the state
+change lands as an event, a build row and the status counts; the create as a build and its event; a key
+that is not in its memory is refused. One real gunicorn with its two workers on a test database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from bench.db import Database
+
+from bench import servers
+from buildstate.auth import keys
+
+BUILD = {"platform": "aws", "os_version": "rhel-9.4", "image_type": "base", "build_id": "ref-1", "labels": {}}
+
+
+def call(url: str, method: str = "GET", body: Any = None, key: str | None = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"} if data else {}
+    if key:
+        headers["X-API-Key"] = key
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def _sql(url: str, query: str, *args: Any) -> list[Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()
+
+
+def test_the_reference_server_answers_the_bench_requests_with_the_same_writes(
+    pg_url: str, tmp_path: Path
+) -> None:
+    key = keys.generate()
+    asyncio.run(
+        _sql(
+            pg_url,
+            "INSERT INTO api_keys (prefix, key_hash, name, scopes, created_at, created_by) "
+            "VALUES ($1, $2, 'ref', '[\"read\", \"write\"]', now(), 'test')",
+            key.public_id,
+            key.digest,
+        )
+    )
+    with servers.reference(Database("postgresql", pg_url, "test"), tmp_path / "reference.log") as ref:
+        assert call(f"{ref.url}/bench/ping", key=key.key) == (200, {"ok": True})
+        assert call(f"{ref.url}/bench/ping", key=keys.generate().key)[0] == 401
+        assert call(f"{ref.url}/builds", "POST", BUILD)[0] == 401
+        status, created = call(f"{ref.url}/builds", "POST", BUILD, key.key)
+        assert status == 201
+        assert call(f"{ref.url}/builds", "POST", BUILD, key.key)[0] == 409
+        for code in (5, 100):
+            status, changed = call(f"{ref.url}/builds/ref-1/state", "POST", {"state_code": code}, key.key)
+            assert status == 200 and changed["state_code"] == code
+        assert call(f"{ref.url}/builds/ref-1/reset", "POST", {"reason": "again"}, key.key)[0] == 200
+        status, build = call(f"{ref.url}/builds/ref-1", key=key.key)
+        assert status == 200 and (build["state_code"], build["status"], build["attempt"]) == (0, "running", 2)
+        assert call(f"{ref.url}/builds/no-such", key=key.key)[0] == 404
+    events = asyncio.run(_sql(pg_url, "SELECT type, state_code, from_state_code FROM events ORDER BY seq"))
+    assert [tuple(e) for e in events] == [
+        ("created", 0, None),
+        ("state", 5, 0),
+        ("state", 100, 5),
+        ("reset", 0, 100),
+    ]
+    counts = dict(asyncio.run(_sql(pg_url, "SELECT status, n FROM status_counts")))
+    assert (counts["running"], counts.get("succeeded", 0)) == (1, 0)
+    assert build["last_event_seq"] == created["event"]["seq"] + 3
