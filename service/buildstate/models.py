@@ -171,7 +171,12 @@ BuildRefText = Annotated[
     StringConstraints(min_length=1, max_length=200),
     Field(description="A build's UUID or its build_id."),
 ]
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+# Why a channel moved or a build was revoked: the history and the 410s show it, so it must say something.
+Reason = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2000, pattern=r"\S"),
+    Field(description="Why, in words: 1 to 2000 characters, not only spaces."),
+]
 MAX_PARENTS = 16  # named in one request, and held by one build
 
 
