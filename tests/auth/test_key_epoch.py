@@ -6,7 +6,9 @@ the clock. The two-instance, real-worker version under load is ``tests/cluster``
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,7 +20,7 @@ from buildstate.auth.service import Authenticator, build_authenticator
 from buildstate.config import Settings
 from buildstate.store import Store
 from buildstate.store.access import AccessStore, NewApiKey
-from buildstate.store.key_changes import KeyChanges, NotifiedKeyChanges
+from buildstate.store.key_changes import FileKeyChanges, KeyChanges, NotifiedKeyChanges
 from buildstate.store.postgres import PostgresStore
 from buildstate.store.types import WriteContext
 from buildstate.web.typedefs import AUTHENTICATOR
@@ -215,3 +217,20 @@ async def test_the_feed_and_the_key_cache_share_one_listen_connection_per_worker
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await store.close()
+
+
+async def test_the_sqlite_epoch_never_comes_back_to_one_a_worker_cached_under(tmp_path: Path) -> None:
+    """Each change renames a new file over the old one: the file system reuses the freed inode at the
+    next change, and its clock moves in ticks of milliseconds, so (inode, mtime, size) after two more
+    changes within one tick is the first one's again (seen on ext4), and a key cached under it and
+    revoked since would still be trusted. The file system's clock not moving is set by hand here."""
+    changes = FileKeyChanges(tmp_path / "buildstate.db")
+    async with changes.signalling():
+        pass
+    cached_under = changes.epoch()
+    first = changes.path.stat()
+    for _ in range(2):
+        async with changes.signalling():
+            pass
+        os.utime(changes.path, ns=(first.st_atime_ns, first.st_mtime_ns))  # the same tick
+    assert changes.epoch() != cached_under
