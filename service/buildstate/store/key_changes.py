@@ -100,7 +100,7 @@ class FileKeyChanges(KeyChanges):
         return token or None
 
     async def _changed(self, token: str) -> None:
-        # A new file renamed over the old one: a new inode, whatever the clock's resolution.
+        # A new file renamed over the old one: never a partial token seen.
         fresh = self.path.with_name(f"{self.path.name}.{secrets.token_hex(4)}")
         try:
             descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -109,11 +109,22 @@ class FileKeyChanges(KeyChanges):
             finally:
                 os.close(descriptor)
             fresh.replace(self.path)
-        except OSError:
-            # The database beside it was just written, so this is rare; the cache's age bounds it.
-            log.exception("key change not signalled: %s cannot be written", self.path)
+        except OSError as exc:
             with contextlib.suppress(OSError):
                 fresh.unlink()
+            # No new token (a full disk, a directory in the way): removing the old one moves every
+            # worker's epoch too, to "never changed" (an unlink needs no space).
+            try:
+                self.path.unlink()
+            except OSError:
+                log.warning("key change not signalled: %s cannot be replaced (%s)", self.path, exc)
+                raise ServiceUnavailable(
+                    "the key is revoked, but other workers may accept it for up to "
+                    f"{MAX_AGE:.0f} s: {self.path.name} beside the database cannot be replaced; "
+                    "retry the revocation",
+                    slug="key-change-not-signalled",
+                ) from exc
+            log.warning("key change signalled by removing %s (%s)", self.path, exc)
 
 
 class NotifiedKeyChanges(KeyChanges):
