@@ -280,3 +280,21 @@ async def test_a_sqlite_change_that_cannot_be_signalled_at_all_is_not_answered_a
     after = await holder.get("/builds")
     assert after.status == 401  # recorded: a worker that cannot read a token reads the row
     assert (await after.json())["type"].endswith("/key-revoked")
+
+
+async def test_a_sqlite_database_named_through_a_symlink_shares_its_key_epoch(tmp_path: Path) -> None:
+    """The service opens the database through a symlink (``current.db`` -> a release's file), the CLI
+    by its real path: a revocation by either is the other's change, the same ``.keys`` file."""
+    (tmp_path / "v2").mkdir()
+    real = tmp_path / "v2" / "buildstate.db"
+    real.touch()
+    (tmp_path / "current.db").symlink_to(real)
+    service, cli = FileKeyChanges(tmp_path / "current.db"), FileKeyChanges(real)
+    cached_under = service.epoch()
+    async with cli.signalling():
+        pass
+    assert service.epoch() != cached_under
+    cached_under = cli.epoch()
+    async with service.signalling():
+        pass
+    assert cli.epoch() != cached_under

@@ -80,7 +80,10 @@ class FileKeyChanges(KeyChanges):
     """SQLite: a file beside the database, replaced on every change."""
 
     def __init__(self, database: Path) -> None:
-        self.path = database.with_name(database.name + ".keys")
+        # Beside the file the database really is: a service that opens it through a symlink and a CLI
+        # that names its real path (or the other way round) must share one signal.
+        real = database.resolve()
+        self.path = real.with_name(real.name + ".keys")
 
     def epoch(self) -> Hashable | None:
         try:
