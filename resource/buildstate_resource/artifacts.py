@@ -102,6 +102,10 @@ def _json_file(sources: Path, relative: str, where: str) -> Any:
         ) from None
     except ValueError:
         raise ConfigError(f"{where} {relative!r} is not UTF-8 JSON") from None
+    except RecursionError:  # within the size bound, [[[[...]]]] deeper than the parser goes
+        raise ConfigError(
+            f"{where} {relative!r} is nested too deeply to be artifacts or a manifest"
+        ) from None
 
 
 # ---------------------------------------------------------------- in

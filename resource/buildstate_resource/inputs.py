@@ -13,8 +13,11 @@ def read_input(sources: Path, relative: str, where: str, *, max_bytes: int | Non
     """The bytes of ``relative`` under ``sources``, for the param ``where``; at most ``max_bytes``."""
     path = Path(relative)
     base = sources.resolve()
-    full = (base / path).resolve()
-    if path.is_absolute() or not full.is_relative_to(base):
+    try:
+        full = (base / path).resolve()
+    except ValueError:  # a NUL in the name: no file has one
+        full = None
+    if full is None or path.is_absolute() or not full.is_relative_to(base):
         raise ConfigError(
             f"{where} must be a path under the put's inputs (like input/file), got {relative!r}"
         )

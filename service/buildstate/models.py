@@ -27,6 +27,7 @@ from buildstate.domain import (
     EventType,  # the enum lives with its rules (domain.EVENT_RULES)
     build_uuid_of,
 )
+from buildstate.redaction import redact
 
 
 class Credential:
@@ -170,7 +171,12 @@ BuildRefText = Annotated[
     StringConstraints(min_length=1, max_length=200),
     Field(description="A build's UUID or its build_id."),
 ]
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+# Why a channel moved or a build was revoked: the history and the 410s show it, so it must say something.
+Reason = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2000, pattern=r"\S"),
+    Field(description="Why, in words: 1 to 2000 characters, not only spaces."),
+]
 MAX_PARENTS = 16  # named in one request, and held by one build
 
 
@@ -237,6 +243,17 @@ def _one_line(value: str) -> str:
     return value
 
 
+def _no_credential(value: str) -> str:
+    """An external id is copied to the feed, every webhook, the dashboard and the resource's files: one
+    that carries a credential (a SAS token, a presigned signature, a URL's password) is refused."""
+    if redact(value) != value:
+        raise ValueError(
+            "an external id may not carry a credential (a URL's password, or a query value such as a SAS "
+            "token or a signature): record the URL without its query and user info"
+        )
+    return value
+
+
 ArtifactKind = Annotated[
     str,
     StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$"),
@@ -249,18 +266,24 @@ ArtifactKind = Annotated[
 Region = Annotated[
     str,
     StringConstraints(pattern=r"^([A-Za-z0-9][A-Za-z0-9._:/-]{0,127})?$"),
+    # One region, one spelling: `EU-West-1` and `eu-west-1` would otherwise be two artifacts of one AMI,
+    # and a lookup in the other case would miss it. Recorded and looked up in lower case.
+    AfterValidator(str.lower),
     Field(
         description="The cloud's region (`eu-west-1`, `westeurope`, `europe-west1`), or empty for a "
-        "region-less target; letters, digits, '.', '_', ':', '/', '-', at most 128 characters."
+        "region-less target; letters, digits, '.', '_', ':', '/', '-', at most 128 characters; "
+        "case-insensitive (recorded and compared in lower case)."
     ),
 ]
 ExternalId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=2048),
     AfterValidator(_one_line),
+    AfterValidator(_no_credential),
     Field(
         description="The cloud's id of the artifact: `ami-0abc...`, a gallery image version's resource id, a "
-        "GCP image's name or self link, a vSphere inventory path; one line, at most 2048 characters."
+        "GCP image's name or self link, a vSphere inventory path; one line, at most 2048 characters, without "
+        "a credential (no URL password, no SAS token or signature in a query)."
     ),
 ]
 

@@ -344,7 +344,9 @@ def _external_id(value: str, field: str) -> str:
     if len(value) > MAX_EXTERNAL_ID:
         raise ManifestError(field, f"an artifact's id is at most {MAX_EXTERNAL_ID} characters")
     if not _valid(_external, value):
-        raise ManifestError(field, "an artifact's id is one line of printable characters")
+        raise ManifestError(
+            field, "an artifact's id is one line of printable characters, without a credential"
+        )
     return value
 
 

@@ -138,6 +138,7 @@ CREATE = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base", "bu
             "is 'packer' an output of an earlier step",
         ),
         ({"build": "b", "artifacts_file": "/etc/passwd"}, "must be a path under the put's inputs"),
+        ({"build": "b", "artifacts_file": "packer/a\x00b.json"}, "must be a path under the put's inputs"),
         (
             {"build": "b", "assign_channel": {"reason": "ok"}},
             "params.assign_channel needs name (or a resource",
@@ -203,6 +204,7 @@ SECRET_IN_FILE = "custom-data-secret-hunter2"
         (f'"{SECRET_IN_FILE}"', "is neither a Packer manifest"),
         ('[{"kind": "ami", "external_id": "ami-1", "lables": {}}]', "(did you mean 'labels'?)"),
         (" " * (4 << 20) + "[]", "holds 4194306 bytes; at most 4194304 are read"),
+        ("[" * 100_000 + "]" * 100_000, "is nested too deeply"),
     ],
 )
 def test_an_artifacts_file_is_read_before_any_request_and_never_echoed(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,11 +17,13 @@ from buildstate.models import (
     ChannelAssign,
     ChannelRequirements,
     ParentLink,
+    ResetRequest,
     RestoreRequest,
     RevokeRequest,
 )
 from buildstate.store import Store
 from buildstate.store.access import AuditFilter
+from buildstate.store.artifacts import ArtifactLookup
 from buildstate.store.release import Released
 from buildstate.store.types import EventFilter, Idempotency, WriteContext
 from buildstate.store.verify import verify
@@ -341,6 +344,40 @@ async def test_an_artifact_naming_its_source_image_links_the_build_that_made_it(
     await no_drift(store)
 
 
+async def test_a_source_image_id_links_the_build_that_first_recorded_it_not_a_later_copy(
+    store: Store,
+) -> None:
+    # Another platform's key records an artifact with the same external id after the real base did: the
+    # child built from the base must not become its child (a revocation of the copy would reach it).
+    base = await succeeded(store, "src-base")
+    await store.artifacts.record(base, amis(("ami-shared", {})), CTX)
+    copy = await succeeded(store, "src-copy", platform="evil")
+    await store.artifacts.record(copy, amis(("ami-shared", {})), CTX)
+    child = (await create(store, "src-child", image_type="hardened"))["id"]
+    await store.artifacts.record(child, amis(("ami-child-1", {"source_image_id": "ami-shared"})), CTX)
+    tree = await store.release.ancestry(child)
+    assert [e.parent for e in tree.edges] == [UUID(base)]
+    await store.release.revoke(copy, RevokeRequest(reason="planted"), CTX)
+    assert await store.release.live_revocation(UUID(child)) is None
+    await no_drift(store)
+
+
+async def test_latest_on_a_channel_never_answers_a_head_reset_since_its_assignment(store: Store) -> None:
+    # A channel holds a succeeded build only: a reset (a new attempt, running again) must not leave it the
+    # head that GET /artifacts/latest?channel= deploys.
+    head = await succeeded(store, "reset-head")
+    await store.artifacts.record(head, amis(("ami-reset", {})), CTX)
+    await store.release.assign("production", assign_request(head), CTX)
+    lookup = ArtifactLookup(**BUCKET, channel="production")
+    assert (await store.artifacts.latest(lookup)).external_id == "ami-reset"
+    await store.reset_build(head, ResetRequest(reason="rebuild"), CTX)
+    with pytest.raises(NotFound) as refused:
+        await store.artifacts.latest(lookup)
+    assert refused.value.type_slug == "channel-head-not-succeeded"
+    assert "'reset-head', is running" in refused.value.detail
+    await no_drift(store)
+
+
 async def test_the_summary_shows_each_cells_revocation_own_before_inherited(store: Store) -> None:
     base = await succeeded(store, "sum-base")
     app = await succeeded(store, "sum-app", image_type="app")
@@ -372,3 +409,78 @@ async def test_the_summary_shows_each_cells_revocation_own_before_inherited(stor
         base, RevokeRequest(reason="later", at=datetime.now(UTC) + timedelta(hours=1)), CTX
     )
     assert (await cells())["sum-base"] is None
+
+
+async def family(store: Store, root: str, children: int, prefix: str) -> list[str]:
+    made = [await succeeded(store, f"{prefix}-{n}", image_type="app") for n in range(children)]
+    for child in made:
+        await store.release.add_parents(child, [root], CTX)
+    return made
+
+
+async def test_a_revocation_too_wide_is_refused_now_and_when_scheduled(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("buildstate.store.release.MAX_REACH", 2)
+    root = await succeeded(store, "wide-root")
+    await family(store, root, 3, "wide-child")
+    for at in (None, datetime.now(UTC) + timedelta(days=1)):
+        with pytest.raises(Unprocessable) as refused:
+            await store.release.revoke(root, RevokeRequest(reason="too many", at=at), CTX)
+        assert refused.value.type_slug == "revocation-too-wide"
+    assert await store.release.fire_due(CTX) == 0
+    assert await events_of(store, "revoked") == []
+    await no_drift(store)
+
+
+async def test_a_scheduled_revocation_whose_family_grew_still_fires_and_blocks_no_other(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scheduled while it fit; children were added before it came due. It was decided already: firing it
+    # must not fail (every pass of every worker, for ever, with the other due revocations of its batch).
+    monkeypatch.setattr("buildstate.store.release.MAX_REACH", 2)
+    root = await succeeded(store, "grown-root")
+    other = await succeeded(store, "grown-other")
+    at = datetime.now(UTC) + timedelta(seconds=0.5)
+    for build in (root, other):
+        await store.release.revoke(build, RevokeRequest(reason="end of life", at=at), CTX)
+    children = await family(store, root, 3, "grown-child")
+    while datetime.now(UTC) <= at:
+        await asyncio.sleep(0.1)
+    assert await store.release.fire_due(CTX) == 2
+    for build in (root, other, *children):
+        assert await store.release.live_revocation(UUID(build)) is not None
+    revoked = await events_of(store, "revoked")
+    assert len(revoked) == 5
+    await no_drift(store)
+
+
+async def test_an_artifact_recorded_on_a_head_after_its_assignment_is_not_what_the_channel_answers(
+    store: Store,
+) -> None:
+    # What a channel deploys is what was assigned: an artifact recorded on the head later (a write key,
+    # no release scope) must not change GET /artifacts/latest?channel= without a move.
+    head = await succeeded(store, "late-head")
+    await store.artifacts.record(head, amis(("ami-assigned", {})), CTX)
+    await store.release.assign("production", assign_request(head), CTX)
+    await store.artifacts.record(head, amis(("ami-later", {})), CTX)
+    lookup = ArtifactLookup(**BUCKET, channel="production", region="eu-west-1", kind="ami")
+    assert (await store.artifacts.latest(lookup)).external_id == "ami-assigned"
+
+
+async def test_revoking_now_a_build_scheduled_for_later_revokes_it_now(store: Store) -> None:
+    # The same reason without `at` is not a replay of tomorrow's revocation: it is asked for now.
+    build = await succeeded(store, "urgent-1")
+    await store.release.assign("production", assign_request(build), CTX)
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    scheduled = js(await store.release.revoke(build, RevokeRequest(reason="CVE-7", at=tomorrow), CTX))
+    assert scheduled["state"] == "scheduled"
+    now = await store.release.revoke(build, RevokeRequest(reason="CVE-7"), CTX)
+    assert not now.replayed and js(now)["state"] == "revoked"
+    assert js(now)["revocation"]["id"] == scheduled["revocation"]["id"]  # the same one, brought forward
+    assert await store.release.live_revocation(UUID(build)) is not None
+    assert await head_of(store, "production") is None
+    assert (await store.release.revoke(build, RevokeRequest(reason="CVE-7"), CTX)).replayed
+    assert [e.build.build_id for e in await events_of(store, "revoked")] == ["urgent-1"]
+    assert await store.release.fire_due(CTX) == 0
+    await no_drift(store)

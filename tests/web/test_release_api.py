@@ -6,7 +6,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
+
+from buildstate.web.typedefs import STORE
 
 Client = TestClient[Any, Any]
 BUCKET = {"platform": "aws", "os_version": "rhel-8.8", "image_type": "base"}
@@ -160,6 +163,37 @@ async def test_each_worker_fires_due_revocations_on_its_own(
     assert [(a["actor"], a["detail"]) for a in audit["entries"]] == [("scheduler", {"fired": 1})]
 
 
+async def test_the_revocation_poller_outlives_a_failed_pass(
+    make_client: Any, settings: Any, admin_key: str, monkeypatch: Any, caplog: Any
+) -> None:
+    """A pass that fails for another reason than an unreachable database (a deadlock, a timeout) is one log
+    line without a traceback, and the next pass fires what is due."""
+    fast = settings.model_copy(update={"revocation_poll_seconds": 0.05})
+    client = await make_client(fast, headers={"X-API-Key": admin_key})
+    release = client.app[STORE].release
+    real_fire_due, failures = release.fire_due, [RuntimeError("deadlock detected")]
+
+    async def fire_due_failing_once(ctx: Any) -> int:
+        if failures:
+            raise failures.pop()
+        return int(await real_fire_due(ctx))
+
+    monkeypatch.setattr(release, "fire_due", fire_due_failing_once)
+    base = await build(client, "base-1")
+    soon = (datetime.now(UTC) + timedelta(milliseconds=200)).isoformat()
+    await client.post(f"/builds/{base}/revoke", json={"reason": "EOL", "at": soon})
+    events: list[Any] = []
+    for _ in range(400):  # bounded: at most about 20 s
+        events = (await (await client.get("/events", params={"type": "revoked"})).json())["events"]
+        if events:
+            break
+        await asyncio.sleep(0.05)
+    assert len(events) == 1 and not failures
+    failed = [r for r in caplog.records if "scheduled revocations failed" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in failed] == [("WARNING", None)]
+    assert "RuntimeError" in failed[0].getMessage() and "deadlock" not in failed[0].getMessage()
+
+
 async def record_ami(client: Client, ref: str, ami: str) -> None:
     body = {"artifacts": [{"region": "eu-west-1", "kind": "ami", "external_id": ami}]}
     assert (await client.post(f"/builds/{ref}/artifacts", json=body)).status == 200
@@ -203,3 +237,47 @@ async def test_the_deployer_lookup_follows_a_channel_and_refuses_revoked_builds(
     assert "has no head" in (await problem(emptied, 404, "channel-not-found"))["detail"]
     listed = await client.get(f"/builds/{older}/artifacts")  # a build's own record stays readable
     assert [a["external_id"] for a in (await listed.json())["artifacts"]] == ["ami-older"]
+
+
+async def test_a_write_key_cannot_revoke_a_build_by_linking_it_under_a_revoked_one(
+    make_client: Any, make_key: Any, client: Client
+) -> None:
+    # Linking an existing build to a revoked parent revokes it (and empties its channels): that is a
+    # revocation, so without the release scope it is refused, audited, and changes nothing.
+    bad = await build(client, "bad-1")
+    assert (await client.post(f"/builds/{bad}/revoke", json={"reason": "CVE"})).status == 200
+    head = await build(client, "head-1")
+    assigned = await client.put("/channels/production", json={**BUCKET, "build": head, "reason": "ok"})
+    assert assigned.status == 200
+    writer = await make_client(headers={"X-API-Key": await make_key("read", "write")})
+    refused = await writer.post(f"/builds/{head}/parents", json={"parents": ["bad-1"]})
+    body = await problem(refused, 403, "missing-scope")
+    assert body["missing_scope"] == "release" and "bad-1" in body["detail"]
+    detail = await (await client.get("/channels/production", params=BUCKET)).json()
+    assert detail["channel"]["head"]["build_id"] == "head-1"
+    # Nor by naming the parent in POST /builds of the existing build (200: the same build).
+    again = {**BUCKET, "build_id": "head-1", "parents": ["bad-1"]}
+    await problem(await writer.post("/builds", json=again), 403, "missing-scope")
+    detail = await (await client.get("/channels/production", params=BUCKET)).json()
+    assert detail["channel"]["head"]["build_id"] == "head-1"
+    ancestry = await (await client.get(f"/builds/{head}/ancestry")).json()
+    assert ancestry["edges"] == []
+    audit = await (await client.get("/audit", params={"action": "build.parents"})).json()
+    assert [(e["outcome"], e["status_code"]) for e in audit["entries"]][:1] == [("refused", 403)]
+    # A parent that is not revoked is a write's to name; with release, a revoked one is too.
+    fine = await build(client, "fine-1")
+    assert (await writer.post(f"/builds/{head}/parents", json={"parents": [fine]})).status == 200
+    releaser = await make_client(headers={"X-API-Key": await make_key("read", "write", "release")})
+    assert (await releaser.post(f"/builds/{head}/parents", json={"parents": ["bad-1"]})).status == 200
+    detail = await (await client.get("/channels/production", params=BUCKET)).json()
+    assert detail["channel"]["head"] is None
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "\t\n"])
+async def test_a_reason_of_only_spaces_is_refused(client: Client, reason: str) -> None:
+    base = await build(client, "base-1")
+    refused = await client.post(f"/builds/{base}/revoke", json={"reason": reason})
+    assert refused.status == 422
+    assert refused.content_type == "application/problem+json"
+    assert (await client.get(f"/builds/{base}/ancestry")).status == 200
+    assert (await (await client.get("/events", params={"type": "revoked"})).json())["events"] == []

@@ -202,8 +202,8 @@ def add_commands(commands: Any) -> None:
     users = commands.add_parser(
         "users",
         help="manage users (for people and dashboards)",
-        description="Users sign in at POST /token. Roles: viewer (read), operator (read, write, reset), "
-        "admin (everything).",
+        description="Users sign in at POST /token. Roles: viewer (read), "
+        "operator (read, write, reset, release), admin (everything).",
     )
     user_actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
     entry_help = "the password (visible to other local users in the process list); default: prompt, or stdin"

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from buildstate import domain
-from buildstate.domain import EVENT_RULES, EventType
+from buildstate.domain import EVENT_RULES, SUCCEEDED, EventType
 from buildstate.errors import Conflict, Gone, NotFound, Problem, Unprocessable
 from buildstate.models import (
     MAX_ARTIFACTS_PER_BUILD,
@@ -147,6 +147,14 @@ class ArtifactLookup:
             f"channel {self.channel!r} of {self.bucket} {why}", slug="channel-not-found", extra=self._named()
         )
 
+    def head_not_succeeded(self, build_id: str, status: str) -> NotFound:
+        return NotFound(
+            f"the head of channel {self.channel!r} of {self.bucket}, build {build_id!r}, is {status}: it was "
+            "reset after it was assigned, so it is no image to deploy; assign the channel again",
+            slug="channel-head-not-succeeded",
+            extra=self._named(),
+        )
+
     def revoked(self, build: Build, revocation: Revocation) -> Gone:
         by = "" if not revocation.inherited else f", inherited from {revocation.revoked_by.build_id!r}"
         return Gone(
@@ -189,7 +197,9 @@ def _named(build: Build, request: ArtifactsRecord) -> dict[Key, dict[str, Any]]:
 def latest_statement(dialect: Dialect, params: dict[str, Any]) -> Statement:
     """``latest`` over the bucket's succeeded builds, or over the channel's head when ``params`` has one."""
     builds = ARTIFACTS.sql("head_build" if "head" in params else "latest_builds")
-    return Statement(ARTIFACTS.sql("latest", dialect).replace("{builds}", builds), params)
+    return Statement(
+        ARTIFACTS.sql("latest", dialect).replace("{builds}", builds), {"assigned": None, **params}
+    )
 
 
 class ArtifactStore:
@@ -368,7 +378,9 @@ class ArtifactStore:
                 heads = yield ARTIFACTS.statement("channel_head", **bucket, channel=lookup.channel)
                 if not heads or heads[0]["build"] is None:
                     raise lookup.no_head(bool(heads))
-                head = {"head": heads[0]["build"]}
+                if heads[0]["head_status"] != SUCCEEDED:
+                    raise lookup.head_not_succeeded(heads[0]["head_build_id"], heads[0]["head_status"])
+                head = {"head": heads[0]["build"], "assigned": heads[0]["assigned"]}
             rows = yield latest_statement(self._dialect, {**bucket, **head, **filters})
             if not rows:
                 succeeded = [True] if head else (yield ARTIFACTS.statement("succeeded_in_bucket", **bucket))

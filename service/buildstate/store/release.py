@@ -33,7 +33,7 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from buildstate.domain import EVENT_RULES, SUCCEEDED, EventType
-from buildstate.errors import Conflict, NotFound, Problem, Unprocessable
+from buildstate.errors import Conflict, Forbidden, NotFound, Problem, Unprocessable
 from buildstate.models import (
     MAX_PARENTS,
     Ancestry,
@@ -188,22 +188,30 @@ class ReleaseStore:
 
     # ------------------------------------------------------------------ ancestry
 
-    async def add_parents(self, ref: str, parents: Sequence[ParentItem], ctx: WriteContext) -> Released:
+    async def add_parents(
+        self, ref: str, parents: Sequence[ParentItem], ctx: WriteContext, *, may_revoke: bool = True
+    ) -> Released:
         """Link ``ref`` to ``parents`` (a replay when every edge exists); refuses itself, a cycle, more than
-        ``MAX_PARENTS``. A child of a revoked build inherits its revocations, as a descendant does."""
+        ``MAX_PARENTS``. A child of a revoked build inherits its revocations, as a descendant does: a
+        revocation of an existing build, which without ``may_revoke`` (the ``release`` scope) is refused
+        (403), else a write key could revoke any build it may write, and empty its channels, by linking
+        it under a revoked one."""
 
         def work(now: datetime) -> Transaction[tuple[Ancestry, bool]]:
             child = yield from self._build(ref)
-            added = yield from self._link(child, parents, ctx.actor, now, source="api")
+            added = yield from self._link(child, parents, ctx.actor, now, source="api", may_revoke=may_revoke)
             ancestry = yield from self._ancestry(child.id)
             return ancestry, not added
 
         return await self._write(ctx, "build.parents", ref, work)
 
-    async def link_created(self, build: UUID, parents: Sequence[ParentItem], ctx: WriteContext) -> None:
-        """The parents named in ``POST /builds``, linked once the build exists (a replay links nothing)."""
+    async def link_created(
+        self, build: UUID, parents: Sequence[ParentItem], ctx: WriteContext, *, may_revoke: bool
+    ) -> None:
+        """The parents named in ``POST /builds``, linked once the build exists (a replay links nothing);
+        ``may_revoke`` as in ``add_parents`` (a build that existed already may head a channel)."""
         plain = WriteContext(actor=ctx.actor, request_id=ctx.request_id, source=ctx.source)
-        await self.add_parents(str(build), parents, plain)
+        await self.add_parents(str(build), parents, plain, may_revoke=may_revoke)
 
     async def check_parents(self, build_id: str, parents: Sequence[ParentItem]) -> None:
         """Before a create: every parent exists and is not the build being created (422 naming it)."""
@@ -220,7 +228,14 @@ class ReleaseStore:
         await self._executor.read(work())
 
     def _link(
-        self, child: Build, parents: Sequence[ParentItem], actor: str, now: datetime, *, source: str
+        self,
+        child: Build,
+        parents: Sequence[ParentItem],
+        actor: str,
+        now: datetime,
+        *,
+        source: str,
+        may_revoke: bool = True,
     ) -> Transaction[int]:
         """Add the edges that are new; the events of inherited revocations are appended at the end."""
         added = 0
@@ -248,6 +263,14 @@ class ReleaseStore:
                     slug="too-many-parents",
                 )
             causes = yield RELEASE.statement("causes_of", build=parent.id)
+            if causes and not may_revoke:
+                raise Forbidden(
+                    f"parents.{index}: build {parent.build_id!r} is revoked, so linking {child.build_id!r} "
+                    "to it revokes that build too: that needs the 'release' scope (release keys, operator "
+                    "and admin users)",
+                    slug="missing-scope",
+                    extra={"missing_scope": "release"},
+                )
             for cause in causes:
                 yield from self._reach(
                     child.id, cause["cause"], self._dialect.uuid_value(cause["revoked_by"]),
@@ -260,7 +283,8 @@ class ReleaseStore:
 
     async def link_sources(self, build: UUID, external_ids: Sequence[str], ctx: WriteContext) -> Released:
         """Link ``build`` to the builds that recorded an artifact with one of these external ids (source
-        ``artifact``): those it names as ``source_image_id``. One that is the build itself, would close a
+        ``artifact``): for each id it names as ``source_image_id``, the build that recorded it first (a later
+        copy of the id, by anyone, links nothing). One that is the build itself, would close a
         cycle, or would pass ``MAX_PARENTS`` is left out: the artifacts are recorded already, and a link
         that cannot be made must not make their answer a refusal."""
         plain = WriteContext(actor=ctx.actor, request_id=ctx.request_id, source=ctx.source)
@@ -340,20 +364,26 @@ class ReleaseStore:
         actor: str,
         at: datetime,
         now: datetime,
+        bounded: bool = True,
     ) -> Transaction[list[tuple[int, UUID]]]:
         """The revocation ``cause`` of ``revoked_by`` reaches ``root`` and its descendants (not the revoked
-        build itself): one inherited row each, for the builds that have none of it yet."""
+        build itself): one inherited row each, for the builds that have none of it yet. ``bounded``: 422
+        beyond ``MAX_REACH`` builds (a request can be refused; a scheduled revocation coming due cannot)."""
+        if bounded:
+            yield from self._check_reach(root)
+        rows = yield RELEASE.statement(
+            "inherit", root=root, revoked_by=revoked_by, cause=cause, reason=reason, actor=actor, at=at,
+            now=now,
+        )  # fmt: skip
+        return [(int(r["id"]), self._dialect.uuid_value(r["build_uuid"])) for r in rows]
+
+    def _check_reach(self, root: UUID) -> Transaction[None]:
         counted = yield RELEASE.statement("subtree_size", root=root, limit=MAX_REACH + 2)
         if int(counted[0]["n"]) > MAX_REACH + 1:
             raise Unprocessable(
                 f"this revocation would reach more than {MAX_REACH} builds; split the ancestry first",
                 slug="revocation-too-wide",
             )
-        rows = yield RELEASE.statement(
-            "inherit", root=root, revoked_by=revoked_by, cause=cause, reason=reason, actor=actor, at=at,
-            now=now,
-        )  # fmt: skip
-        return [(int(r["id"]), self._dialect.uuid_value(r["build_uuid"])) for r in rows]
 
     def _settle(self, actor: str, now: datetime) -> Transaction[list[str]]:
         """After revocations changed: empty every channel whose head is revoked (its history row and event),
@@ -395,9 +425,13 @@ class ReleaseStore:
             yield RELEASE.statement("set_move_event", id=move_id, seq=seq)
         return emptied
 
-    def _fire(self, revocation_id: int, actor: str, now: datetime) -> Transaction[list[UUID]]:
+    def _fire(
+        self, revocation_id: int, actor: str, now: datetime, *, bounded: bool = True
+    ) -> Transaction[list[UUID]]:
         """Put the own revocation ``revocation_id`` in force and pass it on to every descendant; the
-        descendants it reached. Nothing if it was fired or lifted already (a second worker, a restore)."""
+        descendants it reached. Nothing if it was fired or lifted already (a second worker, a restore).
+        A scheduled one fires ``bounded=False``: it was held to ``MAX_REACH`` when it was scheduled, and
+        refusing it now would fail every pass of the scheduler, with the rest of its batch, for ever."""
         fired = yield RELEASE.statement("fire_revocation", id=revocation_id, now=now)
         if not fired:
             return []
@@ -406,7 +440,7 @@ class ReleaseStore:
             raise RuntimeError("fired revocation vanished")
         reached = yield from self._reach(
             revocation.build, revocation.id, revocation.build, reason=revocation.reason,
-            actor=revocation.actor, at=revocation.at, now=now,
+            actor=revocation.actor, at=revocation.at, now=now, bounded=bounded,
         )  # fmt: skip
         return [build for _, build in reached]
 
@@ -414,6 +448,12 @@ class ReleaseStore:
         def work(now: datetime) -> Transaction[tuple[RevocationResult, bool]]:
             build = yield from self._build(ref)
             current = yield from self._one_revocation("own_revocation", build=build.id)
+            asked_now = request.at is None or request.at <= now
+            scheduled = current is not None and current.fired_at is None
+            if current is not None and scheduled and asked_now and current.reason == request.reason:
+                # Scheduled for later and asked for now (the same reason, no later time): now.
+                yield RELEASE.statement("bring_forward", id=current.id, now=now)
+                return (yield from fired(current.id, now))
             if current is not None:
                 if current.reason == request.reason and (request.at is None or request.at == current.at):
                     state = "revoked" if current.fired_at else "scheduled"
@@ -431,21 +471,32 @@ class ReleaseStore:
                     extra={"revocation": current.id},
                 )
             at = request.at if request.at is not None and request.at > now else now
+            if at > now:  # refused now, not when it comes due (an immediate one is checked as it fires)
+                yield from self._check_reach(build.id)
             rows = yield RELEASE.statement(
                 "insert_revocation", build=build.id, reason=request.reason, actor=ctx.actor, at=at, now=now
             )
-            revocation_id = int(rows[0]["id"])
+            return (yield from fired(int(rows[0]["id"]), now))
+
+        def fired(revocation_id: int, now: datetime) -> Transaction[tuple[RevocationResult, bool]]:
+            """The answer for the own revocation ``revocation_id``, fired first when its time has come."""
+            revocation = yield from self._one_revocation("revocation", id=revocation_id)
+            assert revocation is not None  # noqa: S101 - inserted or brought forward by the caller
+            build_uuid = revocation.build
             reached: list[UUID] = []
             emptied: list[str] = []
-            if at <= now:
+            due = revocation.at <= now
+            if due:
                 reached = yield from self._fire(revocation_id, ctx.actor, now)
                 emptied = yield from self._settle(ctx.actor, now)
-            revocation = yield from self._one_revocation("revocation", id=revocation_id)
-            assert revocation is not None  # noqa: S101 - inserted above
-            named = yield from self._builds(reached)
+                revocation = yield from self._one_revocation("revocation", id=revocation_id)
+                assert revocation is not None  # noqa: S101 - fired above
+            named = yield from self._builds([build_uuid, *reached])
             result = RevocationResult(
-                build=build, revocation=revocation, state="revoked" if at <= now else "scheduled",
-                inherited=[BuildIdent(id=b.id, build_id=b.build_id) for b in named.values()],
+                build=named[build_uuid], revocation=revocation, state="revoked" if due else "scheduled",
+                inherited=[
+                    BuildIdent(id=b.id, build_id=b.build_id) for b in named.values() if b.id != build_uuid
+                ],
                 channels_emptied=emptied,
             )  # fmt: skip
             return result, False
@@ -512,7 +563,7 @@ class ReleaseStore:
             now = _now()
             due = yield RELEASE.statement("due", now=now, limit=DUE_BATCH)
             for row in due:
-                yield from self._fire(int(row["id"]), ctx.actor, now)
+                yield from self._fire(int(row["id"]), ctx.actor, now, bounded=False)
             fired = len(due)
             if fired:
                 yield from self._settle(ctx.actor, now)

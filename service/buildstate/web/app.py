@@ -83,6 +83,10 @@ async def _fire_scheduled_revocations(app: web.Application) -> None:
             fired = await app[STORE].release.fire_due(ctx)
         except ServiceUnavailable:
             log.info("scheduled revocations skipped: database unavailable")
+        except Exception as error:
+            # The poller outlives one bad pass (a deadlock, a timeout): one line, no traceback, the next pass
+            # retries; the type says what to look for.
+            log.warning("scheduled revocations failed this pass (%s); retrying", type(error).__name__)
         else:
             if fired:
                 log.info("fired %d scheduled revocation(s)", fired)

@@ -161,11 +161,24 @@ def int_param(text: str, what: str, *, slug: str) -> int:
     return value
 
 
-def read_query(request: web.Request, model: type[M]) -> M:
+def read_query(request: web.Request, model: type[M], *, prefixes: tuple[str, ...] = ()) -> M:
+    """The query as ``model``. A strict model (``extra="forbid"``) refuses what it does not name, but the
+    parameters under ``prefixes`` (``label.``: read by the route), and a parameter it names given twice:
+    neither may widen a lookup unseen."""
+    strict = model.model_config.get("extra") == "forbid"
+    if strict:
+        repeated = sorted({name for name in request.query if len(request.query.getall(name)) > 1})
+        if repeated:
+            raise Unprocessable(
+                f"query parameter(s) given more than once: {', '.join(repeated)}; each has one value",
+                extra={"errors": [{"loc": name, "type": "repeated", "msg": "given more than once"}
+                                  for name in repeated]},
+            )  # fmt: skip
+    values = {name: value for name, value in request.query.items() if not name.startswith(prefixes)}
     try:
-        return model.model_validate(dict(request.query))
+        return model.model_validate(values)
     except ValidationError as exc:
-        errors = _field_errors(exc)
+        errors = _field_errors(exc, model if strict else None)
         raise Unprocessable(
             f"{len(errors)} query parameter(s) failed validation", extra={"errors": errors}
         ) from None
@@ -295,6 +308,9 @@ MAX_LABEL_FILTERS = 16
 
 
 class LatestQuery(_Query):
+    # A deployer's typo (`regoin=`, `labels.arch=`) ignored would answer another region's or arch's image.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     platform: Slug
     os_version: Slug
     image_type: Slug

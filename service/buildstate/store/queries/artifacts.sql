@@ -29,12 +29,16 @@ FROM jsonb_array_elements(:artifacts) WITH ORDINALITY AS j (value, n) ORDER BY j
 -- with a match (SQLite: "TEMP B-TREE FOR RIGHT PART OF ORDER BY"; PostgreSQL: see below). A
 -- filter left NULL matches anything; each of :labels must be the artifact's label, or its build's when
 -- the artifact has none of that name. The build itself is read after, with build_statement. {builds} is
--- latest_builds (the bucket's succeeded builds), or head_build for ?channel= (the channel's head).
+-- latest_builds (the bucket's succeeded builds), or head_build for ?channel= (the channel's head). With
+-- ?channel=, :assigned is the event seq of the move that made the head: only the artifacts it had then
+-- count (one recorded later, by a write key with no release scope and no move, is not what the channel was
+-- pointed at); NULL without.
 SELECT a.build, a.platform, a.region, a.kind, a.external_id, a.labels, a.attempt, a.event_seq, a.recorded_at,
        a.actor
 FROM builds b JOIN artifacts a ON a.build = b.id
 WHERE {builds}
   AND (:region IS NULL OR a.region = :region) AND (:kind IS NULL OR a.kind = :kind)
+  AND (:assigned IS NULL OR a.event_seq < :assigned)
   AND NOT EXISTS (
       SELECT 1 FROM json_each(:labels) f
       WHERE COALESCE(json_extract(a.labels, '$."' || f.key || '"'),
@@ -60,6 +64,7 @@ WITH succeeded AS NOT MATERIALIZED (
         a.recorded_at, a.actor
  FROM newest b JOIN artifacts a ON a.build = b.id
  WHERE (:region::text IS NULL OR a.region = :region) AND (:kind::text IS NULL OR a.kind = :kind)
+   AND (:assigned::bigint IS NULL OR a.event_seq < :assigned)
    AND (b.labels || a.labels) @> :labels
  ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1)
 UNION ALL
@@ -67,6 +72,7 @@ UNION ALL
         a.recorded_at, a.actor
  FROM succeeded b JOIN artifacts a ON a.build = b.id
  WHERE (:region::text IS NULL OR a.region = :region) AND (:kind::text IS NULL OR a.kind = :kind)
+   AND (:assigned::bigint IS NULL OR a.event_seq < :assigned)
    AND (b.labels || a.labels) @> :labels
  ORDER BY b.updated_at DESC, b.id DESC, a.id DESC LIMIT 1)
 LIMIT 1
@@ -82,8 +88,14 @@ b.id = :head
 
 -- name: channel_head
 -- GET /artifacts/latest?channel=: the head of that channel of the platform x OS version x image type (NULL
--- when it has none); no row: no such channel.
-SELECT c.head_uuid AS build FROM channels c
+-- when it has none); no row: no such channel. With the head's status: a head reset since it was assigned
+-- (running again, or failed) is no image to deploy.
+SELECT c.head_uuid AS build, h.build_id AS head_build_id, h.status AS head_status,
+       -- The newest move is the one that made the head (any later move changed it): channel_history_channel.
+       (SELECT m.event_seq FROM channel_history m WHERE m.channel_id = c.id ORDER BY m.id DESC LIMIT 1)
+           AS assigned
+FROM channels c
+LEFT JOIN builds h ON h.id = c.head_uuid
 WHERE c.name = :channel
   AND c.platform_id = (SELECT id FROM platforms WHERE name = :platform)
   AND c.os_version_id = (SELECT id FROM os_versions WHERE name = :os_version)

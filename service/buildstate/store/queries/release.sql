@@ -31,11 +31,18 @@ ON CONFLICT DO NOTHING RETURNING parent_uuid
 SELECT parent_uuid FROM build_parents WHERE child_uuid = :child
 
 -- name: sources.postgresql
--- The builds that recorded an artifact with one of these external ids (artifacts_external_id).
-SELECT DISTINCT build FROM artifacts WHERE external_id = ANY(:ids::text[]) ORDER BY build
+-- For each of these external ids, the build that recorded it first (artifacts_external_id): only that one.
+-- Anyone may record an artifact with an id copied from another (another platform's key, another
+-- provider's file path); were every build with that id a parent, the copy's build would become a parent of
+-- the child and its revocation would reach a build its owner may not touch.
+SELECT DISTINCT build FROM artifacts WHERE id IN (
+    SELECT min(id) FROM artifacts WHERE external_id = ANY(:ids::text[]) GROUP BY external_id)
+ORDER BY build
 
 -- name: sources.sqlite
-SELECT DISTINCT build FROM artifacts WHERE external_id IN (SELECT value FROM json_each(:ids)) ORDER BY build
+SELECT DISTINCT build FROM artifacts WHERE id IN (
+    SELECT min(id) FROM artifacts WHERE external_id IN (SELECT value FROM json_each(:ids)) GROUP BY external_id)
+ORDER BY build
 
 -- name: parent_count
 SELECT count(*) AS n FROM build_parents WHERE child_uuid = :child
@@ -130,6 +137,10 @@ WHERE r.id = :id
 -- name: insert_revocation
 INSERT INTO revocations (build_uuid, revoked_by, reason, actor, at, created_at)
 VALUES (:build, :build, :reason, :actor, :at, :now) RETURNING id
+
+-- name: bring_forward
+-- A scheduled revocation asked for again now (the same reason, no later time): due now.
+UPDATE revocations SET at = :now WHERE id = :id AND fired_at IS NULL AND lifted_at IS NULL
 
 -- name: fire_revocation
 UPDATE revocations SET fired_at = :now WHERE id = :id AND fired_at IS NULL AND lifted_at IS NULL RETURNING id

@@ -161,7 +161,7 @@ async def list_users(request: web.Request) -> web.Response:
 @route(
     "POST",
     "/admin/users",
-    summary="Create a user: viewer (read), operator (read, write, reset) or admin (everything)",
+    summary="Create a user: viewer (read), operator (read, write, reset, release) or admin (everything)",
     scope="admin",
     tag="admin",
     body=UserCreate,

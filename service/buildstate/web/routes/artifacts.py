@@ -25,6 +25,7 @@ from buildstate.models import (
 from buildstate.store.artifacts import ArtifactLookup
 from buildstate.web.requests import (
     LABEL_FILTER,
+    LABEL_PREFIX,
     LatestQuery,
     json_response,
     label_filters,
@@ -130,7 +131,7 @@ async def get_artifacts(request: web.Request) -> web.Response:
     alternates=(TEXT,),
 )
 async def latest_artifact(request: web.Request) -> web.Response:
-    query = read_query(request, LatestQuery)
+    query = read_query(request, LatestQuery, prefixes=(LABEL_PREFIX,))
     lookup = ArtifactLookup(
         platform=query.platform,
         os_version=query.os_version,

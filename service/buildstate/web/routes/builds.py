@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from buildstate.auth.scopes import RELEASE
 from buildstate.domain import EVENT_RULES, EventType
 from buildstate.models import (
     BuildCreate,
@@ -27,7 +28,7 @@ from buildstate.web.requests import (
     written,
 )
 from buildstate.web.routing import route
-from buildstate.web.typedefs import STORE
+from buildstate.web.typedefs import PRINCIPAL, STORE
 
 WRITE_ERRORS = (400, 404, 409, 413, 415, 422)
 
@@ -50,8 +51,10 @@ async def create_build(request: web.Request) -> web.Response:
     if body.parents:  # refused before the build exists: a missing parent, the build itself
         await store.release.check_parents(body.build_id, body.parents)
     result = await store.create_build(body, ctx)
-    if body.parents:
-        await store.release.link_created(result.build.id, body.parents, ctx)
+    if body.parents:  # to an existing build (200) the link may revoke it: that needs release, as later
+        created = result.status_code == 201
+        may_revoke = created or request[PRINCIPAL].has(RELEASE)
+        await store.release.link_created(result.build.id, body.parents, ctx, may_revoke=may_revoke)
     return written(request, result)
 
 

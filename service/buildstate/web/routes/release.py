@@ -9,6 +9,7 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from buildstate.auth.scopes import RELEASE
 from buildstate.domain import EVENT_RULES, EventType
 from buildstate.errors import BadRequest
 from buildstate.models import (
@@ -26,7 +27,7 @@ from buildstate.models import (
 from buildstate.store.release import MAX_HISTORY, Released
 from buildstate.web.requests import json_response, read_body, read_query, write_context
 from buildstate.web.routing import route
-from buildstate.web.typedefs import STORE
+from buildstate.web.typedefs import PRINCIPAL, STORE
 
 RELEASE_ERRORS = (400, 404, 409, 413, 415, 422)
 _SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -69,7 +70,10 @@ def _channel_name(request: web.Request) -> str:
 async def add_parents(request: web.Request) -> web.Response:
     body, raw = await read_body(request, ParentsAdd)
     result = await request.app[STORE].release.add_parents(
-        request.match_info["ref"], body.parents, write_context(request, raw)
+        request.match_info["ref"],
+        body.parents,
+        write_context(request, raw),
+        may_revoke=request[PRINCIPAL].has(RELEASE),
     )
     return released(result)
 
