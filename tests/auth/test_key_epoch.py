@@ -6,7 +6,10 @@ the clock. The two-instance, real-worker version under load is ``tests/cluster``
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,7 +21,7 @@ from buildstate.auth.service import Authenticator, build_authenticator
 from buildstate.config import Settings
 from buildstate.store import Store
 from buildstate.store.access import AccessStore, NewApiKey
-from buildstate.store.key_changes import KeyChanges, NotifiedKeyChanges
+from buildstate.store.key_changes import FileKeyChanges, KeyChanges, NotifiedKeyChanges
 from buildstate.store.postgres import PostgresStore
 from buildstate.store.types import WriteContext
 from buildstate.web.typedefs import AUTHENTICATOR
@@ -215,3 +218,83 @@ async def test_the_feed_and_the_key_cache_share_one_listen_connection_per_worker
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await store.close()
+
+
+async def test_the_sqlite_epoch_never_comes_back_to_one_a_worker_cached_under(tmp_path: Path) -> None:
+    """Each change renames a new file over the old one: the file system reuses the freed inode at the
+    next change, and its clock moves in ticks of milliseconds, so (inode, mtime, size) after two more
+    changes within one tick is the first one's again (seen on ext4), and a key cached under it and
+    revoked since would still be trusted. The file system's clock not moving is set by hand here."""
+    changes = FileKeyChanges(tmp_path / "buildstate.db")
+    async with changes.signalling():
+        pass
+    cached_under = changes.epoch()
+    first = changes.path.stat()
+    for _ in range(2):
+        async with changes.signalling():
+            pass
+        os.utime(changes.path, ns=(first.st_atime_ns, first.st_mtime_ns))  # the same tick
+    assert changes.epoch() != cached_under
+
+
+async def test_a_sqlite_change_that_cannot_write_its_token_still_moves_every_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk when the new token is written: the old file is removed instead (the epoch becomes
+    "never changed"), so no worker keeps trusting what it read under the old token for 60 s."""
+    changes = FileKeyChanges(tmp_path / "buildstate.db")
+    async with changes.signalling():
+        pass
+    cached_under = changes.epoch()
+
+    def full(_descriptor: int, _data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    async with changes.signalling():
+        pass
+    monkeypatch.undo()
+    assert changes.epoch() != cached_under
+    assert [p.name for p in tmp_path.iterdir()] == []  # nor a half-written file left behind
+
+
+async def test_a_sqlite_change_that_cannot_be_signalled_at_all_is_not_answered_as_done(
+    client: TestClient[Any, Any], make_client: Any, make_key: Any, settings: Settings
+) -> None:
+    """Nothing beside the database can be replaced (here a directory where the file goes): the
+    revocation is recorded, and answered 503 so that the admin retries, not 200 while other workers may
+    still accept the key."""
+    if settings.database_url.startswith("postgresql"):
+        pytest.skip("the file is SQLite's signal")
+    key = await make_key("read", name="revoked, not signalled")
+    authenticator = await watching(client)
+    changes = authenticator.key_changes
+    assert isinstance(changes, FileKeyChanges)
+    changes.path.unlink(missing_ok=True)
+    changes.path.mkdir()
+    (changes.path / "in the way").touch()
+    refused = await client.post(f"/admin/keys/{key[:11]}/revoke")
+    assert refused.status == 503
+    assert (await refused.json())["type"].endswith("/key-change-not-signalled")
+    holder = await make_client(headers={"X-API-Key": key})
+    after = await holder.get("/builds")
+    assert after.status == 401  # recorded: a worker that cannot read a token reads the row
+    assert (await after.json())["type"].endswith("/key-revoked")
+
+
+async def test_a_sqlite_database_named_through_a_symlink_shares_its_key_epoch(tmp_path: Path) -> None:
+    """The service opens the database through a symlink (``current.db`` -> a release's file), the CLI
+    by its real path: a revocation by either is the other's change, the same ``.keys`` file."""
+    (tmp_path / "v2").mkdir()
+    real = tmp_path / "v2" / "buildstate.db"
+    real.touch()
+    (tmp_path / "current.db").symlink_to(real)
+    service, cli = FileKeyChanges(tmp_path / "current.db"), FileKeyChanges(real)
+    cached_under = service.epoch()
+    async with cli.signalling():
+        pass
+    assert service.epoch() != cached_under
+    cached_under = cli.epoch()
+    async with service.signalling():
+        pass
+    assert cli.epoch() != cached_under

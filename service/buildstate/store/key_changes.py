@@ -12,9 +12,11 @@ only under the epoch it was read in; ``None`` means "cannot tell", and then ever
   a revocation sent meanwhile would be missed). The revoking worker waits, up to a second, to hear its
   own notification, and a tenth of a second more, before it answers: by then PostgreSQL has sent it to
   every listener.
-- SQLite: the revocation replaces the file ``<database>.keys`` after its COMMIT (a new inode each time);
-  the epoch is that file's inode, mtime and size, one ``stat`` per check, and every process on the
-  database's host sees the same file.
+- SQLite: the revocation replaces the file ``<database>.keys`` after its COMMIT with a new one holding a
+  random token; the epoch is that token, one small read per check, and every process on the database's
+  host sees the same file. Not the file's inode and mtime: the freed inode is reused by the next change
+  and the mtime moves in ticks of milliseconds, so three changes within a tick would give the first
+  one's (inode, mtime, size) back.
 
 Keys are only ever created or revoked (a new key is never cached before its row exists, so creating
 one needs no signal); a change made to ``api_keys`` by hand, outside the service, is not signalled: a
@@ -47,6 +49,8 @@ MAX_AGE = 60.0
 # notification on its own, so the others' may arrive a moment after this one's.
 ECHO_SECONDS = 1.0
 SETTLE_SECONDS = 0.1
+# The random token of each change (hex: twice as many characters).
+_TOKEN_BYTES = 8
 
 
 class KeyChanges:
@@ -60,7 +64,7 @@ class KeyChanges:
     async def signalling(self) -> AsyncIterator[str]:
         """Around a change of keys: the token its transaction notifies with (PostgreSQL), and once the
         change has committed, every worker's epoch made to move on before this returns."""
-        token = secrets.token_hex(8)
+        token = secrets.token_hex(_TOKEN_BYTES)
         yield token
         await self._changed(token)
 
@@ -76,19 +80,30 @@ class FileKeyChanges(KeyChanges):
     """SQLite: a file beside the database, replaced on every change."""
 
     def __init__(self, database: Path) -> None:
-        self.path = database.with_name(database.name + ".keys")
+        # Beside the file the database really is: a service that opens it through a symlink and a CLI
+        # that names its real path (or the other way round) must share one signal.
+        real = database.resolve()
+        self.path = real.with_name(real.name + ".keys")
 
     def epoch(self) -> Hashable | None:
         try:
-            st = self.path.stat()
+            descriptor = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return "never changed"
         except OSError:
             return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        try:
+            token = os.read(descriptor, _TOKEN_BYTES * 2 + 1)
+        except OSError:
+            return None
+        finally:
+            os.close(descriptor)
+        # Each change writes a fresh random token before its file is renamed into place: never a partial
+        # one, never an earlier one's again.
+        return token or None
 
     async def _changed(self, token: str) -> None:
-        # A new file renamed over the old one: a new inode, whatever the clock's resolution.
+        # A new file renamed over the old one: never a partial token seen.
         fresh = self.path.with_name(f"{self.path.name}.{secrets.token_hex(4)}")
         try:
             descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -97,11 +112,22 @@ class FileKeyChanges(KeyChanges):
             finally:
                 os.close(descriptor)
             fresh.replace(self.path)
-        except OSError:
-            # The database beside it was just written, so this is rare; the cache's age bounds it.
-            log.exception("key change not signalled: %s cannot be written", self.path)
+        except OSError as exc:
             with contextlib.suppress(OSError):
                 fresh.unlink()
+            # No new token (a full disk, a directory in the way): removing the old one moves every
+            # worker's epoch too, to "never changed" (an unlink needs no space).
+            try:
+                self.path.unlink()
+            except OSError:
+                log.warning("key change not signalled: %s cannot be replaced (%s)", self.path, exc)
+                raise ServiceUnavailable(
+                    "the key is revoked, but other workers may accept it for up to "
+                    f"{MAX_AGE:.0f} s: {self.path.name} beside the database cannot be replaced; "
+                    "retry the revocation",
+                    slug="key-change-not-signalled",
+                ) from exc
+            log.warning("key change signalled by removing %s (%s)", self.path, exc)
 
 
 class NotifiedKeyChanges(KeyChanges):
@@ -132,7 +158,7 @@ class NotifiedKeyChanges(KeyChanges):
         ``ECHO_SECONDS``) until its own listener hears it back, by which time PostgreSQL has sent it to
         every other listener too. The echo is expected before the transaction starts, so that one heard
         before COMMIT returns here is not missed."""
-        token = secrets.token_hex(8)
+        token = secrets.token_hex(_TOKEN_BYTES)
         if not self._live:  # no listener here (a CLI, or the connection is down): nothing to wait for
             yield token
             return
