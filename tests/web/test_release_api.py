@@ -142,6 +142,16 @@ async def test_release_needs_the_release_scope_an_operator_has(
     assert "release" in token["scope"].split()
 
 
+async def first_revoked_events(client: Client) -> list[Any]:
+    """The feed's revoked events once there are any (the app's poller fires them), at most about 20 s."""
+    for _ in range(400):
+        events: list[Any] = (await (await client.get("/events", params={"type": "revoked"})).json())["events"]
+        if events:
+            return events
+        await asyncio.sleep(0.05)
+    return []
+
+
 async def test_each_worker_fires_due_revocations_on_its_own(
     make_client: Any, settings: Any, admin_key: str
 ) -> None:
@@ -152,12 +162,7 @@ async def test_each_worker_fires_due_revocations_on_its_own(
     soon = (datetime.now(UTC) + timedelta(milliseconds=300)).isoformat()
     scheduled = await client.post(f"/builds/{base}/revoke", json={"reason": "EOL", "at": soon})
     assert (await scheduled.json())["state"] == "scheduled"
-    events: list[Any] = []
-    for _ in range(400):  # bounded: at most about 20 s
-        events = (await (await client.get("/events", params={"type": "revoked"})).json())["events"]
-        if events:
-            break
-        await asyncio.sleep(0.05)
+    events = await first_revoked_events(client)
     assert [(e["build"]["build_id"], e["actor"]) for e in events] == [("base-1", "key:" + admin_key[:11])]
     audit = await (await client.get("/audit", params={"action": "build.revoke.scheduled"})).json()
     assert [(a["actor"], a["detail"]) for a in audit["entries"]] == [("scheduler", {"fired": 1})]
@@ -182,12 +187,7 @@ async def test_the_revocation_poller_outlives_a_failed_pass(
     base = await build(client, "base-1")
     soon = (datetime.now(UTC) + timedelta(milliseconds=200)).isoformat()
     await client.post(f"/builds/{base}/revoke", json={"reason": "EOL", "at": soon})
-    events: list[Any] = []
-    for _ in range(400):  # bounded: at most about 20 s
-        events = (await (await client.get("/events", params={"type": "revoked"})).json())["events"]
-        if events:
-            break
-        await asyncio.sleep(0.05)
+    events = await first_revoked_events(client)
     assert len(events) == 1 and not failures
     failed = [r for r in caplog.records if "scheduled revocations failed" in r.getMessage()]
     assert [(r.levelname, r.exc_info) for r in failed] == [("WARNING", None)]
