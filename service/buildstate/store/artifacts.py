@@ -44,7 +44,6 @@ from buildstate.models import (
     ArtifactsRecord,
     ArtifactsWritten,
     Build,
-    Event,
     Revocation,
 )
 from buildstate.redaction import redact
@@ -309,10 +308,8 @@ class ArtifactStore:
         actor: str,
     ) -> Transaction[ArtifactsWritten]:
         """The event of the ``new`` artifacts, then the artifacts and the outbox; the answer."""
-        detail = {"artifacts": new}
-        appended = yield from append_side_event(
-            self._dialect, plan.SideEvent(EventType.ARTIFACT, build, actor, None, detail, provenance)
-        )
+        side = plan.SideEvent(EventType.ARTIFACT, build, actor, None, {"artifacts": new}, provenance)
+        appended = yield from append_side_event(self._dialect, side)
         seq, recorded_at = appended["seq"], appended["recorded_at"]
         yield ARTIFACTS.statement(
             "insert_artifacts",
@@ -325,30 +322,13 @@ class ArtifactStore:
             artifacts=Json(new),
         )
         recorded_at = self._dialect.time_value(recorded_at)
-        event = Event(
-            seq=seq,
-            type=EventType.ARTIFACT,
-            recorded_at=recorded_at,
-            attempt=build.attempt,
-            state_code=build.state_code,
-            from_state_code=build.state_code,
-            status=build.status,
-            message=None,
-            failure=None,
-            reason=None,
-            actor=actor,
-            provenance=provenance,
-            duration_ms=None,
-            build=plan.event_build(build),
-            detail=detail,
-        )
         made = {
             _key(a): Artifact(**a, attempt=build.attempt, event_seq=seq, recorded_at=recorded_at, actor=actor)
             for a in new
         }
         return ArtifactsWritten(
             **build.model_dump(),
-            event=event,
+            event=side.committed(seq, recorded_at),
             artifacts=[stored.get(key) or made[key] for key in named],
         )
 

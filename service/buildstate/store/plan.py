@@ -49,6 +49,27 @@ class SideEvent:
     detail: dict[str, Any]
     provenance: dict[str, Any] | None = None
 
+    def committed(self, seq: int, recorded_at: datetime) -> Event:
+        """The event as its append recorded it: the build's state copied, nothing else changed."""
+        build = self.build
+        return Event(
+            seq=seq,
+            type=self.type,
+            recorded_at=recorded_at,
+            attempt=build.attempt,
+            state_code=build.state_code,
+            from_state_code=build.state_code,
+            status=build.status,
+            message=None,
+            failure=None,
+            reason=self.reason,
+            actor=self.actor,
+            provenance=self.provenance,
+            duration_ms=None,
+            build=event_build(build),
+            detail=self.detail,
+        )
+
 
 def _current(build: Build) -> domain.Current:
     failure = build.failure.model_dump() if build.failure else None
