@@ -134,14 +134,18 @@ def _reset_hint(ref: str) -> str:
     return f'POST /builds/{ref}/reset with {{"reason": "..."}} starts a new attempt at 0'
 
 
+def _build_failed(current: Current, why: str) -> Conflict:
+    """The 409 of a write that a failed build takes no more: ``why`` it is refused, then how to go on."""
+    return Conflict(
+        f"build {current.ref} {why}; {_reset_hint(current.ref)}",
+        slug="build-failed",
+        extra={"state_code": current.state_code, "build_status": current.status},
+    )
+
+
 def decide_state(current: Current, state_code: int) -> Change | None:
     if current.status == FAILED:
-        raise Conflict(
-            f"build {current.ref} is failed at state {current.state_code} "
-            f"(attempt {current.attempt}); {_reset_hint(current.ref)}",
-            slug="build-failed",
-            extra={"state_code": current.state_code, "build_status": current.status},
-        )
+        raise _build_failed(current, f"is failed at state {current.state_code} (attempt {current.attempt})")
     if state_code == current.state_code:
         return REPLAY
     if current.status == SUCCEEDED:
@@ -171,12 +175,7 @@ def decide_failure(current: Current, failure: dict[str, Any]) -> Change | None:
     if current.status == FAILED:
         if current.failure == failure:
             return REPLAY
-        raise Conflict(
-            f"build {current.ref} is already failed at state {current.state_code}; "
-            f"{_reset_hint(current.ref)}",
-            slug="build-failed",
-            extra={"state_code": current.state_code, "build_status": current.status},
-        )
+        raise _build_failed(current, f"is already failed at state {current.state_code}")
     if current.status == SUCCEEDED:
         raise Conflict(
             f"build {current.ref} already succeeded; a failure cannot be recorded on it; "
@@ -199,11 +198,10 @@ def allow_artifacts(current: Current) -> None:
     pipeline records the artifacts of the next attempt after a reset. (Artifacts it already has are a
     replay, whatever the build's status: a retry of a write that was accepted is answered the same.)"""
     if current.status == FAILED:
-        raise Conflict(
-            f"build {current.ref} is failed at state {current.state_code} (attempt {current.attempt}); "
-            f"artifacts are recorded while a build runs or after it succeeded; {_reset_hint(current.ref)}",
-            slug="build-failed",
-            extra={"state_code": current.state_code, "build_status": current.status},
+        raise _build_failed(
+            current,
+            f"is failed at state {current.state_code} (attempt {current.attempt}); "
+            "artifacts are recorded while a build runs or after it succeeded",
         )
 
 
