@@ -173,3 +173,28 @@ async def test_a_key_pasted_into_a_path_is_neither_logged_nor_audited(
     assert any(f'"path": "/builds/{key[:12]}***/state"' in line for line in lines)
     rows = await store.access.list_audit(AuditFilter())
     assert {row.target for row in rows if row.action == "build.state"} == {f"{key[:12]}***"}
+
+
+def test_json_lines_are_what_json_dumps_makes_of_the_entry() -> None:
+    """The formatter writes the line itself: it must be byte for byte the encoder's line."""
+    odd = object()
+    made = record(
+        "say \"%s\" \\ \t\u00e9\u2603", "x", request_id="r\"1\\", route="/b/{ref}", status=True,
+        duration_ms=float("nan"), actor=odd, remote=None, method="G\x01T", path="/p\u00e9\x7f",
+    )  # fmt: skip
+    entry = json.loads(JsonFormatter().format(made).replace("NaN", '"nan"'))
+    expected = {
+        "timestamp": entry["timestamp"], "level": "info", "logger": "buildstate.test",
+        "message": "say \"x\" \\ \t\u00e9\u2603", "pid": made.process, "request_id": "r\"1\\",
+        "method": "G\x01T", "route": "/b/{ref}", "path": "/p\u00e9\x7f", "status": True,
+        "duration_ms": float("nan"), "actor": odd,
+    }  # fmt: skip
+    assert JsonFormatter().format(made) == json.dumps(expected, ensure_ascii=False, default=str)
+    for value in (3, 2.5, -0.0, 10**30, 1e300, float("inf"), "", None):
+        made = record("m", status=value)
+        line = JsonFormatter().format(made)
+        entry = json.loads(line)
+        wanted = {k: v for k, v in entry.items() if k != "status"}
+        if value is not None:
+            wanted["status"] = value
+        assert line == json.dumps(wanted, ensure_ascii=False)
