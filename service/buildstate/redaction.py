@@ -61,6 +61,11 @@ _PATTERNS = (
 # Every pattern needs one of these (lowercased): text without any is only searched for the known secrets,
 # which spares the expressions on nearly every log line (one access line a request).
 _TRIGGERS = ("://", "=", "bearer", "basic", "authorization", "api-key", "bs_", "eyj", "whsec_")
+# Texts found to hold no trigger, when no secret was given: redact returns them as they are, so the next
+# time it can say so at once (the same paths and messages come back on every request). Nothing in it can
+# be shaped like a credential; bounded, emptied when full.
+_CLEAN: set[str] = set()
+_CLEAN_LIMIT = 4096
 
 
 def spellings(secret: str) -> set[str]:
@@ -70,6 +75,8 @@ def spellings(secret: str) -> set[str]:
 
 def redact(text: str, *secrets: str | None) -> str:
     """``text`` with each of ``secrets`` (in every spelling) and anything shaped like a credential blanked."""
+    if not secrets and text in _CLEAN:
+        return text
     if secrets:
         known = sorted(
             {spelled for secret in secrets if secret for spelled in spellings(secret)},
@@ -84,6 +91,10 @@ def redact(text: str, *secrets: str | None) -> str:
         if trigger in lowered:
             break
     else:
+        if not secrets:
+            if len(_CLEAN) >= _CLEAN_LIMIT:
+                _CLEAN.clear()
+            _CLEAN.add(text)
         return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)

@@ -62,6 +62,9 @@ logging.logMultiprocessing = False
 _ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 
+_MILLIS = tuple(f".{n:03d}+00:00" for n in range(1000))
+
+
 class _Timestamps:
     """``2026-11-27T09:48:01.123+00:00`` for a record's ``created``, the part up to the second formatted
     once per second (the same as ``datetime.isoformat(timespec="milliseconds")``, a few times cheaper)."""
@@ -78,7 +81,7 @@ class _Timestamps:
         if second != self._second:
             self._second = second
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{micros // 1000:03d}+00:00"
+        return self._prefix + _MILLIS[micros // 1000]
 
 
 def _json(value: Any) -> str:
@@ -95,7 +98,10 @@ def _json(value: Any) -> str:
 
 # json's own string encoder (C), the one _ENCODE uses for every string when ensure_ascii is off.
 _json_string: Callable[[str], str] = json.encoder.encode_basestring
-_FIELD_KEYS = {name: f", {_json_string(name)}: " for name in REQUEST_FIELDS}
+# Each request field: its name, its key as the line spells it, and whether it is the client's text.
+_FIELD_KEYS = tuple(
+    (name, f", {_json_string(name)}: ", name in CLIENT_TEXT_FIELDS) for name in REQUEST_FIELDS
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -114,10 +120,18 @@ class JsonFormatter(logging.Formatter):
             f'"logger": {_json(name)}, "message": {_json(message)}, "pid": {_json(record.process)}'
         )
         fields = record.__dict__
-        for name in REQUEST_FIELDS:
-            value = fields.get(name)
+        for field, key, clients_text in _FIELD_KEYS:
+            value = fields.get(field)
             if value is not None:
-                line += _FIELD_KEYS[name] + _json(scrub(value) if name in CLIENT_TEXT_FIELDS else value)
+                if clients_text:
+                    value = scrub(value)
+                kind = type(value)  # _json, inline
+                if kind is str:
+                    line += key + _json_string(value)
+                elif kind is int:
+                    line += key + int.__repr__(value)
+                else:
+                    line += key + _json(value)
         line += "}"
         # Only text outside ASCII can hold the line breaks JSON leaves unescaped.
         return line if line.isascii() else line.translate(_LINE_BREAKS_IN_JSON)
