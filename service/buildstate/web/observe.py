@@ -3,8 +3,9 @@
 The collectors and the log formats are framework-free, in ``buildstate.observability``; this module is what
 feeds them from requests.
 
-``observe`` sits just inside ``request_id`` and outside ``problems``, so it sees every request with its id
-and the final status of every answer, problem responses included. Per request it updates the request
+``observe`` is the outermost layer but for the forwarded client: it gives every request its id first
+(``problems.request_id``, echoed on every answer) and sits outside ``problems``, so it sees the final
+status of every answer, problem responses included. Per request it updates the request
 counter and latency histogram (kept in the process and flushed in batches, see ``metrics.py``), counts the
 build event a successful write recorded, measures how far behind a reader of the event feed is, and
 writes one access-log record.
@@ -27,8 +28,9 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from buildstate.observability.metrics import CONTENT_TYPE_LATEST, FLUSH_SECONDS, Metrics
+from buildstate.web.middlewares.problems import request_id
 from buildstate.web.routing import Handler
-from buildstate.web.typedefs import ACTOR, FEED_PAGE, METRICS, REQUEST_ID, SETTINGS, STORE, WRITE_RESULT
+from buildstate.web.typedefs import ACTOR, FEED_PAGE, METRICS, SETTINGS, STORE, WRITE_RESULT
 
 log = logging.getLogger("buildstate.access")
 
@@ -45,6 +47,7 @@ def route_template(request: web.Request) -> str:
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request_id(request)
     metrics = request.app[METRICS]
     started = time.perf_counter()
     status = 500
@@ -55,6 +58,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = response.status
     except web.HTTPException as exc:
         status = exc.status
+        exc.headers["X-Request-ID"] = rid
         raise
     except asyncio.CancelledError:
         status = 499  # the client went away first (nginx's code for it)
@@ -66,7 +70,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         if 200 <= status < 300:
             _record_outcome(request, metrics)
         if request.app[SETTINGS].access_log:
-            _log_request(request, route, status, seconds)
+            _log_request(request, rid, route, status, seconds)
+    response.headers["X-Request-ID"] = rid
     return response
 
 
@@ -118,7 +123,7 @@ _LOGGING_STARTED: float = logging._startTime  # type: ignore[attr-defined]
 _records = _AccessRecords()
 
 
-def _log_request(request: web.Request, route: str, status: int, seconds: float) -> None:
+def _log_request(request: web.Request, rid: str, route: str, status: int, seconds: float) -> None:
     if status >= 500:
         level = logging.WARNING
     elif route in QUIET_ROUTES and status < 400:
@@ -137,7 +142,7 @@ def _log_request(request: web.Request, route: str, status: int, seconds: float) 
         level,
         (method, path, status, duration_ms),
         {
-            "request_id": request.get(REQUEST_ID),
+            "request_id": rid,
             "method": method,
             "route": route,
             "path": path,
