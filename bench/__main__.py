@@ -90,15 +90,16 @@ class Run:
     def database(self, kind: str, side: str = "after") -> tuple[databases.Database, str, list[str]]:
         """The service's database for ``kind`` (10k builds of history) and an API key, for the checkout of
         ``side`` (``after``: the measured one, ``before``: ``--before``), migrated and keyed by that
-        checkout's own CLI when it is not this one; ``reference-<store>``: the reference server's."""
+        checkout's own CLI (``buildstate migrate``, ``keys create``), so each service gets the schema it
+        accepts; ``reference-<store>``: the reference server's, migrated by this checkout."""
         name = kind if side == "after" else f"{kind}-{side}"
         if name not in self._services:
             store = kind.removeprefix("reference-")
-            root = servers.ROOT if kind.startswith("reference-") else self.roots[side]
+            reference = kind.startswith("reference-")
+            root = servers.ROOT if reference else self.roots[side]
             data = self.work / f"data-{name}"
-            other = servers.is_other(root)
-            db = databases.create(store, self.work, migrated=not other)
-            if other:
+            db = databases.create(store, self.work, migrated=reference)
+            if not reference:
                 servers.migrate(db, data, root)
             loaded = dataset.load(db, HISTORY_BUILDS, keep_ids=True)
             key = servers.create_key(db, data, root)
@@ -468,8 +469,9 @@ def _reference_on(run: Run, kind: str) -> None:
             )
         if "before" in entries:
             gains = sorted(r["after"].rps / r["before"].rps if r["before"].rps else 0.0 for r in rounds)
+            references = sorted(r["reference"].rps for r in rounds)
             run.results.setdefault("before_after", {})[f"{scenario}/{kind}"] = {
-                "reference_rps": entries["after"]["ceiling_value"],
+                "reference_rps": round(references[len(references) // 2], 1),
                 "before": {k: entries["before"][k] for k in _BEFORE_AFTER_KEYS},
                 "after": {k: entries["after"][k] for k in _BEFORE_AFTER_KEYS},
                 "after_over_before": round(gains[len(gains) // 2], 3),

@@ -408,11 +408,11 @@ async def _load_pg(
     conn = await asyncpg.connect(db.url, timeout=10)
     total = Loaded()
     try:
-        found = await conn.fetch(
+        present = await conn.fetch(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'events' "
             "AND table_schema = current_schema()"
         )
-        event_columns = _event_columns({r["column_name"] for r in found}, artifacts, release)
+        event_columns = _event_columns({r["column_name"] for r in present}, artifacts, release)
         lookups = await _pg_lookups(conn)
         # Reserve the whole range of seq values at once, under the feed lock that every append takes
         # before drawing one, so a write still finishing in the service cannot take a value in the range.
@@ -481,8 +481,8 @@ def _load_sqlite(
     conn = sqlite3.connect(db.sqlite_path, timeout=30, isolation_level=None)
     total = Loaded()
     try:
-        found = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
-        event_columns = _event_columns(found, artifacts, release)
+        present = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+        event_columns = _event_columns(present, artifacts, release)
         conn.execute("BEGIN IMMEDIATE")
         found = {}
         for column, table, names in (
@@ -564,6 +564,8 @@ def _columns(records: Rows, columns: tuple[str, ...]) -> Rows:
 
 
 def _insert(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], records: Rows) -> None:
+    if not records:  # nothing to write: nor a statement to prepare, on a table an older schema lacks
+        return
     marks = ", ".join("?" * len(columns))
     conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", records)
 

@@ -21,12 +21,12 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 (f"POST state on {kind} >= 50% of {goal}", f"{found['ratio']:.0%}", found["ratio"] >= 0.5)
             )
     for kind in ("postgresql", "sqlite"):
-        for name, goal in REFERENCE_GOALS.items():
+        for name, share in REFERENCE_GOALS.items():
             found = scenarios.get(f"{name}-vs-reference/{kind}")
             if found and found.get("ratio") is not None:
                 rows.append(
-                    (f"{name} on {kind} >= {goal}x the reference server", f"{found['ratio']:.2f}x",
-                     found["ratio"] >= goal)
+                    (f"{name} on {kind} >= {share}x the reference server", f"{found['ratio']:.2f}x",
+                     found["ratio"] >= share)
                 )  # fmt: skip
         for name in REFERENCE_GOALS:
             found = scenarios.get(f"{name}-vs-reference/{kind}")
