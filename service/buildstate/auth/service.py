@@ -22,7 +22,7 @@ import dataclasses
 import hmac
 import logging
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Awaitable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -224,8 +224,9 @@ class Authenticator:
         scopes = expand(claims.scopes) & ROLE_SCOPES[user.role]
         return Principal(actor=user_target(user.username), scopes=scopes)
 
-    async def limit(self, principal: Principal) -> Decision:
-        return await self.limiter.take(principal.actor, self.requests)
+    def limit(self, principal: Principal) -> Awaitable[Decision]:
+        """The take from the principal's bucket (the limiter's own awaitable: no coroutine around it)."""
+        return self.limiter.take(principal.actor, self.requests)
 
     async def credential_refused(self, source: str | None) -> Decision:
         """Count a refused credential against the client (``client_key``); once its bucket is empty the

@@ -21,9 +21,9 @@ from buildstate.store.types import WriteContext
 from buildstate.web import ui
 from buildstate.web.middlewares import problems
 from buildstate.web.middlewares.auth import auth_middleware
-from buildstate.web.middlewares.cors import cors_middleware
+from buildstate.web.middlewares.cors import Cors
 from buildstate.web.middlewares.forwarded import forwarded_client
-from buildstate.web.observe import metrics_flusher, observe, pool_sampler
+from buildstate.web.observe import metrics_flusher, observe_middleware, pool_sampler
 from buildstate.web.openapi import build_openapi
 from buildstate.web.routes import access
 from buildstate.web.routes.stream import close_streams, live_updates_ctx
@@ -116,8 +116,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             # Each layer costs every request a call and a coroutine: without trusted proxies the
             # forwarded-client layer would do nothing, so it is left out.
             *([forwarded_client(settings.trusted_proxies)] if settings.trusted_proxies else []),
-            observe,  # the request id, metrics and the access log
-            cors_middleware(settings.cors_origins),
+            # The request id, metrics and the access log, and CORS just inside them.
+            observe_middleware(Cors(settings.cors_origins)),
             problems.problems,
             auth_middleware(routes),
         ],

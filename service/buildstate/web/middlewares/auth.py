@@ -70,16 +70,11 @@ async def _audit_denied(
     await request.app[AUTHENTICATOR].record_denial(entry, throttled=isinstance(problem, TooManyRequests))
 
 
-async def _identify(request: web.Request) -> Principal:
-    """The caller's principal; a refused credential counts against its client, and past the client's
-    allowance the answer is 429 (with ``Retry-After``) instead of 401, and nothing is written for it."""
-    authenticator = request.app[AUTHENTICATOR]
-    try:
-        return await authenticator.identify(request.headers)
-    except Unauthorized as refused:
-        decision = await authenticator.credential_refused(request.remote)
-        if decision.allowed:
-            raise
+async def _count_refusal(request: web.Request, refused: Unauthorized) -> None:
+    """A refused credential counts against its client: past the client's allowance the answer is 429
+    (with ``Retry-After``) instead of 401, and nothing is written for it."""
+    decision = await request.app[AUTHENTICATOR].credential_refused(request.remote)
+    if not decision.allowed:
         raise TooManyRequests(
             f"too many refused credentials from this address; retry in {decision.retry_after} s",
             slug="credential-failures-throttled",
@@ -136,7 +131,11 @@ def _credential_hint(request: web.Request) -> str | None:
 async def _admit(request: web.Request, route: Route | None) -> dict[str, str]:
     """Identify, rate-limit and authorize the caller; the rate-limit fields for the response."""
     authenticator = request.app[AUTHENTICATOR]
-    principal = await _identify(request)
+    try:  # not a coroutine of its own: this runs for every authenticated request
+        principal = await authenticator.identify(request.headers)
+    except Unauthorized as refused:
+        await _count_refusal(request, refused)
+        raise
     request[PRINCIPAL] = principal
     request[ACTOR] = principal.actor
     decision = await authenticator.limit(principal)
