@@ -82,6 +82,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--path", default="/bench/ping")
     parser.add_argument("--only", choices=("service", "reference"))
+    parser.add_argument(
+        "--before", type=Path, help="another checkout: its service measured in the same rounds"
+    )
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the service worker here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pipeline-cpu-"))
@@ -95,6 +98,10 @@ def main() -> None:
             "service": servers.service_with_ping(db, work, work / "service.log", workers=1),
             "reference": servers.reference(db, work / "reference.log", workers=1),
         }
+        if args.before is not None:
+            made["before"] = servers.service_with_ping(
+                db, work, work / "before.log", workers=1, root=args.before
+            )
         chosen = [args.only] if args.only else list(made)
         results: dict[str, list[float]] = {name: [] for name in chosen}
         for name in chosen:
@@ -134,8 +141,10 @@ def main() -> None:
                 f"{name:10s} CPU us/request: " + " ".join(f"{v:6.1f}" for v in values),
                 f"min {min(values):.1f}",
             )
-        if len(results) == 2:
+        if "service" in results and "reference" in results:
             print(f"ratio reference/service (min): {min(results['reference']) / min(results['service']):.3f}")
+        if "before" in results and "reference" in results:
+            print(f"ratio reference/before (min): {min(results['reference']) / min(results['before']):.3f}")
     finally:
         databases.drop(db)
 
