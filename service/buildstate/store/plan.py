@@ -142,10 +142,15 @@ def reset(build: Build, prepared: Prepared) -> Draft:
 
 def state_tokens(draft: Draft) -> tuple[str, str | None]:
     """What a ``states`` filter matches an event by: its code, or failed/reset; and succeeded at 100."""
-    word = EVENT_RULES[draft.type].state_word
+    return tokens(draft.type, draft.state_code)
+
+
+def tokens(event_type: EventType, state_code: int) -> tuple[str, str | None]:
+    """``state_tokens`` of an event of ``event_type`` that leaves its build at ``state_code``."""
+    word = EVENT_RULES[event_type].state_word
     if word is not None:
         return word, None
-    return str(draft.state_code), domain.SUCCEEDED if draft.state_code == domain.MAX_STATE else None
+    return str(state_code), domain.SUCCEEDED if state_code == domain.MAX_STATE else None
 
 
 def same_build(existing: Build, request: BuildCreate) -> None:
