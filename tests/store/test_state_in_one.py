@@ -1,6 +1,6 @@
-"""PostgreSQL's state change in one statement (``STATE_BY_ID``/``STATE_BY_NAME``): a change without an
-Idempotency-Key that moves its build forward is one grouped statement, its rules checked in SQL; every other
-answer (a replay, a 409, a 404, a held row) is the one the way that reads the build first gives.
+"""PostgreSQL's state change and reset in one statement (``STATE_BY_ID``, ``RESET_BY_ID``, by name): a
+change without an Idempotency-Key that the rules record is one grouped statement, its rule checked in SQL;
+every other answer (a replay, a 409, a 404, a held row) is the one the way that reads the build first gives.
 
 What must hold: the SQL guard is ``domain.moves_forward``, which is exactly when ``decide_state`` records a
 change; the statement writes what the locking path writes (event, build, counters, audit row, outbox); a
@@ -19,8 +19,9 @@ import pytest
 from tests.store.test_rules import CTX, create, state
 
 from buildstate import domain
+from buildstate.domain import EventType
 from buildstate.errors import Conflict, NotFound
-from buildstate.models import FailureReport, StateChange
+from buildstate.models import FailureReport, ResetRequest, StateChange
 from buildstate.store import plan
 from buildstate.store.postgres import PostgresStore
 from buildstate.store.types import EventFilter
@@ -140,9 +141,11 @@ async def test_a_held_row_is_skipped_and_the_change_lands_once_it_is_free(pg_sto
     await transaction.start()
     try:
         await holder.execute("SELECT 1 FROM builds WHERE id = $1::uuid FOR UPDATE", ref)
-        skipped = await asyncio.wait_for(
-            pg_store._state_in_one(ref, plan.prepare(StateChange(state_code=10)), CTX), 10
+        prepared = plan.prepare(StateChange(state_code=10))
+        change = pg_store._in_one(
+            pg_store._states, ref, CTX, EventType.STATE, prepared, 10, lambda b: plan.state(b, prepared)
         )
+        skipped = await asyncio.wait_for(change, 10)
         assert skipped is None
     finally:
         await transaction.rollback()
@@ -173,5 +176,42 @@ async def test_concurrent_changes_of_one_build_are_judged_one_after_the_other(
     ).events
     seqs = [e.seq for e in events]
     assert seqs == sorted(set(seqs))
+    report = await verify(pg_store)
+    assert report.ok, report.as_dict()
+
+
+async def test_a_reset_is_one_round_trip_and_answers_as_the_locking_path(pg_store: PostgresStore) -> None:
+    made = await create(pg_store, "reset-one")
+    ref = made["id"]
+    await state(pg_store, ref, 40)
+    await pg_store.record_failure(ref, FailureReport(error_message="boom", details={"a": 1}), CTX)
+    calls = _count_round_trips(pg_store)
+    reset = await pg_store.reset_build("reset-one", ResetRequest(reason="flaky"), CTX)
+    assert calls[0] == 1
+    body = reset.build
+    assert (body.state_code, body.status, body.attempt, body.message, body.failure) == (
+        0,
+        "running",
+        2,
+        "flaky",
+        None,
+    )
+    event = body.event
+    assert (event.type, event.from_state_code, event.attempt, event.reason) == ("reset", 40, 2, "flaky")
+    stored = await pg_store.get_build(ref)
+    assert stored.model_dump() == body.model_dump(exclude={"event", "replayed"})
+    assert (await pg_store.history(ref)).events[-1] == event
+    with pytest.raises(NotFound):
+        await pg_store.reset_build("no-such-build", ResetRequest(reason="x"), CTX)
+    moved = await pg_store.record_state(ref, StateChange(state_code=5), CTX)
+    assert (moved.build.attempt, moved.build.event.from_state_code) == (2, 0)
+    async with pg_store.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT target, outcome, status_code FROM audit_log WHERE action = 'build.reset' ORDER BY id"
+        )
+    assert [(r["target"], r["outcome"], r["status_code"]) for r in rows] == [
+        ("reset-one", "allowed", 200),
+        ("no-such-build", "refused", 404),
+    ]
     report = await verify(pg_store)
     assert report.ok, report.as_dict()

@@ -16,10 +16,14 @@ that records the answer).
 
 Group commit. Held through COMMIT, the lock let one fsync happen at a time: appends ran at the speed of
 one commit each. A change without an ``Idempotency-Key`` (and a create without one, ``CREATE_BUILD``)
-therefore keeps no transaction open at all: it reads the build, checks the rules, and hands its append
-to the process's ``StatementGroup``, which sends every append waiting at that moment in one round trip
-(``fetchmany``: one implicit transaction, one COMMIT, one fsync for all of them). Each append locks its
-build row on condition that its last event is still the one read (compare-and-set,
+therefore keeps no transaction open at all: it hands its statement to the process's ``StatementGroup``,
+which sends every statement waiting at that moment in one round trip (``fetchmany``: one implicit
+transaction, one COMMIT, one fsync for all of them). A state change or a reset checks its rule in that
+statement (``STATE_BY_ID``, ``RESET_BY_ID``, ``_change_in_one``): it locks the build row only if the rule
+records the change, and answers from the row it locked, so it needs no read before. One that the rule
+does not record (a replay, a 409), for no build, or whose row is held, writes nothing there and takes the
+way that reads the build first: it reads the build, checks the rules, and appends in a group on
+condition that the build's last event is still the one read (compare-and-set,
 ``APPEND_EVENT_IF_CURRENT``); if another write won the race, it takes the locking transaction instead.
 The feed lock is still held from the first append of a group to its COMMIT, so the seqs a reader can
 see are still a gap-free prefix; it is only held for many appends at once. The other way, not holding
@@ -50,7 +54,7 @@ import asyncpg
 
 from buildstate.domain import EVENT_RULES, RUNNING, EventType, build_uuid_of, status_at, types_where
 from buildstate.errors import NotFound, Problem
-from buildstate.models import Build, BuildCreate, Event, StateChange
+from buildstate.models import Build, BuildCreate, Event, ResetRequest, StateChange
 from buildstate.store import plan, sql
 from buildstate.store.audit import insert as audit_row
 from buildstate.store.builds import event_statement
@@ -197,56 +201,64 @@ CREATE_BUILD = (
 SELECT $31::int AS slot, ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake"""
 )
 
-# A state change without an Idempotency-Key in one statement, its rules checked in it: the build row is
-# locked only if the change moves it forward (``domain.moves_forward``: running, and below the new code),
-# and the event copies what it needs of the build (attempt, from_state_code, lookups) from that row. $2 the
-# build's id (``STATE_BY_ID``) or build_id (``STATE_BY_NAME``), $3 the new code, $4 the status it gives
-# (``domain.status_at``), $5 message, $6 actor, $7 provenance, $8-$9 the ``states`` tokens, $10-$13 the
-# audit row, $14 the place in the group. It returns the build as it was (``g.*``) with the event's seq
-# and time; no row when the change is a replay, refused, for no build, or the row is held (SKIP LOCKED, as
-# above): then nothing was written and the caller takes the way that reads the build first and answers
-# each of those as before.
-_STATE_GUARD = f"""WITH guard AS (
+
+def _change_in_one(event_type: EventType, condition: str, attempt: str, reason: str) -> tuple[str, str]:
+    """A change of a build's state without an Idempotency-Key in one statement, its rule checked in it
+    (``condition``): the build row is locked only if the rule records the change, and the event copies
+    what it needs of the build (attempt, from_state_code, lookups) from that row. $2 the build's id (the
+    first statement) or its build_id (the second), $3 the new code, $4 the status it gives, $5 the
+    message, $6 actor, $7 provenance, $8-$9 the ``states`` tokens, $10-$13 the audit row, $14 the place
+    in the group. It returns the build as it was (``g.*``) with the event's seq and time; no row when the
+    rule records nothing (a replay, a 409), for no build, or when the row is held (SKIP LOCKED, as
+    above): then nothing was written, and the caller takes the way that reads the build first and
+    answers each of those as before."""
+    statement = (
+        f"""WITH guard AS (
     SELECT {sql.BUILD_COLUMNS}, b.platform_id, b.os_version_id, b.image_type_id {sql.BUILD_FROM}
-    WHERE {{ref}} AND b.status = '{RUNNING}' AND b.state_code < $3::int FOR UPDATE OF b SKIP LOCKED
+    WHERE {{ref}}{condition} FOR UPDATE OF b SKIP LOCKED
 ),
 feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint) FROM guard),"""
-_STATE = (
-    _STATE_GUARD
-    + _append_after_lock(
-        ", guard g",
-        build="g.id",
-        type=f"'{EventType.STATE.value}'",
-        attempt="g.attempt",
-        state_code="$3",
-        from_state_code="g.state_code",
-        status="$4",
-        message="$5",
-        failure="NULL",
-        reason="NULL",
-        actor="$6",
-        provenance="$7",
-        previous_at="g.updated_at",
-        platform_id="g.platform_id",
-        os_version_id="g.os_version_id",
-        image_type_id="g.image_type_id",
-        old_status="g.status",
-        platform="g.platform",
-        os_version="g.os_version",
-        image_type="g.image_type",
-        state_key="$8",
-        other_state_key="$9",
-        audit_action="$10",
-        audit_target="$11",
-        audit_status="200",
-        request_id="$12",
-        source="$13",
+        + _append_after_lock(
+            ", guard g",
+            build="g.id",
+            type=f"'{event_type.value}'",
+            attempt=attempt,
+            state_code="$3",
+            from_state_code="g.state_code",
+            status="$4",
+            message="$5",
+            failure="NULL",
+            reason=reason,
+            actor="$6",
+            provenance="$7",
+            previous_at="g.updated_at",
+            platform_id="g.platform_id",
+            os_version_id="g.os_version_id",
+            image_type_id="g.image_type_id",
+            old_status="g.status",
+            platform="g.platform",
+            os_version="g.os_version",
+            image_type="g.image_type",
+            state_key="$8",
+            other_state_key="$9",
+            audit_action="$10",
+            audit_target="$11",
+            audit_status="200",
+            request_id="$12",
+            source="$13",
+        )
+        + "SELECT $14::int AS slot, ev.seq AS event_seq, ev.recorded_at, ev.duration_ms, g.*"
+        " FROM ev CROSS JOIN wake CROSS JOIN guard g"
     )
-    + "SELECT $14::int AS slot, ev.seq AS event_seq, ev.recorded_at, ev.duration_ms, g.*"
-    " FROM ev CROSS JOIN wake CROSS JOIN guard g"
+    return statement.replace("{ref}", "b.id = $2::uuid"), statement.replace("{ref}", "b.build_id = $2::text")
+
+
+# A state change records an event exactly when the build runs below the new code (``domain.moves_forward``).
+STATE_BY_ID, STATE_BY_NAME = _change_in_one(
+    EventType.STATE, f" AND b.status = '{RUNNING}' AND b.state_code < $3::int", "g.attempt", "NULL"
 )
-STATE_BY_ID = _STATE.replace("{ref}", "b.id = $2::uuid")
-STATE_BY_NAME = _STATE.replace("{ref}", "b.build_id = $2::text")
+# A reset always does (``domain.decide_reset``): the next attempt at 0; its reason is its message.
+RESET_BY_ID, RESET_BY_NAME = _change_in_one(EventType.RESET, "", "g.attempt + 1", "$5")
 
 _READ_BUILD = f"""
 SELECT {sql.BUILD_COLUMNS}, b.platform_id, b.os_version_id, b.image_type_id
@@ -353,8 +365,15 @@ class PostgresStore(SqlStore):
         # The compare-and-set appends of this process, committed in groups (the module's docstring).
         self._appends = StatementGroup(self.executor, APPEND_EVENT_IF_CURRENT)
         self._creates = StatementGroup(self.executor, CREATE_BUILD)
-        self._states_by_id = StatementGroup(self.executor, STATE_BY_ID)
-        self._states_by_name = StatementGroup(self.executor, STATE_BY_NAME)
+        # The state changes and resets that need no read first (``_change_in_one``): by id, by build_id.
+        self._states = (
+            StatementGroup(self.executor, STATE_BY_ID),
+            StatementGroup(self.executor, STATE_BY_NAME),
+        )
+        self._resets = (
+            StatementGroup(self.executor, RESET_BY_ID),
+            StatementGroup(self.executor, RESET_BY_NAME),
+        )
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -600,38 +619,58 @@ class PostgresStore(SqlStore):
         return Appended(build, draft, ctx.actor, row["seq"], row["recorded_at"], row["duration_ms"]).result()
 
     async def record_state(self, ref: str, request: StateChange, ctx: WriteContext) -> WriteResult:
-        if ctx.idem is None:
-            prepared = plan.prepare(request)
-            done = await self._state_in_one(ref, prepared, ctx)
+        prepared = plan.prepare(request)
+        if ctx.idem is None and prepared.state_code is not None:
+            done = await self._in_one(
+                self._states, ref, ctx, EventType.STATE, prepared, prepared.state_code,
+                lambda b: plan.state(b, prepared),
+            )  # fmt: skip
             if done is not None:
                 return done
-            action_name = EVENT_RULES[EventType.STATE].action
-            return await self._transition(ref, ctx, action_name, lambda b: plan.state(b, prepared))
-        return await super().record_state(ref, request, ctx)
-
-    async def _state_in_one(self, ref: str, prepared: plan.Prepared, ctx: WriteContext) -> WriteResult | None:
-        """A state change that moves its build forward in one statement (``STATE_BY_ID``/``_BY_NAME``),
-        sent with this process's other such changes of the moment: one round trip, one COMMIT, the rules
-        checked in the statement. None (nothing written) when it does not move the build forward (a
-        replay, a refusal, no such build) or the build's row is held: the caller then takes the way that
-        reads the build and judges the change (``_transition``), which answers each of those as before."""
-        code = prepared.state_code
-        if code is None:  # pragma: no cover - prepare() of a StateChange always sets it
-            raise ValueError("a state change without a state code")
         action_name = EVENT_RULES[EventType.STATE].action
+        return await self._transition(ref, ctx, action_name, lambda b: plan.state(b, prepared))
+
+    async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult:
+        prepared = plan.prepare(request)
+        if ctx.idem is None and prepared.reason == prepared.message:
+            done = await self._in_one(
+                self._resets, ref, ctx, EventType.RESET, prepared, 0, lambda b: plan.reset(b, prepared)
+            )
+            if done is not None:
+                return done
+        action_name = EVENT_RULES[EventType.RESET].action
+        return await self._transition(ref, ctx, action_name, lambda b: plan.reset(b, prepared))
+
+    async def _in_one(  # noqa: PLR0917 - the parts of one change
+        self,
+        groups: tuple[StatementGroup, StatementGroup],
+        ref: str,
+        ctx: WriteContext,
+        event_type: EventType,
+        prepared: plan.Prepared,
+        code: int,
+        decide: Callable[[Build], plan.Draft | None],
+    ) -> WriteResult | None:
+        """A change that the rules record, in one statement (``_change_in_one``) sent with this
+        process's other such changes of the moment: one round trip, one COMMIT, the rule checked in the
+        statement. None (nothing written) when the rule records nothing (a replay, a 409), there is no
+        such build, or its row is held: the caller then takes the way that reads the build and judges
+        the change (``_transition``), which answers each of those as before. ``decide`` makes the answer
+        from the build as the statement found it: the same rule, so the same event."""
+        action_name = EVENT_RULES[event_type].action
         build_uuid = build_uuid_of(ref)
-        group = self._states_by_name if build_uuid is None else self._states_by_id
+        status = status_at(code)
         audit = AuditEntry.of(ctx, action_name, ref, 200, "allowed")
         try:
-            row = await group.fetchrow(
+            row = await groups[build_uuid is None].fetchrow(
                 FEED_LOCK,
                 ref if build_uuid is None else build_uuid,
                 code,
-                status_at(code),
+                status,
                 prepared.message,
                 ctx.actor,
                 prepared.provenance,
-                *plan.tokens(EventType.STATE, code),
+                *plan.tokens(event_type, code),
                 audit.action,
                 audit.target,
                 audit.request_id,
@@ -642,10 +681,10 @@ class PostgresStore(SqlStore):
             raise
         if row is None:
             return None
-        build = sql.decode_build(_DIALECT, row)  # as it was: what the rules judge the change against
-        draft = plan.state(build, prepared)
-        if draft is None or draft.status != status_at(code):  # pragma: no cover - the guard is the rule
-            raise RuntimeError(f"the statement moved build {ref!r} where the rules would not")
+        build = sql.decode_build(_DIALECT, row)  # as it was: what the rule judged the change against
+        draft = decide(build)
+        if draft is None or (draft.state_code, draft.status) != (code, status):  # pragma: no cover
+            raise RuntimeError(f"the statement changed build {ref!r} where the rules would not")
         return Appended(
             build, draft, ctx.actor, row["event_seq"], row["recorded_at"], row["duration_ms"]
         ).result()
