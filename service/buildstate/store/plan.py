@@ -177,7 +177,8 @@ def result(
     recorded_at: datetime,
     duration_ms: int | None,
 ) -> BuildWithEvent:
-    """The build and event as committed, built from what the transaction knows (no re-read)."""
+    """The build and event as committed, built from what the transaction knows (no re-read): each model
+    validated once (no ``model_dump`` and ``model_copy`` round trip: this is every write's answer)."""
     failure_model = Failure(**draft.failure) if draft.failure else None
     event = Event(
         seq=seq,
@@ -195,15 +196,17 @@ def result(
         duration_ms=duration_ms,
         build=event_build(build),
     )
-    return BuildWithEvent(
-        **build.model_dump(exclude={"state_code", "status", "attempt", "message", "failure"}),
+    fields = dict(build)  # the build's fields, as they are (a shallow copy)
+    fields.update(
         state_code=draft.state_code,
         status=draft.status,
         attempt=draft.attempt,
         message=draft.message,
-        failure=Failure(**draft.failure) if draft.failure else None,
-        event=event,
-    ).model_copy(update={"updated_at": recorded_at, "last_event_seq": seq})
+        failure=failure_model,
+        updated_at=recorded_at,
+        last_event_seq=seq,
+    )
+    return BuildWithEvent(**fields, event=event)
 
 
 def event_build(build: Build) -> EventBuild:
@@ -220,4 +223,4 @@ def event_build(build: Build) -> EventBuild:
 
 def with_event(build: Build, event: Event) -> BuildWithEvent:
     """The answer to a change that was already true (a replay): the build as it is, with its earlier event."""
-    return BuildWithEvent(**build.model_dump(), event=event, replayed=True)
+    return BuildWithEvent(**dict(build), event=event, replayed=True)
