@@ -58,6 +58,11 @@ class Run:
         self.out: Path = args.out
         self.work = self.out / "work"
         self.work.mkdir(parents=True, exist_ok=True)
+        # The checkouts whose services are measured: ``after`` (BENCH_SERVICE_ROOT, default this one) and,
+        # with ``--before``, ``before``, measured in the same rounds by the ``reference`` scenario.
+        self.roots: dict[str, Path] = {"after": servers.SERVICE_ROOT}
+        if args.before is not None:
+            self.roots["before"] = args.before
         self.results: dict[str, Any] = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": machine(),
@@ -68,6 +73,7 @@ class Run:
                 "ceiling_connections": CEILING_CONNECTIONS,
                 "workers": 2,
                 "key_cache_seconds": float(servers.KEY_CACHE_SECONDS["value"]),
+                "checkouts": {side: _describe(root) for side, root in self.roots.items()},
             },
             "ceilings": {},
             "scenarios": {},
@@ -81,25 +87,42 @@ class Run:
 
     # ------------------------------------------------------------------ processes
 
-    def database(self, kind: str) -> tuple[databases.Database, str, list[str]]:
-        """The service's database for ``kind`` (10k builds of history) and an API key; ``reference``: the
-        reference server's, on PostgreSQL."""
-        if kind not in self._services:
-            db = databases.create("postgresql" if kind == "reference" else kind, self.work)
+    def database(self, kind: str, side: str = "after") -> tuple[databases.Database, str, list[str]]:
+        """The service's database for ``kind`` (10k builds of history) and an API key, for the checkout of
+        ``side`` (``after``: the measured one, ``before``: ``--before``), migrated and keyed by that
+        checkout's own CLI (``buildstate migrate``, ``keys create``), so each service gets the schema it
+        accepts; ``reference-<store>``: the reference server's, migrated by this checkout."""
+        name = kind if side == "after" else f"{kind}-{side}"
+        if name not in self._services:
+            store = kind.removeprefix("reference-")
+            reference = kind.startswith("reference-")
+            root = servers.ROOT if reference else self.roots[side]
+            data = self.work / f"data-{name}"
+            db = databases.create(store, self.work, migrated=reference)
+            if not reference:
+                servers.migrate(db, data, root)
             loaded = dataset.load(db, HISTORY_BUILDS, keep_ids=True)
-            key = servers.create_key(db, self.work / f"data-{kind}")
-            self._services[kind] = (db, key, loaded.build_ids)
-        return self._services[kind]
+            key = servers.create_key(db, data, root)
+            self._services[name] = (db, key, loaded.build_ids)
+        return self._services[name]
 
     def server(self, name: str, make: Callable[[], servers.Server]) -> servers.Server:
         if name not in self._servers:
             self._servers[name] = make().start()
         return self._servers[name]
 
-    def service(self, kind: str) -> tuple[servers.Server, str, databases.Database, list[str]]:
-        db, key, ids = self.database(kind)
-        data, log = self.work / f"data-{kind}", self.work / f"service-{kind}.log"
-        return self.server(f"service-{kind}", lambda: servers.service(db, data, log)), key, db, ids
+    def service(
+        self, kind: str, side: str = "after"
+    ) -> tuple[servers.Server, str, databases.Database, list[str]]:
+        db, key, ids = self.database(kind, side)
+        name = kind if side == "after" else f"{kind}-{side}"
+        data, log, root = self.work / f"data-{name}", self.work / f"service-{name}.log", self.roots[side]
+        return (
+            self.server(f"service-{name}", lambda: servers.service(db, data, log, root=root)),
+            key,
+            db,
+            ids,
+        )
 
     def trivial(self) -> servers.Server:
         return self.server("trivial", lambda: servers.trivial(self.work / "trivial.log"))
@@ -211,6 +234,15 @@ class Run:
             flush=True,
         )
         return entry
+
+
+def _describe(root: Path) -> dict[str, str]:
+    """A measured checkout: where it is and its commit."""
+    done = subprocess.run(
+        ["git", "-C", str(root), "log", "-1", "--format=%h %s"],
+        check=False, capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    return {"root": str(root), "commit": done.stdout.strip()[:100]}
 
 
 def machine() -> dict[str, Any]:
@@ -340,51 +372,116 @@ REFERENCE_PAIRS = (
     ("post-state", "state", CONNECTIONS),
     ("create", "create", CONNECTIONS),
 )
+HALF = 0.5  # the p99 goal's load: half of the scenario's measured maximum
 
 
 def reference(run: Run) -> None:
-    """Every service scenario against the minimal aiohttp + asyncpg server (``bench/reference.py``): the
-    same requests, each write one statement, keys in memory, no audit, feed or idempotency; paired round
-    by round. PostgreSQL only (the reference server has no SQLite variant)."""
-    if "postgresql" not in run.stores:
-        print("  reference: PostgreSQL only; skipped", flush=True)
-        return
-    kind = "postgresql"
-    server, key, db, ids = run.service(kind)
-    ping = run.server(
-        "ping-reference",
-        lambda: servers.service_with_ping(db, run.work / f"data-{kind}", run.work / "ping-ref.log"),
-    )
-    ref_db, ref_key, ref_ids = run.database("reference")
-    ref = run.server("reference", lambda: servers.reference(ref_db, run.work / "reference.log"))
+    """Every service scenario against the minimal server on the same store (``bench/reference.py`` on
+    PostgreSQL, ``bench/reference_sqlite.py`` on SQLite): the same requests, each write one statement (on
+    SQLite one minimal transaction), keys in memory, no audit, feed or idempotency. Each round measures
+    the reference, then the ``--before`` checkout's service if there is one, then the measured one, back
+    to back; then each service once more, paced at half of its maximum, for the p99 there."""
+    for kind in run.stores:
+        _reference_on(run, kind)
 
-    def env_for(scenario: str, which: str, api_key: str, build_ids: list[str], target: Any) -> dict[str, str]:
-        env = {"BENCH_API_KEY": api_key, "BENCH_RUN": f"{which}{time.time_ns()}"}
+
+def _reference_on(run: Run, kind: str) -> None:
+    sides = [side for side in ("before", "after") if side in run.roots]  # the order within a round
+    urls: dict[str, dict[str, str]] = {}
+    keys: dict[str, tuple[str, list[str], databases.Database]] = {}
+    pings = []
+    for side in sides:
+        server, key, db, ids = run.service(kind, side)
+        name = kind if side == "after" else f"{kind}-{side}"
+        ping = run.server(
+            f"ping-{name}",
+            lambda db=db, name=name, side=side: servers.service_with_ping(
+                db, run.work / f"data-{name}", run.work / f"ping-{name}.log", root=run.roots[side]
+            ),
+        )
+        pings.append(f"ping-{name}")
+        urls[side] = {"ping": ping.url, "service": server.url}
+        keys[side] = (key, ids, db)
+    ref_db, ref_key, ref_ids = run.database(f"reference-{kind}")
+    ref = run.server(
+        f"reference-{kind}", lambda: servers.reference(ref_db, run.work / f"reference-{kind}.log")
+    )
+    urls["reference"] = {"ping": ref.url, "service": ref.url}
+    keys["reference"] = (ref_key, ref_ids, ref_db)
+
+    def measure(
+        scenario: str, script: str, connections: int, who: str, rate: float | None = None
+    ) -> wrk.Load:
+        api_key, build_ids, db = keys[who]
+        env = {"BENCH_API_KEY": api_key, "BENCH_RUN": f"{who}{time.time_ns()}"}
         if scenario == "auth-ping":
-            env["BENCH_PATHS"] = run.paths_file(f"ping-{which}", ["/bench/ping"])
+            env["BENCH_PATHS"] = run.paths_file(f"ping-{who}", ["/bench/ping"])
         elif scenario == "get-build":
-            env["BENCH_PATHS"] = run.paths_file(f"builds-{which}", [f"/builds/{i}" for i in build_ids[::7]])
+            env["BENCH_PATHS"] = run.paths_file(
+                f"builds-{who}-{kind}", [f"/builds/{i}" for i in build_ids[::7]]
+            )
         elif scenario == "post-state":
-            env["BENCH_BUILDS"] = _state_builds(run, which, target, "ref")
-        return env
+            env["BENCH_BUILDS"] = _state_builds(run, f"{who}-{kind}", db, "ref")
+        url = urls[who]["ping" if scenario == "auth-ping" else "service"]
+        return run.load(url, script, env=env, connections=connections, rate=rate)
 
     for scenario, script, connections in REFERENCE_PAIRS:
-        url = ping.url if scenario == "auth-ping" else server.url
+        rounds: list[dict[str, wrk.Load]] = []
+        for _ in range(run.rounds):
+            got = {"reference": measure(scenario, script, connections, "reference")}
+            run._record_ceiling(
+                f"reference-{scenario}/{kind}", got["reference"].as_dict(), got["reference"].rps,
+                f"bench/reference{'_sqlite' if kind == 'sqlite' else ''}.py",
+            )  # fmt: skip
+            for side in sides:
+                got[side] = measure(scenario, script, connections, side)
+            rounds.append(got)
+        entries = {}
+        for side in sides:
+            ratios = sorted(
+                (r[side].rps / r["reference"].rps if r["reference"].rps else 0.0, n)
+                for n, r in enumerate(rounds)
+            )
+            ratio, middle = ratios[len(ratios) // 2]
+            top = rounds[middle][side]
+            half = measure(scenario, script, connections, side, rate=top.rps * HALF)
+            suffix = "" if side == "after" else f"-{side}"
+            entry = {
+                **top.as_dict(),
+                "store": kind,
+                "checkout": side,
+                "ceiling": f"reference-{scenario}/{kind}",
+                "ceiling_value": round(rounds[middle]["reference"].rps, 1),
+                "ratio": round(ratio, 3),
+                "round_ratios": [round(r, 3) for r, _ in ratios],
+                "p99_at_max_ms": top.p99_ms,
+                "p99_at_half_ms": half.p99_ms,
+                "at_half": half.as_dict(),
+            }
+            run.results["scenarios"][f"{scenario}-vs-reference{suffix}/{kind}"] = entry
+            entries[side] = entry
+            print(
+                f"  {scenario}-vs-reference{suffix}/{kind}: {top.rps:.0f} req/s p99 {top.p99_ms:.1f} ms "
+                f"(at half: {half.rps:.0f} req/s p99 {half.p99_ms:.1f} ms) "
+                f"errors {top.errors + half.errors}; "
+                f"{ratio:.3f} of the reference (rounds {entry['round_ratios']})",
+                flush=True,
+            )
+        if "before" in entries:
+            gains = sorted(r["after"].rps / r["before"].rps if r["before"].rps else 0.0 for r in rounds)
+            references = sorted(r["reference"].rps for r in rounds)
+            run.results.setdefault("before_after", {})[f"{scenario}/{kind}"] = {
+                "reference_rps": round(references[len(references) // 2], 1),
+                "before": {k: entries["before"][k] for k in _BEFORE_AFTER_KEYS},
+                "after": {k: entries["after"][k] for k in _BEFORE_AFTER_KEYS},
+                "after_over_before": round(gains[len(gains) // 2], 3),
+                "round_after_over_before": [round(g, 3) for g in gains],
+            }
+    for name in pings:
+        run._servers.pop(name).stop()
 
-        def bound(scenario: str = scenario, script: str = script, connections: int = connections) -> float:
-            env = env_for(scenario, "reference", ref_key, ref_ids, ref_db)
-            load = run.load(ref.url, script, env=env, connections=connections)
-            run._record_ceiling(f"reference-{scenario}", load.as_dict(), load.rps, "bench/reference.py")
-            return load.rps
 
-        def ours(
-            scenario: str = scenario, script: str = script, connections: int = connections, url: str = url
-        ) -> wrk.Load:
-            env = env_for(scenario, "service", key, ids, db)
-            return run.load(url, script, env=env, connections=connections)
-
-        run.paired(f"{scenario}-vs-reference", kind, f"reference-{scenario}", bound, ours)
-    run._servers.pop("ping-reference").stop()
+_BEFORE_AFTER_KEYS = ("rps", "p99_at_max_ms", "p99_at_half_ms", "errors", "ratio", "round_ratios")
 
 
 def get(run: Run) -> None:
@@ -551,6 +648,14 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", default="10000,100000", help="scale: builds per size (default 10000,100000)"
     )
     parser.add_argument("--out", type=Path, default=servers.ROOT / "artifacts/bench")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="reference: also measure the service of this checkout (its own .venv, e.g. a worktree of "
+        "an older commit) in the same rounds, for a before/after table",
+    )
     parser.add_argument("--smoke", action="store_true", help="2 s per measurement and 10k builds only")
     parser.add_argument(
         "--key-cache-seconds",
@@ -561,6 +666,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.store = args.store or list(STORES)
+    if args.before is not None:
+        args.before = args.before.resolve()
+        if not servers.cli(args.before).exists():
+            parser.error(f"--before: {servers.cli(args.before)} does not exist (bootstrap that checkout)")
     servers.KEY_CACHE_SECONDS["value"] = str(args.key_cache_seconds)
     args.sizes = [int(s) for s in args.sizes.split(",")]
     if args.smoke:

@@ -408,6 +408,11 @@ async def _load_pg(
     conn = await asyncpg.connect(db.url, timeout=10)
     total = Loaded()
     try:
+        present = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'events' "
+            "AND table_schema = current_schema()"
+        )
+        event_columns = _event_columns({r["column_name"] for r in present}, artifacts, release)
         lookups = await _pg_lookups(conn)
         # Reserve the whole range of seq values at once, under the feed lock that every append takes
         # before drawing one, so a write still finishing in the service cannot take a value in the range.
@@ -426,7 +431,9 @@ async def _load_pg(
             channel_seqs.update(chunk.channel_seqs)
             async with conn.transaction():
                 await conn.copy_records_to_table("builds", records=chunk.builds, columns=BUILD_COLUMNS)
-                await conn.copy_records_to_table("events", records=chunk.events, columns=EVENT_COLUMNS)
+                await conn.copy_records_to_table(
+                    "events", records=_columns(chunk.events, event_columns), columns=event_columns
+                )
                 for table, records, columns in (
                     ("failures", chunk.failures, FAILURE_COLUMNS),
                     ("artifacts", chunk.artifacts, ARTIFACT_COLUMNS),
@@ -474,6 +481,8 @@ def _load_sqlite(
     conn = sqlite3.connect(db.sqlite_path, timeout=30, isolation_level=None)
     total = Loaded()
     try:
+        present = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+        event_columns = _event_columns(present, artifacts, release)
         conn.execute("BEGIN IMMEDIATE")
         found = {}
         for column, table, names in (
@@ -496,7 +505,7 @@ def _load_sqlite(
             _insert(conn, "builds", BUILD_COLUMNS, [
                 (str(b[0]), *b[1:11], format_time(b[11]), format_time(b[12]), b[13]) for b in chunk.builds
             ])  # fmt: skip
-            _insert(conn, "events", EVENT_COLUMNS, _sqlite_events(chunk.events))
+            _insert(conn, "events", event_columns, _columns(_sqlite_events(chunk.events), event_columns))
             _insert(conn, "failures", FAILURE_COLUMNS, [
                 (f[0], str(f[1]), *f[2:6], format_time(f[6])) for f in chunk.failures
             ])  # fmt: skip
@@ -534,7 +543,29 @@ def _load_sqlite(
     return total
 
 
+def _event_columns(present: set[str], artifacts: int, release: bool) -> tuple[str, ...]:
+    """The event columns to write: all of them, or without ``detail`` into a schema from before issue 16
+    (migration 0008; a history without artifacts or channels has no detail to write), so the bench can
+    load the same history into another checkout's database, migrated by that checkout."""
+    if "detail" in present:
+        return EVENT_COLUMNS
+    if artifacts or release:
+        raise ValueError("artifacts and release rows need a schema with events.detail (migration 0008)")
+    return EVENT_COLUMNS[:-1]
+
+
+def _columns(records: Rows, columns: tuple[str, ...]) -> Rows:
+    """``records`` of ``EVENT_COLUMNS`` cut to the leading ``columns`` (``detail`` is the last one)."""
+    if len(columns) == len(EVENT_COLUMNS):
+        return records
+    if any(r[len(columns) :] != (None,) * (len(EVENT_COLUMNS) - len(columns)) for r in records):
+        raise ValueError(f"events with {EVENT_COLUMNS[len(columns) :]} into a schema without them")
+    return [r[: len(columns)] for r in records]
+
+
 def _insert(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], records: Rows) -> None:
+    if not records:  # nothing to write: nor a statement to prepare, on a table an older schema lacks
+        return
     marks = ", ".join("?" * len(columns))
     conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", records)
 

@@ -55,8 +55,9 @@ def pg_available() -> bool:
     return True
 
 
-def create(kind: str, workdir: Path) -> Database:
-    """A new, migrated database of ``kind``."""
+def create(kind: str, workdir: Path, *, migrated: bool = True) -> Database:
+    """A new database of ``kind``, migrated by this checkout (``migrated=False``: empty, for another
+    checkout's ``buildstate migrate``)."""
     if kind == "postgresql":
         name = f"bs_bench_{secrets.token_hex(4)}"
         asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
@@ -66,7 +67,8 @@ def create(kind: str, workdir: Path) -> Database:
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / f"bench-{secrets.token_hex(4)}.db"
         db = Database(kind, f"sqlite:///{path}", str(path))
-    migrate(Settings(database_url=db.url))
+    if migrated:
+        migrate(Settings(database_url=db.url))
     return db
 
 

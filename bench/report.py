@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+# Issue 19's goals: each scenario's rate as a share of the reference server's on the same store.
+REFERENCE_GOALS = {"post-state": 0.8, "create": 0.8, "get-build": 0.6, "auth-ping": 0.6}
+
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """(target, where we stand, met?) for each goal of the performance issue that this run measured."""
@@ -17,13 +20,27 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             rows.append(
                 (f"POST state on {kind} >= 50% of {goal}", f"{found['ratio']:.0%}", found["ratio"] >= 0.5)
             )
-    for name, goal in (("post-state", 0.8), ("create", 0.8), ("get-build", 0.6), ("auth-ping", 0.6)):
-        found = scenarios.get(f"{name}-vs-reference/postgresql")
-        if found and found.get("ratio") is not None:
-            rows.append(
-                (f"{name} on postgresql >= {goal}x the reference server", f"{found['ratio']:.2f}x",
-                 found["ratio"] >= goal)
-            )  # fmt: skip
+    for kind in ("postgresql", "sqlite"):
+        for name, share in REFERENCE_GOALS.items():
+            found = scenarios.get(f"{name}-vs-reference/{kind}")
+            if found and found.get("ratio") is not None:
+                rows.append(
+                    (f"{name} on {kind} >= {share}x the reference server", f"{found['ratio']:.2f}x",
+                     found["ratio"] >= share)
+                )  # fmt: skip
+        for name in REFERENCE_GOALS:
+            found = scenarios.get(f"{name}-vs-reference/{kind}")
+            if found and found.get("p99_at_half_ms") is not None:
+                half = found["at_half"]
+                rows.append(
+                    (f"p99 < 50 ms at half of max ({name}, {kind})",
+                     f"{half['p99_ms']:.1f} ms at {half['rps']:.0f} req/s", half["p99_ms"] < 50)
+                )  # fmt: skip
+                rows.append(
+                    (f"no 200 ms tail at saturation ({name}, {kind})",
+                     f"p99 {found['p99_at_max_ms']:.1f} ms at {found['rps']:.0f} req/s",
+                     found["p99_at_max_ms"] < 200)
+                )  # fmt: skip
     for kind in ("postgresql", "sqlite"):
         found = scenarios.get(f"auth-ping/{kind}")
         if found:
@@ -94,6 +111,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {name} | {s['rps']:.0f} | {s['p50_ms']} | {s['p95_ms']} | {s['p99_ms']} | {s['errors']} "
             f"| {s['ratio']} | {s['ceiling']} |"
         )
+    lines += before_after(results) + at_half(results)
     for kind, curves in results.get("curves", {}).items():
         lines += [
             "",
@@ -142,6 +160,61 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {name} | {r['median_ms']} | {r['p90_ms']} | +{r['over_bare_ms']} | {r['peak_rss_mib']} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def before_after(results: dict[str, Any]) -> list[str]:
+    """The ``reference`` scenario with ``--before``: both checkouts and the reference, in the same rounds."""
+    found = results.get("before_after", {})
+    if not found:
+        return []
+    checkouts = results.get("settings", {}).get("checkouts", {})
+    lines = ["", "## Before / after / reference (measured in the same rounds)", ""]
+    lines += [
+        f"- {side}: `{checkouts[side]['root']}` ({checkouts[side]['commit']})"
+        for side in ("before", "after")
+        if side in checkouts
+    ]
+    lines += [
+        "",
+        "| scenario | reference req/s | before req/s | after req/s | before / ref | after / ref (goal) "
+        "| after / before (rounds) | p99 max, half: before | p99 max, half: after |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in found.items():
+        before, after = row["before"], row["after"]
+        goal = REFERENCE_GOALS.get(name.split("/")[0])
+        rounds = ", ".join(str(r) for r in row["round_after_over_before"])
+        lines.append(
+            f"| {name} | {row['reference_rps']:.0f} | {before['rps']:.0f} | {after['rps']:.0f} "
+            f"| {before['ratio']:.2f} | {after['ratio']:.2f} ({goal}) "
+            f"| {row['after_over_before']:.2f} ({rounds}) "
+            f"| {before['p99_at_max_ms']}, {before['p99_at_half_ms']} ms "
+            f"| {after['p99_at_max_ms']}, {after['p99_at_half_ms']} ms |"
+        )
+    return lines
+
+
+def at_half(results: dict[str, Any]) -> list[str]:
+    """p99 at saturation and paced at half of the maximum, for every scenario that measured both."""
+    rows = {n: s for n, s in results.get("scenarios", {}).items() if s.get("p99_at_half_ms") is not None}
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## p99 at saturation and at half of the maximum",
+        "",
+        "| scenario | max req/s | p99 at max ms | max ms | offered at half | achieved req/s "
+        "| p99 at half ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in rows.items():
+        half = s["at_half"]
+        lines.append(
+            f"| {name} | {s['rps']:.0f} | {s['p99_at_max_ms']} | {s['max_ms']} "
+            f"| {half['offered_rate']:.0f}/s "
+            f"| {half['rps']:.0f} | {half['p99_ms']} |"
+        )
+    return lines
 
 
 def plots(results: dict[str, Any], out: Path) -> list[Path]:

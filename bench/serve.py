@@ -2,7 +2,9 @@
 
     python -m bench.serve trivial --bind 127.0.0.1:9000 --workers 2    a bare JSON route, nothing else
     python -m bench.serve service --bind 127.0.0.1:9001 --workers 2    buildstate plus GET /bench/ping
-    python -m bench.serve reference --bind 127.0.0.1:9002              the minimal server (bench/reference.py)
+    python -m bench.serve reference --bind 127.0.0.1:9002              the minimal server: bench/reference.py
+                                                                       (bench/reference_sqlite.py when
+                                                                       BENCH_REFERENCE_DSN is sqlite:///)
 
 ``trivial`` uses the same worker class (aiohttp's uvloop worker), worker count and keep-alive as the
 service, and no middleware. ``service`` is ``buildstate serve`` (same gunicorn_conf, same create_app) with
@@ -73,6 +75,10 @@ class _App(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         if self.which == "reference":
+            if os.environ.get("BENCH_REFERENCE_DSN", "").startswith("sqlite:///"):
+                from bench import reference_sqlite  # noqa: PLC0415
+
+                return reference_sqlite.reference_app
             from bench.reference import reference_app  # noqa: PLC0415
 
             return reference_app

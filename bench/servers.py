@@ -18,9 +18,28 @@ from bench.db import Database
 
 ROOT = Path(__file__).resolve().parents[1]
 # The checkout whose service is measured (``BENCH_SERVICE_ROOT``, default this one): another worktree
-# with its own .venv gives a before/after with the same bench, ceilings and reference server.
+# with its own .venv gives a before/after with the same bench, ceilings and reference server
+# (``--before`` measures a second checkout in the same run). Each checkout migrates its own databases and
+# makes its own keys with its own CLI, so each service gets the schema it accepts.
 SERVICE_ROOT = Path(os.environ.get("BENCH_SERVICE_ROOT") or ROOT)
-CLI = SERVICE_ROOT / ".venv/bin/buildstate"
+
+
+def cli(root: Path) -> Path:
+    """The ``buildstate`` command of the checkout at ``root`` (its own .venv)."""
+    return root / ".venv/bin/buildstate"
+
+
+def is_other(root: Path) -> bool:
+    """Whether ``root`` is another checkout than the bench's own (whose migrations the bench imports)."""
+    return root.resolve() != ROOT.resolve()
+
+
+def python_of(root: Path) -> str:
+    """The interpreter that runs ``root``'s service: its own .venv's for another checkout, with its own
+    dependencies, and this one's for the bench's own."""
+    return str(root / ".venv/bin/python") if is_other(root) else sys.executable
+
+
 # Far above any rate the bench reaches: the limiter still runs on every request, it just never refuses.
 BENCH_RATE_LIMIT = "1000000"
 # BUILDSTATE_KEY_CACHE_SECONDS of the servers this run starts (``--key-cache-seconds``): 0, the service's
@@ -46,7 +65,7 @@ def status_of(url: str, headers: dict[str, str] | None = None) -> int | None:
         return None
 
 
-def service_env(db: Database, data_dir: Path, workers: int) -> dict[str, str]:
+def service_env(db: Database, data_dir: Path, workers: int, root: Path = SERVICE_ROOT) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BUILDSTATE_", "PROMETHEUS_"))}
     env.update(
         BUILDSTATE_DATABASE_URL=db.url,
@@ -57,7 +76,7 @@ def service_env(db: Database, data_dir: Path, workers: int) -> dict[str, str]:
         BUILDSTATE_RATE_LIMIT_BURST=BENCH_RATE_LIMIT,
         BUILDSTATE_JWT_SECRET=secrets.token_urlsafe(48),
         BUILDSTATE_KEY_CACHE_SECONDS=KEY_CACHE_SECONDS["value"],
-        PYTHONPATH=f"{SERVICE_ROOT / 'service'}{os.pathsep}{ROOT}",
+        PYTHONPATH=f"{root / 'service'}{os.pathsep}{ROOT}",
     )
     return env
 
@@ -133,7 +152,8 @@ def trivial(log: Path, workers: int = 2) -> Server:
 
 
 def reference(db: Database, log: Path, workers: int = 2, pool: int = 4) -> Server:
-    """The minimal aiohttp + asyncpg server (``bench/reference.py``) on its own database."""
+    """The minimal server on its own database: aiohttp + asyncpg (``bench/reference.py``) on PostgreSQL,
+    aiohttp + sqlite3 (``bench/reference_sqlite.py``) on SQLite."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -150,13 +170,15 @@ def reference(db: Database, log: Path, workers: int = 2, pool: int = 4) -> Serve
         "--workers",
         str(workers),
     ]
-    return Server("reference", command, env, log)
+    return Server(f"reference-{db.kind}", command, env, log)
 
 
-def service_with_ping(db: Database, data_dir: Path, log: Path, workers: int = 2) -> Server:
+def service_with_ping(
+    db: Database, data_dir: Path, log: Path, workers: int = 2, root: Path = SERVICE_ROOT
+) -> Server:
     """buildstate as ``buildstate serve`` runs it, plus GET /bench/ping (scope read)."""
     command = [
-        sys.executable,
+        python_of(root),
         "-m",
         "bench.serve",
         "service",
@@ -165,23 +187,37 @@ def service_with_ping(db: Database, data_dir: Path, log: Path, workers: int = 2)
         "--workers",
         str(workers),
     ]
-    return Server("service+ping", command, service_env(db, data_dir, workers), log)
+    return Server("service+ping", command, service_env(db, data_dir, workers, root), log)
 
 
-def service(db: Database, data_dir: Path, log: Path, workers: int = 2) -> Server:
+def service(db: Database, data_dir: Path, log: Path, workers: int = 2, root: Path = SERVICE_ROOT) -> Server:
     """``buildstate serve`` itself."""
-    command = [str(CLI), "serve", "--bind", "127.0.0.1:{port}", "--workers", str(workers)]
-    return Server("buildstate", command, service_env(db, data_dir, workers), log)
+    command = [str(cli(root)), "serve", "--bind", "127.0.0.1:{port}", "--workers", str(workers)]
+    return Server("buildstate", command, service_env(db, data_dir, workers, root), log)
 
 
-def create_key(db: Database, data_dir: Path) -> str:
-    """An API key made as an operator makes one: ``buildstate keys create``."""
-    created = subprocess.run(
-        [str(CLI), "keys", "create", "--name", "bench", "--scope", "read", "--scope", "write"],
-        env=service_env(db, data_dir, 1),
+def _buildstate(root: Path, db: Database, data_dir: Path, *args: str) -> str:
+    done = subprocess.run(
+        [str(cli(root)), *args],
+        env=service_env(db, data_dir, 1, root),
         capture_output=True,
         text=True,
-        check=True,
-        timeout=60,
+        check=False,
+        timeout=120,
     )
-    return created.stdout.strip().splitlines()[-1]
+    if done.returncode:
+        raise RuntimeError(f"{cli(root)} {' '.join(args)} failed ({done.returncode}): {done.stderr}")
+    return done.stdout
+
+
+def migrate(db: Database, data_dir: Path, root: Path = SERVICE_ROOT) -> None:
+    """``buildstate migrate`` of the checkout at ``root``: the schema that checkout's service accepts."""
+    _buildstate(root, db, data_dir, "migrate")
+
+
+def create_key(db: Database, data_dir: Path, root: Path = SERVICE_ROOT) -> str:
+    """An API key made as an operator makes one: ``buildstate keys create``."""
+    out = _buildstate(
+        root, db, data_dir, "keys", "create", "--name", "bench", "--scope", "read", "--scope", "write"
+    )
+    return out.strip().splitlines()[-1]

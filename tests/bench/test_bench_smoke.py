@@ -2,7 +2,10 @@
 
 Not a timed test: no number is compared with a target here (the machine is shared and noisy). It proves
 that ``python -m bench`` starts what it needs, drives real traffic with a real key, and writes results that
-hold a ratio for each scenario. The full run is ``python -m bench all`` (docs/performance.md).
+hold a ratio for each scenario. The full run is ``python -m bench all`` (docs/performance.md). The
+``reference`` scenario runs with ``--before`` naming this same checkout: the before/after machinery (a
+second service on databases migrated and keyed by that checkout's CLI, measured in the same rounds)
+without a second checkout to bootstrap.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
         pytest.skip("wrk is not installed and cannot be (apt-get install -y wrk)")
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "framework", "state", "check", "summary", "resource", "scale",
-         "--smoke", "--seconds", "1", "--store", "sqlite", "--out", str(out)],
+        [sys.executable, "-m", "bench", "framework", "reference", "state", "check", "summary", "resource",
+         "scale", "--smoke", "--seconds", "1", "--store", "sqlite", "--before", str(ROOT), "--out", str(out)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600,
         check=False,
     )  # fmt: skip
@@ -38,12 +41,16 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return data
 
 
+REFERENCE = ("auth-ping", "get-build", "post-state", "create")
+
+
 def test_every_scenario_is_reported_with_its_ratio_to_a_ceiling(results: dict) -> None:
     scenarios = results["scenarios"]
     assert set(scenarios) == {
         "auth-ping/sqlite", "health/sqlite", "post-state/sqlite", "check-poll/sqlite", "summary/sqlite",
         "auth-ping-without-access-log/sqlite", "auth-ping-without-observe/sqlite",
         "auth-ping-auth-only/sqlite",
+        *(f"{name}-vs-reference{side}/sqlite" for name in REFERENCE for side in ("", "-before")),
     }  # fmt: skip
     for name, entry in scenarios.items():
         assert entry["requests"] > 0, name
@@ -52,6 +59,25 @@ def test_every_scenario_is_reported_with_its_ratio_to_a_ceiling(results: dict) -
         assert entry["p50_ms"] <= entry["p99_ms"], name
     assert scenarios["post-state/sqlite"]["ceiling"] == "sqlite-transaction"
     assert {"framework", "sqlite-transaction"} <= set(results["ceilings"])
+
+
+def test_the_reference_scenarios_have_before_after_and_the_p99_at_half_of_their_maximum(
+    results: dict,
+) -> None:
+    scenarios = results["scenarios"]
+    for name in REFERENCE:
+        for side in ("", "-before"):
+            entry = scenarios[f"{name}-vs-reference{side}/sqlite"]
+            assert entry["ceiling"] == f"reference-{name}/sqlite"
+            assert entry["p99_at_max_ms"] == entry["p99_ms"]
+            half = entry["at_half"]
+            assert half["requests"] > 0 and half["errors"] == 0, (name, side, half["error_detail"])
+            assert half["offered_rate"] == pytest.approx(entry["rps"] / 2, rel=0.01)
+        row = results["before_after"][f"{name}/sqlite"]
+        assert row["after_over_before"] > 0 and row["reference_rps"] > 0
+    assert results["settings"]["checkouts"]["before"]["root"] == str(ROOT)
+    assert "## Before / after / reference" in results["_markdown"]
+    assert "p99 < 50 ms at half of max (create, sqlite)" in results["_markdown"]
 
 
 def test_scale_and_resource_numbers_are_there(results: dict) -> None:

@@ -1,16 +1,20 @@
-"""The reference server (``bench/reference.py``) answers the bench's requests and writes what it claims.
+"""The reference servers (``bench/reference.py`` on PostgreSQL, ``bench/reference_sqlite.py`` on SQLite)
+answer the bench's requests and write what they claim.
 
-It is a ceiling, so it must do the same work per request as the service, not less by accident: the state
+Each is a ceiling, so it must do the same work per request as the service, not less by accident: the state
 change lands as an event, a build row and the status counts; the create as a build and its event; a key
-that is not in its memory is refused. One real gunicorn with its two workers on a test database.
+that is not in its memory is refused. One real gunicorn with its two workers on a test database, per store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import sqlite3
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +40,7 @@ def call(url: str, method: str = "GET", body: Any = None, key: str | None = None
         return error.code, json.loads(error.read())
 
 
-async def _sql(url: str, query: str, *args: Any) -> list[Any]:
+async def _pg(url: str, query: str, *args: Any) -> list[Any]:
     conn = await asyncpg.connect(url)
     try:
         return list(await conn.fetch(query, *args))
@@ -44,20 +48,31 @@ async def _sql(url: str, query: str, *args: Any) -> list[Any]:
         await conn.close()
 
 
+def _sql(url: str, query: str, *args: Any) -> list[Any]:
+    """``query`` (``$1`` placeholders) on either store."""
+    if url.startswith("postgresql"):
+        return asyncio.run(_pg(url, query, *args))
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        return conn.execute(re.sub(r"\$\d+", "?", query), args).fetchall()
+    finally:
+        conn.close()
+
+
 def test_the_reference_server_answers_the_bench_requests_with_the_same_writes(
-    pg_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path
 ) -> None:
     key = keys.generate()
-    asyncio.run(
-        _sql(
-            pg_url,
-            "INSERT INTO api_keys (prefix, key_hash, name, scopes, created_at, created_by) "
-            "VALUES ($1, $2, 'ref', '[\"read\", \"write\"]', now(), 'test')",
-            key.public_id,
-            key.digest,
-        )
+    _sql(
+        database_url,
+        "INSERT INTO api_keys (prefix, key_hash, name, scopes, created_at, created_by) "
+        "VALUES ($1, $2, 'ref', '[\"read\", \"write\"]', $3, 'test')",
+        key.public_id,
+        key.digest,
+        datetime.now(UTC) if database_url.startswith("postgresql") else "2026-01-01T00:00:00.000000Z",
     )
-    with servers.reference(Database("postgresql", pg_url, "test"), tmp_path / "reference.log") as ref:
+    kind = "postgresql" if database_url.startswith("postgresql") else "sqlite"
+    with servers.reference(Database(kind, database_url, "test"), tmp_path / "reference.log") as ref:
         assert call(f"{ref.url}/bench/ping", key=key.key) == (200, {"ok": True})
         assert call(f"{ref.url}/bench/ping", key=keys.generate().key)[0] == 401
         assert call(f"{ref.url}/builds", "POST", BUILD)[0] == 401
@@ -71,13 +86,13 @@ def test_the_reference_server_answers_the_bench_requests_with_the_same_writes(
         status, build = call(f"{ref.url}/builds/ref-1", key=key.key)
         assert status == 200 and (build["state_code"], build["status"], build["attempt"]) == (0, "running", 2)
         assert call(f"{ref.url}/builds/no-such", key=key.key)[0] == 404
-    events = asyncio.run(_sql(pg_url, "SELECT type, state_code, from_state_code FROM events ORDER BY seq"))
+    events = _sql(database_url, "SELECT type, state_code, from_state_code FROM events ORDER BY seq")
     assert [tuple(e) for e in events] == [
         ("created", 0, None),
         ("state", 5, 0),
         ("state", 100, 5),
         ("reset", 0, 100),
     ]
-    counts = dict(asyncio.run(_sql(pg_url, "SELECT status, n FROM status_counts")))
+    counts = dict(_sql(database_url, "SELECT status, n FROM status_counts"))
     assert (counts["running"], counts.get("succeeded", 0)) == (1, 0)
     assert build["last_event_seq"] == created["event"]["seq"] + 3
