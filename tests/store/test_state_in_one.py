@@ -13,6 +13,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -213,5 +214,36 @@ async def test_a_reset_is_one_round_trip_and_answers_as_the_locking_path(pg_stor
         ("reset-one", "allowed", 200),
         ("no-such-build", "refused", 404),
     ]
+    report = await verify(pg_store)
+    assert report.ok, report.as_dict()
+
+
+async def test_the_statement_writes_exactly_when_moves_forward_says(pg_store: PostgresStore) -> None:
+    """The SQL guard itself, against builds running, succeeded and failed, for codes below, at and above
+    theirs: the statement appends iff ``domain.moves_forward``; otherwise it writes nothing."""
+    running = (await create(pg_store, "g-running"))["id"]
+    await state(pg_store, running, 50)
+    succeeded = (await create(pg_store, "g-succeeded"))["id"]
+    await state(pg_store, succeeded, 100)
+    failed = (await create(pg_store, "g-failed"))["id"]
+    await state(pg_store, failed, 50)
+    await pg_store.record_failure(failed, FailureReport(error_message="boom"), CTX)
+    for ref in (running, succeeded, failed):
+        for code in (45, 50, 55, 100):
+            before = await pg_store.get_build(ref)
+            prepared = plan.prepare(StateChange(state_code=code))
+            done = await pg_store._in_one(
+                pg_store._states,
+                ref,
+                CTX,
+                EventType.STATE,
+                prepared,
+                code,
+                partial(plan.state, prepared=prepared),
+            )
+            expected = domain.moves_forward(before.status, before.state_code, code)
+            assert (done is not None) == expected, (before.status, before.state_code, code)
+            after = await pg_store.get_build(ref)
+            assert (after.last_event_seq != before.last_event_seq) == expected
     report = await verify(pg_store)
     assert report.ok, report.as_dict()
