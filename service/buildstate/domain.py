@@ -165,10 +165,22 @@ def decide_state(current: Current, state_code: int) -> Change | None:
     return Change(
         type=EventType.STATE,
         state_code=state_code,
-        status=SUCCEEDED if state_code == MAX_STATE else RUNNING,
+        status=status_at(state_code),
         attempt=current.attempt,
         from_state_code=current.state_code,
     )
+
+
+def status_at(state_code: int) -> str:
+    """The status a state change to ``state_code`` leaves a build in."""
+    return SUCCEEDED if state_code == MAX_STATE else RUNNING
+
+
+def moves_forward(status: str, current_code: int, state_code: int) -> bool:
+    """Whether ``decide_state`` records a change to ``state_code`` (rather than a replay or a 409): the
+    build runs and is below it. PostgreSQL's one-statement state change checks exactly this in SQL
+    (``store.postgres.STATE_BY_ID``); tests/store/test_state_in_one.py holds the two to each other."""
+    return status == RUNNING and current_code < state_code
 
 
 def decide_failure(current: Current, failure: dict[str, Any]) -> Change | None:

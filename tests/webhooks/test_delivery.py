@@ -207,6 +207,28 @@ async def test_a_delivery_whose_dispatcher_died_is_taken_over_after_its_lease(
     assert detail.status == "delivering"
 
 
+async def test_any_due_says_exactly_when_a_claim_would_take_something(
+    wstore: Store, fast_settings: Settings, receiver: Receiver
+) -> None:
+    """The dispatcher reads ``any_due`` before it claims (woken by every move of the feed, it would
+    otherwise write each time): it must never say no while a claim would take a delivery."""
+    hooks = WebhookStore(wstore)
+    now = datetime.now(UTC)
+    lease = timedelta(seconds=1)
+    assert not await hooks.any_due(now=now)  # nothing queued at all
+    await subscribe(wstore, fast_settings, receiver.url)
+    assert not await hooks.any_due(now=now)  # a subscription, no event yet
+    await create(wstore, "due")
+    later = datetime.now(UTC)
+    assert await hooks.any_due(now=later)
+    [claimed] = await hooks.claim(now=later, lease=lease, limit=10)
+    assert not await hooks.any_due(now=later)  # held, lease running
+    assert await hooks.claim(now=later, lease=lease, limit=10) == []
+    assert await hooks.any_due(now=later + 2 * lease)  # the holder's lease ran out
+    [again] = await hooks.claim(now=later + 2 * lease, lease=lease, limit=10)
+    assert again.id == claimed.id
+
+
 def test_backoff_grows_honours_retry_after_and_gives_up_after_a_day() -> None:
     import random
 

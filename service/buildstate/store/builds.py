@@ -100,11 +100,21 @@ class BuildReads:
 
     async def build_detail(self, ref: str) -> BuildDetail:
         """The build and its artifacts, as of one moment."""
+        if self._dialect.name == "postgresql":  # one statement: one round trip, no transaction
+            p = sql.Params(self._dialect)
+            rows = await self._executor.read(one(Statement(sql.build_detail_query(p, ref), p.values)))
+            if not rows:
+                raise NotFound(f"no build {ref!r}", slug="build-not-found")
+            return sql.decode_detail(self._dialect, rows[0])
 
         def work() -> Transaction[BuildDetail]:
-            build = self._build((yield build_statement(self._dialect, ref)), ref)
-            artifacts = yield from artifacts_of(self._dialect, build)
-            return BuildDetail(**build.model_dump(), artifacts=artifacts)
+            rows = yield build_statement(self._dialect, ref)
+            if not rows:
+                raise NotFound(f"no build {ref!r}", slug="build-not-found")
+            fields = sql.build_fields(self._dialect, rows[0])
+            found = yield ARTIFACTS.statement("of_build", build=fields["id"])
+            artifacts = [sql.decode_artifact(self._dialect, row) for row in found]
+            return BuildDetail(**fields, artifacts=artifacts)  # validated once
 
         return await self._executor.read(work(), snapshot=True)
 

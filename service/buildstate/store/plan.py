@@ -142,10 +142,15 @@ def reset(build: Build, prepared: Prepared) -> Draft:
 
 def state_tokens(draft: Draft) -> tuple[str, str | None]:
     """What a ``states`` filter matches an event by: its code, or failed/reset; and succeeded at 100."""
-    word = EVENT_RULES[draft.type].state_word
+    return tokens(draft.type, draft.state_code)
+
+
+def tokens(event_type: EventType, state_code: int) -> tuple[str, str | None]:
+    """``state_tokens`` of an event of ``event_type`` that leaves its build at ``state_code``."""
+    word = EVENT_RULES[event_type].state_word
     if word is not None:
         return word, None
-    return str(draft.state_code), domain.SUCCEEDED if draft.state_code == domain.MAX_STATE else None
+    return str(state_code), domain.SUCCEEDED if state_code == domain.MAX_STATE else None
 
 
 def same_build(existing: Build, request: BuildCreate) -> None:
@@ -172,7 +177,8 @@ def result(
     recorded_at: datetime,
     duration_ms: int | None,
 ) -> BuildWithEvent:
-    """The build and event as committed, built from what the transaction knows (no re-read)."""
+    """The build and event as committed, built from what the transaction knows (no re-read): each model
+    validated once (no ``model_dump`` and ``model_copy`` round trip: this is every write's answer)."""
     failure_model = Failure(**draft.failure) if draft.failure else None
     event = Event(
         seq=seq,
@@ -190,15 +196,17 @@ def result(
         duration_ms=duration_ms,
         build=event_build(build),
     )
-    return BuildWithEvent(
-        **build.model_dump(exclude={"state_code", "status", "attempt", "message", "failure"}),
+    fields = dict(build)  # the build's fields, as they are (a shallow copy)
+    fields.update(
         state_code=draft.state_code,
         status=draft.status,
         attempt=draft.attempt,
         message=draft.message,
-        failure=Failure(**draft.failure) if draft.failure else None,
-        event=event,
-    ).model_copy(update={"updated_at": recorded_at, "last_event_seq": seq})
+        failure=failure_model,
+        updated_at=recorded_at,
+        last_event_seq=seq,
+    )
+    return BuildWithEvent(**fields, event=event)
 
 
 def event_build(build: Build) -> EventBuild:
@@ -215,4 +223,4 @@ def event_build(build: Build) -> EventBuild:
 
 def with_event(build: Build, event: Event) -> BuildWithEvent:
     """The answer to a change that was already true (a replay): the build as it is, with its earlier event."""
-    return BuildWithEvent(**build.model_dump(), event=event, replayed=True)
+    return BuildWithEvent(**dict(build), event=event, replayed=True)

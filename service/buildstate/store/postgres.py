@@ -16,10 +16,14 @@ that records the answer).
 
 Group commit. Held through COMMIT, the lock let one fsync happen at a time: appends ran at the speed of
 one commit each. A change without an ``Idempotency-Key`` (and a create without one, ``CREATE_BUILD``)
-therefore keeps no transaction open at all: it reads the build, checks the rules, and hands its append
-to the process's ``StatementGroup``, which sends every append waiting at that moment in one round trip
-(``fetchmany``: one implicit transaction, one COMMIT, one fsync for all of them). Each append locks its
-build row on condition that its last event is still the one read (compare-and-set,
+therefore keeps no transaction open at all: it hands its statement to the process's ``StatementGroup``,
+which sends every statement waiting at that moment in one round trip (``fetchmany``: one implicit
+transaction, one COMMIT, one fsync for all of them). A state change or a reset checks its rule in that
+statement (``STATE_BY_ID``, ``RESET_BY_ID``, ``_change_in_one``): it locks the build row only if the rule
+records the change, and answers from the row it locked, so it needs no read before. One that the rule
+does not record (a replay, a 409), for no build, or whose row is held, writes nothing there and takes the
+way that reads the build first: it reads the build, checks the rules, and appends in a group on
+condition that the build's last event is still the one read (compare-and-set,
 ``APPEND_EVENT_IF_CURRENT``); if another write won the race, it takes the locking transaction instead.
 The feed lock is still held from the first append of a group to its COMMIT, so the seqs a reader can
 see are still a gap-free prefix; it is only held for many appends at once. The other way, not holding
@@ -48,9 +52,9 @@ from typing import Any
 
 import asyncpg
 
-from buildstate.domain import EVENT_RULES, EventType, types_where
+from buildstate.domain import EVENT_RULES, RUNNING, EventType, build_uuid_of, status_at, types_where
 from buildstate.errors import NotFound, Problem
-from buildstate.models import Build, BuildCreate, Event
+from buildstate.models import Build, BuildCreate, Event, ResetRequest, StateChange
 from buildstate.store import plan, sql
 from buildstate.store.audit import insert as audit_row
 from buildstate.store.builds import event_statement
@@ -73,56 +77,86 @@ FEED_LOCK = sql.FEED_LOCK  # the one advisory lock that orders event appends (th
 # insert a build row: two-key advisory locks never collide with the one-key FEED_LOCK.
 BUILD_ID_LOCK = 0x62696400  # "bid\0"
 
-# The event append after the feed lock is taken (the CTE ``feed_lock``): the two statements below differ
-# only in how they get there.
-_APPEND_AFTER_LOCK = f"""
+# The event append after the feed lock is taken (the CTE ``feed_lock``): the statements below differ
+# only in how they get there. What the append writes comes from its parameters ($2-$27, ``append_args``)
+# or, in ``STATE_BY_ID``/``STATE_BY_NAME``, partly from the build row the statement itself locked (the
+# CTE ``guard``, as ``g``, joined where its columns are used: ``rows``); ``_APPEND_PARAMS`` names them.
+_APPEND_PARAMS = (
+    "build", "type", "attempt", "state_code", "from_state_code", "status", "message", "failure", "reason",
+    "actor", "provenance", "previous_at", "platform_id", "os_version_id", "image_type_id", "old_status",
+    "platform", "os_version", "image_type", "state_key", "other_state_key", "audit_action", "audit_target",
+    "audit_status", "request_id", "source",
+)  # fmt: skip
+
+
+def _append_after_lock(rows: str = "", **given: str) -> str:
+    """The append's CTEs, with each of ``_APPEND_PARAMS`` as ``given`` (default: its parameter, $2-$27)
+    and ``rows`` joined to each CTE that reads them."""
+    v = {name: given.pop(name, f"${n}") for n, name in enumerate(_APPEND_PARAMS, start=2)}
+    if given:  # pragma: no cover - a misspelt name
+        raise TypeError(f"not a parameter of the append: {sorted(given)}")
+    failures = sql.types_in(types_where(lambda rule: rule.records_failure))
+    creates = sql.types_in(types_where(lambda rule: rule.creates_build))
+    return f"""
 ev AS (
     INSERT INTO events (seq, build_uuid, type, attempt, state_code, from_state_code, status, message,
                         failure, reason, actor, provenance, duration_ms,
                         platform_id, os_version_id, image_type_id, recorded_at)
-    SELECT nextval('events_seq'), $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12::jsonb,
-           (EXTRACT(EPOCH FROM clock_timestamp() - $13::timestamptz) * 1000)::bigint,
-           $14, $15, $16, clock_timestamp()
-    FROM feed_lock
+    SELECT nextval('events_seq'), {v["build"]}, {v["type"]}, {v["attempt"]}, {v["state_code"]}, \
+{v["from_state_code"]}, {v["status"]}, {v["message"]}, {v["failure"]}::jsonb, {v["reason"]}, {v["actor"]}, \
+{v["provenance"]}::jsonb,
+           (EXTRACT(EPOCH FROM clock_timestamp() - {v["previous_at"]}::timestamptz) * 1000)::bigint,
+           {v["platform_id"]}, {v["os_version_id"]}, {v["image_type_id"]}, clock_timestamp()
+    FROM feed_lock{rows}
     RETURNING seq, recorded_at, duration_ms
 ),
 build_update AS (
-    UPDATE builds SET state_code = $5, status = $7, attempt = $4, message = $8,
-                      failure = $9::jsonb, updated_at = ev.recorded_at, last_event_seq = ev.seq
-    FROM ev WHERE builds.id = $2
+    UPDATE builds SET state_code = {v["state_code"]}, status = {v["status"]}, attempt = {v["attempt"]}, \
+message = {v["message"]},
+                      failure = {v["failure"]}::jsonb, updated_at = ev.recorded_at, last_event_seq = ev.seq
+    FROM ev{rows} WHERE builds.id = {v["build"]}
 ),
 counts AS (
     UPDATE status_counts
-    SET n = n + (CASE WHEN status = $7 THEN 1 ELSE 0 END) - (CASE WHEN status = $17 THEN 1 ELSE 0 END)
-    FROM ev WHERE status_counts.status IN ($7, $17) AND $7 IS DISTINCT FROM $17
+    SET n = n + (CASE WHEN status_counts.status = {v["status"]} THEN 1 ELSE 0 END)
+              - (CASE WHEN status_counts.status = {v["old_status"]} THEN 1 ELSE 0 END)
+    FROM ev{rows} WHERE status_counts.status IN ({v["status"]}, {v["old_status"]}) \
+AND {v["status"]} IS DISTINCT FROM {v["old_status"]}
 ),
 failure_row AS (
     INSERT INTO failures (seq, build_uuid, error_message, error_code, component, details, recorded_at)
-    SELECT ev.seq, $2, $9::jsonb->>'error_message', $9::jsonb->>'error_code',
-           $9::jsonb->>'component', $9::jsonb->'details', ev.recorded_at
-    FROM ev WHERE $3 IN {sql.types_in(types_where(lambda rule: rule.records_failure))}
+    SELECT ev.seq, {v["build"]}, {v["failure"]}::jsonb->>'error_message', \
+{v["failure"]}::jsonb->>'error_code',
+           {v["failure"]}::jsonb->>'component', {v["failure"]}::jsonb->'details', ev.recorded_at
+    FROM ev{rows} WHERE {v["type"]} IN {failures}
 ),
 combo AS (
     INSERT INTO combos (platform_id, os_version_id, image_type_id)
-    SELECT $14, $15, $16 FROM ev WHERE $3 IN {sql.types_in(types_where(lambda rule: rule.creates_build))}
+    SELECT {v["platform_id"]}, {v["os_version_id"]}, {v["image_type_id"]} FROM ev{rows} \
+WHERE {v["type"]} IN {creates}
     ON CONFLICT DO NOTHING
 ),
 outbox AS (
     INSERT INTO webhook_deliveries (webhook_id, event_seq, message_id, status, next_attempt_at, created_at)
     SELECT w.id, ev.seq, 'msg_' || ev.seq || '_' || w.id, 'pending', ev.recorded_at, ev.recorded_at
-    FROM ev JOIN webhooks w ON w.enabled
-        AND (w.platform IS NULL OR w.platform = $18)
-        AND (w.os_version IS NULL OR w.os_version = $19)
-        AND (w.image_type IS NULL OR w.image_type = $20)
-        AND (w.event_types IS NULL OR w.event_types LIKE '%,' || $3 || ',%')
-        AND (w.states IS NULL OR w.states LIKE '%,' || $21 || ',%' OR w.states LIKE '%,' || $22 || ',%')
+    FROM ev{rows} JOIN webhooks w ON w.enabled
+        AND (w.platform IS NULL OR w.platform = {v["platform"]})
+        AND (w.os_version IS NULL OR w.os_version = {v["os_version"]})
+        AND (w.image_type IS NULL OR w.image_type = {v["image_type"]})
+        AND (w.event_types IS NULL OR w.event_types LIKE '%,' || {v["type"]} || ',%')
+        AND (w.states IS NULL OR w.states LIKE '%,' || {v["state_key"]} || ',%' \
+OR w.states LIKE '%,' || {v["other_state_key"]} || ',%')
 ),
 audit AS (
     INSERT INTO audit_log (actor, action, target, outcome, status_code, request_id, source)
-    SELECT $11, $23, $24, 'allowed', $25, $26, $27 FROM ev WHERE $23::text IS NOT NULL
+    SELECT {v["actor"]}, {v["audit_action"]}, {v["audit_target"]}, 'allowed', {v["audit_status"]}, \
+{v["request_id"]}, {v["source"]} FROM ev WHERE {v["audit_action"]}::text IS NOT NULL
 ),
 wake AS (SELECT pg_notify('buildstate_events', seq::text) FROM ev)
 """
+
+
+_APPEND_AFTER_LOCK = _append_after_lock()
 
 APPEND_EVENT = (
     "WITH feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint)),"
@@ -166,6 +200,65 @@ CREATE_BUILD = (
 )
 SELECT $31::int AS slot, ev.seq, ev.recorded_at, ev.duration_ms FROM ev CROSS JOIN wake"""
 )
+
+
+def _change_in_one(event_type: EventType, condition: str, attempt: str, reason: str) -> tuple[str, str]:
+    """A change of a build's state without an Idempotency-Key in one statement, its rule checked in it
+    (``condition``): the build row is locked only if the rule records the change, and the event copies
+    what it needs of the build (attempt, from_state_code, lookups) from that row. $2 the build's id (the
+    first statement) or its build_id (the second), $3 the new code, $4 the status it gives, $5 the
+    message, $6 actor, $7 provenance, $8-$9 the ``states`` tokens, $10-$13 the audit row, $14 the place
+    in the group. It returns the build as it was (``g.*``) with the event's seq and time; no row when the
+    rule records nothing (a replay, a 409), for no build, or when the row is held (SKIP LOCKED, as
+    above): then nothing was written, and the caller takes the way that reads the build first and
+    answers each of those as before."""
+    statement = (
+        f"""WITH guard AS (
+    SELECT {sql.BUILD_COLUMNS}, b.platform_id, b.os_version_id, b.image_type_id {sql.BUILD_FROM}
+    WHERE {{ref}}{condition} FOR UPDATE OF b SKIP LOCKED
+),
+feed_lock AS (SELECT pg_advisory_xact_lock($1::bigint) FROM guard),"""
+        + _append_after_lock(
+            ", guard g",
+            build="g.id",
+            type=f"'{event_type.value}'",
+            attempt=attempt,
+            state_code="$3",
+            from_state_code="g.state_code",
+            status="$4",
+            message="$5",
+            failure="NULL",
+            reason=reason,
+            actor="$6",
+            provenance="$7",
+            previous_at="g.updated_at",
+            platform_id="g.platform_id",
+            os_version_id="g.os_version_id",
+            image_type_id="g.image_type_id",
+            old_status="g.status",
+            platform="g.platform",
+            os_version="g.os_version",
+            image_type="g.image_type",
+            state_key="$8",
+            other_state_key="$9",
+            audit_action="$10",
+            audit_target="$11",
+            audit_status="200",
+            request_id="$12",
+            source="$13",
+        )
+        + "SELECT $14::int AS slot, ev.seq AS event_seq, ev.recorded_at, ev.duration_ms, g.*"
+        " FROM ev CROSS JOIN wake CROSS JOIN guard g"
+    )
+    return statement.replace("{ref}", "b.id = $2::uuid"), statement.replace("{ref}", "b.build_id = $2::text")
+
+
+# A state change records an event exactly when the build runs below the new code (``domain.moves_forward``).
+STATE_BY_ID, STATE_BY_NAME = _change_in_one(
+    EventType.STATE, f" AND b.status = '{RUNNING}' AND b.state_code < $3::int", "g.attempt", "NULL"
+)
+# A reset always does (``domain.decide_reset``): the next attempt at 0; its reason is its message.
+RESET_BY_ID, RESET_BY_NAME = _change_in_one(EventType.RESET, "", "g.attempt + 1", "$5")
 
 _READ_BUILD = f"""
 SELECT {sql.BUILD_COLUMNS}, b.platform_id, b.os_version_id, b.image_type_id
@@ -272,6 +365,15 @@ class PostgresStore(SqlStore):
         # The compare-and-set appends of this process, committed in groups (the module's docstring).
         self._appends = StatementGroup(self.executor, APPEND_EVENT_IF_CURRENT)
         self._creates = StatementGroup(self.executor, CREATE_BUILD)
+        # The state changes and resets that need no read first (``_change_in_one``): by id, by build_id.
+        self._states = (
+            StatementGroup(self.executor, STATE_BY_ID),
+            StatementGroup(self.executor, STATE_BY_NAME),
+        )
+        self._resets = (
+            StatementGroup(self.executor, RESET_BY_ID),
+            StatementGroup(self.executor, RESET_BY_NAME),
+        )
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -515,6 +617,77 @@ class PostgresStore(SqlStore):
             last_event_seq=row["seq"],
         )
         return Appended(build, draft, ctx.actor, row["seq"], row["recorded_at"], row["duration_ms"]).result()
+
+    async def record_state(self, ref: str, request: StateChange, ctx: WriteContext) -> WriteResult:
+        prepared = plan.prepare(request)
+        if ctx.idem is None and prepared.state_code is not None:
+            done = await self._in_one(
+                self._states, ref, ctx, EventType.STATE, prepared, prepared.state_code,
+                lambda b: plan.state(b, prepared),
+            )  # fmt: skip
+            if done is not None:
+                return done
+        action_name = EVENT_RULES[EventType.STATE].action
+        return await self._transition(ref, ctx, action_name, lambda b: plan.state(b, prepared))
+
+    async def reset_build(self, ref: str, request: ResetRequest, ctx: WriteContext) -> WriteResult:
+        prepared = plan.prepare(request)
+        if ctx.idem is None and prepared.reason == prepared.message:
+            done = await self._in_one(
+                self._resets, ref, ctx, EventType.RESET, prepared, 0, lambda b: plan.reset(b, prepared)
+            )
+            if done is not None:
+                return done
+        action_name = EVENT_RULES[EventType.RESET].action
+        return await self._transition(ref, ctx, action_name, lambda b: plan.reset(b, prepared))
+
+    async def _in_one(  # noqa: PLR0917 - the parts of one change
+        self,
+        groups: tuple[StatementGroup, StatementGroup],
+        ref: str,
+        ctx: WriteContext,
+        event_type: EventType,
+        prepared: plan.Prepared,
+        code: int,
+        decide: Callable[[Build], plan.Draft | None],
+    ) -> WriteResult | None:
+        """A change that the rules record, in one statement (``_change_in_one``) sent with this
+        process's other such changes of the moment: one round trip, one COMMIT, the rule checked in the
+        statement. None (nothing written) when the rule records nothing (a replay, a 409), there is no
+        such build, or its row is held: the caller then takes the way that reads the build and judges
+        the change (``_transition``), which answers each of those as before. ``decide`` makes the answer
+        from the build as the statement found it: the same rule, so the same event."""
+        action_name = EVENT_RULES[event_type].action
+        build_uuid = build_uuid_of(ref)
+        status = status_at(code)
+        audit = AuditEntry.of(ctx, action_name, ref, 200, "allowed")
+        try:
+            row = await groups[build_uuid is None].fetchrow(
+                FEED_LOCK,
+                ref if build_uuid is None else build_uuid,
+                code,
+                status,
+                prepared.message,
+                ctx.actor,
+                prepared.provenance,
+                *plan.tokens(event_type, code),
+                audit.action,
+                audit.target,
+                audit.request_id,
+                audit.source,
+            )
+        except Problem as refused:
+            await self.audit.refused(ctx, action_name, ref, refused)
+            raise
+        if row is None:
+            return None
+        build = sql.decode_build(_DIALECT, row)  # as it was: what the rule judged the change against
+        draft = decide(build)
+        if draft is None or (draft.state_code, draft.status) != (code, status):  # pragma: no cover
+            raise RuntimeError(f"the statement changed build {ref!r} where the rules would not")
+        return Appended(
+            build, draft, ctx.actor, row["event_seq"], row["recorded_at"], row["duration_ms"]
+        ).result()
 
     async def _transition(
         self,

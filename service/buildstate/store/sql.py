@@ -16,6 +16,7 @@ from buildstate.domain import EVENT_RULES, MAX_STATE, SUCCEEDED, EventType, buil
 from buildstate.models import (
     Artifact,
     Build,
+    BuildDetail,
     BuildIdent,
     CellRevocation,
     Event,
@@ -252,6 +253,24 @@ def build_query(p: Params, ref: str) -> str:
     return f"SELECT {BUILD_COLUMNS} {BUILD_FROM} WHERE {ref_condition(p, ref)}"
 
 
+# A build's artifacts as one column of its row (PostgreSQL): an array of anonymous records in the order
+# of ``artifacts.sql``'s ``of_build``, their fields ``ARTIFACT_FIELDS`` (labels as text: asyncpg's jsonb
+# codec is not applied inside a record).
+ARTIFACT_FIELDS = (
+    "platform", "region", "kind", "external_id", "labels", "attempt", "event_seq", "recorded_at", "actor",
+)  # fmt: skip
+_ARTIFACT_RECORD = ", ".join(
+    f"a.{name}::text" if name == "labels" else f"a.{name}" for name in ARTIFACT_FIELDS
+)
+
+
+def build_detail_query(p: Params, ref: str) -> str:
+    """The build ``ref`` names with its artifacts (``decode_detail``): one statement, so one state of the
+    database, where the build and then its artifacts would take a snapshot transaction (PostgreSQL)."""
+    artifacts = f"ARRAY(SELECT ROW({_ARTIFACT_RECORD}) FROM artifacts a WHERE a.build = b.id ORDER BY a.id)"
+    return f"SELECT {BUILD_COLUMNS}, {artifacts} AS artifacts {BUILD_FROM} WHERE {ref_condition(p, ref)}"
+
+
 MATRIX_QUERY = f"""
     SELECT {BUILD_COLUMNS} {BUILD_FROM}
     JOIN combos c ON b.id = (
@@ -311,23 +330,37 @@ def decode_failure(dialect: Dialect, value: Any) -> Failure | None:
     return None if data is None else Failure(**data)
 
 
+def build_fields(dialect: Dialect, row: Row) -> dict[str, Any]:
+    return {
+        "id": dialect.uuid_value(row["id"]),
+        "build_id": row["build_id"],
+        "platform": row["platform"],
+        "os_version": row["os_version"],
+        "image_type": row["image_type"],
+        "state_code": row["state_code"],
+        "status": row["status"],
+        "attempt": row["attempt"],
+        "labels": dialect.json_value(row["labels"]),
+        "message": row["message"],
+        "failure": decode_failure(dialect, row["failure"]),
+        "created_at": dialect.time_value(row["created_at"]),
+        "updated_at": dialect.time_value(row["updated_at"]),
+        "last_event_seq": row["last_event_seq"],
+    }
+
+
 def decode_build(dialect: Dialect, row: Row) -> Build:
-    return Build(
-        id=dialect.uuid_value(row["id"]),
-        build_id=row["build_id"],
-        platform=row["platform"],
-        os_version=row["os_version"],
-        image_type=row["image_type"],
-        state_code=row["state_code"],
-        status=row["status"],
-        attempt=row["attempt"],
-        labels=dialect.json_value(row["labels"]),
-        message=row["message"],
-        failure=decode_failure(dialect, row["failure"]),
-        created_at=dialect.time_value(row["created_at"]),
-        updated_at=dialect.time_value(row["updated_at"]),
-        last_event_seq=row["last_event_seq"],
-    )
+    return Build(**build_fields(dialect, row))
+
+
+def decode_detail(dialect: Dialect, row: Row) -> BuildDetail:
+    """A row of ``build_detail_query``: the build with its artifacts, validated once."""
+    artifacts = []
+    for item in row["artifacts"]:
+        fields = dict(zip(ARTIFACT_FIELDS, item, strict=True))
+        fields["labels"] = json.loads(fields["labels"])
+        artifacts.append(Artifact(**fields))
+    return BuildDetail(**build_fields(dialect, row), artifacts=artifacts)
 
 
 def decode_event(dialect: Dialect, row: Row) -> Event:

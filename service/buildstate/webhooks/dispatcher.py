@@ -179,7 +179,12 @@ class Dispatcher:
         """Claim due deliveries and send them; ``session`` must come from ``self.session()``."""
         # Long enough for one delivery and its bookkeeping; a dead holder delays a retry by this much.
         lease = timedelta(seconds=self.settings.webhook_timeout_seconds * 2 + 5)
-        claimed = await self.hooks.claim(now=datetime.now(UTC), lease=lease, limit=16)
+        now = datetime.now(UTC)
+        # Woken by every move of the feed: most moves queue no delivery, and a read costs far less than the
+        # claim's write transaction (on SQLite it would queue behind the service's writes for its lock).
+        if not await self.hooks.any_due(now=now):
+            return 0
+        claimed = await self.hooks.claim(now=now, lease=lease, limit=16)
         by_hook: dict[int, list[Claimed]] = {}
         for delivery in claimed:
             by_hook.setdefault(delivery.webhook_id, []).append(delivery)

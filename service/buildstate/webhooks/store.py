@@ -18,6 +18,7 @@ from buildstate.errors import NotFound
 from buildstate.redaction import redact
 from buildstate.store import Store
 from buildstate.store.audit import insert as audit_row
+from buildstate.store.executor import batch
 from buildstate.store.sql import Params
 from buildstate.store.types import AuditEntry, WriteContext
 from buildstate.webhooks.models import Delivery, DeliveryAttempt, DeliveryPage, Webhook, WebhookKind
@@ -230,6 +231,23 @@ class WebhookStore:
 
     # ------------------------------------------------------------------ deliveries
 
+    @staticmethod
+    def _due(p: Params, now: datetime) -> str:
+        """What a dispatcher may take at ``now``: due deliveries, and those whose holder's lease ran out."""
+        return (
+            "FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
+            f"WHERE w.enabled AND ((d.status = 'pending' AND d.next_attempt_at <= {p.time(now)}) "
+            f"OR (d.status = 'delivering' AND d.lease_until < {p.time(now)}))"
+        )
+
+    async def any_due(self, *, now: datetime) -> bool:
+        """Whether ``claim`` would take anything: one read (no transaction on PostgreSQL, no writer's lock on
+        SQLite), so that a dispatcher woken by every move of the feed writes only when there is work."""
+        p = self._params()
+        query = f"SELECT 1 AS due {self._due(p, now)} LIMIT 1"
+        [rows] = await self.store.executor.read(batch([(query, p.values)]))
+        return bool(rows)
+
     async def claim(self, *, now: datetime, lease: timedelta, limit: int) -> list[Claimed]:
         """Take up to ``limit`` due deliveries (or ones whose holder's lease ran out) for this process."""
         p = self._params()
@@ -237,9 +255,7 @@ class WebhookStore:
         query = (
             f"UPDATE webhook_deliveries SET status = 'delivering', attempts = attempts + 1, "
             f"lease_until = {p.time(now + lease)} WHERE id IN ("
-            "SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
-            f"WHERE w.enabled AND ((d.status = 'pending' AND d.next_attempt_at <= {p.time(now)}) "
-            f"OR (d.status = 'delivering' AND d.lease_until < {p.time(now)})) "
+            f"SELECT d.id {self._due(p, now)} "
             f"ORDER BY d.next_attempt_at LIMIT {p(limit)}{lock}"
             ") RETURNING id, webhook_id, event_seq, message_id, attempts, created_at"
         )
