@@ -56,3 +56,20 @@ def test_what_is_not_a_credential_is_left_alone() -> None:
 def test_database_urls_are_described_without_their_password() -> None:
     assert describe_url("postgresql://bs:hunter2@db:5432/bs") == "postgresql://bs:***@db:5432/bs"
     assert describe_url("sqlite:////data/buildstate.db") == "sqlite:////data/buildstate.db"
+
+
+def test_the_clean_text_cache_is_bounded_in_count_and_length() -> None:
+    """``redact`` remembers texts it found no trigger in; a client sending many long made-up paths must not
+    be able to grow a worker's memory with them."""
+    from buildstate import redaction
+
+    long_text = "/builds/" + "x" * (redaction._CLEAN_LONGEST + 1)
+    assert redaction.redact(long_text) == long_text
+    assert long_text not in redaction._CLEAN
+    for n in range(redaction._CLEAN_LIMIT + 10):
+        assert redaction.redact(f"/builds/b{n}") == f"/builds/b{n}"
+    assert len(redaction._CLEAN) <= redaction._CLEAN_LIMIT
+    # A text seen clean and then given a secret to blank is still blanked.
+    seen = "/builds/canary-7f3a9c21d4e8b605"
+    assert redaction.redact(seen) == seen
+    assert redaction.redact(seen, "canary-7f3a9c21d4e8b605") == f"/builds/{redaction.MASK}"

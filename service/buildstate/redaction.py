@@ -63,9 +63,11 @@ _PATTERNS = (
 _TRIGGERS = ("://", "=", "bearer", "basic", "authorization", "api-key", "bs_", "eyj", "whsec_")
 # Texts found to hold no trigger, when no secret was given: redact returns them as they are, so the next
 # time it can say so at once (the same paths and messages come back on every request). Nothing in it can
-# be shaped like a credential; bounded, emptied when full.
+# be shaped like a credential; bounded in count and in the length of what it keeps (so a client sending
+# long made-up paths holds at most _CLEAN_LIMIT x _CLEAN_LONGEST characters of a worker), emptied when full.
 _CLEAN: set[str] = set()
 _CLEAN_LIMIT = 4096
+_CLEAN_LONGEST = 256
 
 
 def spellings(secret: str) -> set[str]:
@@ -91,7 +93,7 @@ def redact(text: str, *secrets: str | None) -> str:
         if trigger in lowered:
             break
     else:
-        if not secrets:
+        if not secrets and len(text) <= _CLEAN_LONGEST:
             if len(_CLEAN) >= _CLEAN_LIMIT:
                 _CLEAN.clear()
             _CLEAN.add(text)
