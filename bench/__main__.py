@@ -378,9 +378,11 @@ HALF = 0.5  # the p99 goal's load: half of the scenario's measured maximum
 def reference(run: Run) -> None:
     """Every service scenario against the minimal server on the same store (``bench/reference.py`` on
     PostgreSQL, ``bench/reference_sqlite.py`` on SQLite): the same requests, each write one statement (on
-    SQLite one minimal transaction), keys in memory, no audit, feed or idempotency. Each round measures
-    the reference, then the ``--before`` checkout's service if there is one, then the measured one, back
-    to back; then each service once more, paced at half of its maximum, for the p99 there."""
+    SQLite group-committed minimal transactions), keys in memory, no audit, feed or idempotency. Each
+    round measures the reference, the ``--before`` checkout's service if there is one and the measured one,
+    back to back, in an order that alternates from round to round (reference, before, after; then after,
+    before, reference; ...: ``round_orders`` in results.json); then each service once more, paced open-loop
+    at half of its maximum, for the p99 there."""
     for kind in run.stores:
         _reference_on(run, kind)
 
@@ -427,15 +429,16 @@ def _reference_on(run: Run, kind: str) -> None:
 
     for scenario, script, connections in REFERENCE_PAIRS:
         rounds: list[dict[str, wrk.Load]] = []
-        for _ in range(run.rounds):
-            got = {"reference": measure(scenario, script, connections, "reference")}
+        orders: list[list[str]] = []
+        for number in range(run.rounds):
+            order = round_order(number, ["reference", *sides])
+            got = {who: measure(scenario, script, connections, who) for who in order}
             run._record_ceiling(
                 f"reference-{scenario}/{kind}", got["reference"].as_dict(), got["reference"].rps,
                 f"bench/reference{'_sqlite' if kind == 'sqlite' else ''}.py",
             )  # fmt: skip
-            for side in sides:
-                got[side] = measure(scenario, script, connections, side)
             rounds.append(got)
+            orders.append(order)
         entries = {}
         for side in sides:
             ratios = sorted(
@@ -457,6 +460,7 @@ def _reference_on(run: Run, kind: str) -> None:
                 "p99_at_max_ms": top.p99_ms,
                 "p99_at_half_ms": half.p99_ms,
                 "at_half": half.as_dict(),
+                "round_orders": orders,
             }
             run.results["scenarios"][f"{scenario}-vs-reference{suffix}/{kind}"] = entry
             entries[side] = entry
@@ -476,9 +480,16 @@ def _reference_on(run: Run, kind: str) -> None:
                 "after": {k: entries["after"][k] for k in _BEFORE_AFTER_KEYS},
                 "after_over_before": round(gains[len(gains) // 2], 3),
                 "round_after_over_before": [round(g, 3) for g in gains],
+                "round_orders": orders,
             }
     for name in pings:
         run._servers.pop(name).stop()
+
+
+def round_order(number: int, sides: list[str]) -> list[str]:
+    """The order of the sides in round ``number`` (from 0): as given, then reversed, and so on (ABBA), so an
+    order effect (a warm cache, a machine slowing down within a round) does not always land on one side."""
+    return list(sides) if number % 2 == 0 else list(reversed(sides))
 
 
 _BEFORE_AFTER_KEYS = ("rps", "p99_at_max_ms", "p99_at_half_ms", "errors", "ratio", "round_ratios")
