@@ -11,9 +11,12 @@ transaction to a thread in one call. So, per worker:
 
 - reads on the event loop itself, on one connection: a point read by a unique index, which in WAL mode
   never waits for a writer (sqlite3 releases the GIL while SQLite works);
-- each write as the minimal transaction SQLite needs (SQLite has no data-modifying CTE, so the one
-  statement of the PostgreSQL reference is ``BEGIN IMMEDIATE``, its three or four statements, ``COMMIT``),
-  run in one call on the worker's one writer thread, so the commit's fsync does not stop the loop;
+- each write as the minimal statements SQLite needs (SQLite has no data-modifying CTE, so the one
+  statement of the PostgreSQL reference is three or four), run on the worker's one writer thread, so the
+  commit's fsync does not stop the loop; the writer **group-commits**: it takes every write queued at
+  that moment into one ``BEGIN IMMEDIATE`` ... ``COMMIT`` (one fsync for all of them), each write under
+  a ``SAVEPOINT`` of its own with its own answer, so a failing write is rolled back alone and the others
+  commit, as the service's SQLite writer does;
 - the two workers' writers take turns through an ``flock`` on ``<database>.write-lock`` (the kernel wakes
   the next one as soon as a commit is done) instead of SQLite's busy handler, which sleeps in steps of
   milliseconds; the service hands its writers over the same way, so the two compare alike there.
@@ -25,15 +28,16 @@ service. The database is ``BENCH_REFERENCE_DSN`` (``sqlite:///<path>``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import hashlib
 import json
 import os
+import queue
 import sqlite3
+import threading
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -79,14 +83,15 @@ def _now() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+_Write = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
+
+
 class Database:
     """One worker's connections: the loop's reader and the writer thread's writer."""
 
     def __init__(self, path: str, synchronous: str) -> None:
         self.path, self.synchronous = path, synchronous
         self.reader = self._connect()
-        self.writer_pool = ThreadPoolExecutor(1, thread_name_prefix="reference-writer")
-        self._writer: sqlite3.Connection | None = None
         self._lock = os.open(f"{path}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self.keys = frozenset(
             r[0] for r in self.reader.execute("SELECT key_hash FROM api_keys WHERE revoked_at IS NULL")
@@ -96,6 +101,10 @@ class Database:
             for table in _TABLES
             for id_, name in self.reader.execute(f"SELECT id, name FROM {table}")
         }
+        self.batches: list[int] = []  # the number of writes of each committed transaction, for the tests
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="reference-writer", daemon=True)
+        self._writer.start()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
@@ -104,36 +113,72 @@ class Database:
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` on the writer, holding the workers' write lock."""
-        if self._writer is None:
-            self._writer = self._connect()
-        conn = self._writer
+    def _write_loop(self) -> None:
+        """The writer thread: every write queued at the moment in one transaction, until ``None``."""
+        conn = self._connect()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while True:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                self._commit(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+        """``BEGIN IMMEDIATE``, each write under its own savepoint, ``COMMIT``, holding the workers' lock;
+        the answers are given only once the commit is done."""
+        answers: list[tuple[Future[Any], Any, BaseException | None]] = []
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                for work, future in batch:
+                    conn.execute("SAVEPOINT write")
+                    try:
+                        answers.append((future, work(conn), None))
+                    except Exception as error:  # this write alone is undone; the others go on
+                        conn.execute("ROLLBACK TO write")
+                        answers.append((future, None, error))
+                    conn.execute("RELEASE write")
+                conn.execute("COMMIT")
+            except BaseException as failed:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                for _, future in batch:
+                    future.set_exception(failed)
+                return
         finally:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self.batches.append(len(batch))
+        for future, result, refused in answers:
+            if refused is None:
+                future.set_result(result)
+            else:
+                future.set_exception(refused)
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def run() -> T:
-            with self._transaction() as conn:
-                return work(conn)
-
-        return await asyncio.get_running_loop().run_in_executor(self.writer_pool, run)
+        future: Future[T] = Future()
+        self._queue.put((work, future))
+        return await asyncio.wrap_future(future)
 
     def close(self) -> None:
-        self.writer_pool.shutdown(wait=True)
-        for conn in (self.reader, self._writer):
-            if conn is not None:
-                conn.close()
+        self._queue.put(None)
+        self._writer.join()
+        self.reader.close()
         os.close(self._lock)
 
 

@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import sqlite3
+import threading
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from typing import Any
 
 import asyncpg
 from bench.db import Database
+from bench.reference_sqlite import Database as Reference
 
 from bench import servers
 from buildstate.auth import keys
@@ -96,3 +98,52 @@ def test_the_reference_server_answers_the_bench_requests_with_the_same_writes(
     counts = dict(_sql(database_url, "SELECT status, n FROM status_counts"))
     assert (counts["running"], counts.get("succeeded", 0)) == (1, 0)
     assert build["last_event_seq"] == created["event"]["seq"] + 3
+
+
+def test_the_sqlite_reference_commits_the_writes_queued_together_in_one_transaction(tmp_path: Path) -> None:
+    """Group commit: writes that wait while one is being written go in one transaction, each its own answer;
+    one that fails is undone alone and the others commit."""
+    path = str(tmp_path / "ref.db")
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.executescript(
+        "CREATE TABLE api_keys (key_hash TEXT, revoked_at TEXT);"
+        "CREATE TABLE platforms (id INTEGER PRIMARY KEY, name TEXT);"
+        "CREATE TABLE os_versions (id INTEGER PRIMARY KEY, name TEXT);"
+        "CREATE TABLE image_types (id INTEGER PRIMARY KEY, name TEXT);"
+        "CREATE TABLE t (n INTEGER PRIMARY KEY);"
+    )
+    setup.close()
+    reference = Reference(path, "FULL")
+    started, go = threading.Event(), threading.Event()
+
+    def first(conn: sqlite3.Connection) -> int:
+        started.set()
+        go.wait(10)
+        conn.execute("INSERT INTO t (n) VALUES (0)")
+        return 0
+
+    def insert(n: int) -> Any:
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO t (n) VALUES (?)", (n,))
+            if n == 3:
+                raise LookupError("refused")
+            return n
+
+        return work
+
+    async def scenario() -> list[Any]:
+        held = asyncio.ensure_future(reference.write(first))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        queued = [asyncio.ensure_future(reference.write(insert(n))) for n in range(1, 6)]
+        await asyncio.sleep(0.05)  # all five are queued while the first one holds the writer
+        go.set()
+        return await asyncio.gather(held, *queued, return_exceptions=True)
+
+    try:
+        answers = asyncio.run(scenario())
+    finally:
+        reference.close()
+    assert answers[:3] + answers[4:] == [0, 1, 2, 4, 5]
+    assert isinstance(answers[3], LookupError)
+    assert reference.batches == [1, 5]
+    assert [r[0] for r in _sql(f"sqlite:///{path}", "SELECT n FROM t ORDER BY n")] == [0, 1, 2, 4, 5]
