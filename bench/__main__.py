@@ -460,6 +460,7 @@ def _reference_on(run: Run, kind: str) -> None:
                 "p99_at_max_ms": top.p99_ms,
                 "p99_at_half_ms": half.p99_ms,
                 "at_half": half.as_dict(),
+                "half_pacing": report.pacing(half.as_dict()),
                 "round_orders": orders,
             }
             run.results["scenarios"][f"{scenario}-vs-reference{suffix}/{kind}"] = entry
@@ -492,7 +493,9 @@ def round_order(number: int, sides: list[str]) -> list[str]:
     return list(sides) if number % 2 == 0 else list(reversed(sides))
 
 
-_BEFORE_AFTER_KEYS = ("rps", "p99_at_max_ms", "p99_at_half_ms", "errors", "ratio", "round_ratios")
+_BEFORE_AFTER_KEYS = (
+    "rps", "p99_at_max_ms", "p99_at_half_ms", "half_pacing", "errors", "ratio", "round_ratios",
+)  # fmt: skip
 
 
 def get(run: Run) -> None:
@@ -589,6 +592,7 @@ def curve(run: Run) -> None:
         def get_env_of(env: dict[str, str] = get_env) -> dict[str, str]:
             return env
 
+        # The paced points are open loop (bench/lua/paced.lua): latency from each request's scheduled send.
         for name, script, env_of in (("get-build", "get", get_env_of), ("post-state", "state", state_env)):
             peak = run.load(server.url, script, env=env_of())
             points[name] = [{"fraction": 1.0, **peak.as_dict()}]

@@ -1,7 +1,10 @@
 """wrk as the load generator: C, so it leaves the cores to the server; Lua scripts for keys and bodies.
 
 Every run is bounded in time (``-d``) and by a socket timeout; traffic goes only to 127.0.0.1. The scripts'
-``done`` hook prints one ``BENCHJSON`` line with the totals and the latency percentiles.
+``done`` hook prints one ``BENCHJSON`` line with the totals and the latency percentiles. A paced run
+(``rate``) is open loop (``lua/paced.lua``): one connection per wrk thread, each on a fixed schedule, each
+latency counted from the request's scheduled send time, so a slow answer's wait for the requests queued
+behind it is counted (no coordinated omission, as wrk2 would; Debian has no wrk2).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class Load:
     max_ms: float
     connections: int
     offered_rate: float | None
+    open_loop: bool = False
+    pacer_late_p99_ms: float | None = None  # paced: how late wrk's timers sent the requests they held back
 
     @property
     def rps(self) -> float:
@@ -71,6 +76,8 @@ class Load:
             "max_ms": self.max_ms,
             "connections": self.connections,
             "offered_rate": self.offered_rate,
+            "open_loop": self.open_loop,
+            "pacer_late_p99_ms": self.pacer_late_p99_ms,
         }
 
 
@@ -93,8 +100,10 @@ def run(
     binary = ensure_wrk()
     workdir.mkdir(parents=True, exist_ok=True)
     combined = workdir / f"{script}.lua"
-    combined.write_text((LUA / "common.lua").read_text() + "\n" + (LUA / f"{script}.lua").read_text())
-    threads = max(1, min(threads, connections))
+    parts = ("common.lua", f"{script}.lua", "paced.lua")
+    combined.write_text("\n".join((LUA / part).read_text() for part in parts))
+    # Paced: one connection per thread, so each thread's request/response/delay are one connection's.
+    threads = connections if rate else max(1, min(threads, connections))
     run_env = {
         **os.environ,
         **(env or {}),
@@ -137,4 +146,6 @@ def run(
         max_ms=lat["max"] / 1000,
         connections=connections,
         offered_rate=rate,
+        open_loop=bool(data.get("open_loop")),
+        pacer_late_p99_ms=data["pacer_late_us"]["p99"] / 1000 if data.get("open_loop") else None,
     )
