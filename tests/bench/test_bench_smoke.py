@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench.__main__ import round_order
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,11 +74,13 @@ def test_the_reference_scenarios_have_before_after_and_the_p99_at_half_of_their_
             half = entry["at_half"]
             assert half["requests"] > 0 and half["errors"] == 0, (name, side, half["error_detail"])
             assert half["offered_rate"] == pytest.approx(entry["rps"] / 2, rel=0.01)
+            assert half["open_loop"] is True and entry["half_pacing"] == "open loop"
+            assert entry["round_orders"] == [["reference", "before", "after"]]
         row = results["before_after"][f"{name}/sqlite"]
         assert row["after_over_before"] > 0 and row["reference_rps"] > 0
     assert results["settings"]["checkouts"]["before"]["root"] == str(ROOT)
     assert "## Before / after / reference" in results["_markdown"]
-    assert "p99 < 50 ms at half of max (create, sqlite)" in results["_markdown"]
+    assert "p99 < 50 ms at half of max, open loop (create, sqlite)" in results["_markdown"]
 
 
 def test_scale_and_resource_numbers_are_there(results: dict) -> None:
@@ -98,3 +101,9 @@ def test_the_markdown_table_states_where_we_stand_on_each_target(results: dict) 
     text = results["_markdown"]
     assert "## Targets" in text
     assert "middleware cost" in text and "POST state on sqlite" in text and "check within 150 ms" in text
+
+
+def test_the_reference_rounds_alternate_their_order() -> None:
+    """ABBA: an order effect within a round does not always land on the same side."""
+    sides = ["reference", "before", "after"]
+    assert [round_order(n, sides) for n in range(3)] == [sides, sides[::-1], sides]
