@@ -1,6 +1,7 @@
 """Header injection through ``X-Request-ID``, over a raw socket to a real service (an HTTP client library
 would refuse to send most of these): the id is echoed and logged only when it is 1-128 characters of
-``[A-Za-z0-9._:/+=-]``; anything else is replaced, and nothing a client sends becomes a response header.
+``[A-Za-z0-9._:/+=-]`` and nothing in it is shaped like a credential; anything else is replaced, and
+nothing a client sends becomes a response header.
 (tests/web/test_api.py checks the plain cases: a sane id kept, a tab and spaces replaced.)"""
 
 from __future__ import annotations
@@ -50,8 +51,23 @@ def raw_get(live: Live, request_id: bytes) -> tuple[int, dict[str, str], bytes]:
         b"<script>alert(1)</script>",
         b"a" * 129,
         b"",
+        # Sane characters, but a credential: an id is echoed, logged and audited as it is, never redacted.
+        b"bs_0123abcd_" + b"S" * 43,
+        b"password=hunter2hunter2",
     ],
-    ids=["percent-crlf", "bare-cr", "obs-fold", "bare-lf", "nul", "latin1", "markup", "too-long", "empty"],
+    ids=[
+        "percent-crlf",
+        "bare-cr",
+        "obs-fold",
+        "bare-lf",
+        "nul",
+        "latin1",
+        "markup",
+        "too-long",
+        "empty",
+        "api-key",
+        "password",
+    ],
 )
 def test_an_unsafe_request_id_is_replaced_and_injects_nothing(live_service: Live, sent: bytes) -> None:
     status, headers, head = raw_get(live_service, sent)

@@ -23,6 +23,7 @@ from buildstate.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from buildstate.redaction import redact
 from buildstate.web.routing import Handler
 from buildstate.web.typedefs import REQUEST_ID
 
@@ -129,10 +130,11 @@ _mint = _RequestIds()
 
 
 def request_id(request: web.Request) -> str:
-    """Honour a sane ``X-Request-ID`` (no header injection, bounded), else mint one; ``observe`` sets it on
-    the request first of all and echoes it on the answer (one layer less than a middleware of its own)."""
+    """Honour a sane ``X-Request-ID`` (no header injection, bounded, nothing shaped like a credential: the
+    id is echoed, logged unredacted and kept in audit rows), else mint one; ``observe`` sets it on the
+    request first of all and echoes it on the answer (one layer less than a middleware of its own)."""
     given = request.headers.get("X-Request-ID", "")
-    rid = given if given and _SANE_REQUEST_ID.match(given) else _mint()
+    rid = given if given and _SANE_REQUEST_ID.match(given) and redact(given) == given else _mint()
     request[REQUEST_ID] = rid
     return rid
 
