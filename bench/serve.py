@@ -47,6 +47,10 @@ async def service_app() -> web.Application:
     app = create_app()
     # The layer breakdown (``python -m bench framework``): the same app without some middlewares.
     without = set(filter(None, os.environ.get("BENCH_WITHOUT_MIDDLEWARES", "").split(",")))
+    unknown = without - {middleware.__name__ for middleware in app.middlewares}
+    if unknown:  # a layer renamed or folded into another: the variant would silently measure everything
+        named = ", ".join(sorted(unknown))
+        raise SystemExit(f"BENCH_WITHOUT_MIDDLEWARES names no middleware of the app: {named}")
     for middleware in list(app.middlewares):
         if middleware.__name__ in without:
             app.middlewares.remove(middleware)
