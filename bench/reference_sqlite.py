@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import hashlib
 import json
 import os
 import queue
@@ -43,8 +42,10 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+# The parts that do not touch the database are the PostgreSQL reference's own: one minimal server, two stores.
+from bench.reference import _KEYS, _authorized, _json, health, ping
+
 T = TypeVar("T")
-BODY = b'{"ok":true}'
 _TABLES = ("platforms", "os_versions", "image_types")
 
 _BUILD = """
@@ -189,21 +190,6 @@ class _NotFound(Exception):
     pass
 
 
-def _authorized(request: web.Request) -> bool:
-    key = request.headers.get("X-API-Key", "")
-    return hashlib.sha256(key.encode()).hexdigest() in request.app[_DB].keys
-
-
-def _json(data: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(data).encode(), status=status, content_type="application/json")
-
-
-async def ping(request: web.Request) -> web.Response:
-    if not _authorized(request):
-        return _json({"title": "Unauthorized"}, 401)
-    return web.Response(body=BODY, content_type="application/json")
-
-
 async def get_build(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _json({"title": "Unauthorized"}, 401)
@@ -290,13 +276,10 @@ async def create(request: web.Request) -> web.Response:
     return _json({"id": made[0], "build_id": body["build_id"], "event": {"seq": made[2]}}, 201)
 
 
-async def health(_request: web.Request) -> web.Response:
-    return web.Response(body=BODY, content_type="application/json")
-
-
 async def _database(app: web.Application) -> Any:
     path = os.environ["BENCH_REFERENCE_DSN"].removeprefix("sqlite:///")
     app[_DB] = db = Database(path, os.environ.get("BENCH_REFERENCE_SYNCHRONOUS", "FULL"))
+    app[_KEYS] = db.keys
     yield
     db.close()
 
