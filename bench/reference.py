@@ -20,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 BODY = b'{"ok":true}'
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 _KEYS = web.AppKey("keys", frozenset)
 _POOL = web.AppKey("pool", asyncpg.Pool)
 _LOOKUPS = web.AppKey("lookups", dict)  # (table, name) -> id, as the service keeps them
@@ -162,12 +164,17 @@ async def _database(app: web.Application) -> Any:
     await pool.close()
 
 
-async def reference_app() -> web.Application:
+def minimal_app(database: Any, get_build: Handler, create: Handler, change: Handler) -> web.Application:
+    """The reference's routes, on either store (``bench.reference_sqlite`` gives its own handlers)."""
     app = web.Application()
-    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(database)
     app.router.add_get("/health", health)
     app.router.add_get("/bench/ping", ping)
     app.router.add_get("/builds/{ref}", get_build)
     app.router.add_post("/builds", create)
     app.router.add_post("/builds/{ref}/{action:state|reset}", change)
     return app
+
+
+async def reference_app() -> web.Application:
+    return minimal_app(_database, get_build, create, change)

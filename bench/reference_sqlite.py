@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 # The parts that do not touch the database are the PostgreSQL reference's own: one minimal server, two stores.
-from bench.reference import _KEYS, _authorized, _json, health, ping
+from bench.reference import _KEYS, _authorized, _json, minimal_app
 
 T = TypeVar("T")
 _TABLES = ("platforms", "os_versions", "image_types")
@@ -285,11 +285,4 @@ async def _database(app: web.Application) -> Any:
 
 
 async def reference_app() -> web.Application:
-    app = web.Application()
-    app.cleanup_ctx.append(_database)
-    app.router.add_get("/health", health)
-    app.router.add_get("/bench/ping", ping)
-    app.router.add_get("/builds/{ref}", get_build)
-    app.router.add_post("/builds", create)
-    app.router.add_post("/builds/{ref}/{action:state|reset}", change)
-    return app
+    return minimal_app(_database, get_build, create, change)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -25,14 +24,6 @@ from buildstate.store.postgres import _READ_BUILD, BUILD_ID_LOCK, PostgresStore
 from buildstate.store.postgres_executor import StatementGroup
 from buildstate.store.types import EventFilter
 from buildstate.store.verify import verify
-
-
-@pytest.fixture
-async def pg_store(pg_url: str) -> AsyncIterator[PostgresStore]:
-    store = PostgresStore(pg_url, min_size=1, max_size=4)
-    await store.open()
-    yield store
-    await store.close()
 
 
 async def test_concurrent_runs_share_groups_and_each_gets_its_own_row(pg_store: PostgresStore) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -50,14 +49,6 @@ def test_the_guard_is_exactly_when_the_rules_record_a_change() -> None:
                         3,
                         current,
                     )
-
-
-@pytest.fixture
-async def pg_store(pg_url: str) -> AsyncIterator[PostgresStore]:
-    store = PostgresStore(pg_url, min_size=1, max_size=4)
-    await store.open()
-    yield store
-    await store.close()
 
 
 def _count_round_trips(store: PostgresStore) -> list[int]:
