@@ -80,13 +80,10 @@ class Decision(NamedTuple):
         return max(0, math.ceil((self.bucket.burst - self.tokens) / self.bucket.rate))
 
     def headers(self) -> dict[str, str]:
-        bucket, tokens = self.bucket, self.tokens
-        # remaining and reset_after, inline: this runs for every authenticated request
-        remaining = max(0, math.floor(tokens))
-        reset_after = max(0, math.ceil((bucket.burst - tokens) / bucket.rate))
+        bucket = self.bucket
         fields = {
             "RateLimit-Policy": bucket.policy,
-            "RateLimit": f'"{bucket.name}";r={remaining};t={reset_after}',
+            "RateLimit": f'"{bucket.name}";r={self.remaining};t={self.reset_after}',
         }
         if not self.allowed:
             fields["Retry-After"] = str(self.retry_after)

@@ -111,8 +111,10 @@ def _follows_feed(request: web.Request) -> bool:
 
 class _AccessRecords:
     """Access-log records made from a template: what ``LogRecord.__init__`` computes that is the same for
-    every request line (the level's name, the file, the process) is copied, not computed again; the
-    record is otherwise the one ``log.makeRecord`` would make (same class, from the record factory)."""
+    every request line (the level's name, the file, the process) is copied, not computed again; only the
+    time fields, ``args`` and the request's fields are set per record. The template is made once per level
+    by ``log.makeRecord`` (so the same record class), which means a ``LogRecordFactory`` that computes
+    per-record values would see them copied from the first record: nothing here installs one."""
 
     def __init__(self) -> None:
         self._templates: dict[int, tuple[type[logging.LogRecord], dict[str, object]]] = {}

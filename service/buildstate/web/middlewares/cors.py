@@ -13,11 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from buildstate.errors import Forbidden
 from buildstate.web.middlewares.problems import problem_response
-from buildstate.web.routing import Handler
 
 ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, X-API-Key, Idempotency-Key, X-Request-ID"
@@ -70,22 +68,3 @@ class Cors:
         if allowed is not None:
             response.headers.update(allowed)
             response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
-
-
-def cors_middleware(origins: Iterable[str]) -> Middleware:
-    """``Cors`` as a middleware of its own (the app has it in ``observe``)."""
-    cors_of = Cors(origins)
-
-    @web.middleware
-    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return await handler(request)
-        answer = cors_of.preflight(request, origin)
-        if answer is not None:
-            return answer
-        response = await handler(request)
-        cors_of.decorate(response, origin)
-        return response
-
-    return cors
